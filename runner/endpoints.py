@@ -1,0 +1,80 @@
+"""Endpoint descriptions: one JSON file per endpoint under schemas/endpoints/ (input and output
+JSON Schemas, which inputs are files, pricing). The runner and the emulator both read them here,
+so adding an endpoint is a new file, not new code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str  # e.g. "fal-ai/flux-1/dev/image-to-image"
+    title: str
+    kind: str
+    input_schema: Mapping[str, Any]
+    output_schema: Mapping[str, Any]
+    file_fields: frozenset[str]  # input fields that take a file (URL, data: URI, local path)
+    usd_per_megapixel: float | None
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """Input field name -> its JSON Schema."""
+        props: Mapping[str, Any] = self.input_schema.get("properties", {})
+        return props
+
+    @property
+    def input_validator(self) -> Draft202012Validator:
+        return _validator(self.id, "input")
+
+    @property
+    def output_validator(self) -> Draft202012Validator:
+        return _validator(self.id, "output")
+
+
+def schemas_dir() -> Path:
+    """The shipped schemas folder (inside the wheel, or the repo's top-level schemas/)."""
+    try:
+        packaged = Path(str(resources.files("runner.schemas")))
+        if (packaged / "job.schema.json").exists():
+            return packaged
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+@cache
+def all_endpoints() -> Mapping[str, Endpoint]:
+    found: dict[str, Endpoint] = {}
+    for path in sorted((schemas_dir() / "endpoints").glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        props = doc["input"].get("properties", {})
+        found[doc["endpoint_id"]] = Endpoint(
+            id=doc["endpoint_id"],
+            title=doc.get("title", doc["endpoint_id"]),
+            kind=doc.get("kind", ""),
+            input_schema=doc["input"],
+            output_schema=doc.get("output", {}),
+            file_fields=frozenset(k for k, v in props.items() if v.get("x-runner-file")),
+            usd_per_megapixel=doc.get("pricing", {}).get("usd_per_megapixel"),
+        )
+    return found
+
+
+def get_endpoint(endpoint_id: str) -> Endpoint | None:
+    return all_endpoints().get(endpoint_id)
+
+
+@cache
+def _validator(endpoint_id: str, which: str) -> Draft202012Validator:
+    endpoint = all_endpoints()[endpoint_id]
+    schema = endpoint.input_schema if which == "input" else endpoint.output_schema
+    return Draft202012Validator(schema)

@@ -1,0 +1,82 @@
+"""Small frozen value types handed from one pipeline stage to the next.
+
+spec.py builds a JobSpec; grid.py turns it into Requests; the executor turns each Request into
+manifest records (see manifest.py for the journal's line format).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import SpecPath
+
+Backend = Literal["local", "fal"]
+Mode = Literal["queue", "sync"]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a YAML node starts (1-based, as editors count)."""
+
+    line: int
+    col: int
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How requests are run: the spec's `execution` block, with command-line overrides applied."""
+
+    concurrency: int = 8
+    rate: float | None = None  # submissions per second; None = unlimited
+    retries: int = 6
+    timeout: float = 600.0  # seconds from submit to result
+    queue_timeout: float | None = None  # seconds a request may wait IN_QUEUE; None = timeout
+    mode: Mode = "queue"
+
+
+@dataclass(frozen=True)
+class Sample:
+    n: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A loaded, schema-valid job spec. Raw values keep their YAML order."""
+
+    path: Path  # the spec file
+    base_dir: Path  # relative paths in the spec resolve here
+    sha256: str  # of the spec file's bytes
+    version: int
+    name: str | None
+    endpoint: str
+    backend: Backend
+    output: Path  # absolute
+    defaults: Mapping[str, Any]
+    matrix: Mapping[str, Any]  # axis name -> raw axis value (list or source mapping)
+    exclude: tuple[Mapping[str, Any], ...] = ()
+    include: tuple[Mapping[str, Any], ...] = ()
+    sample: Sample | None = None
+    max_requests: int = 10_000
+    execution: Execution = field(default_factory=Execution)
+    # Maps a path inside the YAML document to the node's location (nearest known ancestor).
+    locate: Callable[[SpecPath], Location] = field(default=lambda path: Location(1, 1), repr=False)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request to send: identity, body, the row it came from.
+
+    `input` is the body as journaled: a local file stands as "sha256:<hex>" and `files` maps that
+    field to the file's absolute path, inlined (data: URI or upload) only when it is sent.
+    """
+
+    key: str
+    input: Mapping[str, Any]
+    vars: Mapping[str, Any]
+    files: Mapping[str, Path] = field(default_factory=dict)
+    # field or variable name -> the YAML path its value came from (for error locations)
+    origins: Mapping[str, SpecPath] = field(default_factory=dict, repr=False)
