@@ -4,8 +4,10 @@
      ├── SpecError            one problem in a job spec, located as file:line:col
      │    └── SpecErrors      several of them, reported together
      ├── GridError            expansion problem at a spec path; spec.py locates it as a SpecError
+     ├── UsageError           bad command line or environment (no key, bad URL); nothing sent
      ├── BackendError         the server or the network failed in a way that stops the run
      │    └── AuthError       401/403: bad or missing credentials (never retried)
+     ├── CallError            one HTTP call failed; retry.py decides, the executor records
      ├── ManifestError        the output folder or its journal cannot be read or written
      └── Interrupted          the user stopped the run; it can be resumed
 
@@ -54,6 +56,10 @@ class GridError(RunnerError):
         self.path = path
 
 
+class UsageError(RunnerError):
+    """The command line or the environment cannot work (missing FAL_KEY, a bad URL...)."""
+
+
 class BackendError(RunnerError):
     """The backend cannot be used at all (not a single request's failure)."""
 
@@ -68,3 +74,30 @@ class ManifestError(RunnerError):
 
 class Interrupted(RunnerError):
     """The run was stopped by the user; what was submitted is journaled and resumes next time."""
+
+
+class CallError(RunnerError):
+    """One HTTP call to the backend failed. The retry policy (retry.py) decides what follows;
+    the executor records the outcome. Never carries the API key.
+
+    `sent` says whether the server may have received the request: "no" (refused, or an error
+    answer that proves it was not accepted), "maybe" (dropped or timed out after sending), "yes".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        error_type: str | None = None,
+        retry_after: float | None = None,
+        sent: str = "yes",
+        ingress: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.error_type = error_type
+        self.retry_after = retry_after
+        self.sent = sent
+        self.ingress = ingress

@@ -1,0 +1,280 @@
+"""The command line: `runner validate | plan | run | serve`. The one place that prints and the
+one place where errors become exit codes:
+
+    0  every request ok          2  bad spec or usage, nothing sent
+    1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import AuthError, BackendError, Interrupted, ManifestError, RunnerError, SpecError, \
+    UsageError
+from .executor import Executor, RunStats
+from .grid import axes as grid_axes
+from .grid import expand
+from .plan import make_plan
+from .run import RunSettings, run_requests, with_overrides
+from .validate import check
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
+
+EXAMPLES = """examples:
+  runner validate specs/*.yaml
+  runner plan specs/sweep.yaml            # count, axes, first rows, cost; nothing sent
+  runner plan specs/sweep.yaml --jsonl    # every request in run order
+  runner run specs/quickstart.yaml        # offline, with the embedded emulator
+  FAL_KEY=... runner run specs/sweep.yaml --backend fal --concurrency 4
+  runner serve --port 8080                # the fal-compatible emulator on its own
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runner", description="Declarative batch runner for fal image-to-image endpoints.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"runner {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check specs; errors as file:line:col: message",
+                       epilog="example: runner validate specs/*.yaml")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+
+    p = sub.add_parser("plan", help="show what a spec would send, without sending it",
+                       epilog="examples:\n  runner plan specs/sweep.yaml\n"
+                              "  runner plan specs/sweep.yaml --json | jq .count",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", metavar="SPEC")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object (with `count`)")
+    fmt.add_argument("--jsonl", action="store_true", help="every request, one JSON line each")
+    p.add_argument("--rows", type=int, default=5, help="rows to preview (default 5)")
+
+    p = sub.add_parser("run", help="run or resume a spec",
+                       epilog="examples:\n  runner run specs/quickstart.yaml\n"
+                              "  runner run specs/sweep.yaml --backend fal --retry-failed",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--out", type=Path, help="output folder (default: the spec's `output`)")
+    p.add_argument("--backend", choices=["local", "fal"], help="override the spec's backend")
+    p.add_argument("--concurrency", type=_positive_int, help="requests in flight at once")
+    p.add_argument("--mode", choices=["queue", "sync"], help="fal queue (default) or sync host")
+    p.add_argument("--retry-failed", action="store_true", help="run failed rows again")
+    p.add_argument("--no-resubmit-ambiguous", action="store_true",
+                   help="fail a row instead of resubmitting after an ambiguous submit error")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .emulator import add_serve_arguments
+
+    p = sub.add_parser("serve", help="run the fal-compatible emulator as a server",
+                       epilog="example: runner serve --port 8080 --latency 1 --p-429 0.1")
+    add_serve_arguments(p)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_serve(args)
+    except SpecError as error:
+        _err(str(error))
+        return EXIT_USAGE
+    except UsageError as error:
+        _err(f"runner: {error}")
+        return EXIT_USAGE
+    except AuthError as error:
+        _err(f"runner: stopped: {error}. Fix the key and run the same command again.")
+        return EXIT_STOPPED
+    except (Interrupted, ManifestError, BackendError) as error:
+        _err(f"runner: stopped: {error}")
+        return EXIT_STOPPED
+    except RunnerError as error:
+        _err(f"runner: {error}")
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK  # `runner plan --jsonl | head` is fine
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for spec in args.specs:
+        try:
+            checked = check(spec)
+        except SpecError as error:
+            _err(str(error))
+            status = EXIT_USAGE
+        else:
+            print(f"{spec}: ok, {checked.count} requests")
+    return status
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    checked = check(args.spec)
+    spec, endpoint = checked.spec, checked.endpoint
+    if args.jsonl:
+        out = sys.stdout
+        for request in expand(spec, endpoint):
+            out.write(json.dumps({"key": request.key, "input": dict(request.input),
+                                  "vars": dict(request.vars)}, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    plan = make_plan(expand(spec, endpoint), grid_axes(spec), endpoint, preview=args.rows)
+    if args.json:
+        print(json.dumps({"spec": args.spec, "endpoint": spec.endpoint, "backend": spec.backend,
+                          "output": str(spec.output), **plan.to_dict()}, ensure_ascii=False))
+        return EXIT_OK
+    print(f"{spec.name or spec.path.stem}: {plan.count} requests to {spec.endpoint} "
+          f"(backend {spec.backend})")
+    print("axes:")
+    for name, size in plan.axes:
+        print(f"  {name:<24} {size}")
+    print("first rows:")
+    for request in plan.first:
+        shown = " ".join(f"{k}={_short(v)}" for k, v in request.vars.items())
+        print(f"  {request.key}  {shown or _short(dict(request.input))}")
+    cost = "free offline (backend local)" if spec.backend == "local" else "unknown"
+    if plan.usd is not None and spec.backend != "local":
+        cost = f"about ${plan.usd:.2f} ({plan.megapixels} output megapixels)"
+    elif plan.usd is not None:
+        cost += f"; on fal about ${plan.usd:.2f} ({plan.megapixels} output megapixels)"
+    print(f"cost estimate: {cost}")
+    print(f"output: {spec.output}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    checked = check(args.spec, out=args.out)
+    spec = checked.spec
+    settings = RunSettings(
+        endpoint=spec.endpoint, backend=args.backend or spec.backend, out=spec.output,
+        execution=with_overrides(spec.execution, args.concurrency, args.mode),
+        spec_path=str(spec.path), spec_sha256=spec.sha256, retry_failed=args.retry_failed,
+        resubmit_ambiguous=not args.no_resubmit_ambiguous)
+    progress = _Progress(checked.count, enabled=not args.no_progress and sys.stderr.isatty())
+    started = time.monotonic()
+    stats = asyncio.run(_run_interruptible(settings, expand(spec, checked.endpoint), progress))
+    progress.close()
+    _summary(stats, settings.out, time.monotonic() - started)
+    if stats.interrupted:
+        _err(f"runner: interrupted; {stats.in_flight} requests in flight are journaled. "
+             f"Run the same command again to resume.")
+        return EXIT_STOPPED
+    return EXIT_FAILED if stats.failed or stats.failed_before else EXIT_OK
+
+
+async def _run_interruptible(settings: RunSettings, requests: Any, progress: _Progress
+                             ) -> RunStats:
+    """First Ctrl-C: no new submissions, a bounded wait for what is in flight. Second: now."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    holder: dict[str, Executor] = {}
+    presses = 0
+
+    def on_sigint() -> None:
+        nonlocal presses
+        presses += 1
+        executor = holder.get("executor")
+        if presses == 1 and executor is not None:
+            executor.stop()
+            _err("\nrunner: stopping: no new submissions; waiting for requests in flight "
+                 f"(at most {GRACE_SECONDS:g} s; Ctrl-C again to stop now)")
+            loop.call_later(GRACE_SECONDS, main_task.cancel)
+        else:
+            main_task.cancel()
+
+    def on_start(executor: Executor) -> None:
+        holder["executor"] = executor
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return await run_requests(settings, requests, on_start=on_start, on_event=progress.update)
+    except asyncio.CancelledError:
+        executor = holder.get("executor")
+        stats = executor.stats if executor else RunStats()
+        stats.interrupted = True
+        return stats
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .emulator import serve_forever, settings_from_args
+
+    def ready(queue_url: str, run_url: str) -> None:
+        print(f"queue: {queue_url}", flush=True)
+        print(f"run: {run_url}", flush=True)
+
+    settings = settings_from_args(args)
+    try:
+        asyncio.run(serve_forever(settings, args.host, args.port, args.run_port, args.tls_cert,
+                                  args.tls_key, ready))
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+class _Progress:
+    """tqdm on stderr with ok/failed/retrying counts; silent when not a TTY."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="req", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, event: str, stats: RunStats) -> None:
+        if self._bar is None:
+            return
+        self._bar.set_postfix(ok=stats.ok + stats.skipped, failed=stats.failed + stats.failed_before,
+                              retrying=stats.retrying, refresh=False)
+        self._bar.update(stats.done - self._bar.n)  # redraws at most every mininterval
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _summary(stats: RunStats, out: Path, seconds: float) -> None:
+    parts = [f"{stats.ok} ok", f"{stats.failed + stats.failed_before} failed"]
+    if stats.skipped:
+        parts.append(f"{stats.skipped} already done")
+    parts.append(f"{stats.submitted} submitted")
+    if stats.resumed:
+        parts.append(f"{stats.resumed} resumed")
+    if stats.possible_duplicates:
+        parts.append(f"{stats.possible_duplicates} possibly charged twice")
+    print(f"{', '.join(parts)} in {seconds:.1f} s -> {out / 'manifest.jsonl'}")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

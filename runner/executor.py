@@ -1,0 +1,318 @@
+"""The scheduling loop: takes Requests lazily, runs each through submit → wait → result →
+download with `concurrency` workers, journals every state change before the next step, and
+gives RunStats. Per-request failures become `failed` records; only AuthError (401/403),
+ManifestError and cancellation stop the run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .attachments import Attachments
+from .errors import AuthError, CallError
+from .falapi import FalClient, Handle, Reply, error_detail, handle_for
+from .limits import SubmitGate
+from .manifest import FAILED, OK, SUBMITTED, SUBMITTING, ErrorInfo, Journal, Record
+from .models import Execution, Request
+from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
+from .retry import Verdict, backoff, decide, is_retryable_result
+
+# Failures after which the request id is still worth polling (the server may have the result).
+_POLLABLE_ERRORS = frozenset({"download", "transport"})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    endpoint: str
+    backend: str
+    queue_url: str
+    run_id: str
+    execution: Execution
+    retry_failed: bool = False
+    resubmit_ambiguous: bool = True
+
+
+@dataclass
+class RunStats:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0  # already ok in the journal
+    failed_before: int = 0  # failed in an earlier run, not retried (no --retry-failed)
+    submitted: int = 0  # submissions sent in this run
+    resumed: int = 0  # requests picked up by their stored request id
+    retrying: int = 0  # retries of calls and resubmissions made
+    possible_duplicates: int = 0  # resubmissions that may have been charged twice
+    in_flight: int = 0
+    interrupted: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed + self.skipped + self.failed_before
+
+
+class _Stopped(Exception):
+    """Internal: a stop was asked before this request's next submission; it stays as is."""
+
+
+class _Failed(Exception):
+    """Internal: this request ends as failed with `info`."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info["message"])
+        self.info = info
+
+
+def _error(kind: str, message: str, http_status: int | None = None) -> ErrorInfo:
+    return ErrorInfo(type=kind, message=message, http_status=http_status)
+
+
+class Executor:
+    def __init__(self, client: FalClient, journal: Journal, options: RunOptions,
+                 on_event: Callable[[str, RunStats], None] | None = None) -> None:
+        self._client = client
+        self._journal = journal
+        self._opt = options
+        self._exe = options.execution
+        self._gate = SubmitGate(self._exe.rate)
+        self._attachments = Attachments(client)
+        self._notify = on_event or (lambda event, stats: None)
+        self._stopping = False
+        self.stats = RunStats()
+
+    def stop(self) -> None:
+        """Graceful stop: no new submissions; requests in flight go on."""
+        self._stopping = True
+        self.stats.interrupted = True
+
+    async def run(self, requests: Iterable[Request]) -> RunStats:
+        rows = iter(requests)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self._exe.concurrency):
+                    group.create_task(self._worker(rows))
+        except BaseExceptionGroup as eg:  # surface the run-stopping error itself
+            raise eg.exceptions[0] from None
+        return self.stats
+
+    async def _worker(self, rows: Iterator[Request]) -> None:
+        # All workers share one lazy iterator: a row is taken only when a worker is free.
+        for request in rows:
+            if self._stopping:
+                return
+            await self._process(request)
+
+    async def _process(self, request: Request) -> None:
+        state = self._journal.state(request.key)
+        if state is not None and state.status == OK:
+            self.stats.skipped += 1
+            self._notify("skipped", self.stats)
+            return
+        if state is not None and state.status == FAILED and not self._opt.retry_failed:
+            self.stats.failed_before += 1
+            self._notify("skipped", self.stats)
+            return
+        job = _Job(request, self._opt)
+        if state is not None:
+            job.attempts, job.duplicates = state.attempts, state.possible_duplicates
+            if state.request_id and self._exe.mode == "queue" and (
+                state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS
+            ):
+                job.handle = handle_for(self._opt.queue_url, self._opt.endpoint, state.request_id)
+                self.stats.resumed += 1
+            elif state.status == SUBMITTING:
+                job.uncertain = True  # a crash hit between sending and journaling: may be paid
+        self.stats.in_flight += 1
+        try:
+            reply = await self._until_result(job)
+            outputs, extras = await self._save(request.key, reply)
+            self._journal.append(job.record(OK, outputs=outputs, result=extras))
+            self.stats.ok += 1
+            self._notify("ok", self.stats)
+        except _Failed as failure:
+            self._journal.append(job.record(FAILED, error=failure.info))
+            self.stats.failed += 1
+            self._notify("failed", self.stats)
+        except _Stopped:
+            pass
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _until_result(self, job: _Job) -> Reply:
+        """Submit (or resume) and wait, resubmitting only what is safe, until a final reply."""
+        tries = 0
+        while True:
+            if job.handle is None and self._exe.mode == "queue":
+                await self._submit(job)
+            reply = await self._wait(job)
+            if reply.ok:
+                return reply
+            if reply.http_status == 404 and self._exe.mode == "queue":
+                reason = "result no longer on the server (404): submitted again"
+            elif is_retryable_result(reply.http_status, reply.error_type):
+                reason = f"server failure {reply.error_type or reply.http_status}: submitted again"
+            else:
+                kind = "validation" if reply.http_status == 422 else reply.error_type or "http"
+                raise _Failed(_error(kind, self._client.redact(error_detail(reply.body)),
+                                     reply.http_status))
+            tries += 1
+            if tries > self._exe.retries:
+                raise _Failed(_error(reply.error_type or "http", f"gave up after {tries} tries: "
+                                     + self._client.redact(error_detail(reply.body)),
+                                     reply.http_status))
+            job.resubmitted.append(reason)
+            job.handle = None
+            self.stats.retrying += 1
+            self._notify("retrying", self.stats)
+            await asyncio.sleep(backoff(tries))
+
+    async def _submit(self, job: _Job) -> None:
+        tries = 0
+        while True:
+            if self._stopping:
+                raise _Stopped  # never start a submission after Ctrl-C
+            await self._gate.admit()
+            body = await self._attachments.body(job.request)
+            self._begin_submission(job)
+            try:
+                job.handle = await self._client.submit(self._opt.endpoint, body,
+                                                       self._exe.queue_timeout)
+            except CallError as error:
+                tries += 1
+                await self._after_failed_send(job, error, tries)
+                continue
+            job.submitted_at = time.monotonic()
+            self._journal.append(job.record(SUBMITTED))
+            return
+
+    def _begin_submission(self, job: _Job) -> None:
+        if job.uncertain:
+            job.duplicates += 1
+            self.stats.possible_duplicates += 1
+            job.uncertain = False
+        job.attempts += 1
+        self.stats.submitted += 1
+        self._journal.append(job.record(SUBMITTING))
+
+    async def _after_failed_send(self, job: _Job, error: CallError, tries: int) -> None:
+        """A submit (or sync run) call failed: retry, count a possible duplicate, or fail."""
+        decision = decide(error, "submit", tries)
+        if decision.verdict is Verdict.AUTH:
+            raise AuthError(str(error))
+        if error.http_status == 429:
+            self._gate.pause(decision.wait)  # the limit is the account's: everyone waits
+        if decision.verdict is Verdict.FAIL or tries > self._exe.retries:
+            kind = "validation" if error.http_status == 422 else (
+                "transport" if error.http_status is None else "http")
+            raise _Failed(_error(kind, error.message, error.http_status))
+        if decision.verdict is Verdict.AMBIGUOUS:
+            if not self._opt.resubmit_ambiguous:
+                raise _Failed(_error("ambiguous", f"{error.message}; the server may have "
+                                     "accepted it, not resubmitted (--no-resubmit-ambiguous)"))
+            job.uncertain = True
+        self.stats.retrying += 1
+        self._notify("retrying", self.stats)
+        await asyncio.sleep(decision.wait)
+
+    async def _wait(self, job: _Job) -> Reply:
+        """Wait for the request to complete, within its deadline, and fetch the reply."""
+        try:
+            async with asyncio.timeout(self._exe.timeout):
+                if self._exe.mode == "sync":
+                    return await self._run_sync(job)
+                return await self._poll(job)
+        except TimeoutError:
+            if job.handle is not None:
+                await self._client.cancel(job.handle)
+            raise _Failed(_error("timeout", f"no result within {self._exe.timeout:g} s "
+                                 "(cancelled on the server)")) from None
+
+    async def _poll(self, job: _Job) -> Reply:
+        assert job.handle is not None
+        started, tries = time.monotonic(), 0
+        while True:
+            try:
+                async with aclosing(self._client.watch(job.handle)) as statuses:
+                    async for status in statuses:
+                        waited = time.monotonic() - started
+                        if status.state == "IN_QUEUE" and self._exe.queue_timeout is not None \
+                                and waited > self._exe.queue_timeout:
+                            await self._client.cancel(job.handle)
+                            raise _Failed(_error("queue_timeout", f"still queued after "
+                                                 f"{self._exe.queue_timeout:g} s (cancelled)"))
+                return await self._client.result(job.handle)
+            except CallError as error:
+                if error.http_status == 404:
+                    return Reply(404, {"detail": error.message})
+                tries += 1
+                decision = decide(error, "status", tries)
+                if decision.verdict is Verdict.AUTH:
+                    raise AuthError(str(error)) from None
+                if decision.verdict is not Verdict.RETRY:
+                    raise _Failed(_error("http", error.message, error.http_status)) from None
+                self.stats.retrying += 1
+                await asyncio.sleep(decision.wait)  # the deadline above bounds this loop
+
+    async def _run_sync(self, job: _Job) -> Reply:
+        tries = 0
+        while True:
+            if self._stopping:
+                raise _Stopped
+            await self._gate.admit()
+            body = await self._attachments.body(job.request)
+            self._begin_submission(job)
+            try:
+                return await self._client.run_sync(self._opt.endpoint, body)
+            except CallError as error:
+                tries += 1
+                await self._after_failed_send(job, error, tries)
+
+    async def _save(self, key: str, reply: Reply) -> tuple[list[Any], dict[str, Any]]:
+        body = reply.body if isinstance(reply.body, dict) else {}
+        images = body.get("images")
+        if not isinstance(images, list) or not images:
+            raise _Failed(_error("output", "the answer has no images"))
+        outputs = []
+        for index, image in enumerate(images):
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str):
+                raise _Failed(_error("output", f"image {index} has no url"))
+            try:
+                data = await self._client.download(url, MAX_OUTPUT_BYTES)
+                outputs.append(await asyncio.to_thread(save_image, self._journal.out_dir, key,
+                                                       index, data))
+            except CallError as error:
+                raise _Failed(_error("download", error.message, error.http_status)) from None
+            except NotAnImage as error:
+                raise _Failed(_error("output", str(error))) from None
+        extras = {k: v for k, v in body.items() if k not in ("images", "prompt")}
+        return outputs, extras
+
+
+class _Job:
+    """One request's progress through the loop (mutable, private to the executor)."""
+
+    def __init__(self, request: Request, options: RunOptions) -> None:
+        self.request = request
+        self.base: Record = {"key": request.key, "endpoint": options.endpoint,
+                             "backend": options.backend, "run_id": options.run_id,
+                             "input": dict(request.input), "vars": dict(request.vars)}
+        self.handle: Handle | None = None
+        self.attempts = 0
+        self.duplicates = 0
+        self.uncertain = False  # the next submission may duplicate an accepted one
+        self.resubmitted: list[str] = []
+        self.submitted_at = 0.0
+
+    def record(self, status: str, **extra: Any) -> Record:
+        record: Record = {**self.base, "status": status,  # type: ignore[typeddict-item]
+                          "request_id": self.handle.request_id if self.handle else None,
+                          "attempts": self.attempts, "possible_duplicates": self.duplicates}
+        if self.resubmitted:
+            record["resubmitted"] = list(self.resubmitted)
+        record.update(extra)  # type: ignore[typeddict-item]
+        return record

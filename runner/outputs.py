@@ -1,0 +1,61 @@
+"""Downloaded outputs: checks that bytes are an image, names the file from the request key only
+(never from a server-given name), writes it atomically inside OUT/images/, and describes it
+(sha256, width, height, content type) for the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+from .manifest import OutputFile
+
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+MAX_PIXELS = 64_000_000
+IMAGES = "images"
+_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
+            "WEBP": ("webp", "image/webp"), "GIF": ("gif", "image/gif")}
+
+
+class NotAnImage(ValueError):
+    """The downloaded bytes are not an image this runner accepts."""
+
+
+def describe(data: bytes) -> tuple[str, str, int, int]:
+    """(extension, content type, width, height) of image bytes, or NotAnImage."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (width, height) = img.format or "", img.size
+                img.verify()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise NotAnImage(f"output is not a readable image ({type(exc).__name__})") from None
+    if fmt not in _FORMATS:
+        raise NotAnImage(f"output image format {fmt or 'unknown'} is not accepted")
+    if width * height > MAX_PIXELS:
+        raise NotAnImage(f"output image is too large ({width}x{height})")
+    ext, ctype = _FORMATS[fmt]
+    return ext, ctype, width, height
+
+
+def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
+    """Write output number `index` of request `key`; idempotent (same name, replaced)."""
+    if not key.isalnum():  # keys are hex digests; anything else could escape the folder
+        raise ValueError(f"unsafe output name {key!r}")
+    ext, ctype, width, height = describe(data)
+    folder = out_dir / IMAGES
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{key}-{index}.{ext}"
+    target = folder / name
+    tmp = folder / f".{name}.tmp"
+    with tmp.open("wb") as fh:
+        fh.write(data)
+    os.replace(tmp, target)
+    return OutputFile(file=f"{IMAGES}/{name}", sha256=hashlib.sha256(data).hexdigest(),
+                      width=width, height=height, content_type=ctype)

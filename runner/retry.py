@@ -1,0 +1,105 @@
+"""The retry policy, in one place: which failed calls are retried, how long to wait, and when a
+resubmission might charge twice. Takes a CallError and the operation; gives a Decision.
+
+| operation        | retried on                                                        |
+|------------------|-------------------------------------------------------------------|
+| status, result,  | transport errors, timeouts, 408, 409, 429, any 5xx                |
+| cancel, download |                                                                   |
+| submit           | only when the server surely did not accept it: connection refused,|
+|                  | 408, 429, ingress 5xx, 5xx with an error body. A drop or timeout  |
+|                  | after sending is *ambiguous*: resubmitted and counted as a        |
+|                  | possible double charge (or failed with --no-resubmit-ambiguous)   |
+| any              | never on 401/403 (the run stops) or 422 (recorded, not retried)   |
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from time import time
+
+from .errors import CallError
+
+MAX_RETRY_AFTER = 120.0  # a server asking for longer is capped: the per-request deadline rules
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+
+# Infrastructure failures that fal reports on a completed request; none of them is billed.
+INFRA_ERROR_TYPES = frozenset(
+    {
+        "request_timeout",
+        "startup_timeout",
+        "runner_scheduling_failure",
+        "runner_connection_timeout",
+        "runner_disconnected",
+        "runner_server_error",
+        "internal_error",
+    }
+)
+
+
+class Verdict(Enum):
+    RETRY = "retry"  # call again (same request id, or a submit that surely was not accepted)
+    AMBIGUOUS = "ambiguous"  # a submit may have been accepted: resubmitting may charge twice
+    FAIL = "fail"  # record the request as failed
+    AUTH = "auth"  # credentials refused: stop the whole run
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    wait: float  # seconds before the next try (Retry-After or backoff)
+
+
+def decide(error: CallError, op: str, attempt: int) -> Decision:
+    """What to do after `op` ("submit", "status", "result", "cancel", "download") failed."""
+    status = error.http_status
+    if status in (401, 403):
+        return Decision(Verdict.AUTH, 0.0)
+    wait = error.retry_after if error.retry_after is not None else backoff(attempt)
+    if status is None:  # transport error or timeout
+        if op == "submit" and error.sent != "no":
+            return Decision(Verdict.AMBIGUOUS, wait)
+        return Decision(Verdict.RETRY, wait)
+    if status in (408, 429):
+        return Decision(Verdict.RETRY, wait)
+    if status >= 500:
+        if op != "submit" or error.sent == "no":
+            return Decision(Verdict.RETRY, wait)
+        return Decision(Verdict.AMBIGUOUS, wait)
+    if status == 409 and op != "submit":
+        return Decision(Verdict.RETRY, wait)
+    return Decision(Verdict.FAIL, 0.0)
+
+
+def is_retryable_result(http_status: int, error_type: str | None) -> bool:
+    """A completed request that failed: may it be submitted again? Infrastructure errors and
+    5xx are not billed and safe to retry; validation errors (422) and other 4xx are final."""
+    if error_type in INFRA_ERROR_TYPES:
+        return True
+    return http_status >= 500 or http_status in (408, 429)
+
+
+def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
+    return random.uniform(0.0, min(cap, base * (2 ** max(attempt, 0))))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds or as an HTTP date; capped; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

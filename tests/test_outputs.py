@@ -1,0 +1,34 @@
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
+from runner.outputs import NotAnImage, save_image
+
+
+def png(width=20, height=10):
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_saves_under_key_with_facts(tmp_path):
+    data = png()
+    out = save_image(tmp_path, "abc123", 0, data)
+    assert out == {"file": "images/abc123-0.png", "sha256": hashlib.sha256(data).hexdigest(),
+                   "width": 20, "height": 10, "content_type": "image/png"}
+    assert (tmp_path / out["file"]).read_bytes() == data
+    assert not list((tmp_path / "images").glob(".*tmp"))
+
+
+def test_rejects_non_images(tmp_path):
+    with pytest.raises(NotAnImage):
+        save_image(tmp_path, "abc", 0, b"<html>not an image</html>")
+    assert not (tmp_path / "images" / "abc-0.png").exists()
+
+
+@pytest.mark.parametrize("key", ["../evil", "a/b", "..", ""])
+def test_names_never_escape_the_folder(tmp_path, key):
+    with pytest.raises(ValueError):
+        save_image(tmp_path, key, 0, png())
