@@ -91,7 +91,6 @@ async def backend_server(backend: str, env: Mapping[str, str]) -> AsyncIterator[
 
     token = secrets.token_urlsafe(24)
     async with Emulator(EmulatorSettings(keys=frozenset({token}))) as emulator:
-        await emulator.start()
         yield ServerConfig(emulator.queue_url, emulator.run_url, emulator.queue_url, token)
 
 

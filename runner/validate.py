@@ -1,0 +1,170 @@
+"""`runner validate`: a spec path in, a Checked (spec, endpoint, request count) out, or SpecErrors
+with every problem located at the YAML node it comes from: schema, grid, limits, endpoint inputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError
+
+from .endpoints import Endpoint, get_endpoint
+from .errors import GridError, SpecError, SpecErrors, SpecPath
+from .grid import expand
+from .models import JobSpec, Request
+from .spec import describe_error, label, load_spec
+from .yamlsource import Locator
+
+MAX_ERRORS = 20
+COUNT_PAST_LIMIT = 100  # an over-limit grid is counted up to 100x the limit, then "at least"
+# Top-level input-schema keywords the per-field fast path understands; anything else (allOf,
+# if/then, dependentRequired...) falls back to validating each whole body.
+_SIMPLE = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "title",
+    "description",
+    "$schema",
+    "$id",
+}
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A spec that passed every check, with its endpoint and number of requests."""
+
+    spec: JobSpec
+    endpoint: Endpoint
+    count: int
+
+
+def check(path: str | Path, *, out: Path | None = None) -> Checked:
+    """The whole `runner validate` pipeline for one spec; raises SpecErrors on any problem."""
+    spec = load_spec(path, out=out)
+    endpoint = get_endpoint(spec.endpoint)
+    assert endpoint is not None  # load_spec reports unknown endpoints
+    found = _Found(spec)
+    inputs = _InputChecker(endpoint)
+    n, cap = 0, spec.max_requests * COUNT_PAST_LIMIT
+    try:
+        for request in expand(spec, endpoint):
+            n += 1
+            if n <= spec.max_requests:
+                for field, message in inputs.problems(request.input):
+                    found.input_problem(field, message, request, n)
+            if found.full() or n >= cap:
+                break
+    except GridError as exc:
+        found.add(exc.path, exc.message)
+    if n > spec.max_requests and not found.full():
+        where: SpecPath = ("limits", "max_requests") if _has(spec, ("limits",)) else ("matrix",)
+        limit = f"more than limits.max_requests ({spec.max_requests})"
+        size = f"at least {n}" if n >= cap else str(n)
+        found.add(where, f"the grid has {size} requests, {limit}")
+    if found.errors:
+        found.errors.sort(key=lambda e: (e.line, e.col))
+        raise SpecErrors(found.errors)
+    return Checked(spec, endpoint, n)
+
+
+def _has(spec: JobSpec, path: SpecPath) -> bool:
+    """Whether the spec file spells out `path` (the locator knows every node it saw)."""
+    return isinstance(spec.locate, Locator) and path in spec.locate
+
+
+class _Found:
+    """Located errors, each (line, col, message) once, at most MAX_ERRORS of them."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.errors: list[SpecError] = []
+        self.seen: set[tuple[int, int, str]] = set()
+
+    def full(self) -> bool:
+        return len(self.errors) >= MAX_ERRORS
+
+    def add(self, path: SpecPath, message: str, context: str = "") -> None:
+        loc = self.spec.locate(path)
+        if self.full() or (loc.line, loc.col, message) in self.seen:
+            return
+        self.seen.add((loc.line, loc.col, message))
+        self.errors.append(SpecError(message + context, str(self.spec.path), loc.line, loc.col))
+
+    def input_problem(self, field: str | None, message: str, request: Request, row: int) -> None:
+        origin = request.origins.get(field) if field else None
+        if origin is None:
+            # Nothing in the spec set this field: point where it could be set.
+            rows = [p[:2] for p in request.origins.values() if p[:1] == ("include",)]
+            spots = [*rows, *(p for p in (("defaults",), ("matrix",)) if _has(self.spec, p))]
+            spot = spots[0] if spots else ()
+            self.add(spot, message)
+        elif origin[:1] == ("matrix",):
+            # The same node feeds many rows: name the first failing one, report the node once.
+            skip = {field, *self.spec.defaults}
+            self.add(origin, message, _row(row, request.vars, skip))
+        else:
+            self.add(origin, message)
+
+
+def _row(n: int, values: Mapping[str, Any], skip: set[str | None]) -> str:
+    """` (row 3: animal=owl, seed=2)`: the row's axis values, flattened and kept short."""
+    flat: list[tuple[str, Any]] = []
+    for name, value in values.items():
+        pairs = value.items() if isinstance(value, Mapping) else [(name, value)]
+        flat.extend((k, v) for k, v in pairs if k not in skip)
+    shown = []
+    for name, value in flat[:4]:
+        text = value if isinstance(value, str) else json.dumps(value)
+        shown.append(f"{name}={text if len(text) <= 24 else text[:21] + '...'}")
+    more = ", ..." if len(flat) > 4 else ""
+    return f" (row {n}: {', '.join(shown)}{more})" if shown else f" (row {n})"
+
+
+class _InputChecker:
+    """Checks request bodies against the endpoint's input schema, each distinct value once."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        schema = endpoint.input_schema
+        self.simple = set(schema) <= _SIMPLE and schema.get("additionalProperties") in (None, False)
+        self.closed = schema.get("additionalProperties") is False
+        self.required: list[str] = list(schema.get("required", []))
+        self.fields = endpoint.fields
+        self.validators = {k: Draft202012Validator(v) for k, v in self.fields.items()}
+        self.cache: dict[tuple[str, str], list[str]] = {}
+
+    def problems(self, body: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+        if not self.simple:
+            errors = self.endpoint.input_validator.iter_errors(dict(body))
+            return [self._describe(e, None) for e in errors]
+        out: list[tuple[str | None, str]] = []
+        for name in self.required:
+            if name not in body:
+                msg = f"missing required field '{name}' (set it in defaults, matrix or include)"
+                out.append((None, msg))
+        for name, value in body.items():
+            if name not in self.validators:
+                if self.closed:
+                    out.append((name, f"'{name}' is not an input of {self.endpoint.id}"))
+                continue
+            key = (name, json.dumps(value, sort_keys=True, default=str))
+            if key not in self.cache:
+                found = self.validators[name].iter_errors(value)
+                self.cache[key] = [self._describe(e, name)[1] for e in found]
+            out.extend((name, m) for m in self.cache[key])
+        return out
+
+    def _describe(self, error: ValidationError, field: str | None) -> tuple[str | None, str]:
+        path: SpecPath = ((field,) if field else ()) + tuple(error.absolute_path)
+        name = label(path) if path else "the input"
+        if error.validator == "required" and not path:
+            missing = [k for k in error.validator_value if k not in error.instance]
+            msg = f"missing required field '{missing[0]}' (set it in defaults, matrix or include)"
+            return None, msg
+        first = path[0] if path and isinstance(path[0], str) else None
+        return first, describe_error(error, name)

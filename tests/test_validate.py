@@ -1,0 +1,121 @@
+"""validate.check: the full `runner validate` pipeline, each problem one located line."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from runner.errors import SpecErrors
+from runner.validate import MAX_ERRORS, Checked, check
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+HEAD = "version: 1\nendpoint: fal-ai/flux-1/dev/image-to-image\n"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(tmp_path / "images" / "a.png")
+    return tmp_path
+
+
+def _errors(folder: Path, text: str) -> list[str]:
+    path = folder / "job.yaml"
+    path.write_text(HEAD + text, encoding="utf-8")
+    with pytest.raises(SpecErrors) as info:
+        check(path)
+    return [f"{e.line}:{e.col}: {e.message}" for e in info.value.errors]
+
+
+@pytest.mark.parametrize(("name", "count"), [("quickstart", 2), ("sweep", 12), ("dataset", 24)])
+def test_shipped_specs_pass(name: str, count: int) -> None:
+    checked = check(SPECS / f"{name}.yaml")
+    assert checked.count == count
+    assert checked.endpoint.id == checked.spec.endpoint
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        checked.count = 0  # type: ignore[misc]
+
+
+def test_local_files_stand_as_sha256(folder: Path) -> None:
+    path = folder / "ok.yaml"
+    path.write_text(HEAD + "defaults: {image_url: images/a.png, prompt: a cat}\n")
+    assert isinstance(check(path), Checked)
+
+
+def test_same_problem_from_defaults_is_reported_once(folder: Path) -> None:
+    text = (
+        "defaults:\n  image_url: images/a.png\n  prompt: a cat\n  strength: 1.5\n"
+        "matrix:\n  seed: {range: [1, 50]}\n"
+    )
+    assert _errors(folder, text) == ["6:3: 'strength' must be at most 1, got 1.5"]
+
+
+def test_matrix_problem_names_the_first_row(folder: Path) -> None:
+    text = (
+        "defaults: {image_url: images/a.png}\nmatrix:\n  animal: [cat, owl]\n"
+        '  prompt: ["a {animal}"]\n  seed: [1, 2]\n  strength: {range: [0.5, 1.5], step: 0.5}\n'
+    )
+    assert _errors(folder, text) == [
+        "8:14: 'strength' must be at most 1, got 1.5 (row 3: animal=cat, prompt=a {animal}, seed=1)"
+    ]
+
+
+def test_stops_after_max_errors(folder: Path) -> None:
+    bad = ", ".join(str(100 + i) for i in range(MAX_ERRORS + 10))
+    text = (
+        f"defaults: {{image_url: images/a.png, prompt: a}}\nmatrix:\n"
+        f"  num_inference_steps: [{bad}]\n"
+    )
+    assert len(_errors(folder, text)) == MAX_ERRORS
+
+
+def test_missing_prompt_points_where_it_could_be_set(folder: Path) -> None:
+    msg = "missing required field 'prompt' (set it in defaults, matrix or include)"
+    assert _errors(folder, "defaults: {image_url: images/a.png}\n") == [f"3:1: {msg}"]
+    assert _errors(folder, "matrix:\n  image_url: {files: 'images/*.png'}\n") == [f"3:1: {msg}"]
+
+
+def test_include_rows_are_checked_where_they_are_written(folder: Path) -> None:
+    text = (
+        "defaults: {image_url: images/a.png, prompt: a}\ninclude:\n"
+        "  - {seed: 1}\n  - {seed: 2, guidance_scale: 0}\n"
+    )
+    assert _errors(folder, text) == ["6:15: 'guidance_scale' must be at least 1, got 0"]
+
+
+def test_limit_is_reported_at_limits_or_matrix(folder: Path) -> None:
+    base = "defaults: {image_url: images/a.png, prompt: a}\nmatrix:\n  seed: {range: [1, 30]}\n"
+    assert _errors(folder, base + "limits:\n  max_requests: 20\n") == [
+        "7:3: the grid has 30 requests, more than limits.max_requests (20)"
+    ]
+    huge = base.replace("[1, 30]", "[1, 100000000]") + "limits: {max_requests: 10}\n"
+    assert _errors(folder, huge) == [
+        "6:10: the grid has at least 1000 requests, more than limits.max_requests (10)"
+    ]
+
+
+def test_sample_keeps_a_big_grid_under_the_limit(folder: Path) -> None:
+    path = folder / "s.yaml"
+    path.write_text(
+        HEAD + "defaults: {image_url: images/a.png, prompt: a}\n"
+        "matrix:\n  seed: {range: [1, 300]}\nsample: {n: 5}\nlimits: {max_requests: 10}\n"
+    )
+    assert check(path).count == 5
+
+
+def test_grid_errors_are_located(folder: Path) -> None:
+    text = (
+        'defaults: {image_url: images/a.png}\nmatrix:\n  prompt: [ok, "a {animl}"]\n'
+        "  animal: [cat]\n"
+    )
+    [line] = _errors(folder, text)
+    assert line.startswith("5:16: undefined template variable 'animl' (did you mean 'animal'?)")
+
+
+def test_out_is_passed_through(folder: Path) -> None:
+    path = folder / "ok.yaml"
+    path.write_text(HEAD + "defaults: {image_url: images/a.png, prompt: a cat}\n")
+    assert check(path, out=folder / "x").spec.output == folder / "x"

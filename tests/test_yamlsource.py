@@ -1,0 +1,104 @@
+"""yamlsource: safe loading, typed scalars, string keys, locations, and located YAML errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.models import Location
+from runner.yamlsource import YamlError, load_yaml
+
+DOC = """\
+# a comment
+version: 1
+defaults:
+  prompt: "a cat"
+  strength: 0.5
+matrix:
+  seed: [1, 2]
+  look:
+    - {guidance_scale: 2.5, steps: 20}
+    - guidance_scale: 5
+"""
+
+
+def test_values_and_types() -> None:
+    data, _ = load_yaml(DOC)
+    assert data == {
+        "version": 1,
+        "defaults": {"prompt": "a cat", "strength": 0.5},
+        "matrix": {
+            "seed": [1, 2],
+            "look": [{"guidance_scale": 2.5, "steps": 20}, {"guidance_scale": 5}],
+        },
+    }
+    assert type(data["version"]) is int and type(data["defaults"]["strength"]) is float
+
+
+def test_locations_are_one_based_at_keys_and_items() -> None:
+    _, locate = load_yaml(DOC)
+    assert locate(("version",)) == Location(2, 1)
+    assert locate(("defaults", "strength")) == Location(5, 3)
+    assert locate(("matrix", "seed", 1)) == Location(7, 13)
+    assert locate(("matrix", "look", 0, "steps")) == Location(9, 29)
+    assert locate(("matrix", "look", 1)) == Location(10, 7)
+
+
+def test_unknown_paths_fall_back_to_the_nearest_ancestor() -> None:
+    _, locate = load_yaml(DOC)
+    assert locate(("matrix", "seed", 7, "x")) == locate(("matrix", "seed"))
+    assert locate(("nowhere",)) == locate(()) == Location(2, 1)
+    assert ("matrix", "seed") in locate and ("matrix", "nope") not in locate
+
+
+def test_plain_scalars_follow_yaml_1_1_but_keys_stay_text() -> None:
+    data, _ = load_yaml("on: true\n1: null\nx: 0x10\ny: 1_000\nz: 2024-05-01\nw: '007'\n")
+    assert data == {"on": True, "1": None, "x": 16, "y": 1000, "z": "2024-05-01", "w": "007"}
+
+
+def test_merge_keys_and_aliases() -> None:
+    data, _ = load_yaml("base: &b {steps: 20}\nrow:\n  <<: *b\n  seed: 1\nagain: *b\n")
+    assert data["row"] == {"steps": 20, "seed": 1} and data["again"] == {"steps": 20}
+
+
+def test_empty_document_is_none() -> None:
+    assert load_yaml("# only a comment\n")[0] is None
+    assert load_yaml("")[0] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("a: 1\nb: 2\na: 3\n", (3, 1), "duplicate key 'a' (first at line 1)"),
+        ("x: !!python/object:os.system {}\n", (1, 4), "python object tags are not allowed"),
+        ("x: !!python/name:os.system\n", (1, 4), "python object tags are not allowed"),
+        ("x: !custom 3\n", (1, 4), "unsupported YAML tag '!custom'"),
+        ("x: !!binary aGk=\n", (1, 4), "unsupported YAML tag '!!binary'"),
+        ("x: [1, 2\n", (2, 1), "invalid YAML"),
+        ("a:\n  b: 1\n c: 2\n", (3, 2), "invalid YAML"),
+        ("x: yes\n", (1, 4), "ambiguous value 'yes'"),
+        ("x: .inf\n", (1, 4), "not a finite number"),
+        ("? [a]\n: 1\n", (1, 3), "mapping key must be a plain name"),
+        ("x: &a [*a]\n", (1, 4), "alias refers to the node that contains it"),
+        ("x: \x07\n", (1, 4), "control character U+0007"),
+    ],
+)
+def test_located_errors(text: str, where: tuple[int, int], message: str) -> None:
+    with pytest.raises(YamlError) as info:
+        load_yaml(text)
+    assert (info.value.line, info.value.col) == where
+    assert message in info.value.message
+
+
+def test_quoted_yes_is_a_string() -> None:
+    assert load_yaml("x: 'yes'\ny: \"no\"\n")[0] == {"x": "yes", "y": "no"}
+
+
+def test_deep_nesting_and_alias_bombs_are_errors_not_crashes() -> None:
+    with pytest.raises(YamlError):
+        load_yaml("[" * 5000 + "]" * 5000)
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    with pytest.raises(YamlError, match="too large"):
+        load_yaml(bomb)
