@@ -151,6 +151,10 @@ class Executor:
             reply = await self._wait(job)
             if reply.ok:
                 return reply
+            if reply.error_type == "request_timeout" and self._exe.queue_timeout is not None:
+                # the server enforced our own X-Fal-Request-Timeout: honour it, no retry
+                raise _Failed(_error("queue_timeout", self._client.redact(
+                    error_detail(reply.body)), reply.http_status))
             if reply.http_status == 404 and self._exe.mode == "queue":
                 reason = "result no longer on the server (404): submitted again"
             elif is_retryable_result(reply.http_status, reply.error_type):
@@ -233,18 +237,28 @@ class Executor:
 
     async def _poll(self, job: _Job) -> Reply:
         assert job.handle is not None
-        started, tries = time.monotonic(), 0
+        # The IN_QUEUE cap is a timer, not a check on status events: a stream may be silent.
+        queue_cap = asyncio.timeout(self._exe.queue_timeout)
+        try:
+            async with queue_cap:
+                return await self._poll_until_done(job.handle, queue_cap)
+        except TimeoutError:
+            if not queue_cap.expired():
+                raise  # the request's own deadline: handled by _wait
+        await self._client.cancel(job.handle)
+        raise _Failed(_error("queue_timeout", f"still queued after "
+                             f"{self._exe.queue_timeout:g} s (cancelled)"))
+
+    async def _poll_until_done(self, handle: Handle, queue_cap: asyncio.Timeout) -> Reply:
+        tries = 0
         while True:
             try:
-                async with aclosing(self._client.watch(job.handle)) as statuses:
+                async with aclosing(self._client.watch(handle)) as statuses:
                     async for status in statuses:
-                        waited = time.monotonic() - started
-                        if status.state == "IN_QUEUE" and self._exe.queue_timeout is not None \
-                                and waited > self._exe.queue_timeout:
-                            await self._client.cancel(job.handle)
-                            raise _Failed(_error("queue_timeout", f"still queued after "
-                                                 f"{self._exe.queue_timeout:g} s (cancelled)"))
-                return await self._client.result(job.handle)
+                        if status.state != "IN_QUEUE":
+                            queue_cap.reschedule(None)
+                queue_cap.reschedule(None)
+                return await self._client.result(handle)
             except CallError as error:
                 if error.http_status == 404:
                     return Reply(404, {"detail": error.message})
@@ -255,7 +269,7 @@ class Executor:
                 if decision.verdict is not Verdict.RETRY:
                     raise _Failed(_error("http", error.message, error.http_status)) from None
                 self.stats.retrying += 1
-                await asyncio.sleep(decision.wait)  # the deadline above bounds this loop
+                await asyncio.sleep(decision.wait)  # the deadline in _wait bounds this loop
 
     async def _run_sync(self, job: _Job) -> Reply:
         tries = 0

@@ -1,0 +1,68 @@
+"""Shared fixtures: a spec writer with a real sample image, and emulators on loopback ports."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+from runner.emulator import Emulator, EmulatorSettings
+
+
+def png_bytes(width: int = 48, height: int = 32, color: tuple[int, int, int] = (200, 40, 40)
+              ) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """write_spec(matrix=..., defaults=..., **top) -> path of a spec with images/a.png."""
+    (tmp_path / "images").mkdir(exist_ok=True)
+    (tmp_path / "images" / "a.png").write_bytes(png_bytes())
+
+    def write(name: str = "job.yaml", **top: Any) -> Path:
+        doc: dict[str, Any] = {"version": 1, "endpoint": "fal-ai/flux-1/dev/image-to-image"}
+        doc["defaults"] = {"image_url": "images/a.png", "prompt": "a red square",
+                           "num_inference_steps": 10, **top.pop("defaults", {})}
+        doc.update(top)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+async def emulator_factory() -> AsyncIterator[Callable[..., Any]]:
+    started: list[Emulator] = []
+
+    async def start(**settings: Any) -> Emulator:
+        emulator = Emulator(EmulatorSettings(**settings))
+        await emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        await emulator.stop()
+
+
+def fal_env(emulator: Emulator, key: str = "test-key") -> dict[str, str]:
+    return {"FAL_KEY": key, "FAL_QUEUE_URL": emulator.queue_url,
+            "FAL_RUN_URL": emulator.run_url, "FAL_REST_URL": emulator.queue_url}
+
+
+def last_records(out: Path) -> dict[str, dict[str, Any]]:
+    state: dict[str, dict[str, Any]] = {}
+    for line in (out / "manifest.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        state[record["key"]] = record
+    return state

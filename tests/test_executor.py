@@ -1,0 +1,208 @@
+"""The executor against the emulator over HTTP: happy path, resume, faults, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from runner.emulator import Faults
+from runner.errors import AuthError
+from runner.executor import RunStats
+from runner.grid import expand
+from runner.models import Execution, Request
+from runner.run import RunSettings, run_requests
+from runner.validate import check
+
+from .conftest import fal_env, last_records
+
+
+def settings_for(spec: Path, out: Path, **execution: Any) -> tuple[RunSettings, list[Request]]:
+    checked = check(spec, out=out)
+    exe = replace(checked.spec.execution, **execution)
+    settings = RunSettings(endpoint=checked.spec.endpoint, backend="fal", out=out, execution=exe,
+                           spec_path=str(spec), spec_sha256=checked.spec.sha256)
+    return settings, list(expand(checked.spec, checked.endpoint))
+
+
+async def run(settings: RunSettings, requests: Any, emulator: Any, key: str = "test-key",
+              **kw: Any) -> RunStats:
+    return await run_requests(settings, requests, env=fal_env(emulator, key), **kw)
+
+
+async def test_all_ok_then_resume_sends_nothing(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": {"range": [0, 5]}, "strength": [0.5, 0.9]})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=4)
+    stats = await run(settings, requests, em)
+    assert (stats.ok, stats.failed, stats.submitted) == (12, 0, 12)
+    records = last_records(tmp_path / "out")
+    assert len(records) == 12 and all(r["status"] == "ok" for r in records.values())
+    for record in records.values():
+        for output in record["outputs"]:
+            with Image.open(tmp_path / "out" / output["file"]) as img:
+                assert img.size == (output["width"], output["height"])
+    assert em.stats.submissions == 12
+
+    again = await run(settings, requests, em)
+    assert (again.skipped, again.submitted) == (12, 0)
+    assert em.stats.submissions == 12
+
+
+async def test_concurrency_limit_holds_at_the_server(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(latency=0.2, concurrency=64)
+    spec = write_spec(matrix={"seed": {"range": [0, 11]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=3)
+    stats = await run(settings, requests, em)
+    assert stats.ok == 12
+    assert em.stats.max_in_progress <= 3
+
+
+async def test_few_status_calls_per_request(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(latency=1.0)
+    spec = write_spec(matrix={"seed": {"range": [0, 3]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=4)
+    await run(settings, requests, em)
+    calls = em.stats.status_calls + em.stats.stream_calls
+    assert calls <= 3 * 4, calls
+
+
+async def test_fault_storm_ends_all_ok_with_exactly_one_submission_each(
+        write_spec, emulator_factory, tmp_path):
+    faults = Faults(p_429=0.15, p_500=0.05, p_503_ingress=0.05, p_drop=0.03)
+    em = await emulator_factory(faults=faults, retry_after=0.2, seed=7)
+    spec = write_spec(matrix={"seed": {"range": [0, 59]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=8, retries=10)
+    stats = await run(settings, requests, em)
+    assert stats.ok == 60 and stats.failed == 0
+    assert em.stats.submissions == 60
+    assert em.stats.duplicate_submissions == 0
+    assert em.stats.faults_of("429") > 0 and em.stats.faults_of("drop") > 0
+    assert stats.retrying > 0
+
+
+async def test_ambiguous_submits_are_counted_or_refused(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(faults=Faults(p_drop_after_accept=0.3), seed=3)
+    spec = write_spec(matrix={"seed": {"range": [0, 19]}})
+    settings, requests = settings_for(spec, tmp_path / "out", retries=10)
+    stats = await run(settings, requests, em)
+    assert stats.ok == 20
+    # every extra accepted submission is one the runner owned up to
+    assert em.stats.submissions - 20 == stats.possible_duplicates > 0
+    records = last_records(tmp_path / "out").values()
+    assert sum(r["possible_duplicates"] for r in records) == stats.possible_duplicates
+
+    em2 = await emulator_factory(faults=Faults(p_drop_after_accept=1.0))
+    strict = replace(settings, out=tmp_path / "strict", resubmit_ambiguous=False)
+    stats = await run(strict, requests[:3], em2)
+    assert stats.failed == 3 and em2.stats.submissions == 3
+    for record in last_records(tmp_path / "strict").values():
+        assert record["error"]["type"] == "ambiguous"
+
+
+async def test_validation_error_recorded_once_not_retried(emulator_factory, write_spec, tmp_path):
+    em = await emulator_factory()
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out")
+    bad = replace(requests[0], key="badbadbadbadbad0",
+                  input={**requests[0].input, "strength": 5})  # skips our own validation
+    stats = await run(settings, [bad], em)
+    assert stats.failed == 1 and em.stats.submissions == 1
+    record = last_records(tmp_path / "out")["badbadbadbadbad0"]
+    assert record["status"] == "failed"
+    assert record["error"]["type"] == "validation" and record["error"]["http_status"] == 422
+    assert "strength" in record["error"]["message"]
+    assert record["attempts"] == 1
+
+
+async def test_infra_errors_are_resubmitted(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(faults=Faults(p_infra_error=0.3), seed=5)
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    settings, requests = settings_for(spec, tmp_path / "out", retries=10)
+    stats = await run(settings, requests, em)
+    assert stats.ok == 10
+    resubmitted = [r for r in last_records(tmp_path / "out").values() if r.get("resubmitted")]
+    assert resubmitted and em.stats.submissions == 10 + sum(
+        len(r["resubmitted"]) for r in resubmitted)
+
+
+async def test_wrong_key_stops_at_once(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(keys=frozenset({"right"}))
+    spec = write_spec(matrix={"seed": {"range": [0, 49]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=1)
+    with pytest.raises(AuthError) as caught:
+        await asyncio.wait_for(run(settings, requests, em, key="wrong-key-123"), 5)
+    assert "wrong-key-123" not in str(caught.value)
+    assert em.stats.submissions == 0
+
+
+async def test_deadline_cancels_and_records_timeout(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(latency=30)
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out", timeout=0.5)
+    stats = await run(settings, requests, em)
+    assert stats.failed == 1
+    record = next(iter(last_records(tmp_path / "out").values()))
+    assert record["error"]["type"] == "timeout"
+    assert em.stats.cancels == 1
+
+
+async def test_queue_timeout(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(queue_wait=30)
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out", queue_timeout=0.5, timeout=20)
+    stats = await run(settings, requests, em)
+    assert stats.failed == 1
+    record = next(iter(last_records(tmp_path / "out").values()))
+    assert record["error"]["type"] == "queue_timeout"
+
+
+async def test_interrupted_run_resumes_by_request_id(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(latency=1.0)
+    spec = write_spec(matrix={"seed": {"range": [0, 7]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=8)
+    task = asyncio.create_task(run(settings, requests, em))
+    while em.stats.submissions < 8:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    task.cancel()  # like a second Ctrl-C: in-flight requests stay `submitted`
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    statuses = {r["status"] for r in last_records(tmp_path / "out").values()}
+    assert statuses == {"submitted"}
+    stats = await run(settings, requests, em)
+    assert stats.ok == 8 and stats.resumed == 8 and stats.submitted == 0
+    assert em.stats.submissions == 8
+
+
+async def test_sync_mode(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": [1, 2]})
+    settings, requests = settings_for(spec, tmp_path / "out", mode="sync")
+    stats = await run(settings, requests, em)
+    assert stats.ok == 2 and em.stats.run_calls == 2 and em.stats.submissions == 0
+
+
+async def test_rate_limit(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": {"range": [0, 5]}})
+    settings, requests = settings_for(spec, tmp_path / "out", rate=10, concurrency=6)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await run(settings, requests, em)
+    assert loop.time() - start >= 0.45  # 6 submissions at 10/s need at least 0.5 s
+
+
+async def test_large_local_file_is_uploaded(write_spec, emulator_factory, tmp_path, monkeypatch):
+    import runner.attachments as attachments
+
+    monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
+    em = await emulator_factory()
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out")
+    stats = await run(settings, requests, em)
+    assert stats.ok == 1 and em.stats.uploads == 1
