@@ -1,0 +1,17 @@
+"""An offline, fal-compatible service for tests and demos: a queue app and a run app on
+loopback, a deterministic CPU image-to-image model, and seeded fault injection."""
+
+from .cli_args import add_serve_arguments, settings_from_args
+from .server import Emulator, serve_forever
+from .settings import EmulatorSettings, Faults
+from .stats import Stats
+
+__all__ = [
+    "Emulator",
+    "EmulatorSettings",
+    "Faults",
+    "Stats",
+    "add_serve_arguments",
+    "serve_forever",
+    "settings_from_args",
+]

@@ -1,0 +1,34 @@
+"""The run (sync) app's route: POST the input, wait for the model, get its output directly
+(200) or its error (422, 504, ...). Sync runs share the queue's concurrency slots."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import scheduler
+from .middleware import json_response
+from .queue_routes import ENDPOINT_PATH, new_request, read_payload, resolve_endpoint
+from .state import STATE
+
+
+def add_run_routes(app: web.Application) -> None:
+    app.router.add_post(ENDPOINT_PATH, run, name="run")
+
+
+async def run(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    endpoint = resolve_endpoint(request)
+    if isinstance(endpoint, web.Response):
+        return endpoint
+    payload = await read_payload(request)
+    state.stats.run_calls += 1
+    job = new_request(request, state, endpoint, payload, history=False)
+    try:
+        outcome = await scheduler.wait_completed(job)
+    finally:
+        state.forget(job)  # a sync run leaves no request history
+        if job.task is not None and not job.task.done():
+            job.cancel_requested = True
+            job.task.cancel()
+    return json_response(outcome.status, outcome.body,
+                         {"x-fal-request-id": job.id, **dict(outcome.headers)})

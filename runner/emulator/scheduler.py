@@ -1,0 +1,142 @@
+"""A request's life in the emulated queue: IN_QUEUE (queue_wait, then a free concurrency slot,
+or a request_timeout) -> IN_PROGRESS (the model, or an injected infra error) -> COMPLETED, then
+the webhook. `start(state, job)` launches it as a task."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .images import is_loopback
+from .model import run_model
+from .state import COMPLETED, IN_PROGRESS, EmulatorState, Job, Outcome
+
+WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+def start(state: EmulatorState, job: Job) -> None:
+    job.task = asyncio.get_running_loop().create_task(_run(state, job), name=f"job-{job.id}")
+
+
+async def wait_completed(job: Job) -> Outcome:
+    while True:
+        changed = job.changed
+        if job.state == COMPLETED and job.outcome is not None:
+            return job.outcome
+        if job.task is None or job.task.done():  # stopped by a shutdown, never completed
+            return runner_disconnected()
+        await changed.wait()
+
+
+def request_timeout() -> Outcome:
+    detail = "Request timed out before it could start (X-Fal-Request-Timeout)"
+    return Outcome(504, {"detail": detail, "error_type": "request_timeout"}, error=detail,
+                   error_type="request_timeout",
+                   headers=(("X-Fal-Error-Type", "request_timeout"),
+                            ("X-Fal-Request-Timeout-Type", "user")))
+
+
+def runner_disconnected() -> Outcome:
+    detail = "The runner disconnected while processing the request"
+    return Outcome(503, {"detail": detail, "error_type": "runner_disconnected"}, error=detail,
+                   error_type="runner_disconnected",
+                   headers=(("X-Fal-Error-Type", "runner_disconnected"),))
+
+
+def cancelled() -> Outcome:
+    detail = "Request was cancelled"
+    return Outcome(400, {"detail": detail}, error=detail, error_type="request_cancelled")
+
+
+async def _run(state: EmulatorState, job: Job) -> None:
+    holding = [False]  # set the moment a slot is ours, so no exit path can leak it
+    began = False
+    try:
+        wait = None if job.start_deadline is None else job.start_deadline - time.monotonic()
+        try:
+            await asyncio.wait_for(_acquire(state, job, holding), max(wait, 0.0)
+                                   if wait is not None else None)
+        except asyncio.TimeoutError:
+            if not holding[0]:
+                _finish(state, job, request_timeout())
+                return
+        _begin(state, job)
+        began = True
+        if state.roll(state.settings.faults.p_infra_error):
+            state.stats.faults["job", "infra_error"] += 1
+            await asyncio.sleep(state.settings.latency / 2)
+            outcome = runner_disconnected()
+        else:
+            outcome = await run_model(state, job)
+        _finish(state, job, outcome)
+    except asyncio.CancelledError:
+        if not job.cancel_requested or job.state == COMPLETED:
+            raise
+        _finish(state, job, cancelled())
+    finally:
+        if holding[0]:
+            state.slots.release()
+        if began:
+            state.stats.in_progress -= 1
+        job.touch()  # waiters re-check, even when a shutdown cancelled the job
+
+
+async def _acquire(state: EmulatorState, job: Job, holding: list[bool]) -> None:
+    await asyncio.sleep(max(0.0, job.submitted_at + state.settings.queue_wait - time.monotonic()))
+    await state.slots.acquire()
+    holding[0] = True
+
+
+def _begin(state: EmulatorState, job: Job) -> None:
+    _leave_queue(state, job)
+    job.state = IN_PROGRESS
+    state.stats.in_progress += 1
+    state.stats.max_in_progress = max(state.stats.max_in_progress, state.stats.in_progress)
+    job.log("Request started")
+    job.touch()
+
+
+def _leave_queue(state: EmulatorState, job: Job) -> None:
+    if job in state.waiting:
+        state.waiting.remove(job)
+        for other in state.waiting:  # everyone behind it moved up: tell their status streams
+            other.touch()
+
+
+def _finish(state: EmulatorState, job: Job, outcome: Outcome) -> None:
+    _leave_queue(state, job)
+    job.outcome = outcome
+    job.state = COMPLETED
+    job.completed_at = time.monotonic()
+    state.stats.completed += 1
+    state.stats.failed += outcome.error is not None
+    job.touch()
+    if job.webhook:
+        task = asyncio.get_running_loop().create_task(_deliver(state, job, job.webhook))
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+
+
+async def _deliver(state: EmulatorState, job: Job, url: str) -> None:
+    assert job.outcome is not None
+    ok = job.outcome.status == 200
+    body = {"request_id": job.id, "gateway_request_id": job.id,
+            "status": "OK" if ok else "ERROR", "payload": job.outcome.body,
+            "error": None if ok else f"Invalid status code: {job.outcome.status}"}
+    allowed = is_loopback(urlsplit(url).hostname) or state.settings.allow_remote_fetch
+    if not allowed or state.session is None:
+        state.stats.webhooks_failed += 1
+        return
+    try:
+        async with state.session.post(url, json=body, timeout=WEBHOOK_TIMEOUT) as resp:
+            await resp.read()
+            delivered = resp.status < 300
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        delivered = False
+    if delivered:
+        state.stats.webhooks_sent += 1
+    else:
+        state.stats.webhooks_failed += 1

@@ -1,0 +1,154 @@
+"""The state both emulator apps share: requests (`Job`s), hosted files, upload tokens, the
+fault RNG, the render thread pool and the counters. Reached from handlers via `STATE`."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..endpoints import Endpoint
+from .settings import EmulatorSettings
+from .stats import Stats
+
+IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the result GET answers once the request is COMPLETED."""
+
+    status: int
+    body: Any
+    error: str | None = None
+    error_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    data: bytes
+    content_type: str
+    name: str
+
+
+@dataclass(eq=False)
+class Job:
+    """One request, queued or sync, from submit to its retained result."""
+
+    id: str
+    endpoint: Endpoint
+    payload: Any  # the JSON body as sent (not validated yet)
+    base_url: str  # scheme://host the client used: the URLs we hand back point there
+    start_deadline: float | None = None  # monotonic time; X-Fal-Request-Timeout
+    webhook: str | None = None
+    keep: bool = True  # False: sync_mode or a sync run, dropped once its result is read
+    state: str = IN_QUEUE
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    outcome: Outcome | None = None
+    inference_time: float | None = None
+    submitted_at: float = field(default_factory=time.monotonic)
+    completed_at: float | None = None
+    cancel_requested: bool = False
+    task: asyncio.Task[None] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def owner_alias(self) -> str:
+        return "/".join(self.endpoint.id.split("/")[:2])
+
+    def touch(self) -> None:
+        """Wake everyone waiting for a change (status streams, sync runs)."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+        self.logs.append({"message": message, "level": level, "source": "user",
+                          "timestamp": stamp})
+
+    def urls(self) -> dict[str, str]:
+        base = f"{self.base_url}/{self.owner_alias}/requests/{self.id}"
+        return {"response_url": base, "status_url": base + "/status",
+                "cancel_url": base + "/cancel"}
+
+
+class EmulatorState:
+    def __init__(self, settings: EmulatorSettings) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.jobs: dict[str, Job] = {}
+        self.waiting: list[Job] = []  # IN_QUEUE, in submission order
+        self.files: dict[str, StoredFile] = {}
+        self.tokens: set[str] = set()
+        self.pending_uploads: dict[str, tuple[str, str]] = {}  # id -> (content_type, name)
+        self.rng = random.Random(settings.seed)
+        self.executor = ThreadPoolExecutor(settings.render_threads,
+                                           thread_name_prefix="emulator-render")
+        self.slots = asyncio.Semaphore(settings.concurrency)
+        self.session: aiohttp.ClientSession | None = None
+        self.own_ports: set[int] = set()  # a loopback URL on these ports is one of ours
+        self.background: set[asyncio.Task[None]] = set()  # webhook deliveries
+
+    def new_job(self, endpoint: Endpoint, payload: Any, base_url: str, **kw: Any) -> Job:
+        job = Job(id=str(uuid.uuid4()), endpoint=endpoint, payload=payload, base_url=base_url,
+                  **kw)
+        self.jobs[job.id] = job
+        self.waiting.append(job)
+        return job
+
+    def get_job(self, request_id: str) -> Job | None:
+        job = self.jobs.get(request_id)
+        ttl = self.settings.result_ttl
+        if job and ttl is not None and job.completed_at is not None \
+                and time.monotonic() - job.completed_at > ttl:
+            self.forget(job)
+            return None
+        return job
+
+    def forget(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+
+    def queue_position(self, job: Job) -> int:
+        try:
+            return self.waiting.index(job)
+        except ValueError:
+            return 0
+
+    def add_file(self, data: bytes, content_type: str, name: str = "", ext: str = "") -> str:
+        file_id = uuid.uuid4().hex + (f".{ext}" if ext else "")
+        self.files[file_id] = StoredFile(data, content_type, name)
+        return file_id
+
+    def new_token(self) -> str:
+        token = secrets.token_urlsafe(24)
+        self.tokens.add(token)
+        return token
+
+    def roll(self, probability: float) -> bool:
+        """One seeded draw; a zero probability draws nothing, so it never shifts the sequence."""
+        return probability > 0 and self.rng.random() < probability
+
+    async def close(self) -> None:
+        for job in list(self.jobs.values()):
+            if job.task and not job.task.done():
+                job.task.cancel()
+        tasks = [j.task for j in self.jobs.values() if j.task] + list(self.background)
+        for task in self.background:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.session:
+            await self.session.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+STATE = web.AppKey("emulator_state", EmulatorState)

@@ -1,0 +1,205 @@
+"""Fault injection: each kind is observable on the wire and counted; rejected and dropped
+submits are not enqueued, drop-after-accept is; the seeded RNG makes faults reproducible."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from runner.emulator import (
+    Emulator,
+    EmulatorSettings,
+    Faults,
+    add_serve_arguments,
+    serve_forever,
+    settings_from_args,
+)
+
+ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
+MakeEmu = Callable[..., Awaitable[Emulator]]
+
+
+def inputs(seed: int = 1) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "navy").save(buffer, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return {"image_url": uri, "prompt": "a lighthouse", "seed": seed}
+
+
+@pytest.fixture
+async def make_emu() -> AsyncIterator[MakeEmu]:
+    started: list[Emulator] = []
+
+    async def make(faults: Faults, **settings: Any) -> Emulator:
+        emu = await Emulator(EmulatorSettings(faults=faults, latency=0.01, **settings)).start()
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        await emu.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(http: aiohttp.ClientSession, emu: Emulator, seed: int = 1
+               ) -> tuple[int, dict[str, str], str]:
+    async with http.post(f"{emu.queue_url}/{ENDPOINT}", json=inputs(seed)) as resp:
+        return resp.status, dict(resp.headers), await resp.text()
+
+
+async def test_429_with_retry_after_is_not_enqueued(make_emu: MakeEmu,
+                                                   http: aiohttp.ClientSession) -> None:
+    emu = await make_emu(Faults(p_429=1.0), retry_after=2.5)
+    status, headers, text = await post(http, emu)
+    assert (status, headers["Retry-After"]) == (429, "2.5")
+    assert '"Too many requests"' in text
+    assert emu.stats.submissions == 0 and emu.stats.faults["submit", "429"] == 1
+
+
+async def test_500_carries_request_id(make_emu: MakeEmu, http: aiohttp.ClientSession) -> None:
+    emu = await make_emu(Faults(p_500=1.0))
+    status, headers, text = await post(http, emu)
+    assert status == 500 and "x-fal-request-id" in headers
+    assert "Internal server error" in text and emu.stats.submissions == 0
+
+
+async def test_503_ingress_looks_like_nginx(make_emu: MakeEmu,
+                                           http: aiohttp.ClientSession) -> None:
+    emu = await make_emu(Faults(p_503_ingress=1.0))
+    status, headers, text = await post(http, emu)
+    assert status == 503 and "nginx" in text
+    assert "x-fal-request-id" not in {k.lower() for k in headers}
+    assert emu.stats.submissions == 0 and emu.stats.faults_of("503_ingress") == 1
+
+
+async def test_drop_before_accept_is_not_counted(make_emu: MakeEmu,
+                                                 http: aiohttp.ClientSession) -> None:
+    emu = await make_emu(Faults(p_drop=1.0))
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await post(http, emu)
+    assert emu.stats.submissions == 0 and emu.state.jobs == {}
+    assert emu.stats.faults["submit", "drop"] == 1
+
+
+async def test_drop_after_accept_enqueues_the_request(make_emu: MakeEmu,
+                                                      http: aiohttp.ClientSession) -> None:
+    emu = await make_emu(Faults(p_drop_after_accept=1.0))
+    for _ in range(2):  # the classic retry after an ambiguous failure: a duplicate
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await post(http, emu)
+    assert emu.stats.submissions == 2 and emu.stats.duplicate_submissions == 1
+    assert emu.stats.faults["submit", "drop_after_accept"] == 2
+    for _ in range(100):
+        if emu.stats.completed == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert emu.stats.completed == 2 and emu.stats.failed == 0
+
+
+async def test_stall_delays_the_answer(make_emu: MakeEmu, http: aiohttp.ClientSession) -> None:
+    emu = await make_emu(Faults(p_stall=1.0), stall=0.3)
+    started = time.monotonic()
+    status, _, _ = await post(http, emu)
+    assert status == 200 and time.monotonic() - started >= 0.3
+    with pytest.raises(asyncio.TimeoutError):
+        async with http.post(f"{emu.queue_url}/{ENDPOINT}", json=inputs(),
+                             timeout=aiohttp.ClientTimeout(total=0.1)):
+            pass
+    assert emu.stats.faults_of("stall") == 2
+
+
+async def test_infra_error_completes_with_503(make_emu: MakeEmu,
+                                              http: aiohttp.ClientSession) -> None:
+    emu = await make_emu(Faults(p_infra_error=1.0))
+    status, _, text = await post(http, emu)
+    assert status == 200
+    urls = json.loads(text)
+    for _ in range(100):
+        async with http.get(urls["status_url"]) as resp:
+            body = await resp.json()
+        if body["status"] == "COMPLETED":
+            break
+        await asyncio.sleep(0.02)
+    assert body["error_type"] == "runner_disconnected" and body["error"]
+    async with http.get(urls["response_url"]) as resp:
+        assert resp.status == 503 and resp.headers["x-fal-request-id"] == urls["request_id"]
+        assert resp.headers["X-Fal-Error-Type"] == "runner_disconnected"
+        assert (await resp.json())["error_type"] == "runner_disconnected"
+
+
+async def test_faults_only_on_chosen_routes(make_emu: MakeEmu,
+                                            http: aiohttp.ClientSession) -> None:
+    emu = await make_emu(Faults(p_500=1.0, routes=frozenset({"status"})))
+    status, _, text = await post(http, emu)
+    assert status == 200
+    sub = json.loads(text)
+    async with http.get(sub["status_url"]) as resp:
+        assert resp.status == 500 and resp.headers["x-fal-request-id"] == sub["request_id"]
+    async with http.post(f"{emu.run_url}/{ENDPOINT}", json=inputs()) as resp:
+        assert resp.status == 200  # the run app is not faulted unless "run" is chosen
+    assert emu.stats.faults == {("status", "500"): 1}
+    assert emu.stats.status_calls == 0  # a faulted call never reaches the handler
+
+
+async def test_same_seed_same_faults(make_emu: MakeEmu, http: aiohttp.ClientSession) -> None:
+    faults = Faults(p_429=0.3, p_500=0.3)
+    runs = []
+    for _ in range(2):
+        emu = await make_emu(faults, seed=42)
+        runs.append([(await post(http, emu, i))[0] for i in range(20)])
+    assert runs[0] == runs[1] and {429, 500, 200} <= set(runs[0])
+    other = await make_emu(faults, seed=43)
+    assert [(await post(http, other, i))[0] for i in range(20)] != runs[0]
+
+
+def test_faults_are_validated() -> None:
+    with pytest.raises(ValueError, match="p_429"):
+        Faults(p_429=1.5)
+    with pytest.raises(ValueError, match="HINT"):
+        Faults(routes=frozenset({"sumbit"}))
+
+
+def test_serve_arguments_become_settings() -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(["--port", "0", "--key", "a", "--key", "b", "--latency", "0.2",
+                              "--p-429", "0.1", "--p-503", "0.2", "--p-drop-after-accept", "0.3",
+                              "--stall", "2", "--seed", "9", "--allow-remote-fetch"])
+    settings = settings_from_args(args)
+    assert settings.keys == frozenset({"a", "b"}) and settings.latency == 0.2
+    assert settings.faults.p_429 == 0.1 and settings.faults.p_503_ingress == 0.2
+    assert settings.faults.p_drop_after_accept == 0.3 and settings.stall == 2
+    assert settings.seed == 9 and settings.allow_remote_fetch
+    assert settings_from_args(parser.parse_args([])).keys is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--p-500", "2"])
+    with pytest.raises(ValueError, match="tls"):
+        settings_from_args(parser.parse_args(["--tls-cert", "c.pem"]))
+
+
+async def test_serve_forever_reports_urls_until_cancelled(http: aiohttp.ClientSession) -> None:
+    ready: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    task = asyncio.create_task(serve_forever(
+        EmulatorSettings(latency=0.01), on_ready=lambda q, r: ready.put_nowait((q, r))))
+    queue_url, run_url = await asyncio.wait_for(ready.get(), 5)
+    async with http.post(f"{run_url}/{ENDPOINT}", json=inputs()) as resp:
+        assert resp.status == 200
+    assert queue_url != run_url
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
