@@ -1,0 +1,130 @@
+"""Request identity: an endpoint id and a final request body in, a short stable key out.
+
+Also the canonical JSON every stage hashes with, cached content hashes of local files, and a
+compact set of seen keys for de-duplicating a million requests without a million objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import json.encoder
+import os
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+KEY_HEX = 16  # 64 bits: collisions stay negligible well past millions of requests
+_REMOTE_PREFIXES = ("http://", "https://", "data:")
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+# JSONEncoder.encode builds a new C encoder on every call, half the cost of hashing a row; this
+# one is built once, with the same arguments encode() passes (tests check both agree).
+_make = getattr(json.encoder, "c_make_encoder", None)  # None outside CPython
+_C_ENCODE: Callable[[Any, int], Sequence[str]] | None = (
+    _make({}, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+    if _make is not None
+    else None
+)
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, UTF-8 kept, NaN refused (not JSON)."""
+    if _C_ENCODE is None or not isinstance(value, dict):
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
+
+
+def request_key(endpoint_id: str, body: Mapping[str, Any]) -> str:
+    """The key of a request; `body` has local files already replaced by "sha256:<hex>"."""
+    text = canonical_json({"endpoint": endpoint_id, "input": body})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_HEX]
+
+
+def is_remote(value: object) -> bool:
+    """True for values the server fetches or decodes itself (URLs, data: URIs): no local file."""
+    return isinstance(value, str) and value[:8].lower().startswith(_REMOTE_PREFIXES)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's content; OSError if it cannot be read.
+
+    Keyed by size and mtime as well as the path, so an edited image gets a new hash (and its
+    requests a new identity) while a million rows naming one image read it once.
+    """
+    st = os.stat(path)
+    return _hash_file(os.fspath(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class KeySet:
+    """A set of 64-bit keys in one flat array (open addressing, linear probing).
+
+    A Python set of a million ints is a million objects (~60 MB); this is 16 MB and one object.
+    """
+
+    def __init__(self) -> None:
+        self._slots = array("Q", [0]) * 1024
+        self._mask = 1023
+        self._size = 0
+        self._has_zero = False  # 0 marks an empty slot, so the key 0 is kept aside
+
+    def __len__(self) -> int:
+        return self._size + self._has_zero
+
+    def add(self, key: str) -> bool:
+        """Add a hex key; True if it was new."""
+        value = int(key, 16)
+        if value == 0:
+            new = not self._has_zero
+            self._has_zero = True
+            return new
+        if self._insert(value):
+            self._size += 1
+            if 2 * self._size > self._mask:  # keep the load under 1/2: probes stay short
+                self._grow()
+            return True
+        return False
+
+    def __contains__(self, key: str) -> bool:
+        value = int(key, 16)
+        if value == 0:
+            return self._has_zero
+        slots, mask = self._slots, self._mask
+        i = (value ^ (value >> 29)) & mask
+        while slots[i]:
+            if slots[i] == value:
+                return True
+            i = (i + 1) & mask
+        return False
+
+    def _insert(self, value: int) -> bool:
+        slots, mask = self._slots, self._mask
+        i = (value ^ (value >> 29)) & mask
+        while slots[i]:
+            if slots[i] == value:
+                return False
+            i = (i + 1) & mask
+        slots[i] = value
+        return True
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._slots = array("Q", [0]) * (2 * len(old))
+        self._mask = 2 * len(old) - 1
+        for value in old:
+            if value:
+                self._insert(value)

@@ -1,0 +1,472 @@
+"""Grid expansion: the contract's pipeline, request identity, errors before the first request."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runner.endpoints import Endpoint, get_endpoint
+from runner.errors import GridError
+from runner.grid import axes, count, expand
+from runner.models import JobSpec, Request, Sample
+
+_EP = get_endpoint("fal-ai/flux-1/dev/image-to-image")
+assert _EP is not None
+EP: Endpoint = _EP
+URL = "https://example.com/koala.png"
+
+
+def spec(
+    base: Path = Path("/nonexistent"),
+    matrix: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    **kw: Any,
+) -> JobSpec:
+    return JobSpec(
+        path=base / "job.yaml",
+        base_dir=base,
+        sha256="0" * 64,
+        version=1,
+        name=None,
+        endpoint=EP.id,
+        backend="local",
+        output=base / "out",
+        defaults={"image_url": URL, "prompt": "p"} if defaults is None else defaults,
+        matrix=matrix or {},
+        **kw,
+    )
+
+
+def run(s: JobSpec) -> list[Request]:
+    return list(expand(s, EP))
+
+
+def grid_error(s: JobSpec) -> GridError:
+    it = expand(s, EP)  # a generator: nothing is checked until the first next()
+    with pytest.raises(GridError) as e:
+        next(it)
+    return e.value
+
+
+# --- the contract's example --------------------------------------------------------------------
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> JobSpec:
+    (tmp_path / "images").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "images" / f"{name}.png").write_bytes(name.encode() * 10)
+    (tmp_path / "images" / "koala.png").write_bytes(b"koala")
+    (tmp_path / "styles.txt").write_text("oil painting\n\nwatercolor\n")
+    return spec(
+        tmp_path,
+        defaults={"image_url": "images/koala.png", "num_inference_steps": 28},
+        matrix={
+            "prompt": ["a {animal} dressed as a wizard, {style}"],
+            "animal": ["cat", "owl"],
+            "style": {"lines": "styles.txt"},
+            "strength": {"range": [0.5, 0.9], "step": 0.2},
+            "seed": {"range": [0, 3]},
+            "image_url": {"files": "images/[ab].png"},
+            "look": [
+                {"guidance_scale": 2.5, "num_inference_steps": 20},
+                {"guidance_scale": 5.0, "num_inference_steps": 40},
+            ],
+        },
+        exclude=({"animal": "owl", "strength": 0.9},),
+        include=({"prompt": "a koala astronaut", "strength": 0.3, "seed": 7},),
+    )
+
+
+def test_contract_example(example: JobSpec) -> None:
+    requests = run(example)
+    product = 2 * 2 * 3 * 4 * 2 * 2
+    excluded = 1 * 2 * 1 * 4 * 2 * 2
+    assert len(requests) == count(example, EP) == product - excluded + 1
+    assert axes(example) == [
+        ("prompt", 1),
+        ("animal", 2),
+        ("style", 2),
+        ("strength", 3),
+        ("seed", 4),
+        ("image_url", 2),
+        ("look", 2),
+    ]
+    first = requests[0]
+    a_sha = hashlib.sha256(b"a" * 10).hexdigest()
+    assert first.input == {
+        "image_url": f"sha256:{a_sha}",
+        "num_inference_steps": 20,
+        "prompt": "a cat dressed as a wizard, oil painting",
+        "strength": 0.5,
+        "seed": 0,
+        "guidance_scale": 2.5,
+    }
+    assert first.files == {"image_url": example.base_dir / "images" / "a.png"}
+    assert first.vars == {
+        "prompt": "a {animal} dressed as a wizard, {style}",
+        "animal": "cat",
+        "style": "oil painting",
+        "strength": 0.5,
+        "seed": 0,
+        "image_url": "images/a.png",
+        "look": {"guidance_scale": 2.5, "num_inference_steps": 20},
+    }
+    assert first.origins == {
+        "image_url": ("matrix", "image_url", "files"),
+        "num_inference_steps": ("matrix", "look", 0, "num_inference_steps"),
+        "prompt": ("matrix", "prompt", 0),
+        "animal": ("matrix", "animal", 0),
+        "style": ("matrix", "style", "lines"),
+        "strength": ("matrix", "strength", "range"),
+        "seed": ("matrix", "seed", "range"),
+        "look": ("matrix", "look", 0),
+        "guidance_scale": ("matrix", "look", 0, "guidance_scale"),
+    }
+    # the last axis varies fastest
+    assert requests[1].vars["look"]["guidance_scale"] == 5.0
+    assert requests[2].vars["image_url"] == "images/b.png"
+    assert not any(r.vars.get("animal") == "owl" and r.input["strength"] == 0.9 for r in requests)
+    last = requests[-1]  # the include row: appended, defaults fill the rest, never merged
+    koala = hashlib.sha256(b"koala").hexdigest()
+    assert last.input == {
+        "image_url": f"sha256:{koala}",
+        "num_inference_steps": 28,
+        "prompt": "a koala astronaut",
+        "strength": 0.3,
+        "seed": 7,
+    }
+    assert last.vars == {"prompt": "a koala astronaut", "strength": 0.3, "seed": 7}
+    assert last.origins["seed"] == ("include", 0, "seed")
+    assert last.origins["image_url"] == ("defaults", "image_url")
+    assert len({r.key for r in requests}) == len(requests)
+
+
+# --- pipeline stages ---------------------------------------------------------------------------
+
+
+def test_without_a_matrix_the_defaults_are_one_request() -> None:
+    [r] = run(spec())
+    assert r.input == {"image_url": URL, "prompt": "p"} and r.files == {}
+
+
+def test_a_matrix_of_only_include_rows_runs_just_those() -> None:
+    requests = run(spec(include=({"seed": 1}, {"seed": 2})))
+    assert [r.input["seed"] for r in requests] == [1, 2]
+
+
+def test_defaults_list_is_a_literal_and_variables_stay_out_of_the_body() -> None:
+    s = spec(defaults={"image_url": URL, "prompt": "{who}", "who": "me", "tags": ["x", "y"]})
+    [r] = run(s)
+    assert r.input == {"image_url": URL, "prompt": "me"}
+    assert r.vars == {"who": "me", "tags": ["x", "y"]}
+
+
+def test_exclude_compares_raw_values_partially() -> None:
+    s = spec(
+        defaults={"image_url": URL},
+        matrix={"prompt": ["a {x} {flag}", "b {x} {flag}"], "x": [1, 2], "flag": [True, False]},
+        exclude=({"prompt": "a {x} {flag}", "x": 1}, {"flag": 1}),  # 1 is not true
+    )
+    got = [r.input["prompt"] for r in run(s)]
+    assert got == ["a 2 true", "a 2 false", "b 1 true", "b 1 false", "b 2 true", "b 2 false"]
+
+
+def test_exclude_on_object_axis_fields_or_the_whole_mapping() -> None:
+    look = [{"guidance_scale": 2.5, "strength": 0.5}, {"guidance_scale": 5.0, "strength": 0.5}]
+    s = spec(
+        matrix={"seed": [1, 2], "look": look},
+        exclude=({"seed": 1, "guidance_scale": 5.0}, {"seed": 2, "look": look[0]}),
+    )
+    got = [(r.input["seed"], r.input["guidance_scale"]) for r in run(s)]
+    assert got == [(1, 2.5), (2, 5.0)]
+
+
+def test_include_can_set_an_object_axis_by_name() -> None:
+    look = [{"guidance_scale": 2.5, "strength": 0.5}]
+    s = spec(matrix={"look": look}, include=({"look": {"guidance_scale": 9.0, "strength": 0.2}},))
+    last = run(s)[-1]
+    assert last.input["guidance_scale"] == 9.0 and last.input["strength"] == 0.2
+    assert last.origins["guidance_scale"] == ("include", 0, "look", "guidance_scale")
+
+
+def test_identical_requests_collapse_and_the_first_stays() -> None:
+    s = spec(matrix={"label": ["x", "y"], "seed": [1, 2]}, include=({"seed": 1},))
+    requests = run(s)
+    assert [(r.vars.get("label"), r.input["seed"]) for r in requests] == [("x", 1), ("x", 2)]
+    assert count(s, EP) == 2
+
+
+def test_templates_in_file_sources_render_and_fail_at_the_source(tmp_path: Path) -> None:
+    (tmp_path / "p.txt").write_text("a {animal}\nan {animl}\n")
+    s = spec(tmp_path, matrix={"prompt": {"lines": "p.txt"}, "animal": ["cat"]})
+    it = expand(s, EP)
+    assert next(it).input["prompt"] == "a cat"
+    with pytest.raises(GridError) as e:
+        next(it)
+    assert "'animl' (did you mean 'animal'?)" in e.value.message
+    assert e.value.path == ("matrix", "prompt", "lines")
+
+
+def test_local_files_become_hashes_and_remote_ones_stay(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"png")
+    s = spec(tmp_path, matrix={"image_url": ["a.png", URL, "data:image/png;base64,AA"]})
+    a, b, c = run(s)
+    assert a.input["image_url"] == "sha256:" + hashlib.sha256(b"png").hexdigest()
+    assert a.files == {"image_url": tmp_path / "a.png"}
+    assert b.input["image_url"] == URL and b.files == {}
+    assert c.input["image_url"].startswith("data:") and c.files == {}
+
+
+def test_a_missing_image_points_at_its_node(tmp_path: Path) -> None:
+    e = grid_error(spec(tmp_path, matrix={"image_url": ["gone.png"]}))
+    assert "cannot read image_url file 'gone.png'" in e.message
+    assert e.path == ("matrix", "image_url", 0)
+
+
+def test_sample_is_a_reproducible_ordered_subset() -> None:
+    base = spec(matrix={"seed": {"range": [0, 99]}})
+    everything = [r.key for r in run(base)]
+    one = [r.key for r in run(spec(matrix=base.matrix, sample=Sample(10, seed=1)))]
+    again = [r.key for r in run(spec(matrix=base.matrix, sample=Sample(10, seed=1)))]
+    other = [r.key for r in run(spec(matrix=base.matrix, sample=Sample(10, seed=2)))]
+    assert one == again and len(one) == 10 and one != other
+    assert [k for k in everything if k in set(one)] == one  # a subset, in run order
+    assert count(spec(matrix=base.matrix, sample=Sample(10, seed=1)), EP) == 10
+    assert [r.key for r in run(spec(matrix=base.matrix, sample=Sample(500)))] == everything
+
+
+# --- errors, all before the first request ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "fragment", "path"),
+    [
+        (
+            {"defaults": {"image_url": URL, "prompt": "a {animl}"}, "matrix": {"animal": ["x"]}},
+            "undefined template variable 'animl' (did you mean 'animal'?); defined: animal, "
+            "image_url, prompt",
+            ("defaults", "prompt"),
+        ),
+        (
+            {"matrix": {"prompt": ["a {a.b}"]}},
+            "attribute and index access",
+            ("matrix", "prompt", 0),
+        ),
+        (
+            {
+                "defaults": {"image_url": URL, "prompt": "{x}"},
+                "matrix": {"x": [1]},
+                "include": ({"seed": 3},),
+            },
+            "undefined template variable 'x'",
+            ("defaults", "prompt"),
+        ),
+        (
+            {"include": ({"prompt": "{nope}"},)},
+            "undefined template variable 'nope'",
+            ("include", 0, "prompt"),
+        ),
+        (
+            {"matrix": {"seed": [1]}, "exclude": ({"sede": 1},)},
+            "exclude key 'sede' names no axis, field or variable (did you mean 'seed'?)",
+            ("exclude", 0, "sede"),
+        ),
+        (
+            {"matrix": {"seed": [1]}, "include": ({"animal": "x"},)},
+            "include key 'animal' names no axis",
+            ("include", 0, "animal"),
+        ),
+        ({"matrix": {"seed": [1]}, "exclude": ({},)}, "non-empty mapping", ("exclude", 0)),
+        (
+            {"matrix": {"look": [{"seed": 1}], "seed": [2]}},
+            "field 'seed' is set twice",
+            ("matrix", "look"),
+        ),
+        (
+            {"matrix": {"a": [{"seed": 1}], "b": [{"seed": 2}]}},
+            "field 'seed' is set twice",
+            ("matrix", "b"),
+        ),
+        (
+            {"matrix": {"look": [{"seed": 1}]}, "include": ({"look": 3},)},
+            "give it a mapping",
+            ("include", 0, "look"),
+        ),
+        (
+            {"defaults": {"image_url": URL, "prompt": "p", "strenght": 0.5}},
+            "unknown field 'strenght' (did you mean 'strength'?)",
+            ("defaults", "strenght"),
+        ),
+        (
+            {"matrix": {"guidance_scal": [1.0]}},
+            "unknown field 'guidance_scal'",
+            ("matrix", "guidance_scal"),
+        ),
+        (
+            {"matrix": {"look": [{"num_inference_step": 20}]}},
+            "unknown field",
+            ("matrix", "look", 0, "num_inference_step"),
+        ),
+        ({"matrix": {"seed": []}}, "is empty", ("matrix", "seed")),
+        ({"matrix": {"seed": {"range": [3, 0]}}}, "empty range", ("matrix", "seed", "range")),
+        ({"sample": Sample(0)}, "positive integer", ("sample", "n")),
+    ],
+)
+def test_errors_come_before_the_first_request(
+    kw: dict[str, Any], fragment: str, path: tuple[Any, ...]
+) -> None:
+    e = grid_error(spec(**kw))
+    assert fragment in e.message
+    assert e.path == path
+
+
+def test_a_typo_used_by_a_template_is_a_variable() -> None:
+    s = spec(defaults={"image_url": URL, "prompt": "{strenght}", "strenght": "high"})
+    assert run(s)[0].input["prompt"] == "high"
+
+
+def test_axes_reports_sizes_without_an_endpoint(tmp_path: Path) -> None:
+    (tmp_path / "s.txt").write_text("a\nb\nc\n")
+    s = spec(tmp_path, matrix={"style": {"lines": "s.txt"}, "seed": {"range": [1, 10]}})
+    assert axes(s) == [("style", 3), ("seed", 10)]
+
+
+# --- properties --------------------------------------------------------------------------------
+
+small_axes = st.lists(
+    st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True), min_size=1, max_size=3
+)
+
+
+def numbered(values_per_axis: list[list[int]]) -> dict[str, list[int]]:
+    return {f"a{i}": vals for i, vals in enumerate(values_per_axis)}
+
+
+def prompt_of(names: Any) -> str:
+    return " ".join(f"{n}={{{n}}}" for n in sorted(names))
+
+
+@given(small_axes, st.data())
+def test_count_is_product_minus_excluded_plus_included(
+    values_per_axis: list[list[int]], data: st.DataObject
+) -> None:
+    matrix = numbered(values_per_axis)
+    rows = [dict(zip(matrix, combo, strict=True)) for combo in itertools.product(*matrix.values())]
+    exclude = data.draw(
+        st.lists(
+            st.sampled_from(rows).flatmap(
+                lambda row: st.sets(st.sampled_from(sorted(row)), min_size=1).map(
+                    lambda keys: {k: row[k] for k in keys}
+                )
+            ),
+            max_size=3,
+        )
+    )
+    n_include = data.draw(st.integers(0, 3))
+    # whole rows (the prompt names every axis), with values no product row has
+    include = tuple({name: 100 + j for name in matrix} for j in range(n_include))
+    s = spec(
+        defaults={"image_url": URL, "prompt": prompt_of(matrix)},
+        matrix=matrix,
+        exclude=tuple(exclude),
+        include=include,
+    )
+    excluded = sum(any(all(r[k] == v for k, v in e.items()) for e in exclude) for r in rows)
+    assert count(s, EP) == len(rows) - excluded + n_include == len(run(s))
+
+
+@given(small_axes)
+def test_first_axis_varies_slowest(values_per_axis: list[list[int]]) -> None:
+    matrix = numbered(values_per_axis)
+    s = spec(defaults={"image_url": URL, "prompt": prompt_of(matrix)}, matrix=matrix)
+    got = [tuple(r.vars[name] for name in matrix) for r in run(s)]
+    assert got == list(itertools.product(*matrix.values()))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(small_axes, st.data())
+def test_a_row_keeps_its_key_when_axes_grow_or_are_reordered(
+    values_per_axis: list[list[int]], data: st.DataObject
+) -> None:
+    matrix = numbered(values_per_axis)
+    defaults = {"image_url": URL, "prompt": prompt_of(matrix)}
+    before = {
+        json.dumps(r.vars, sort_keys=True): r.key
+        for r in run(spec(matrix=matrix, defaults=defaults))
+    }
+    grown = dict(matrix)
+    axis = data.draw(st.sampled_from(sorted(grown)))
+    grown[axis] = [*grown[axis], 99]
+    order = data.draw(st.permutations(sorted(grown)))
+    after = {
+        json.dumps(r.vars, sort_keys=True): r.key
+        for r in run(spec(matrix={k: grown[k] for k in order}, defaults=defaults))
+    }
+    assert all(after[row] == key for row, key in before.items())
+
+
+@given(st.integers(1, 60), st.integers(0, 2**32), st.integers(1, 60))
+def test_sample_properties(size: int, seed: int, n: int) -> None:
+    matrix = {"seed": {"range": [0, size - 1]}}
+    everything = [r.input["seed"] for r in run(spec(matrix=matrix))]
+    picked = [r.input["seed"] for r in run(spec(matrix=matrix, sample=Sample(n, seed)))]
+    assert picked == [r.input["seed"] for r in run(spec(matrix=matrix, sample=Sample(n, seed)))]
+    assert len(picked) == min(n, size)
+    assert picked == sorted(set(picked)) and set(picked) <= set(everything)
+
+
+# --- a million rows ----------------------------------------------------------------------------
+
+
+def million(tmp_path: Path) -> JobSpec:
+    (tmp_path / "animals.txt").write_text("".join(f"animal {i}\n" for i in range(1000)))
+    return spec(
+        tmp_path,
+        matrix={
+            "prompt": ["a {animal}, wizard"],
+            "animal": {"lines": "animals.txt"},
+            "seed": {"range": [0, 999]},
+        },
+    )
+
+
+def test_a_million_rows_expand_lazily(tmp_path: Path) -> None:
+    s = million(tmp_path)
+    started = time.perf_counter()
+    first = list(itertools.islice(expand(s, EP), 10))
+    assert time.perf_counter() - started < 1.0
+    assert [r.input["seed"] for r in first] == list(range(10))
+    assert first[0].input["prompt"] == "a animal 0, wizard"
+
+
+def test_counting_a_million_rows_keeps_memory_flat(tmp_path: Path) -> None:
+    # A child process, so its peak memory is this count's alone (tracemalloc would slow a
+    # million rows down fivefold).
+    million(tmp_path)
+    script = f"""
+import resource
+from pathlib import Path
+from tests.test_grid import EP, million
+from runner.grid import count
+s = million(Path({str(tmp_path)!r}))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(count(s, EP), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert int(out[0]) == 1_000_000
+    assert int(out[1]) < 100_000  # KiB: a million live rows would be several hundred MB

@@ -1,0 +1,83 @@
+"""Strict {name} templates."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runner.errors import GridError
+from runner.templates import has_template, parse, render
+
+
+def test_renders_names_from_the_row() -> None:
+    row = {"animal": "cat", "style": "oil"}
+    assert render("a {animal} dressed as a wizard, {style}", row) == (
+        "a cat dressed as a wizard, oil"
+    )
+
+
+def test_double_braces_are_literal() -> None:
+    assert render("{{not}} a {x}}}", {"x": 1}) == "{not} a 1}"
+    assert parse("{{x}}").names == frozenset()
+
+
+def test_values_render_as_they_read_in_the_spec() -> None:
+    row = {"f": 0.7, "i": 3, "b": True, "n": None, "m": {"k": 1}}
+    assert render("{f} {i} {b} {n} {m}", row) == '0.7 3 true null {"k": 1}'
+
+
+def test_undefined_name_is_an_error_with_a_suggestion_and_the_defined_names() -> None:
+    with pytest.raises(GridError) as e:
+        parse("a {animl}").render({"animal": "cat", "seed": 1}, ("matrix", "prompt", 0))
+    assert e.value.message == (
+        "undefined template variable 'animl' (did you mean 'animal'?); defined: animal, seed"
+    )
+    assert e.value.path == ("matrix", "prompt", 0)
+
+
+def test_templates_never_see_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAL_KEY", "secret")
+    with pytest.raises(GridError, match="undefined template variable 'FAL_KEY'"):
+        render("{FAL_KEY}", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{a.b}", "attribute and index access"),
+        ("{a[0]}", "attribute and index access"),
+        ("{a!r}", "only plain {name}"),
+        ("{a:>5}", "only plain {name}"),
+        ("{}", "empty {}"),
+        ("{0}", "plain identifier"),
+        ("a {b", "unmatched brace"),
+        ("a } b", "unmatched brace"),
+    ],
+)
+def test_bad_templates_are_rejected_clearly(text: str, fragment: str) -> None:
+    with pytest.raises(GridError) as e:
+        parse(text, ("defaults", "prompt"))
+    assert fragment in e.value.message
+    assert e.value.path == ("defaults", "prompt")
+
+
+def test_parse_is_cached() -> None:
+    assert parse("x {cached_name}") is parse("x {cached_name}")
+
+
+def test_has_template() -> None:
+    assert has_template("a {b}") and has_template("}")
+    assert not has_template("plain") and not has_template(3)
+
+
+@given(st.text())
+def test_escaped_text_renders_to_itself(text: str) -> None:
+    escaped = text.replace("{", "{{").replace("}", "}}")
+    assert render(escaped, {}) == text
+
+
+@given(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), st.text(), st.text())
+def test_a_name_renders_its_value(name: str, value: str, around: str) -> None:
+    literal = around.replace("{", "{{").replace("}", "}}")
+    assert render(f"{literal}{{{name}}}{literal}", {name: value}) == f"{around}{value}{around}"
