@@ -6,6 +6,7 @@ ManifestError and cancellation stop the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import aclosing
@@ -82,6 +83,10 @@ class Executor:
         self._attachments = Attachments(client)
         self._notify = on_event or (lambda event, stats: None)
         self._stopping = False
+        # Until one submission is accepted, submissions go one at a time: a wrong key or URL
+        # costs one refused call, not `concurrency` of them.
+        self._probe = asyncio.Lock()
+        self._proven = False
         self.stats = RunStats()
 
     def stop(self) -> None:
@@ -183,8 +188,10 @@ class Executor:
             body = await self._attachments.body(job.request)
             self._begin_submission(job)
             try:
-                job.handle = await self._client.submit(self._opt.endpoint, body,
-                                                       self._exe.queue_timeout)
+                async with self._probe if not self._proven else contextlib.nullcontext():
+                    job.handle = await self._client.submit(self._opt.endpoint, body,
+                                                           self._exe.queue_timeout)
+                    self._proven = True
             except CallError as error:
                 tries += 1
                 await self._after_failed_send(job, error, tries)
@@ -280,7 +287,10 @@ class Executor:
             body = await self._attachments.body(job.request)
             self._begin_submission(job)
             try:
-                return await self._client.run_sync(self._opt.endpoint, body)
+                async with self._probe if not self._proven else contextlib.nullcontext():
+                    reply = await self._client.run_sync(self._opt.endpoint, body)
+                    self._proven = True
+                    return reply
             except CallError as error:
                 tries += 1
                 await self._after_failed_send(job, error, tries)

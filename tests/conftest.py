@@ -66,3 +66,46 @@ def last_records(out: Path) -> dict[str, dict[str, Any]]:
         record = json.loads(line)
         state[record["key"]] = record
     return state
+
+
+class ThreadedEmulator:
+    """An emulator on its own event loop in a thread, for tests that run the CLI (which owns
+    the main thread's loop) or a runner subprocess. Stats are read across threads (counters)."""
+
+    def __init__(self, **settings: Any) -> None:
+        import asyncio
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.emulator = Emulator(EmulatorSettings(**settings))
+        asyncio.run_coroutine_threadsafe(self.emulator.start(), self._loop).result(10)
+
+    @property
+    def stats(self) -> Any:
+        return self.emulator.stats
+
+    def env(self, key: str = "test-key") -> dict[str, str]:
+        return fal_env(self.emulator, key)
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.emulator.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def threaded_emulator() -> Any:
+    made: list[ThreadedEmulator] = []
+
+    def make(**settings: Any) -> ThreadedEmulator:
+        made.append(ThreadedEmulator(**settings))
+        return made[-1]
+
+    yield make
+    for emulator in made:
+        emulator.close()

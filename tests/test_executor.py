@@ -133,11 +133,12 @@ async def test_infra_errors_are_resubmitted(write_spec, emulator_factory, tmp_pa
 async def test_wrong_key_stops_at_once(write_spec, emulator_factory, tmp_path):
     em = await emulator_factory(keys=frozenset({"right"}))
     spec = write_spec(matrix={"seed": {"range": [0, 49]}})
-    settings, requests = settings_for(spec, tmp_path / "out", concurrency=1)
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=8)
     with pytest.raises(AuthError) as caught:
         await asyncio.wait_for(run(settings, requests, em, key="wrong-key-123"), 5)
     assert "wrong-key-123" not in str(caught.value)
     assert em.stats.submissions == 0
+    assert sum(em.stats.requests.values()) < 3
 
 
 async def test_deadline_cancels_and_records_timeout(write_spec, emulator_factory, tmp_path):

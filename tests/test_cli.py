@@ -1,0 +1,115 @@
+"""The command line, called as main([...]) like a user would, and as a subprocess for signals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runner.cli import main
+
+from .conftest import last_records
+
+
+def test_validate_ok_and_bad(write_spec, capsys):
+    good = write_spec(matrix={"seed": [1, 2]})
+    bad = write_spec("bad.yaml", defaults={"strength": 1.5})
+    assert main(["validate", str(good)]) == 0
+    assert "ok, 2 requests" in capsys.readouterr().out
+    assert main(["validate", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{bad}:") and "strength" in err[0]
+    assert "Traceback" not in err[0]
+
+
+def test_plan_outputs(write_spec, capsys):
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}, "strength": [0.3, 0.6]})
+    assert main(["plan", str(spec), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["count"] == 20 and plan["axes"] == {"seed": 10, "strength": 2}
+    assert main(["plan", str(spec), "--jsonl"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 20 and set(lines[0]) == {"key", "input", "vars"}
+    assert [x["input"]["seed"] for x in lines[:3]] == [0, 0, 1]  # first axis slowest
+    assert main(["plan", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert "20 requests" in text and "seed" in text and "cost estimate" in text
+
+
+def test_run_local_then_resume(write_spec, tmp_path, capsys):
+    spec = write_spec(matrix={"seed": [1, 2, 3]})
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "3 ok" in capsys.readouterr().out
+    records = last_records(out)
+    assert len(records) == 3 and {r["status"] for r in records.values()} == {"ok"}
+    assert main(["plan", str(spec), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == len(records)
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "3 already done, 0 submitted" in capsys.readouterr().out
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert runs[0]["spec_sha256"] and runs[0]["runner_version"]
+
+
+def test_run_fal_backend_needs_a_key(write_spec, tmp_path, monkeypatch, capsys):
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    spec = write_spec()
+    assert main(["run", str(spec), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
+    assert "FAL_KEY" in capsys.readouterr().err
+
+
+def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAL_KEY", "k")
+    monkeypatch.setenv("FAL_QUEUE_URL", "http://example.com")
+    assert main(["run", str(write_spec()), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
+    assert "https" in capsys.readouterr().err
+
+
+def test_fal_backend_against_a_server(write_spec, tmp_path, monkeypatch, threaded_emulator):
+    server = threaded_emulator(keys=frozenset({"k-1"}))
+    for name, value in server.env("k-1").items():
+        monkeypatch.setenv(name, value)
+    spec = write_spec(matrix={"seed": {"range": [0, 7]}}, backend="fal")
+    assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert server.stats.submissions == 8 and server.stats.duplicate_submissions == 0
+    assert len(last_records(tmp_path / "o")) == 8
+
+
+def test_failed_rows_exit_1_and_retry_failed(write_spec, tmp_path, monkeypatch, threaded_emulator,
+                                             capsys):
+    from runner.emulator import Faults
+
+    server = threaded_emulator(faults=Faults(p_infra_error=1.0))
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal", execution={"retries": 0})
+    out = str(tmp_path / "o")
+    assert main(["run", spec.as_posix(), "--out", out, "--no-progress"]) == 1
+    assert main(["run", spec.as_posix(), "--out", out, "--no-progress"]) == 1  # not retried
+    assert server.stats.submissions == 2
+    assert main(["run", spec.as_posix(), "--out", out, "--no-progress", "--retry-failed"]) == 1
+    assert server.stats.submissions == 4
+    capsys.readouterr()
+
+
+def test_wrong_key_exits_3_fast(write_spec, tmp_path, monkeypatch, threaded_emulator, capsys):
+    import time
+
+    server = threaded_emulator(keys=frozenset({"right"}))
+    for name, value in server.env("sk-wrong-0123456789").items():
+        monkeypatch.setenv(name, value)
+    spec = write_spec(matrix={"seed": {"range": [0, 99]}}, backend="fal")
+    start = time.monotonic()
+    assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 3
+    assert time.monotonic() - start < 5
+    err = capsys.readouterr().err
+    assert "refused the API key" in err and "sk-wrong-0123456789" not in err
+    assert server.stats.submissions == 0
+    assert sum(server.stats.requests.values()) < 3
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "runner run specs/quickstart.yaml" in capsys.readouterr().out
