@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -18,8 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import AuthError, BackendError, Interrupted, ManifestError, RunnerError, SpecError, \
-    UsageError
+from .errors import (
+    AuthError,
+    BackendError,
+    Interrupted,
+    ManifestError,
+    RunnerError,
+    SpecError,
+    UsageError,
+)
 from .executor import Executor, RunStats
 from .grid import axes as grid_axes
 from .grid import expand
@@ -42,43 +50,61 @@ EXAMPLES = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="runner", description="Declarative batch runner for fal image-to-image endpoints.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="runner",
+        description="Declarative batch runner for fal image-to-image endpoints.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check specs; errors as file:line:col: message",
-                       epilog="example: runner validate specs/*.yaml")
+    p = sub.add_parser(
+        "validate",
+        help="check specs; errors as file:line:col: message",
+        epilog="example: runner validate specs/*.yaml",
+    )
     p.add_argument("specs", nargs="+", metavar="SPEC")
 
-    p = sub.add_parser("plan", help="show what a spec would send, without sending it",
-                       epilog="examples:\n  runner plan specs/sweep.yaml\n"
-                              "  runner plan specs/sweep.yaml --json | jq .count",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "plan",
+        help="show what a spec would send, without sending it",
+        epilog="examples:\n  runner plan specs/sweep.yaml\n"
+        "  runner plan specs/sweep.yaml --json | jq .count",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("spec", metavar="SPEC")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object (with `count`)")
     fmt.add_argument("--jsonl", action="store_true", help="every request, one JSON line each")
     p.add_argument("--rows", type=int, default=5, help="rows to preview (default 5)")
 
-    p = sub.add_parser("run", help="run or resume a spec",
-                       epilog="examples:\n  runner run specs/quickstart.yaml\n"
-                              "  runner run specs/sweep.yaml --backend fal --retry-failed",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="run or resume a spec",
+        epilog="examples:\n  runner run specs/quickstart.yaml\n"
+        "  runner run specs/sweep.yaml --backend fal --retry-failed",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--out", type=Path, help="output folder (default: the spec's `output`)")
     p.add_argument("--backend", choices=["local", "fal"], help="override the spec's backend")
     p.add_argument("--concurrency", type=_positive_int, help="requests in flight at once")
     p.add_argument("--mode", choices=["queue", "sync"], help="fal queue (default) or sync host")
     p.add_argument("--retry-failed", action="store_true", help="run failed rows again")
-    p.add_argument("--no-resubmit-ambiguous", action="store_true",
-                   help="fail a row instead of resubmitting after an ambiguous submit error")
+    p.add_argument(
+        "--no-resubmit-ambiguous",
+        action="store_true",
+        help="fail a row instead of resubmitting after an ambiguous submit error",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     from .emulator import add_serve_arguments
 
-    p = sub.add_parser("serve", help="run the fal-compatible emulator as a server",
-                       epilog="example: runner serve --port 8080 --latency 1 --p-429 0.1")
+    p = sub.add_parser(
+        "serve",
+        help="run the fal-compatible emulator as a server",
+        epilog="example: runner serve --port 8080 --latency 1 --p-429 0.1",
+    )
     add_serve_arguments(p)
     return parser
 
@@ -138,16 +164,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.jsonl:
         out = sys.stdout
         for request in expand(spec, endpoint):
-            out.write(json.dumps({"key": request.key, "input": dict(request.input),
-                                  "vars": dict(request.vars)}, ensure_ascii=False) + "\n")
+            out.write(
+                json.dumps(
+                    {"key": request.key, "input": dict(request.input), "vars": dict(request.vars)},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
         return EXIT_OK
     plan = make_plan(expand(spec, endpoint), grid_axes(spec), endpoint, preview=args.rows)
     if args.json:
-        print(json.dumps({"spec": args.spec, "endpoint": spec.endpoint, "backend": spec.backend,
-                          "output": str(spec.output), **plan.to_dict()}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "spec": args.spec,
+                    "endpoint": spec.endpoint,
+                    "backend": spec.backend,
+                    "output": str(spec.output),
+                    **plan.to_dict(),
+                },
+                ensure_ascii=False,
+            )
+        )
         return EXIT_OK
-    print(f"{spec.name or spec.path.stem}: {plan.count} requests to {spec.endpoint} "
-          f"(backend {spec.backend})")
+    print(
+        f"{spec.name or spec.path.stem}: {plan.count} requests to {spec.endpoint} "
+        f"(backend {spec.backend})"
+    )
     print("axes:")
     for name, size in plan.axes:
         print(f"  {name:<24} {size}")
@@ -169,24 +212,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     checked = check(args.spec, out=args.out)
     spec = checked.spec
     settings = RunSettings(
-        endpoint=spec.endpoint, backend=args.backend or spec.backend, out=spec.output,
+        endpoint=spec.endpoint,
+        backend=args.backend or spec.backend,
+        out=spec.output,
         execution=with_overrides(spec.execution, args.concurrency, args.mode),
-        spec_path=str(spec.path), spec_sha256=spec.sha256, retry_failed=args.retry_failed,
-        resubmit_ambiguous=not args.no_resubmit_ambiguous)
+        spec_path=str(spec.path),
+        spec_sha256=spec.sha256,
+        retry_failed=args.retry_failed,
+        resubmit_ambiguous=not args.no_resubmit_ambiguous,
+    )
     progress = _Progress(checked.count, enabled=not args.no_progress and sys.stderr.isatty())
     started = time.monotonic()
     stats = asyncio.run(_run_interruptible(settings, expand(spec, checked.endpoint), progress))
     progress.close()
     _summary(stats, settings.out, time.monotonic() - started)
     if stats.interrupted:
-        _err(f"runner: interrupted; {stats.in_flight} requests in flight are journaled. "
-             f"Run the same command again to resume.")
+        _err(
+            f"runner: interrupted; {stats.in_flight} requests in flight are journaled. "
+            f"Run the same command again to resume."
+        )
         return EXIT_STOPPED
     return EXIT_FAILED if stats.failed or stats.failed_before else EXIT_OK
 
 
-async def _run_interruptible(settings: RunSettings, requests: Any, progress: _Progress
-                             ) -> RunStats:
+async def _run_interruptible(settings: RunSettings, requests: Any, progress: _Progress) -> RunStats:
     """First Ctrl-C: no new submissions, a bounded wait for what is in flight. Second: now."""
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -200,8 +249,10 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: _Pr
         executor = holder.get("executor")
         if presses == 1 and executor is not None:
             executor.stop()
-            _err("\nrunner: stopping: no new submissions; waiting for requests in flight "
-                 f"(at most {GRACE_SECONDS:g} s; Ctrl-C again to stop now)")
+            _err(
+                "\nrunner: stopping: no new submissions; waiting for requests in flight "
+                f"(at most {GRACE_SECONDS:g} s; Ctrl-C again to stop now)"
+            )
             loop.call_later(GRACE_SECONDS, main_task.cancel)
         else:
             main_task.cancel()
@@ -229,11 +280,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"run: {run_url}", flush=True)
 
     settings = settings_from_args(args)
-    try:
-        asyncio.run(serve_forever(settings, args.host, args.port, args.run_port, args.tls_cert,
-                                  args.tls_key, ready))
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_forever(
+                settings, args.host, args.port, args.run_port, args.tls_cert, args.tls_key, ready
+            )
+        )
     return EXIT_OK
 
 
@@ -250,8 +302,12 @@ class _Progress:
     def update(self, event: str, stats: RunStats) -> None:
         if self._bar is None:
             return
-        self._bar.set_postfix(ok=stats.ok + stats.skipped, failed=stats.failed + stats.failed_before,
-                              retrying=stats.retrying, refresh=False)
+        self._bar.set_postfix(
+            ok=stats.ok + stats.skipped,
+            failed=stats.failed + stats.failed_before,
+            retrying=stats.retrying,
+            refresh=False,
+        )
         self._bar.update(stats.done - self._bar.n)  # redraws at most every mininterval
 
     def close(self) -> None:

@@ -73,8 +73,13 @@ def _error(kind: str, message: str, http_status: int | None = None) -> ErrorInfo
 
 
 class Executor:
-    def __init__(self, client: FalClient, journal: Journal, options: RunOptions,
-                 on_event: Callable[[str, RunStats], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: FalClient,
+        journal: Journal,
+        options: RunOptions,
+        on_event: Callable[[str, RunStats], None] | None = None,
+    ) -> None:
         self._client = client
         self._journal = journal
         self._opt = options
@@ -124,8 +129,10 @@ class Executor:
         job = _Job(request, self._opt)
         if state is not None:
             job.attempts, job.duplicates = state.attempts, state.possible_duplicates
-            if state.request_id and self._exe.mode == "queue" and (
-                state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS
+            if (
+                state.request_id
+                and self._exe.mode == "queue"
+                and (state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS)
             ):
                 job.handle = handle_for(self._opt.queue_url, self._opt.endpoint, state.request_id)
                 self.stats.resumed += 1
@@ -158,21 +165,32 @@ class Executor:
                 return reply
             if reply.error_type == "request_timeout" and self._exe.queue_timeout is not None:
                 # the server enforced our own X-Fal-Request-Timeout: honour it, no retry
-                raise _Failed(_error("queue_timeout", self._client.redact(
-                    error_detail(reply.body)), reply.http_status))
+                raise _Failed(
+                    _error(
+                        "queue_timeout",
+                        self._client.redact(error_detail(reply.body)),
+                        reply.http_status,
+                    )
+                )
             if reply.http_status == 404 and self._exe.mode == "queue":
                 reason = "result no longer on the server (404): submitted again"
             elif is_retryable_result(reply.http_status, reply.error_type):
                 reason = f"server failure {reply.error_type or reply.http_status}: submitted again"
             else:
                 kind = "validation" if reply.http_status == 422 else reply.error_type or "http"
-                raise _Failed(_error(kind, self._client.redact(error_detail(reply.body)),
-                                     reply.http_status))
+                raise _Failed(
+                    _error(kind, self._client.redact(error_detail(reply.body)), reply.http_status)
+                )
             tries += 1
             if tries > self._exe.retries:
-                raise _Failed(_error(reply.error_type or "http", f"gave up after {tries} tries: "
-                                     + self._client.redact(error_detail(reply.body)),
-                                     reply.http_status))
+                raise _Failed(
+                    _error(
+                        reply.error_type or "http",
+                        f"gave up after {tries} tries: "
+                        + self._client.redact(error_detail(reply.body)),
+                        reply.http_status,
+                    )
+                )
             job.resubmitted.append(reason)
             job.handle = None
             self.stats.retrying += 1
@@ -189,8 +207,9 @@ class Executor:
             self._begin_submission(job)
             try:
                 async with self._probe if not self._proven else contextlib.nullcontext():
-                    job.handle = await self._client.submit(self._opt.endpoint, body,
-                                                           self._exe.queue_timeout)
+                    job.handle = await self._client.submit(
+                        self._opt.endpoint, body, self._exe.queue_timeout
+                    )
                     self._proven = True
             except CallError as error:
                 tries += 1
@@ -217,13 +236,21 @@ class Executor:
         if error.http_status == 429:
             self._gate.pause(decision.wait)  # the limit is the account's: everyone waits
         if decision.verdict is Verdict.FAIL or tries > self._exe.retries:
-            kind = "validation" if error.http_status == 422 else (
-                "transport" if error.http_status is None else "http")
+            kind = (
+                "validation"
+                if error.http_status == 422
+                else ("transport" if error.http_status is None else "http")
+            )
             raise _Failed(_error(kind, error.message, error.http_status))
         if decision.verdict is Verdict.AMBIGUOUS:
             if not self._opt.resubmit_ambiguous:
-                raise _Failed(_error("ambiguous", f"{error.message}; the server may have "
-                                     "accepted it, not resubmitted (--no-resubmit-ambiguous)"))
+                raise _Failed(
+                    _error(
+                        "ambiguous",
+                        f"{error.message}; the server may have "
+                        "accepted it, not resubmitted (--no-resubmit-ambiguous)",
+                    )
+                )
             job.uncertain = True
         self.stats.retrying += 1
         self._notify("retrying", self.stats)
@@ -239,8 +266,11 @@ class Executor:
         except TimeoutError:
             if job.handle is not None:
                 await self._client.cancel(job.handle)
-            raise _Failed(_error("timeout", f"no result within {self._exe.timeout:g} s "
-                                 "(cancelled on the server)")) from None
+            raise _Failed(
+                _error(
+                    "timeout", f"no result within {self._exe.timeout:g} s (cancelled on the server)"
+                )
+            ) from None
 
     async def _poll(self, job: _Job) -> Reply:
         assert job.handle is not None
@@ -253,8 +283,9 @@ class Executor:
             if not queue_cap.expired():
                 raise  # the request's own deadline: handled by _wait
         await self._client.cancel(job.handle)
-        raise _Failed(_error("queue_timeout", f"still queued after "
-                             f"{self._exe.queue_timeout:g} s (cancelled)"))
+        raise _Failed(
+            _error("queue_timeout", f"still queued after {self._exe.queue_timeout:g} s (cancelled)")
+        )
 
     async def _poll_until_done(self, handle: Handle, queue_cap: asyncio.Timeout) -> Reply:
         tries = 0
@@ -307,8 +338,9 @@ class Executor:
                 raise _Failed(_error("output", f"image {index} has no url"))
             try:
                 data = await self._client.download(url, MAX_OUTPUT_BYTES)
-                outputs.append(await asyncio.to_thread(save_image, self._journal.out_dir, key,
-                                                       index, data))
+                outputs.append(
+                    await asyncio.to_thread(save_image, self._journal.out_dir, key, index, data)
+                )
             except CallError as error:
                 raise _Failed(_error("download", error.message, error.http_status)) from None
             except NotAnImage as error:
@@ -322,9 +354,14 @@ class _Job:
 
     def __init__(self, request: Request, options: RunOptions) -> None:
         self.request = request
-        self.base: Record = {"key": request.key, "endpoint": options.endpoint,
-                             "backend": options.backend, "run_id": options.run_id,
-                             "input": dict(request.input), "vars": dict(request.vars)}
+        self.base: Record = {
+            "key": request.key,
+            "endpoint": options.endpoint,
+            "backend": options.backend,
+            "run_id": options.run_id,
+            "input": dict(request.input),
+            "vars": dict(request.vars),
+        }
         self.handle: Handle | None = None
         self.attempts = 0
         self.duplicates = 0
@@ -333,9 +370,13 @@ class _Job:
         self.submitted_at = 0.0
 
     def record(self, status: str, **extra: Any) -> Record:
-        record: Record = {**self.base, "status": status,  # type: ignore[typeddict-item]
-                          "request_id": self.handle.request_id if self.handle else None,
-                          "attempts": self.attempts, "possible_duplicates": self.duplicates}
+        record: Record = {
+            **self.base,
+            "status": status,
+            "request_id": self.handle.request_id if self.handle else None,
+            "attempts": self.attempts,
+            "possible_duplicates": self.duplicates,
+        }
         if self.resubmitted:
             record["resubmitted"] = list(self.resubmitted)
         record.update(extra)  # type: ignore[typeddict-item]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -84,7 +85,9 @@ def error_detail(body: Any) -> str:
         for item in detail:
             if isinstance(item, dict):
                 loc = [str(p) for p in item.get("loc", []) if p != "body"]
-                items.append(f"{'.'.join(loc)}: {item.get('msg', '')}" if loc else item.get("msg", ""))
+                items.append(
+                    f"{'.'.join(loc)}: {item.get('msg', '')}" if loc else item.get("msg", "")
+                )
             else:
                 items.append(str(item))
         return "; ".join(items)
@@ -127,11 +130,12 @@ class FalClient:
     async def run_sync(self, endpoint_id: str, body: Mapping[str, Any]) -> Reply:
         """POST to the sync host; the model's answer comes back directly (any status)."""
         url = f"{self._config.run_url.rstrip('/')}/{endpoint_id}"
-        return await self._call("POST", url, headers=dict(self._auth), json_body=body,
-                                op="submit", accept_error=True)
+        return await self._call(
+            "POST", url, headers=dict(self._auth), json_body=body, op="submit", accept_error=True
+        )
 
     # -- waiting --------------------------------------------------------------------------
-    async def watch(self, handle: Handle) -> AsyncIterator[Status]:
+    async def watch(self, handle: Handle) -> AsyncGenerator[Status, None]:
         """Statuses until COMPLETED: the SSE status stream when the server has one (one call
         per request), else polling that backs off while nothing changes."""
         interval = POLL_FIRST
@@ -155,11 +159,13 @@ class FalClient:
         reply = await self._get(handle.status_url, op="status", params={"logs": "0"})
         return _status(reply.body)
 
-    async def _stream(self, handle: Handle) -> AsyncIterator[Status]:
+    async def _stream(self, handle: Handle) -> AsyncGenerator[Status, None]:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=STREAM_IDLE)
         try:
             async with self._session.get(
-                handle.status_url + "/stream", params={"logs": "0"}, headers=self._auth,
+                handle.status_url + "/stream",
+                params={"logs": "0"},
+                headers=self._auth,
                 timeout=timeout,
             ) as resp:
                 ctype = resp.headers.get("Content-Type", "")
@@ -178,7 +184,7 @@ class FalClient:
                     elif not line and data:
                         yield _status(json.loads("\n".join(data)))
                         data = []
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, ValueError):
             return  # the caller falls back to a plain status call, then re-opens the stream
 
     # -- results --------------------------------------------------------------------------
@@ -187,11 +193,11 @@ class FalClient:
         return await self._get(handle.response_url, op="result", accept_error=True)
 
     async def cancel(self, handle: Handle) -> None:
-        try:
-            await self._call("PUT", handle.cancel_url, headers=dict(self._auth), op="cancel",
-                             accept_error=True)
-        except CallError:
-            pass  # best effort: the request's deadline is already being recorded
+        # Best effort: the request's deadline is already being recorded either way.
+        with contextlib.suppress(CallError):
+            await self._call(
+                "PUT", handle.cancel_url, headers=dict(self._auth), op="cancel", accept_error=True
+            )
 
     async def download(self, url: str, max_bytes: int) -> bytes:
         """Bytes of an output: a data: URI, or an http(s) URL fetched WITHOUT credentials."""
@@ -213,10 +219,12 @@ class FalClient:
                     async for chunk in resp.content.iter_chunked(1 << 16):
                         size += len(chunk)
                         if size > max_bytes:
-                            raise CallError(f"output larger than {max_bytes} bytes", http_status=413)
+                            raise CallError(
+                                f"output larger than {max_bytes} bytes", http_status=413
+                            )
                         chunks.append(chunk)
                     return b"".join(chunks)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 error = CallError(f"download failed: {type(exc).__name__}", sent="maybe")
             except CallError as exc:
                 error = exc
@@ -230,31 +238,67 @@ class FalClient:
         """Put a local file on fal's storage (CDN v3 token flow, then the GCS fallback)."""
         rest = self._config.rest_url.rstrip("/")
         try:
-            token = (await self._call("POST", f"{rest}/storage/auth/token?storage_type=fal-cdn-v3",
-                                      headers=dict(self._auth), json_body={}, op="upload")).body
-            headers = {"Authorization": f"{token['token_type']} {token['token']}",
-                       "Content-Type": content_type, "X-Fal-File-Name": file_name}
-            reply = await self._call("POST", f"{token['base_url'].rstrip('/')}/files/upload",
-                                     headers=headers, raw_body=data, op="upload")
+            token = (
+                await self._call(
+                    "POST",
+                    f"{rest}/storage/auth/token?storage_type=fal-cdn-v3",
+                    headers=dict(self._auth),
+                    json_body={},
+                    op="upload",
+                )
+            ).body
+            headers = {
+                "Authorization": f"{token['token_type']} {token['token']}",
+                "Content-Type": content_type,
+                "X-Fal-File-Name": file_name,
+            }
+            reply = await self._call(
+                "POST",
+                f"{token['base_url'].rstrip('/')}/files/upload",
+                headers=headers,
+                raw_body=data,
+                op="upload",
+            )
             return str(reply.body["access_url"])
         except (CallError, KeyError, TypeError):
-            init = (await self._call(
-                "POST", f"{rest}/storage/upload/initiate?storage_type=gcs",
-                headers=dict(self._auth), json_body={"file_name": file_name,
-                                                     "content_type": content_type}, op="upload",
-            )).body
-            await self._call("PUT", init["upload_url"], headers={"Content-Type": content_type},
-                             raw_body=data, op="upload")
+            init = (
+                await self._call(
+                    "POST",
+                    f"{rest}/storage/upload/initiate?storage_type=gcs",
+                    headers=dict(self._auth),
+                    json_body={"file_name": file_name, "content_type": content_type},
+                    op="upload",
+                )
+            ).body
+            await self._call(
+                "PUT",
+                init["upload_url"],
+                headers={"Content-Type": content_type},
+                raw_body=data,
+                op="upload",
+            )
             return str(init["file_url"])
 
     # -- plumbing -------------------------------------------------------------------------
-    async def _get(self, url: str, *, op: str, params: Mapping[str, str] | None = None,
-                   accept_error: bool = False) -> Reply:
+    async def _get(
+        self,
+        url: str,
+        *,
+        op: str,
+        params: Mapping[str, str] | None = None,
+        accept_error: bool = False,
+    ) -> Reply:
         """A GET retried per the policy (retry.py); gives up after GET_ATTEMPTS."""
         for attempt in range(GET_ATTEMPTS):
             try:
-                return await self._call("GET", url, headers=dict(self._auth), params=params,
-                                        op=op, accept_error=accept_error)
+                return await self._call(
+                    "GET",
+                    url,
+                    headers=dict(self._auth),
+                    params=params,
+                    op=op,
+                    accept_error=accept_error,
+                )
             except CallError as error:
                 decision = decide(error, op, attempt)
                 if decision.verdict is not Verdict.RETRY or attempt == GET_ATTEMPTS - 1:
@@ -263,33 +307,44 @@ class FalClient:
         raise AssertionError("unreachable")
 
     async def _call(
-        self, method: str, url: str, *, headers: dict[str, str], op: str,
-        json_body: Any = None, raw_body: bytes | None = None,
-        params: Mapping[str, str] | None = None, accept_error: bool = False,
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        op: str,
+        json_body: Any = None,
+        raw_body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        accept_error: bool = False,
     ) -> Reply:
         data = raw_body
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         try:
-            async with self._session.request(method, url, data=data, headers=headers,
-                                             params=params, timeout=CALL_TIMEOUT) as resp:
+            async with self._session.request(
+                method, url, data=data, headers=headers, params=params, timeout=CALL_TIMEOUT
+            ) as resp:
                 body = await _body(resp)
                 error_type = _error_type(resp, body)
                 if resp.status >= 300 and not (accept_error and _is_model_error(resp, error_type)):
                     self._raise_for(resp, body, op=op)
                 return Reply(resp.status, body, error_type)
         except aiohttp.ClientConnectorError as exc:
-            raise CallError(f"cannot connect to {_origin(url)}: {exc.os_error or exc}",
-                            sent="no") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise CallError(
+                f"cannot connect to {_origin(url)}: {exc.os_error or exc}", sent="no"
+            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
             what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
             raise CallError(f"{op} to {_origin(url)} failed: {what}", sent="maybe") from None
 
     def _raise_for(self, resp: aiohttp.ClientResponse, body: Any, *, op: str) -> NoReturn:
         if resp.status in (401, 403):
-            raise AuthError(f"the server refused the API key (HTTP {resp.status}): "
-                            + self.redact(error_detail(body)))
+            raise AuthError(
+                f"the server refused the API key (HTTP {resp.status}): "
+                + self.redact(error_detail(body))
+            )
         ingress = resp.status in (502, 503, 504) and "x-fal-request-id" not in resp.headers
         has_error_body = isinstance(body, dict) and "detail" in body
         sure_not_accepted = ingress or has_error_body or resp.status in (408, 429)
@@ -312,11 +367,15 @@ def _is_model_error(resp: aiohttp.ClientResponse, error_type: str | None) -> boo
 
 
 def _status(body: Any) -> Status:
-    if not isinstance(body, dict) or body.get("status") not in ("IN_QUEUE", "IN_PROGRESS",
-                                                                 "COMPLETED"):
+    if not isinstance(body, dict) or body.get("status") not in (
+        "IN_QUEUE",
+        "IN_PROGRESS",
+        "COMPLETED",
+    ):
         raise CallError(f"unexpected status answer: {str(body)[:200]}")
-    return Status(body["status"], body.get("queue_position"), body.get("error"),
-                  body.get("error_type"))
+    return Status(
+        body["status"], body.get("queue_position"), body.get("error"), body.get("error_type")
+    )
 
 
 def _error_type(resp: aiohttp.ClientResponse, body: Any) -> str | None:

@@ -9,12 +9,13 @@ can lose the last second of lines; a lost `submitted` line means that request is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict
 
@@ -71,7 +72,7 @@ class KeyState:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def read_records(out_dir: Path) -> Iterator[Record]:
@@ -111,16 +112,20 @@ class Journal:
         self._state: dict[str, KeyState] = {}
         for record in read_records(out_dir):
             self._state[record["key"]] = KeyState(
-                record.get("status", FAILED), record.get("request_id"),
-                int(record.get("attempts", 0)), int(record.get("possible_duplicates", 0)),
-                (record.get("error") or {}).get("type"))
+                record.get("status", FAILED),
+                record.get("request_id"),
+                int(record.get("attempts", 0)),
+                int(record.get("possible_duplicates", 0)),
+                _error_type(record),
+            )
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
             self._fh: BinaryIO = self.path.open("ab")
         except OSError as exc:
-            raise ManifestError(f"cannot write to the output folder {out_dir}: "
-                                f"{exc.strerror or exc}") from None
+            raise ManifestError(
+                f"cannot write to the output folder {out_dir}: {exc.strerror or exc}"
+            ) from None
         self._last_sync = time.monotonic()
 
     def state(self, key: str) -> KeyState | None:
@@ -139,22 +144,24 @@ class Journal:
                 os.fsync(self._fh.fileno())
                 self._last_sync = time.monotonic()
         except OSError as exc:
-            raise ManifestError(f"cannot write the journal {self.path}: "
-                                f"{exc.strerror or exc}") from None
+            raise ManifestError(
+                f"cannot write the journal {self.path}: {exc.strerror or exc}"
+            ) from None
         self._state[record["key"]] = KeyState(
-            record["status"], record.get("request_id"), record.get("attempts", 0),
-            record.get("possible_duplicates", 0), (record.get("error") or {}).get("type"))
+            record["status"],
+            record.get("request_id"),
+            record.get("attempts", 0),
+            record.get("possible_duplicates", 0),
+            _error_type(record),
+        )
 
     def close(self) -> None:
-        try:
+        # Failures here were already reported by append; the journal stays resumable.
+        with contextlib.suppress(OSError, ValueError):
             self._fh.flush()
             os.fsync(self._fh.fileno())
-        except (OSError, ValueError):
-            pass  # already reported by append, or already closed
-        try:
+        with contextlib.suppress(OSError):
             self._fh.close()
-        except OSError:
-            pass  # the unwritten tail was reported by append; the journal stays resumable
 
     def _drop_torn_tail(self) -> None:
         """A crash can leave half a line: cut it so the next line starts clean."""
@@ -180,6 +187,11 @@ class Journal:
                     return
                 pos -= step
             fh.truncate(0)
+
+
+def _error_type(record: Record) -> str | None:
+    error = record.get("error")
+    return error["type"] if error else None
 
 
 def append_run(out_dir: Path, info: dict[str, Any]) -> None:

@@ -17,8 +17,12 @@ from .manifest import OutputFile
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 64_000_000
 IMAGES = "images"
-_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
-            "WEBP": ("webp", "image/webp"), "GIF": ("gif", "image/gif")}
+_FORMATS = {
+    "PNG": ("png", "image/png"),
+    "JPEG": ("jpg", "image/jpeg"),
+    "WEBP": ("webp", "image/webp"),
+    "GIF": ("gif", "image/gif"),
+}
 
 
 class NotAnImage(ValueError):
@@ -33,8 +37,13 @@ def describe(data: bytes) -> tuple[str, str, int, int]:
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = img.format or "", img.size
                 img.verify()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:
         raise NotAnImage(f"output is not a readable image ({type(exc).__name__})") from None
     if fmt not in _FORMATS:
         raise NotAnImage(f"output image format {fmt or 'unknown'} is not accepted")
@@ -57,5 +66,10 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
     with tmp.open("wb") as fh:
         fh.write(data)
     os.replace(tmp, target)
-    return OutputFile(file=f"{IMAGES}/{name}", sha256=hashlib.sha256(data).hexdigest(),
-                      width=width, height=height, content_type=ctype)
+    return OutputFile(
+        file=f"{IMAGES}/{name}",
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=width,
+        height=height,
+        content_type=ctype,
+    )

@@ -26,15 +26,25 @@ class Plan:
     usd: float | None  # None when the endpoint has no price
 
     def to_dict(self) -> dict[str, object]:
-        return {"count": self.count, "axes": dict(self.axes),
-                "first": [{"key": r.key, "input": dict(r.input), "vars": dict(r.vars)}
-                          for r in self.first],
-                "estimated_megapixels": self.megapixels, "estimated_usd": self.usd}
+        return {
+            "count": self.count,
+            "axes": dict(self.axes),
+            "first": [
+                {"key": r.key, "input": dict(r.input), "vars": dict(r.vars)} for r in self.first
+            ],
+            "estimated_megapixels": self.megapixels,
+            "estimated_usd": self.usd,
+        }
 
 
-def make_plan(requests: Iterable[Request], axes: Iterable[tuple[str, int]],
-              endpoint: Endpoint, preview: int = PREVIEW_ROWS) -> Plan:
-    count, megapixels, first = 0, 0, []
+def make_plan(
+    requests: Iterable[Request],
+    axes: Iterable[tuple[str, int]],
+    endpoint: Endpoint,
+    preview: int = PREVIEW_ROWS,
+) -> Plan:
+    count, megapixels = 0, 0
+    first: list[Request] = []
     for request in requests:
         count += 1
         if len(first) < preview:

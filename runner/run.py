@@ -49,8 +49,10 @@ def fal_key(env: Mapping[str, str]) -> str:
     key_id, secret = env.get("FAL_KEY_ID", "").strip(), env.get("FAL_KEY_SECRET", "").strip()
     if key_id and secret:
         return f"{key_id}:{secret}"
-    raise UsageError("backend 'fal' needs an API key: set FAL_KEY (or FAL_KEY_ID and "
-                     "FAL_KEY_SECRET), or run offline with --backend local")
+    raise UsageError(
+        "backend 'fal' needs an API key: set FAL_KEY (or FAL_KEY_ID and "
+        "FAL_KEY_SECRET), or run offline with --backend local"
+    )
 
 
 def server_url(env: Mapping[str, str], name: str, default: str) -> str:
@@ -107,20 +109,33 @@ async def run_requests(
     run_id = utc_now().replace(":", "").replace("-", "")[:15] + "-" + secrets.token_hex(3)
     async with backend_server(settings.backend, env) as server:
         journal = Journal(settings.out)
-        info = {"run_id": run_id, "spec": settings.spec_path, "spec_sha256": settings.spec_sha256,
-                "runner_version": __version__, "endpoint": settings.endpoint,
-                "backend": settings.backend, "started": utc_now(),
-                "host": socket.gethostname()}
+        info = {
+            "run_id": run_id,
+            "spec": settings.spec_path,
+            "spec_sha256": settings.spec_sha256,
+            "runner_version": __version__,
+            "endpoint": settings.endpoint,
+            "backend": settings.backend,
+            "started": utc_now(),
+            "host": socket.gethostname(),
+        }
         append_run(settings.out, {**info, "event": "start"})
-        connector = aiohttp.TCPConnector(limit=settings.execution.concurrency * 2 + 4,
-                                         limit_per_host=0)
+        connector = aiohttp.TCPConnector(
+            limit=settings.execution.concurrency * 2 + 4, limit_per_host=0
+        )
         trust_env = not is_loopback(urlsplit(server.queue_url).hostname)
         executor: Executor | None = None
         try:
             async with aiohttp.ClientSession(connector=connector, trust_env=trust_env) as session:
-                options = RunOptions(settings.endpoint, settings.backend, server.queue_url,
-                                     run_id, settings.execution, settings.retry_failed,
-                                     settings.resubmit_ambiguous)
+                options = RunOptions(
+                    settings.endpoint,
+                    settings.backend,
+                    server.queue_url,
+                    run_id,
+                    settings.execution,
+                    settings.retry_failed,
+                    settings.resubmit_ambiguous,
+                )
                 executor = Executor(FalClient(session, server), journal, options, on_event)
                 if on_start is not None:
                     on_start(executor)
@@ -128,15 +143,25 @@ async def run_requests(
         finally:
             journal.close()
             stats = executor.stats if executor else RunStats()
-            append_run(settings.out, {**info, "event": "end", "finished": utc_now(),
-                                      "ok": stats.ok, "failed": stats.failed,
-                                      "skipped": stats.skipped, "submitted": stats.submitted,
-                                      "possible_duplicates": stats.possible_duplicates,
-                                      "interrupted": stats.interrupted})
+            append_run(
+                settings.out,
+                {
+                    **info,
+                    "event": "end",
+                    "finished": utc_now(),
+                    "ok": stats.ok,
+                    "failed": stats.failed,
+                    "skipped": stats.skipped,
+                    "submitted": stats.submitted,
+                    "possible_duplicates": stats.possible_duplicates,
+                    "interrupted": stats.interrupted,
+                },
+            )
 
 
-def with_overrides(execution: Execution, concurrency: int | None = None,
-                   mode: str | None = None) -> Execution:
+def with_overrides(
+    execution: Execution, concurrency: int | None = None, mode: str | None = None
+) -> Execution:
     if concurrency is not None:
         execution = replace(execution, concurrency=concurrency)
     if mode is not None:

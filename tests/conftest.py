@@ -15,8 +15,9 @@ from PIL import Image
 from runner.emulator import Emulator, EmulatorSettings
 
 
-def png_bytes(width: int = 48, height: int = 32, color: tuple[int, int, int] = (200, 40, 40)
-              ) -> bytes:
+def png_bytes(
+    width: int = 48, height: int = 32, color: tuple[int, int, int] = (200, 40, 40)
+) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, "PNG")
     return buf.getvalue()
@@ -30,8 +31,12 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
 
     def write(name: str = "job.yaml", **top: Any) -> Path:
         doc: dict[str, Any] = {"version": 1, "endpoint": "fal-ai/flux-1/dev/image-to-image"}
-        doc["defaults"] = {"image_url": "images/a.png", "prompt": "a red square",
-                           "num_inference_steps": 10, **top.pop("defaults", {})}
+        doc["defaults"] = {
+            "image_url": "images/a.png",
+            "prompt": "a red square",
+            "num_inference_steps": 10,
+            **top.pop("defaults", {}),
+        }
         doc.update(top)
         path = tmp_path / name
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -56,8 +61,12 @@ async def emulator_factory() -> AsyncIterator[Callable[..., Any]]:
 
 
 def fal_env(emulator: Emulator, key: str = "test-key") -> dict[str, str]:
-    return {"FAL_KEY": key, "FAL_QUEUE_URL": emulator.queue_url,
-            "FAL_RUN_URL": emulator.run_url, "FAL_REST_URL": emulator.queue_url}
+    return {
+        "FAL_KEY": key,
+        "FAL_QUEUE_URL": emulator.queue_url,
+        "FAL_RUN_URL": emulator.run_url,
+        "FAL_REST_URL": emulator.queue_url,
+    }
 
 
 def last_records(out: Path) -> dict[str, dict[str, Any]]:

@@ -76,8 +76,9 @@ def test_fal_backend_against_a_server(write_spec, tmp_path, monkeypatch, threade
     assert len(last_records(tmp_path / "o")) == 8
 
 
-def test_failed_rows_exit_1_and_retry_failed(write_spec, tmp_path, monkeypatch, threaded_emulator,
-                                             capsys):
+def test_failed_rows_exit_1_and_retry_failed(
+    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
+):
     from runner.emulator import Faults
 
     server = threaded_emulator(faults=Faults(p_infra_error=1.0))

@@ -59,8 +59,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def submit(http: aiohttp.ClientSession, emu: Emulator, body: Any, **kw: Any
-                 ) -> dict[str, Any]:
+async def submit(
+    http: aiohttp.ClientSession, emu: Emulator, body: Any, **kw: Any
+) -> dict[str, Any]:
     async with http.post(f"{emu.queue_url}/{ENDPOINT}", json=body, **kw) as resp:
         assert resp.status == 200, await resp.text()
         assert resp.headers["x-fal-request-id"]
@@ -80,8 +81,9 @@ async def wait_done(http: aiohttp.ClientSession, status_url: str) -> dict[str, A
     raise AssertionError("request never completed")
 
 
-async def run_queued(http: aiohttp.ClientSession, emu: Emulator, body: Any
-                     ) -> tuple[int, dict[str, Any]]:
+async def run_queued(
+    http: aiohttp.ClientSession, emu: Emulator, body: Any
+) -> tuple[int, dict[str, Any]]:
     sub = await submit(http, emu, body)
     await wait_done(http, sub["status_url"])
     async with http.get(sub["response_url"]) as resp:
@@ -96,8 +98,7 @@ async def fetch(http: aiohttp.ClientSession, url: str) -> bytes:
         return await resp.read()
 
 
-async def test_submit_status_result_roundtrip(emu: Emulator, http: aiohttp.ClientSession
-                                              ) -> None:
+async def test_submit_status_result_roundtrip(emu: Emulator, http: aiohttp.ClientSession) -> None:
     sub = await submit(http, emu, inputs())
     assert sub["status"] == "IN_QUEUE" and sub["queue_position"] == 0
     base = f"{emu.queue_url}/fal-ai/flux-1/requests/{sub['request_id']}"
@@ -106,7 +107,11 @@ async def test_submit_status_result_roundtrip(emu: Emulator, http: aiohttp.Clien
     done = await wait_done(http, sub["status_url"])
     assert "error" not in done and done["metrics"]["inference_time"] >= 0
     assert isinstance(done["logs"], list) and done["logs"][0].keys() >= {
-        "message", "level", "source", "timestamp"}
+        "message",
+        "level",
+        "source",
+        "timestamp",
+    }
     async with http.get(sub["status_url"], params={"logs": "false"}) as resp:
         assert (await resp.json())["logs"] is None
     async with http.get(sub["response_url"]) as resp:
@@ -120,12 +125,14 @@ async def test_submit_status_result_roundtrip(emu: Emulator, http: aiohttp.Clien
     decoded = Image.open(io.BytesIO(await fetch(http, image["url"])))
     assert decoded.format == "JPEG" and decoded.size == (64, 48)
     assert emu.stats.submissions == 1 and emu.stats.result_calls == 1
-    assert emu.stats.render_threads and threading.current_thread().name not in \
-        emu.stats.render_threads
+    assert (
+        emu.stats.render_threads and threading.current_thread().name not in emu.stats.render_threads
+    )
 
 
-async def test_in_queue_then_in_progress_positions(make_emu: MakeEmu,
-                                                   http: aiohttp.ClientSession) -> None:
+async def test_in_queue_then_in_progress_positions(
+    make_emu: MakeEmu, http: aiohttp.ClientSession
+) -> None:
     emu = await make_emu(latency=0.4, concurrency=1)
     subs = [await submit(http, emu, inputs(seed=i)) for i in range(3)]
     await asyncio.sleep(0.1)
@@ -151,8 +158,9 @@ async def test_concurrency_limit_holds(make_emu: MakeEmu, http: aiohttp.ClientSe
     assert emu.stats.max_in_progress == 3 and emu.stats.completed == 8
 
 
-async def test_queue_wait_keeps_requests_in_queue(make_emu: MakeEmu,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_queue_wait_keeps_requests_in_queue(
+    make_emu: MakeEmu, http: aiohttp.ClientSession
+) -> None:
     emu = await make_emu(queue_wait=0.3, latency=0.01)
     sub = await submit(http, emu, inputs())
     async with http.get(sub["status_url"]) as resp:
@@ -161,7 +169,8 @@ async def test_queue_wait_keeps_requests_in_queue(make_emu: MakeEmu,
 
 
 async def test_invalid_input_is_accepted_then_completes_with_422(
-        emu: Emulator, http: aiohttp.ClientSession) -> None:
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
     sub = await submit(http, emu, inputs(strength=1.5, extra=1, prompt=None))
     done = await wait_done(http, sub["status_url"])
     assert done["error"] and done["error_type"]
@@ -173,12 +182,12 @@ async def test_invalid_input_is_accepted_then_completes_with_422(
     assert by_loc["body", "extra"]["type"] == "extra_forbidden"
     assert by_loc["body", "prompt"]["type"] == "string_type"
     missing = (await run_queued(http, emu, {"prompt": "x"}))[1]["detail"]
-    assert missing == [{"loc": ["body", "image_url"], "msg": "Field required",
-                        "type": "missing"}]
+    assert missing == [{"loc": ["body", "image_url"], "msg": "Field required", "type": "missing"}]
 
 
-async def test_unknown_endpoint_and_request_are_404(emu: Emulator,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_unknown_endpoint_and_request_are_404(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
     async with http.post(f"{emu.queue_url}/fal-ai/nope", json=inputs()) as resp:
         assert resp.status == 404
     async with http.post(f"{emu.run_url}/fal-ai/flux-1/dev/other", json=inputs()) as resp:
@@ -217,8 +226,7 @@ async def test_cancel(make_emu: MakeEmu, http: aiohttp.ClientSession) -> None:
     assert emu.stats.cancels == 3 and emu.stats.in_progress == 0
 
 
-async def test_request_timeout_while_queued(make_emu: MakeEmu,
-                                            http: aiohttp.ClientSession) -> None:
+async def test_request_timeout_while_queued(make_emu: MakeEmu, http: aiohttp.ClientSession) -> None:
     emu = await make_emu(queue_wait=2.0)
     sub = await submit(http, emu, inputs(), headers={"X-Fal-Request-Timeout": "0.1"})
     done = await wait_done(http, sub["status_url"])
@@ -230,7 +238,8 @@ async def test_request_timeout_while_queued(make_emu: MakeEmu,
 
 
 async def test_status_stream_sends_events_until_completed(
-        make_emu: MakeEmu, http: aiohttp.ClientSession) -> None:
+    make_emu: MakeEmu, http: aiohttp.ClientSession
+) -> None:
     emu = await make_emu(latency=0.2, queue_wait=0.1, stream_interval=0.05)
     sub = await submit(http, emu, inputs())
     events = []
@@ -246,8 +255,9 @@ async def test_status_stream_sends_events_until_completed(
     assert emu.stats.stream_calls == 1
 
 
-async def test_stop_is_prompt_with_open_streams(make_emu: MakeEmu,
-                                                http: aiohttp.ClientSession) -> None:
+async def test_stop_is_prompt_with_open_streams(
+    make_emu: MakeEmu, http: aiohttp.ClientSession
+) -> None:
     emu = await make_emu(queue_wait=30)
     sub = await submit(http, emu, inputs())
     async with http.get(sub["status_url"] + "/stream") as resp:
@@ -261,8 +271,21 @@ def test_public_names() -> None:
     import runner.emulator as package
 
     public = {n for n in vars(package) if not n.startswith("_")} - {
-        "cli_args", "server", "settings", "stats", "state", "middleware", "queue_routes",
-        "run_routes", "storage_routes", "scheduler", "model", "images", "render", "validation"}
+        "cli_args",
+        "server",
+        "settings",
+        "stats",
+        "state",
+        "middleware",
+        "queue_routes",
+        "run_routes",
+        "storage_routes",
+        "scheduler",
+        "model",
+        "images",
+        "render",
+        "validation",
+    }
     assert public == set(package.__all__)
 
 
@@ -272,14 +295,14 @@ async def test_auth(make_emu: MakeEmu) -> None:
     async with aiohttp.ClientSession() as anon:
         async with anon.post(url, json=inputs()) as resp:
             assert resp.status == 401 and "detail" in await resp.json()
-        async with anon.post(url, json=inputs(), headers={"Authorization": "Key wrong-key"}
-                             ) as resp:
+        async with anon.post(
+            url, json=inputs(), headers={"Authorization": "Key wrong-key"}
+        ) as resp:
             assert resp.status == 401
             assert "wrong-key" not in await resp.text()
         async with anon.post(f"{emu.run_url}/{ENDPOINT}", json=inputs()) as resp:
             assert resp.status == 401
-        async with anon.post(url, json=inputs(), headers={"Authorization": "Key s3cret"}
-                             ) as resp:
+        async with anon.post(url, json=inputs(), headers={"Authorization": "Key s3cret"}) as resp:
             assert resp.status == 200
     assert emu.stats.submissions == 1
 
@@ -302,18 +325,27 @@ async def test_sync_run_and_sync_mode(emu: Emulator, http: aiohttp.ClientSession
 
 async def test_uploads_then_use_as_input(emu: Emulator, http: aiohttp.ClientSession) -> None:
     png = base64.b64decode(image_uri().partition(",")[2])
-    async with http.post(f"{emu.queue_url}/storage/auth/token",
-                         params={"storage_type": "fal-cdn-v3"}, json={}) as resp:
+    async with http.post(
+        f"{emu.queue_url}/storage/auth/token", params={"storage_type": "fal-cdn-v3"}, json={}
+    ) as resp:
         token = await resp.json()
     assert token["token_type"] == "Bearer" and token["base_url"] == emu.queue_url
-    async with http.post(f"{token['base_url']}/files/upload", data=png, headers={
-            "Authorization": f"Bearer {token['token']}", "Content-Type": "image/png",
-            "X-Fal-File-Name": "in.png"}) as resp:
+    async with http.post(
+        f"{token['base_url']}/files/upload",
+        data=png,
+        headers={
+            "Authorization": f"Bearer {token['token']}",
+            "Content-Type": "image/png",
+            "X-Fal-File-Name": "in.png",
+        },
+    ) as resp:
         access_url = (await resp.json())["access_url"]
     assert await fetch(http, access_url) == png
-    async with http.post(f"{emu.queue_url}/storage/upload/initiate",
-                         params={"storage_type": "gcs"},
-                         json={"file_name": "b.png", "content_type": "image/png"}) as resp:
+    async with http.post(
+        f"{emu.queue_url}/storage/upload/initiate",
+        params={"storage_type": "gcs"},
+        json={"file_name": "b.png", "content_type": "image/png"},
+    ) as resp:
         init = await resp.json()
     async with http.get(init["file_url"]) as resp:
         assert resp.status == 404
@@ -326,8 +358,9 @@ async def test_uploads_then_use_as_input(emu: Emulator, http: aiohttp.ClientSess
     assert emu.stats.uploads == 2
 
 
-async def test_remote_image_urls_need_permission(make_emu: MakeEmu, aiohttp_server: Any,
-                                                 http: aiohttp.ClientSession) -> None:
+async def test_remote_image_urls_need_permission(
+    make_emu: MakeEmu, aiohttp_server: Any, http: aiohttp.ClientSession
+) -> None:
     png = base64.b64decode(image_uri().partition(",")[2])
 
     async def serve(_: web.Request) -> web.Response:
@@ -346,8 +379,9 @@ async def test_remote_image_urls_need_permission(make_emu: MakeEmu, aiohttp_serv
     assert status == 422 and body["detail"][0]["type"] == "image_load_error"
 
 
-async def test_webhook_delivery(emu: Emulator, aiohttp_server: Any,
-                                http: aiohttp.ClientSession) -> None:
+async def test_webhook_delivery(
+    emu: Emulator, aiohttp_server: Any, http: aiohttp.ClientSession
+) -> None:
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     async def hook(request: web.Request) -> web.Response:
@@ -367,8 +401,9 @@ async def test_webhook_delivery(emu: Emulator, aiohttp_server: Any,
     assert calls[bad["request_id"]]["payload"]["detail"][0]["loc"] == ["body", "num_images"]
 
 
-async def test_nsfw_prompt_is_flagged_and_blacked_out(emu: Emulator,
-                                                      http: aiohttp.ClientSession) -> None:
+async def test_nsfw_prompt_is_flagged_and_blacked_out(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
     status, body = await run_queued(http, emu, inputs(prompt="nsfw scene", output_format="png"))
     assert status == 200 and body["has_nsfw_concepts"] == [True]
     image = Image.open(io.BytesIO(await fetch(http, body["images"][0]["url"])))
@@ -381,11 +416,13 @@ async def test_random_seed_is_returned(emu: Emulator, http: aiohttp.ClientSessio
     _, body = await run_queued(http, emu, inputs(seed=None))
     assert isinstance(body["seed"], int)
     _, again = await run_queued(http, emu, inputs(seed=body["seed"]))
-    assert await fetch(http, again["images"][0]["url"]) == \
-        await fetch(http, body["images"][0]["url"])
+    assert await fetch(http, again["images"][0]["url"]) == await fetch(
+        http, body["images"][0]["url"]
+    )
 
 
 # The renderer on its own: deterministic, and every input moves the output.
+
 
 def _source() -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(image_uri().partition(",")[2])))
@@ -398,10 +435,17 @@ def test_same_inputs_same_bytes() -> None:
     assert render(_source(), BASE) == render(_source(), BASE)
 
 
-@pytest.mark.parametrize("change", [
-    {"seed": 2}, {"prompt": "a blue whale"}, {"strength": 0.5}, {"num_inference_steps": 41},
-    {"guidance_scale": 3.6}, {"output_format": "png"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": 2},
+        {"prompt": "a blue whale"},
+        {"strength": 0.5},
+        {"num_inference_steps": 41},
+        {"guidance_scale": 3.6},
+        {"output_format": "png"},
+    ],
+)
 def test_each_input_changes_the_output(change: dict[str, Any]) -> None:
     changed = RenderParams(**{**BASE.__dict__, **change})
     assert render(_source(), changed) != render(_source(), BASE)

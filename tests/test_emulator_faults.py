@@ -56,14 +56,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def post(http: aiohttp.ClientSession, emu: Emulator, seed: int = 1
-               ) -> tuple[int, dict[str, str], str]:
+async def post(
+    http: aiohttp.ClientSession, emu: Emulator, seed: int = 1
+) -> tuple[int, dict[str, str], str]:
     async with http.post(f"{emu.queue_url}/{ENDPOINT}", json=inputs(seed)) as resp:
         return resp.status, dict(resp.headers), await resp.text()
 
 
-async def test_429_with_retry_after_is_not_enqueued(make_emu: MakeEmu,
-                                                   http: aiohttp.ClientSession) -> None:
+async def test_429_with_retry_after_is_not_enqueued(
+    make_emu: MakeEmu, http: aiohttp.ClientSession
+) -> None:
     emu = await make_emu(Faults(p_429=1.0), retry_after=2.5)
     status, headers, text = await post(http, emu)
     assert (status, headers["Retry-After"]) == (429, "2.5")
@@ -78,8 +80,7 @@ async def test_500_carries_request_id(make_emu: MakeEmu, http: aiohttp.ClientSes
     assert "Internal server error" in text and emu.stats.submissions == 0
 
 
-async def test_503_ingress_looks_like_nginx(make_emu: MakeEmu,
-                                           http: aiohttp.ClientSession) -> None:
+async def test_503_ingress_looks_like_nginx(make_emu: MakeEmu, http: aiohttp.ClientSession) -> None:
     emu = await make_emu(Faults(p_503_ingress=1.0))
     status, headers, text = await post(http, emu)
     assert status == 503 and "nginx" in text
@@ -87,8 +88,9 @@ async def test_503_ingress_looks_like_nginx(make_emu: MakeEmu,
     assert emu.stats.submissions == 0 and emu.stats.faults_of("503_ingress") == 1
 
 
-async def test_drop_before_accept_is_not_counted(make_emu: MakeEmu,
-                                                 http: aiohttp.ClientSession) -> None:
+async def test_drop_before_accept_is_not_counted(
+    make_emu: MakeEmu, http: aiohttp.ClientSession
+) -> None:
     emu = await make_emu(Faults(p_drop=1.0))
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await post(http, emu)
@@ -96,8 +98,9 @@ async def test_drop_before_accept_is_not_counted(make_emu: MakeEmu,
     assert emu.stats.faults["submit", "drop"] == 1
 
 
-async def test_drop_after_accept_enqueues_the_request(make_emu: MakeEmu,
-                                                      http: aiohttp.ClientSession) -> None:
+async def test_drop_after_accept_enqueues_the_request(
+    make_emu: MakeEmu, http: aiohttp.ClientSession
+) -> None:
     emu = await make_emu(Faults(p_drop_after_accept=1.0))
     for _ in range(2):  # the classic retry after an ambiguous failure: a duplicate
         with pytest.raises(aiohttp.ServerDisconnectedError):
@@ -117,14 +120,16 @@ async def test_stall_delays_the_answer(make_emu: MakeEmu, http: aiohttp.ClientSe
     status, _, _ = await post(http, emu)
     assert status == 200 and time.monotonic() - started >= 0.3
     with pytest.raises(asyncio.TimeoutError):
-        async with http.post(f"{emu.queue_url}/{ENDPOINT}", json=inputs(),
-                             timeout=aiohttp.ClientTimeout(total=0.1)):
+        async with http.post(
+            f"{emu.queue_url}/{ENDPOINT}", json=inputs(), timeout=aiohttp.ClientTimeout(total=0.1)
+        ):
             pass
     assert emu.stats.faults_of("stall") == 2
 
 
-async def test_infra_error_completes_with_503(make_emu: MakeEmu,
-                                              http: aiohttp.ClientSession) -> None:
+async def test_infra_error_completes_with_503(
+    make_emu: MakeEmu, http: aiohttp.ClientSession
+) -> None:
     emu = await make_emu(Faults(p_infra_error=1.0))
     status, _, text = await post(http, emu)
     assert status == 200
@@ -142,8 +147,7 @@ async def test_infra_error_completes_with_503(make_emu: MakeEmu,
         assert (await resp.json())["error_type"] == "runner_disconnected"
 
 
-async def test_faults_only_on_chosen_routes(make_emu: MakeEmu,
-                                            http: aiohttp.ClientSession) -> None:
+async def test_faults_only_on_chosen_routes(make_emu: MakeEmu, http: aiohttp.ClientSession) -> None:
     emu = await make_emu(Faults(p_500=1.0, routes=frozenset({"status"})))
     status, _, text = await post(http, emu)
     assert status == 200
@@ -177,9 +181,29 @@ def test_faults_are_validated() -> None:
 def test_serve_arguments_become_settings() -> None:
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
-    args = parser.parse_args(["--port", "0", "--key", "a", "--key", "b", "--latency", "0.2",
-                              "--p-429", "0.1", "--p-503", "0.2", "--p-drop-after-accept", "0.3",
-                              "--stall", "2", "--seed", "9", "--allow-remote-fetch"])
+    args = parser.parse_args(
+        [
+            "--port",
+            "0",
+            "--key",
+            "a",
+            "--key",
+            "b",
+            "--latency",
+            "0.2",
+            "--p-429",
+            "0.1",
+            "--p-503",
+            "0.2",
+            "--p-drop-after-accept",
+            "0.3",
+            "--stall",
+            "2",
+            "--seed",
+            "9",
+            "--allow-remote-fetch",
+        ]
+    )
     settings = settings_from_args(args)
     assert settings.keys == frozenset({"a", "b"}) and settings.latency == 0.2
     assert settings.faults.p_429 == 0.1 and settings.faults.p_503_ingress == 0.2
@@ -194,8 +218,11 @@ def test_serve_arguments_become_settings() -> None:
 
 async def test_serve_forever_reports_urls_until_cancelled(http: aiohttp.ClientSession) -> None:
     ready: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-    task = asyncio.create_task(serve_forever(
-        EmulatorSettings(latency=0.01), on_ready=lambda q, r: ready.put_nowait((q, r))))
+    task = asyncio.create_task(
+        serve_forever(
+            EmulatorSettings(latency=0.01), on_ready=lambda q, r: ready.put_nowait((q, r))
+        )
+    )
     queue_url, run_url = await asyncio.wait_for(ready.get(), 5)
     async with http.post(f"{run_url}/{ENDPOINT}", json=inputs()) as resp:
         assert resp.status == 200

@@ -14,7 +14,7 @@ from runner.emulator import Faults
 from runner.errors import AuthError
 from runner.executor import RunStats
 from runner.grid import expand
-from runner.models import Execution, Request
+from runner.models import Request
 from runner.run import RunSettings, run_requests
 from runner.validate import check
 
@@ -24,13 +24,20 @@ from .conftest import fal_env, last_records
 def settings_for(spec: Path, out: Path, **execution: Any) -> tuple[RunSettings, list[Request]]:
     checked = check(spec, out=out)
     exe = replace(checked.spec.execution, **execution)
-    settings = RunSettings(endpoint=checked.spec.endpoint, backend="fal", out=out, execution=exe,
-                           spec_path=str(spec), spec_sha256=checked.spec.sha256)
+    settings = RunSettings(
+        endpoint=checked.spec.endpoint,
+        backend="fal",
+        out=out,
+        execution=exe,
+        spec_path=str(spec),
+        spec_sha256=checked.spec.sha256,
+    )
     return settings, list(expand(checked.spec, checked.endpoint))
 
 
-async def run(settings: RunSettings, requests: Any, emulator: Any, key: str = "test-key",
-              **kw: Any) -> RunStats:
+async def run(
+    settings: RunSettings, requests: Any, emulator: Any, key: str = "test-key", **kw: Any
+) -> RunStats:
     return await run_requests(settings, requests, env=fal_env(emulator, key), **kw)
 
 
@@ -72,7 +79,8 @@ async def test_few_status_calls_per_request(write_spec, emulator_factory, tmp_pa
 
 
 async def test_fault_storm_ends_all_ok_with_exactly_one_submission_each(
-        write_spec, emulator_factory, tmp_path):
+    write_spec, emulator_factory, tmp_path
+):
     faults = Faults(p_429=0.15, p_500=0.05, p_503_ingress=0.05, p_drop=0.03)
     em = await emulator_factory(faults=faults, retry_after=0.2, seed=7)
     spec = write_spec(matrix={"seed": {"range": [0, 59]}})
@@ -108,8 +116,9 @@ async def test_validation_error_recorded_once_not_retried(emulator_factory, writ
     em = await emulator_factory()
     spec = write_spec()
     settings, requests = settings_for(spec, tmp_path / "out")
-    bad = replace(requests[0], key="badbadbadbadbad0",
-                  input={**requests[0].input, "strength": 5})  # skips our own validation
+    bad = replace(
+        requests[0], key="badbadbadbadbad0", input={**requests[0].input, "strength": 5}
+    )  # skips our own validation
     stats = await run(settings, [bad], em)
     assert stats.failed == 1 and em.stats.submissions == 1
     record = last_records(tmp_path / "out")["badbadbadbadbad0"]
@@ -127,7 +136,8 @@ async def test_infra_errors_are_resubmitted(write_spec, emulator_factory, tmp_pa
     assert stats.ok == 10
     resubmitted = [r for r in last_records(tmp_path / "out").values() if r.get("resubmitted")]
     assert resubmitted and em.stats.submissions == 10 + sum(
-        len(r["resubmitted"]) for r in resubmitted)
+        len(r["resubmitted"]) for r in resubmitted
+    )
 
 
 async def test_wrong_key_stops_at_once(write_spec, emulator_factory, tmp_path):

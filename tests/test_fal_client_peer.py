@@ -74,9 +74,13 @@ def tls_files(ca: trustme.CA, tmp_path: Path) -> dict[str, Path]:
 
 def client_env(queue_url: str, run_url: str, ca_file: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(FAL_KEY="any-key-will-do", SSL_CERT_FILE=str(ca_file), NO_PROXY="*",
-               FAL_QUEUE_RUN_HOST=queue_url.split("://", 1)[1],
-               FAL_RUN_HOST=run_url.split("://", 1)[1])
+    env.update(
+        FAL_KEY="any-key-will-do",
+        SSL_CERT_FILE=str(ca_file),
+        NO_PROXY="*",
+        FAL_QUEUE_RUN_HOST=queue_url.split("://", 1)[1],
+        FAL_RUN_HOST=run_url.split("://", 1)[1],
+    )
     env.pop("FAL_KEY_ID", None)
     env.pop("FAL_KEY_SECRET", None)
     return env
@@ -84,9 +88,14 @@ def client_env(queue_url: str, run_url: str, ca_file: Path) -> dict[str, str]:
 
 async def run_fal_client(queue_url: str, run_url: str, ca_file: Path) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CLIENT_SCRIPT, image_uri(),
+        sys.executable,
+        "-c",
+        CLIENT_SCRIPT,
+        image_uri(),
         env=client_env(queue_url, run_url, ca_file),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     assert proc.returncode == 0, err.decode()[-3000:]
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
@@ -119,8 +128,9 @@ async def tls_emulator(tls_files: dict[str, Path]) -> AsyncIterator[Emulator]:
     await emu.stop()
 
 
-async def test_official_client_in_process_emulator(tls_emulator: Emulator,
-                                                   tls_files: dict[str, Path]) -> None:
+async def test_official_client_in_process_emulator(
+    tls_emulator: Emulator, tls_files: dict[str, Path]
+) -> None:
     assert tls_emulator.queue_url.startswith("https://127.0.0.1:")
     report = await run_fal_client(tls_emulator.queue_url, tls_emulator.run_url, tls_files["ca"])
     check_client_report(report, tls_emulator.queue_url)
@@ -129,13 +139,29 @@ async def test_official_client_in_process_emulator(tls_emulator: Emulator,
     assert stats.faults_of("503_ingress") + stats.faults_of("429") > 0  # retried through
 
 
-@pytest.mark.skipif(importlib.util.find_spec("runner.cli") is None,
-                    reason="runner/cli.py (the serve subcommand) is not there yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("runner.cli") is None,
+    reason="runner/cli.py (the serve subcommand) is not there yet",
+)
 async def test_official_client_against_runner_serve(tls_files: dict[str, Path]) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runner", "serve", "--port", "0", "--run-port", "0",
-        "--tls-cert", str(tls_files["cert"]), "--tls-key", str(tls_files["key"]),
-        "--latency", "0.02", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "runner",
+        "serve",
+        "--port",
+        "0",
+        "--run-port",
+        "0",
+        "--tls-cert",
+        str(tls_files["cert"]),
+        "--tls-key",
+        str(tls_files["key"]),
+        "--latency",
+        "0.02",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         urls: dict[str, str] = {}

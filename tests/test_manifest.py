@@ -10,8 +10,14 @@ from runner.manifest import FAILED, OK, SUBMITTED, Journal, append_run, latest, 
 def test_last_line_wins_and_state_survives_reopen(tmp_path):
     journal = Journal(tmp_path)
     journal.append({"key": "a", "status": SUBMITTED, "request_id": "r1", "attempts": 1})
-    journal.append({"key": "b", "status": FAILED, "attempts": 1,
-                    "error": {"type": "validation", "message": "x", "http_status": 422}})
+    journal.append(
+        {
+            "key": "b",
+            "status": FAILED,
+            "attempts": 1,
+            "error": {"type": "validation", "message": "x", "http_status": 422},
+        }
+    )
     journal.append({"key": "a", "status": OK, "request_id": "r1", "attempts": 1})
     journal.close()
     again = Journal(tmp_path)
@@ -58,7 +64,7 @@ def test_disk_full_is_a_manifest_error(tmp_path):
         pytest.skip("no /dev/full")
     journal = Journal(tmp_path)
     journal._fh.close()
-    journal._fh = open("/dev/full", "ab")  # every write fails with ENOSPC
+    journal._fh = open("/dev/full", "ab")  # noqa: SIM115 - every write fails with ENOSPC
     with pytest.raises(ManifestError, match="No space left"):
         journal.append({"key": "a", "status": OK})
     journal.close()

@@ -16,8 +16,13 @@ def png(width=20, height=10):
 def test_saves_under_key_with_facts(tmp_path):
     data = png()
     out = save_image(tmp_path, "abc123", 0, data)
-    assert out == {"file": "images/abc123-0.png", "sha256": hashlib.sha256(data).hexdigest(),
-                   "width": 20, "height": 10, "content_type": "image/png"}
+    assert out == {
+        "file": "images/abc123-0.png",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "width": 20,
+        "height": 10,
+        "content_type": "image/png",
+    }
     assert (tmp_path / out["file"]).read_bytes() == data
     assert not list((tmp_path / "images").glob(".*tmp"))
 

@@ -1,11 +1,17 @@
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from runner.errors import CallError
-from runner.retry import MAX_RETRY_AFTER, Verdict, backoff, decide, is_retryable_result, \
-    parse_retry_after
+from runner.retry import (
+    MAX_RETRY_AFTER,
+    Verdict,
+    backoff,
+    decide,
+    is_retryable_result,
+    parse_retry_after,
+)
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
@@ -30,12 +36,18 @@ def test_validation_is_never_retried():
 
 def test_submit_retries_only_when_surely_not_accepted():
     assert decide(CallError("refused", sent="no"), "submit", 1).verdict is Verdict.RETRY
-    assert decide(CallError("429", http_status=429, sent="no"), "submit", 1).verdict is Verdict.RETRY
-    assert decide(CallError("500 body", http_status=500, sent="no"), "submit", 1).verdict \
+    assert (
+        decide(CallError("429", http_status=429, sent="no"), "submit", 1).verdict is Verdict.RETRY
+    )
+    assert (
+        decide(CallError("500 body", http_status=500, sent="no"), "submit", 1).verdict
         is Verdict.RETRY
+    )
     assert decide(CallError("dropped", sent="maybe"), "submit", 1).verdict is Verdict.AMBIGUOUS
-    assert decide(CallError("bare 502", http_status=502, sent="maybe"), "submit", 1).verdict \
+    assert (
+        decide(CallError("bare 502", http_status=502, sent="maybe"), "submit", 1).verdict
         is Verdict.AMBIGUOUS
+    )
 
 
 def test_retry_after_wins_over_backoff():
@@ -54,7 +66,7 @@ def test_retry_after_seconds_date_and_cap():
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     in_ten = format_datetime(now + timedelta(seconds=10), usegmt=True)
     assert 8 <= parse_retry_after(in_ten, now.timestamp()) <= 11
     assert parse_retry_after("100000") == MAX_RETRY_AFTER

@@ -3,7 +3,6 @@ fetch is allowed) any other URL. Problems come back as fal-style 422 detail item
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import io
@@ -30,8 +29,15 @@ class ImageInputError(Exception):
 
 def _error(kind: str, msg: str, url: str, field: str) -> ImageInputError:
     shown = url if len(url) <= 120 else url[:117] + "..."
-    return ImageInputError({"loc": ["body", field], "msg": msg, "type": kind, "input": shown,
-                            "url": f"https://docs.fal.ai/errors#{kind}"})
+    return ImageInputError(
+        {
+            "loc": ["body", field],
+            "msg": msg,
+            "type": kind,
+            "input": shown,
+            "url": f"https://docs.fal.ai/errors#{kind}",
+        }
+    )
 
 
 def is_loopback(host: str | None) -> bool:
@@ -49,8 +55,13 @@ def own_file_id(state: EmulatorState, url: str) -> str | None:
     """The file id when `url` points at this emulator's /files/ (any loopback name)."""
     parts = urlsplit(url)
     segments = parts.path.split("/")
-    if parts.scheme in ("http", "https") and is_loopback(parts.hostname) \
-            and parts.port in state.own_ports and len(segments) >= 3 and segments[1] == "files":
+    if (
+        parts.scheme in ("http", "https")
+        and is_loopback(parts.hostname)
+        and parts.port in state.own_ports
+        and len(segments) >= 3
+        and segments[1] == "files"
+    ):
         return segments[2]
     return None
 
@@ -75,18 +86,26 @@ async def fetch_bytes(state: EmulatorState, url: str, field: str = "image_url") 
     if urlsplit(url).scheme not in ("http", "https"):
         raise _error("file_download_error", "Unsupported URL scheme", url, field)
     if not state.settings.allow_remote_fetch or state.session is None:
-        raise _error("file_download_error",
-                     "Remote URLs are not fetched by the emulator (remote fetch is off)",
-                     url, field)
+        raise _error(
+            "file_download_error",
+            "Remote URLs are not fetched by the emulator (remote fetch is off)",
+            url,
+            field,
+        )
     try:
         async with state.session.get(url, timeout=DOWNLOAD_TIMEOUT) as resp:
             if resp.status != 200:
-                raise _error("file_download_error",
-                             f"Failed to download the file (HTTP {resp.status})", url, field)
+                raise _error(
+                    "file_download_error",
+                    f"Failed to download the file (HTTP {resp.status})",
+                    url,
+                    field,
+                )
             data = await resp.content.read(MAX_DOWNLOAD + 1)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise _error("file_download_error", f"Failed to download the file: {exc}", url,
-                     field) from exc
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise _error(
+            "file_download_error", f"Failed to download the file: {exc}", url, field
+        ) from exc
     if len(data) > MAX_DOWNLOAD:
         raise _error("file_too_large", "File is too large", url, field)
     return data

@@ -14,8 +14,9 @@ from aiohttp.typedefs import Handler
 from .settings import FAULT_KINDS
 from .state import STATE
 
-KEY_ROUTES = frozenset({"submit", "status", "stream", "result", "cancel", "run", "token",
-                        "initiate"})
+KEY_ROUTES = frozenset(
+    {"submit", "status", "stream", "result", "cancel", "run", "token", "initiate"}
+)
 NGINX_503 = (
     "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n"
     "<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>"
@@ -23,10 +24,10 @@ NGINX_503 = (
 )
 
 
-def json_response(status: int, body: object, headers: dict[str, str] | None = None
-                  ) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
-                        headers=headers)
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 def drop(request: web.Request) -> web.Response:
@@ -60,11 +61,15 @@ async def faults_middleware(request: web.Request, handler: Handler) -> web.Strea
         if kind == "503_ingress":
             return web.Response(status=503, text=NGINX_503, content_type="text/html")
         if kind == "429":
-            return json_response(429, {"detail": "Too many requests"},
-                                 {"Retry-After": f"{state.settings.retry_after:g}"})
+            return json_response(
+                429,
+                {"detail": "Too many requests"},
+                {"Retry-After": f"{state.settings.retry_after:g}"},
+            )
         request_id = request.match_info.get("request_id") or str(uuid.uuid4())
-        return json_response(500, {"detail": "Internal server error"},
-                             {"x-fal-request-id": request_id})
+        return json_response(
+            500, {"detail": "Internal server error"}, {"x-fal-request-id": request_id}
+        )
     return await handler(request)
 
 
@@ -75,8 +80,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if not key:
-        return json_response(401, {"detail": "Missing authorization header: "
-                                              "expected 'Authorization: Key <FAL_KEY>'"})
+        return json_response(
+            401, {"detail": "Missing authorization header: expected 'Authorization: Key <FAL_KEY>'"}
+        )
     # Compare against every key, in constant time, so timing tells nothing about a key.
     good = any(hmac.compare_digest(key.strip().encode(), k.encode()) for k in keys)
     if scheme != "Key" or not good:

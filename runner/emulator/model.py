@@ -20,8 +20,9 @@ _seeds = random.SystemRandom()
 
 
 def invalid(detail: Detail) -> Outcome:
-    return Outcome(422, {"detail": detail}, error=str(detail[0]["msg"]),
-                   error_type=str(detail[0]["type"]))
+    return Outcome(
+        422, {"detail": detail}, error=str(detail[0]["msg"]), error_type=str(detail[0]["type"])
+    )
 
 
 def with_defaults(job: Job) -> dict[str, Any]:
@@ -44,18 +45,24 @@ async def run_model(state: EmulatorState, job: Job) -> Outcome:
         job.log(str(exc), "ERROR")
         return invalid([exc.item])
     params = [
-        RenderParams(prompt=inputs["prompt"], seed=seed + i, strength=float(inputs["strength"]),
-                     num_inference_steps=int(inputs["num_inference_steps"]),
-                     guidance_scale=float(inputs["guidance_scale"]),
-                     output_format=inputs["output_format"], max_side=state.settings.max_side)
+        RenderParams(
+            prompt=inputs["prompt"],
+            seed=seed + i,
+            strength=float(inputs["strength"]),
+            num_inference_steps=int(inputs["num_inference_steps"]),
+            guidance_scale=float(inputs["guidance_scale"]),
+            output_format=inputs["output_format"],
+            max_side=state.settings.max_side,
+        )
         for i in range(int(inputs["num_images"]))
     ]
     flagged = bool(inputs["enable_safety_checker"]) and is_nsfw(inputs["prompt"])
     job.log(f"Running {params[0].num_inference_steps} inference steps")
     started = time.monotonic()
     loop = asyncio.get_running_loop()
-    work = loop.run_in_executor(state.executor, _render_all, state, data, inputs["image_url"],
-                                params, flagged)
+    work = loop.run_in_executor(
+        state.executor, _render_all, state, data, inputs["image_url"], params, flagged
+    )
     # The simulated GPU time grows with the step count; the real render overlaps it.
     await asyncio.sleep(state.settings.latency * params[0].num_inference_steps / 40)
     try:
@@ -74,13 +81,19 @@ async def run_model(state: EmulatorState, job: Job) -> Outcome:
             url = f"{job.base_url}/files/{state.add_file(encoded, ctype, ext=ext)}"
         images.append({"url": url, "width": width, "height": height, "content_type": ctype})
     job.log(f"Generated {len(images)} image(s)")
-    body = {"images": images, "timings": {"inference": job.inference_time}, "seed": seed,
-            "has_nsfw_concepts": [flagged] * len(images), "prompt": inputs["prompt"]}
+    body = {
+        "images": images,
+        "timings": {"inference": job.inference_time},
+        "seed": seed,
+        "has_nsfw_concepts": [flagged] * len(images),
+        "prompt": inputs["prompt"],
+    }
     return Outcome(200, body)
 
 
-def _render_all(state: EmulatorState, data: bytes, url: str, params: list[RenderParams],
-                flagged: bool) -> list[tuple[bytes, tuple[int, int]]]:
+def _render_all(
+    state: EmulatorState, data: bytes, url: str, params: list[RenderParams], flagged: bool
+) -> list[tuple[bytes, tuple[int, int]]]:
     state.stats.render_threads.add(threading.current_thread().name)
     source = decode_image(data, url)
     out = []

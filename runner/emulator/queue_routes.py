@@ -61,11 +61,18 @@ def start_deadline(request: web.Request) -> float | None:
     return time.monotonic() + seconds
 
 
-def new_request(request: web.Request, state: EmulatorState, endpoint: Endpoint,
-                payload: Any, *, history: bool) -> Job:
+def new_request(
+    request: web.Request, state: EmulatorState, endpoint: Endpoint, payload: Any, *, history: bool
+) -> Job:
     sync_mode = isinstance(payload, dict) and payload.get("sync_mode") is True
-    job = state.new_job(endpoint, payload, base_url(request), start_deadline=start_deadline(
-        request), webhook=request.query.get("fal_webhook"), keep=history and not sync_mode)
+    job = state.new_job(
+        endpoint,
+        payload,
+        base_url(request),
+        start_deadline=start_deadline(request),
+        webhook=request.query.get("fal_webhook"),
+        keep=history and not sync_mode,
+    )
     scheduler.start(state, job)
     return job
 
@@ -78,8 +85,12 @@ async def submit(request: web.Request) -> web.StreamResponse:
     payload = await read_payload(request)
     job = new_request(request, state, endpoint, payload, history=True)
     state.stats.count_submission(payload)
-    body = {"status": IN_QUEUE, "request_id": job.id, **job.urls(),
-            "queue_position": state.queue_position(job)}
+    body = {
+        "status": IN_QUEUE,
+        "request_id": job.id,
+        **job.urls(),
+        "queue_position": state.queue_position(job),
+    }
     faults = state.settings.faults
     if "submit" in faults.routes and state.roll(faults.p_drop_after_accept):
         state.stats.faults["submit", "drop_after_accept"] += 1
@@ -107,8 +118,9 @@ def status_body(state: EmulatorState, job: Job, with_logs: bool) -> dict[str, An
         body["logs"] = list(job.logs) if with_logs else None
     else:
         body["logs"] = list(job.logs) if with_logs else None
-        body["metrics"] = ({} if job.inference_time is None
-                           else {"inference_time": job.inference_time})
+        body["metrics"] = (
+            {} if job.inference_time is None else {"inference_time": job.inference_time}
+        )
         if job.outcome is not None and job.outcome.error is not None:
             body["error"] = job.outcome.error
             body["error_type"] = job.outcome.error_type
@@ -122,8 +134,9 @@ async def status(request: web.Request) -> web.Response:
     if isinstance(job, web.Response):
         return job
     code = 200 if job.state == COMPLETED else 202
-    return json_response(code, status_body(state, job, wants_logs(request)),
-                         {"x-fal-request-id": job.id})
+    return json_response(
+        code, status_body(state, job, wants_logs(request)), {"x-fal-request-id": job.id}
+    )
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -133,9 +146,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
     job = find_job(request)
     if isinstance(job, web.Response):
         return job
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache",
-                                           "x-fal-request-id": job.id})
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "x-fal-request-id": job.id,
+        }
+    )
     await response.prepare(request)
     with_logs = wants_logs(request)
     try:
@@ -160,13 +177,15 @@ async def result(request: web.Request) -> web.Response:
     if isinstance(job, web.Response):
         return job
     if job.state != COMPLETED or job.outcome is None:
-        return json_response(400, {"detail": "Request is still in progress"},
-                             {"x-fal-request-id": job.id})
+        return json_response(
+            400, {"detail": "Request is still in progress"}, {"x-fal-request-id": job.id}
+        )
     outcome = job.outcome
     if not job.keep:
         state.forget(job)  # sync_mode: the output is handed over once, not kept in history
-    return json_response(outcome.status, outcome.body,
-                         {"x-fal-request-id": job.id, **dict(outcome.headers)})
+    return json_response(
+        outcome.status, outcome.body, {"x-fal-request-id": job.id, **dict(outcome.headers)}
+    )
 
 
 async def cancel(request: web.Request) -> web.Response:

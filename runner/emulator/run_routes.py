@@ -30,5 +30,6 @@ async def run(request: web.Request) -> web.Response:
         if job.task is not None and not job.task.done():
             job.cancel_requested = True
             job.task.cancel()
-    return json_response(outcome.status, outcome.body,
-                         {"x-fal-request-id": job.id, **dict(outcome.headers)})
+    return json_response(
+        outcome.status, outcome.body, {"x-fal-request-id": job.id, **dict(outcome.headers)}
+    )

@@ -33,17 +33,24 @@ async def wait_completed(job: Job) -> Outcome:
 
 def request_timeout() -> Outcome:
     detail = "Request timed out before it could start (X-Fal-Request-Timeout)"
-    return Outcome(504, {"detail": detail, "error_type": "request_timeout"}, error=detail,
-                   error_type="request_timeout",
-                   headers=(("X-Fal-Error-Type", "request_timeout"),
-                            ("X-Fal-Request-Timeout-Type", "user")))
+    return Outcome(
+        504,
+        {"detail": detail, "error_type": "request_timeout"},
+        error=detail,
+        error_type="request_timeout",
+        headers=(("X-Fal-Error-Type", "request_timeout"), ("X-Fal-Request-Timeout-Type", "user")),
+    )
 
 
 def runner_disconnected() -> Outcome:
     detail = "The runner disconnected while processing the request"
-    return Outcome(503, {"detail": detail, "error_type": "runner_disconnected"}, error=detail,
-                   error_type="runner_disconnected",
-                   headers=(("X-Fal-Error-Type", "runner_disconnected"),))
+    return Outcome(
+        503,
+        {"detail": detail, "error_type": "runner_disconnected"},
+        error=detail,
+        error_type="runner_disconnected",
+        headers=(("X-Fal-Error-Type", "runner_disconnected"),),
+    )
 
 
 def cancelled() -> Outcome:
@@ -57,9 +64,10 @@ async def _run(state: EmulatorState, job: Job) -> None:
     try:
         wait = None if job.start_deadline is None else job.start_deadline - time.monotonic()
         try:
-            await asyncio.wait_for(_acquire(state, job, holding), max(wait, 0.0)
-                                   if wait is not None else None)
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(
+                _acquire(state, job, holding), max(wait, 0.0) if wait is not None else None
+            )
+        except TimeoutError:
             if not holding[0]:
                 _finish(state, job, request_timeout())
                 return
@@ -123,9 +131,13 @@ def _finish(state: EmulatorState, job: Job, outcome: Outcome) -> None:
 async def _deliver(state: EmulatorState, job: Job, url: str) -> None:
     assert job.outcome is not None
     ok = job.outcome.status == 200
-    body = {"request_id": job.id, "gateway_request_id": job.id,
-            "status": "OK" if ok else "ERROR", "payload": job.outcome.body,
-            "error": None if ok else f"Invalid status code: {job.outcome.status}"}
+    body = {
+        "request_id": job.id,
+        "gateway_request_id": job.id,
+        "status": "OK" if ok else "ERROR",
+        "payload": job.outcome.body,
+        "error": None if ok else f"Invalid status code: {job.outcome.status}",
+    }
     allowed = is_loopback(urlsplit(url).hostname) or state.settings.allow_remote_fetch
     if not allowed or state.session is None:
         state.stats.webhooks_failed += 1
@@ -134,7 +146,7 @@ async def _deliver(state: EmulatorState, job: Job, url: str) -> None:
         async with state.session.post(url, json=body, timeout=WEBHOOK_TIMEOUT) as resp:
             await resp.read()
             delivered = resp.status < 300
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         delivered = False
     if delivered:
         state.stats.webhooks_sent += 1

@@ -27,8 +27,9 @@ def build_apps(state: EmulatorState) -> tuple[web.Application, web.Application]:
     """The queue app and the run app, both reading `state` under STATE."""
     apps = []
     for add_routes in (add_queue_routes, add_run_routes):
-        app = web.Application(middlewares=[faults_middleware, auth_middleware],
-                              client_max_size=MAX_BODY)
+        app = web.Application(
+            middlewares=[faults_middleware, auth_middleware], client_max_size=MAX_BODY
+        )
         app[STATE] = state
         add_storage_routes(app)  # both hosts serve files and take uploads
         add_routes(app)
@@ -46,8 +47,13 @@ class Emulator:
         self._runners: list[web.AppRunner] = []
         self._urls: tuple[str, str] | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, run_port: int = 0,
-                    ssl_context: ssl.SSLContext | None = None) -> Emulator:
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        run_port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Emulator:
         if self._state is not None:
             raise RuntimeError("Emulator already started; HINT: stop() it first")
         state = self._state = EmulatorState(self.settings)
@@ -107,15 +113,24 @@ class Emulator:
     async def __aenter__(self) -> Emulator:
         return await self.start()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
 
-async def serve_forever(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 0,
-                        run_port: int = 0, certfile: str | None = None,
-                        keyfile: str | None = None,
-                        on_ready: Callable[[str, str], None] | None = None) -> None:
+async def serve_forever(
+    settings: EmulatorSettings,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    run_port: int = 0,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    on_ready: Callable[[str, str], None] | None = None,
+) -> None:
     """Serve both apps (HTTPS when certfile is given) until cancelled; on_ready(queue, run)."""
     context = None
     if certfile:

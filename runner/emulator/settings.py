@@ -25,15 +25,23 @@ class Faults:
     routes: frozenset[str] = QUEUE_ROUTES
 
     def __post_init__(self) -> None:
-        for name in ("p_429", "p_500", "p_503_ingress", "p_drop", "p_drop_after_accept",
-                     "p_stall", "p_infra_error"):
+        for name in (
+            "p_429",
+            "p_500",
+            "p_503_ingress",
+            "p_drop",
+            "p_drop_after_accept",
+            "p_stall",
+            "p_infra_error",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Faults.{name} must be within [0, 1], got {value!r}")
         routes = frozenset(self.routes)
         if unknown := routes - ALL_ROUTES:
-            raise ValueError(f"unknown fault routes {sorted(unknown)}; HINT: pick from "
-                             f"{sorted(ALL_ROUTES)}")
+            raise ValueError(
+                f"unknown fault routes {sorted(unknown)}; HINT: pick from {sorted(ALL_ROUTES)}"
+            )
         object.__setattr__(self, "routes", routes)
 
     def probability(self, kind: str) -> float:
@@ -43,7 +51,8 @@ class Faults:
     @property
     def any(self) -> bool:
         return any(self.probability(k) for k in FAULT_KINDS) or bool(
-            self.p_drop_after_accept or self.p_infra_error)
+            self.p_drop_after_accept or self.p_infra_error
+        )
 
 
 @dataclass(frozen=True)

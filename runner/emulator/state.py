@@ -72,13 +72,15 @@ class Job:
 
     def log(self, message: str, level: str = "INFO") -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
-        self.logs.append({"message": message, "level": level, "source": "user",
-                          "timestamp": stamp})
+        self.logs.append({"message": message, "level": level, "source": "user", "timestamp": stamp})
 
     def urls(self) -> dict[str, str]:
         base = f"{self.base_url}/{self.owner_alias}/requests/{self.id}"
-        return {"response_url": base, "status_url": base + "/status",
-                "cancel_url": base + "/cancel"}
+        return {
+            "response_url": base,
+            "status_url": base + "/status",
+            "cancel_url": base + "/cancel",
+        }
 
 
 class EmulatorState:
@@ -91,16 +93,16 @@ class EmulatorState:
         self.tokens: set[str] = set()
         self.pending_uploads: dict[str, tuple[str, str]] = {}  # id -> (content_type, name)
         self.rng = random.Random(settings.seed)
-        self.executor = ThreadPoolExecutor(settings.render_threads,
-                                           thread_name_prefix="emulator-render")
+        self.executor = ThreadPoolExecutor(
+            settings.render_threads, thread_name_prefix="emulator-render"
+        )
         self.slots = asyncio.Semaphore(settings.concurrency)
         self.session: aiohttp.ClientSession | None = None
         self.own_ports: set[int] = set()  # a loopback URL on these ports is one of ours
         self.background: set[asyncio.Task[None]] = set()  # webhook deliveries
 
     def new_job(self, endpoint: Endpoint, payload: Any, base_url: str, **kw: Any) -> Job:
-        job = Job(id=str(uuid.uuid4()), endpoint=endpoint, payload=payload, base_url=base_url,
-                  **kw)
+        job = Job(id=str(uuid.uuid4()), endpoint=endpoint, payload=payload, base_url=base_url, **kw)
         self.jobs[job.id] = job
         self.waiting.append(job)
         return job
@@ -108,8 +110,12 @@ class EmulatorState:
     def get_job(self, request_id: str) -> Job | None:
         job = self.jobs.get(request_id)
         ttl = self.settings.result_ttl
-        if job and ttl is not None and job.completed_at is not None \
-                and time.monotonic() - job.completed_at > ttl:
+        if (
+            job
+            and ttl is not None
+            and job.completed_at is not None
+            and time.monotonic() - job.completed_at > ttl
+        ):
             self.forget(job)
             return None
         return job

@@ -31,8 +31,15 @@ def _ext(name: str) -> str:
 async def token(request: web.Request) -> web.Response:
     state = request.app[STATE]
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + TOKEN_LIFETIME))
-    return json_response(200, {"token": state.new_token(), "token_type": "Bearer",
-                               "base_url": base_url(request), "expires_at": expires})
+    return json_response(
+        200,
+        {
+            "token": state.new_token(),
+            "token_type": "Bearer",
+            "base_url": base_url(request),
+            "expires_at": expires,
+        },
+    )
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -45,8 +52,14 @@ async def upload(request: web.Request) -> web.Response:
     ctype = request.headers.get("Content-Type", "application/octet-stream")
     file_id = state.add_file(data, ctype, name, ext=_ext(name))
     state.stats.uploads += 1
-    return json_response(200, {"access_url": f"{base_url(request)}/files/{file_id}",
-                               "content_type": ctype, "file_name": name})
+    return json_response(
+        200,
+        {
+            "access_url": f"{base_url(request)}/files/{file_id}",
+            "content_type": ctype,
+            "file_name": name,
+        },
+    )
 
 
 async def initiate(request: web.Request) -> web.Response:
@@ -55,14 +68,29 @@ async def initiate(request: web.Request) -> web.Response:
         body = await request.json()
         name, ctype = str(body.get("file_name") or "upload.bin"), str(body["content_type"])
     except (ValueError, KeyError, AttributeError):
-        return json_response(422, {"detail": [{"loc": ["body"], "msg": "Expected "
-                             "{file_name, content_type}", "type": "value_error"}]})
+        return json_response(
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body"],
+                        "msg": "Expected {file_name, content_type}",
+                        "type": "value_error",
+                    }
+                ]
+            },
+        )
     file_id = state.add_file(b"", ctype, name, ext=_ext(name))
     del state.files[file_id]  # reserved, not served until the PUT arrives
     state.pending_uploads[file_id] = (ctype, name)
     base = base_url(request)
-    return json_response(200, {"upload_url": f"{base}/storage/upload/put/{file_id}",
-                               "file_url": f"{base}/files/{file_id}"})
+    return json_response(
+        200,
+        {
+            "upload_url": f"{base}/storage/upload/put/{file_id}",
+            "file_url": f"{base}/files/{file_id}",
+        },
+    )
 
 
 async def put_upload(request: web.Request) -> web.Response:
