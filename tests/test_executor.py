@@ -217,3 +217,29 @@ async def test_large_local_file_is_uploaded(write_spec, emulator_factory, tmp_pa
     settings, requests = settings_for(spec, tmp_path / "out")
     stats = await run(settings, requests, em)
     assert stats.ok == 1 and em.stats.uploads == 1
+
+
+async def test_disk_full_mid_run_stops_with_a_resumable_journal(
+    write_spec, emulator_factory, tmp_path, monkeypatch
+):
+    from runner.errors import ManifestError
+    from runner.manifest import Journal
+
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=2)
+    real_append, calls = Journal.append, []
+
+    def append(self, record):
+        calls.append(record["key"])
+        if len(calls) > 6:  # the disk fills up after six lines
+            raise ManifestError(f"cannot write the journal {self.path}: No space left on device")
+        real_append(self, record)
+
+    monkeypatch.setattr(Journal, "append", append)
+    with pytest.raises(ManifestError, match="No space left"):
+        await run(settings, requests, em)
+    monkeypatch.setattr(Journal, "append", real_append)
+    stats = await run(settings, requests, em)  # space is back: the same command resumes
+    assert stats.ok + stats.skipped == 10
+    assert em.stats.duplicate_submissions <= 2  # only submits caught mid-journal can repeat

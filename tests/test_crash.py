@@ -1,0 +1,105 @@
+"""Crash and interrupt safety, with real processes: kill -9 at random moments, Ctrl-C once and
+twice. The server (an emulator in this process) counts every submission."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .conftest import last_records
+
+
+def start_run(spec: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(spec), "--out", str(out), "--no-progress"],
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_kill_9_loop_loses_nothing(write_spec, tmp_path, threaded_emulator):
+    server = threaded_emulator(latency=4.0, concurrency=32)  # 1 s at 10 steps
+    spec = write_spec(
+        matrix={"seed": {"range": [0, 99]}}, backend="fal", execution={"concurrency": 6}
+    )
+    out = tmp_path / "out"
+    rng = random.Random(1234)
+    kills = tries = 0
+    while kills < 10 and tries < 30:
+        tries += 1
+        proc = start_run(spec, out, server.env())
+        time.sleep(rng.uniform(0.5, 1.8))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate(timeout=30)
+    final = start_run(spec, out, server.env())
+    stdout, stderr = final.communicate(timeout=120)
+    assert final.returncode == 0, stderr
+    records = last_records(out)
+    assert len(records) == 100 and all(r["status"] == "ok" for r in records.values())
+    for record in records.values():
+        assert (out / record["outputs"][0]["file"]).exists()
+    assert kills == 10
+    # only a submit caught between the server's answer and the journal line can repeat
+    assert server.stats.duplicate_submissions <= kills
+    assert server.stats.submissions == 100 + server.stats.duplicate_submissions
+
+
+def test_first_ctrl_c_finishes_in_flight_and_exits_3(write_spec, tmp_path, threaded_emulator):
+    server = threaded_emulator(latency=6.0)  # 1.5 s at 10 steps
+    spec = write_spec(
+        matrix={"seed": {"range": [0, 19]}}, backend="fal", execution={"concurrency": 4}
+    )
+    out = tmp_path / "out"
+    proc = start_run(spec, out, server.env())
+    wait_for(lambda: server.stats.submissions >= 4)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert "resume" in stderr and "Traceback" not in stderr
+    records = last_records(out)
+    assert 4 <= len(records) < 20
+    assert all(r["status"] == "ok" for r in records.values())  # in-flight ones finished
+    again = start_run(spec, out, server.env())
+    again.communicate(timeout=60)
+    assert again.returncode == 0
+    assert server.stats.submissions == 20 and server.stats.duplicate_submissions == 0
+
+
+def test_second_ctrl_c_exits_at_once_and_resume_polls(write_spec, tmp_path, threaded_emulator):
+    server = threaded_emulator(latency=12.0)  # 3 s at 10 steps
+    spec = write_spec(
+        matrix={"seed": {"range": [0, 3]}}, backend="fal", execution={"concurrency": 4}
+    )
+    out = tmp_path / "out"
+    proc = start_run(spec, out, server.env())
+    wait_for(lambda: server.stats.submissions >= 4)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 2.0
+    assert proc.returncode == 3 and "Traceback" not in stderr
+    assert {r["status"] for r in last_records(out).values()} == {"submitted"}
+    again = start_run(spec, out, server.env())
+    stdout, _ = again.communicate(timeout=60)
+    assert again.returncode == 0 and "4 resumed" in stdout
+    assert server.stats.submissions == 4
