@@ -15,7 +15,8 @@ from typing import Any
 
 from .attachments import Attachments
 from .errors import AuthError, CallError
-from .falapi import FalClient, Handle, Reply, error_detail, handle_for
+from .falapi import FalClient, Handle, handle_for
+from .http import Reply, error_detail
 from .limits import SubmitGate
 from .manifest import FAILED, OK, SUBMITTED, SUBMITTING, ErrorInfo, Journal, Record
 from .models import Execution, Request

@@ -1,0 +1,457 @@
+"""Executor overhead benchmark: the runner's full product path against the thinnest aiohttp
+loop and the official fal-client, all against ONE emulator server over HTTPS, in one run.
+
+    python benchmarks/bench_executor.py [--requests N] [--concurrency C] [--latency S] [--json]
+
+Every process is separate, so CPU times are each contender's own:
+
+* the server: the emulator with the options of `runner serve` (same argument parser, same
+  `Emulator` over TLS), plus a stdin/stdout pipe that answers "stats" with its counters and its
+  own CPU time; the parent diffs them around each contender;
+* each contender: a fresh child of this script (`--_client NAME`), so SSL_CERT_FILE is set
+  before aiohttp / httpx / fal_client are imported (fal-client reads its hosts at import; the
+  runner's aiohttp session takes its CA only from SSL_CERT_FILE). It reports wall and CPU time
+  measured around the work only (not interpreter start or imports).
+
+See benchmarks/README.md for what each contender does and what the ratios mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
+KEY = "bench-key"
+CONTENDERS = ("thin", "runner", "fal-client")
+THIN_POLL = 0.05  # the thin loop's fixed status interval (seconds)
+CHILD_TIMEOUT = 300
+
+
+# -- shared helpers ----------------------------------------------------------------------
+def make_image_uri() -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def make_body(i: int, image_uri: str) -> dict[str, Any]:
+    """The same body for every contender: seed i, 40 steps (the emulator's latency unit)."""
+    return {
+        "image_url": image_uri,
+        "prompt": "a lighthouse in a storm, oil painting",
+        "seed": i,
+        "num_inference_steps": 40,
+    }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# -- the server (child process) ----------------------------------------------------------
+def serve_main(argv: list[str]) -> None:
+    """`runner serve` with a stats pipe: one line "stats" on stdin -> one JSON line on stdout."""
+    import ssl
+
+    sys.path.insert(0, str(ROOT))
+    from runner.emulator import Emulator, add_serve_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser(prog="bench_executor.py --_serve")
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = settings_from_args(args)
+
+    async def main() -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        emulator = await Emulator(settings).start(
+            args.host, args.port, args.run_port, ssl_context=context
+        )
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def snapshot() -> dict[str, Any]:
+            s = emulator.stats
+            return {
+                "requests": dict(s.requests),
+                "submissions": s.submissions,
+                "status_calls": s.status_calls,
+                "stream_calls": s.stream_calls,
+                "result_calls": s.result_calls,
+                "completed": s.completed,
+                "failed": s.failed,
+                "max_in_progress": s.max_in_progress,
+                "cpu": cpu_seconds(),
+            }
+
+        def read_stdin() -> None:
+            for line in sys.stdin:
+                if line.strip() == "stats":
+                    stats = asyncio.run_coroutine_threadsafe(_call(snapshot), loop).result()
+                    print(json.dumps(stats), flush=True)
+            loop.call_soon_threadsafe(done.set)  # stdin closed: stop
+
+        print(f"queue: {emulator.queue_url}", flush=True)
+        print(f"run: {emulator.run_url}", flush=True)
+        threading.Thread(target=read_stdin, daemon=True).start()
+        try:
+            await done.wait()
+        finally:
+            await emulator.stop()
+
+    asyncio.run(main())
+
+
+async def _call(fn: Any) -> Any:
+    return fn()
+
+
+class Server:
+    """The emulator subprocess, with stats queried over its stdin/stdout."""
+
+    def __init__(self, cert: Path, key: Path, latency: float, concurrency: int) -> None:
+        cmd = [sys.executable, __file__, "--_serve", "--port", "0", "--run-port", "0"]
+        cmd += ["--tls-cert", str(cert), "--tls-key", str(key), "--latency", str(latency)]
+        cmd += ["--concurrency", str(concurrency)]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        assert self.proc.stdout is not None
+        urls = {}
+        while len(urls) < 2:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the emulator exited before printing its URLs")
+            name, _, url = line.strip().partition(": ")
+            urls[name] = url
+        self.queue_url, self.run_url = urls["queue"], urls["run"]
+
+    def stats(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        result: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return result
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    routes = set(before["requests"]) | set(after["requests"])
+    out: dict[str, Any] = {
+        "requests": {
+            r: after["requests"].get(r, 0) - before["requests"].get(r, 0)
+            for r in sorted(routes)
+            if after["requests"].get(r, 0) - before["requests"].get(r, 0)
+        }
+    }
+    for name in ("submissions", "status_calls", "stream_calls", "result_calls", "completed"):
+        out[name] = after[name] - before[name]
+    out["failed"] = after["failed"] - before["failed"]
+    out["cpu"] = after["cpu"] - before["cpu"]
+    return out
+
+
+# -- the contenders (child processes) ----------------------------------------------------
+async def thin(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
+    """The honest minimum: submit, poll status every THIN_POLL s, result, download."""
+    import ssl
+
+    import aiohttp
+
+    ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    headers = {"Authorization": f"Key {KEY}"}
+    sem = asyncio.Semaphore(args.concurrency)
+    calls = {"submit": 0, "status": 0, "result": 0, "download": 0}
+    ok = 0
+
+    async def one(session: aiohttp.ClientSession, i: int) -> None:
+        nonlocal ok
+        async with sem:
+            calls["submit"] += 1
+            async with session.post(
+                f"{args.queue_url}/{ENDPOINT}", json=make_body(i, image_uri), headers=headers
+            ) as resp:
+                resp.raise_for_status()
+                handle = await resp.json()
+            while True:
+                calls["status"] += 1
+                async with session.get(
+                    handle["status_url"], params={"logs": "0"}, headers=headers
+                ) as resp:
+                    status = (await resp.json())["status"]
+                if status == "COMPLETED":
+                    break
+                await asyncio.sleep(THIN_POLL)
+            calls["result"] += 1
+            async with session.get(handle["response_url"], headers=headers) as resp:
+                resp.raise_for_status()
+                result = await resp.json()
+            calls["download"] += 1
+            async with session.get(result["images"][0]["url"]) as resp:
+                resp.raise_for_status()
+                if await resp.read():
+                    ok += 1
+
+    connector = aiohttp.TCPConnector(ssl=ctx, limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(one(session, i) for i in range(args.requests)))
+    return {"ok": ok, "client_calls": calls}
+
+
+async def runner(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
+    """The full product path: run_requests (journal, retries policy, downloads, image saving)."""
+    sys.path.insert(0, str(ROOT))
+    from runner.keys import request_key
+    from runner.models import Execution, Request
+    from runner.run import RunSettings, run_requests
+
+    def requests() -> Any:
+        for i in range(args.requests):
+            body = make_body(i, image_uri)
+            yield Request(key=request_key(ENDPOINT, body), input=body, vars={})
+
+    settings = RunSettings(
+        endpoint=ENDPOINT,
+        backend="fal",
+        out=Path(args.out),
+        execution=Execution(concurrency=args.concurrency, timeout=120.0),
+    )
+    env = {
+        "FAL_KEY": KEY,
+        "FAL_QUEUE_URL": args.queue_url,
+        "FAL_RUN_URL": args.run_url,
+        "FAL_REST_URL": args.queue_url,
+    }
+    stats = await run_requests(settings, requests(), env=env)
+    images = len(list((Path(args.out) / "images").glob("*")))
+    return {"ok": stats.ok, "failed": stats.failed, "images_saved": images}
+
+
+async def fal(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
+    """fal_client.AsyncClient: submit + handle.get() (its default 0.1 s polling) + download."""
+    import fal_client
+    import httpx
+
+    client = fal_client.AsyncClient(key=KEY)
+    sem = asyncio.Semaphore(args.concurrency)
+    ok = 0
+
+    async def one(http: httpx.AsyncClient, i: int) -> None:
+        nonlocal ok
+        async with sem:
+            handle = await client.submit(ENDPOINT, arguments=make_body(i, image_uri))
+            result = await handle.get()
+            resp = await http.get(result["images"][0]["url"])
+            resp.raise_for_status()
+            if resp.content:
+                ok += 1
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(limits=limits) as http:
+        await asyncio.gather(*(one(http, i) for i in range(args.requests)))
+    return {"ok": ok}
+
+
+def client_main(args: argparse.Namespace) -> None:
+    image_uri = make_image_uri()
+    work = {"thin": thin, "runner": runner, "fal-client": fal}[args._client]
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    report = asyncio.run(work(args, image_uri))
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    if args.profile:
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    print(json.dumps({**report, "wall": wall, "cpu": cpu}))
+
+
+# -- the parent ----------------------------------------------------------------------------
+def write_tls(folder: Path) -> dict[str, Path]:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {"ca": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    for i, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(str(files["cert"]), append=i > 0)
+    return files
+
+
+def run_contender(
+    name: str, args: argparse.Namespace, server: Server, ca: Path, out: Path
+) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(
+        SSL_CERT_FILE=str(ca),  # read by OpenSSL when aiohttp/httpx build their contexts
+        NO_PROXY="*",
+        FAL_KEY=KEY,
+        FAL_QUEUE_RUN_HOST=server.queue_url.split("://", 1)[1],
+        FAL_RUN_HOST=server.run_url.split("://", 1)[1],
+        PYTHONPATH=str(ROOT),
+    )
+    env.pop("FAL_KEY_ID", None)
+    env.pop("FAL_KEY_SECRET", None)
+    cmd = [sys.executable, __file__, "--_client", name, "--queue-url", server.queue_url]
+    cmd += ["--run-url", server.run_url, "--out", str(out)]
+    cmd += ["--requests", str(args.requests), "--concurrency", str(args.concurrency)]
+    if name in args.profile_names:
+        cmd += ["--profile", name]
+    before = server.stats()
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT, cwd=ROOT
+    )
+    after = server.stats()
+    if proc.returncode != 0:
+        raise RuntimeError(f"contender {name} failed:\n{proc.stderr[-3000:]}")
+    if proc.stderr.strip() and name in args.profile_names:
+        print(f"--- profile of {name} ---\n{proc.stderr}", file=sys.stderr)
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    server_side = stats_delta(before, after)
+    n = args.requests
+    report.update(
+        server=server_side,
+        rps=n / report["wall"],
+        cpu_ms_per_request=1000 * report["cpu"] / n,
+        server_cpu_ms_per_request=1000 * server_side["cpu"] / n,
+        http_requests=sum(server_side["requests"].values()),
+        http_per_request=sum(server_side["requests"].values()) / n,
+        status_per_request=(server_side["status_calls"] + server_side["stream_calls"]) / n,
+    )
+    if report["ok"] != n or server_side["submissions"] != n:
+        raise RuntimeError(f"contender {name}: {report['ok']}/{n} ok, report {report}")
+    return report
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp:
+        folder = Path(tmp)
+        tls = write_tls(folder)
+        server = Server(tls["cert"], tls["key"], args.latency, args.server_concurrency)
+        try:
+            results = {}
+            for name in args.order:
+                results[name] = run_contender(name, args, server, tls["ca"], folder / name)
+        finally:
+            server.close()
+    ideal = args.requests / args.concurrency * args.latency
+    runner, thin_, fal_ = results["runner"], results["thin"], results["fal-client"]
+    return {
+        "settings": {
+            "requests": args.requests,
+            "concurrency": args.concurrency,
+            "latency": args.latency,
+            "server_concurrency": args.server_concurrency,
+            "thin_poll_interval": THIN_POLL,
+            "ideal_wall": ideal,
+            "cpus": os.cpu_count(),
+        },
+        "contenders": results,
+        "ratios": {
+            "runner/thin throughput": runner["rps"] / thin_["rps"],
+            "runner/fal-client throughput": runner["rps"] / fal_["rps"],
+            "runner/thin CPU per request": runner["cpu"] / thin_["cpu"],
+            "runner/fal-client CPU per request": runner["cpu"] / fal_["cpu"],
+        },
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    s = report["settings"]
+    print(
+        f"{s['requests']} requests, concurrency {s['concurrency']}, emulator latency "
+        f"{s['latency']:g} s (ideal wall {s['ideal_wall']:.2f} s), {s['cpus']} CPUs, HTTPS"
+    )
+    head = ("contender", "wall s", "req/s", "eff", "client CPU ms/req", "server CPU ms/req")
+    head2 = ("status calls/req", "HTTP req/req")
+    print(
+        f"{head[0]:<11}{head[1]:>8}{head[2]:>8}{head[3]:>6}{head[4]:>19}{head[5]:>19}"
+        f"{head2[0]:>18}{head2[1]:>14}"
+    )
+    for name, r in report["contenders"].items():
+        eff = s["ideal_wall"] / r["wall"]
+        print(
+            f"{name:<11}{r['wall']:>8.2f}{r['rps']:>8.1f}{eff:>6.0%}"
+            f"{r['cpu_ms_per_request']:>19.2f}{r['server_cpu_ms_per_request']:>19.2f}"
+            f"{r['status_per_request']:>18.2f}{r['http_per_request']:>14.2f}"
+        )
+    for name, value in report["ratios"].items():
+        print(f"{name}: {value:.3f}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--_serve":
+        serve_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200, help="requests per contender")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--latency", type=float, default=0.5, help="emulator seconds/request")
+    parser.add_argument("--server-concurrency", type=int, default=64, help="emulator slots")
+    parser.add_argument(
+        "--order",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated run order (default {','.join(CONTENDERS)})",
+    )
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="comma-separated contenders to run under cProfile (top 25 by own time on stderr)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    # internal: one contender in a child process
+    parser.add_argument("--_client", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--queue-url", help=argparse.SUPPRESS)
+    parser.add_argument("--run-url", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._client:
+        client_main(args)
+        return
+    args.order = [n.strip() for n in args.order.split(",") if n.strip()]
+    if sorted(args.order) != sorted(CONTENDERS):
+        parser.error(f"--order must name each of {', '.join(CONTENDERS)} once")
+    args.profile_names = {n.strip() for n in args.profile.split(",") if n.strip()}
+    if args.requests < 1 or args.concurrency < 1:
+        parser.error("--requests and --concurrency must be at least 1")
+    report = bench(args)
+    if args.json:
+        print(json.dumps(report, indent=None))
+    else:
+        print_table(report)
+
+
+if __name__ == "__main__":
+    main()

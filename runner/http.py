@@ -1,0 +1,201 @@
+"""One HTTP call as the retry policy sees it: gives a Reply (status and parsed body) or raises
+CallError (AuthError for refused credentials). GETs are retried per retry.py; downloads are
+capped, follow only http(s) and data: URIs, and never carry credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .errors import AuthError, CallError
+from .retry import Verdict, decide, parse_retry_after
+
+CALL_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+GET_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A model's answer: its own HTTP status and body (JSON, or text when not JSON)."""
+
+    http_status: int
+    body: Any
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.http_status < 300
+
+
+def error_detail(body: Any) -> str:
+    """fal's error body as one line: a string detail, or `loc: msg` items of a 422 list."""
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, list):
+        items = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = [str(p) for p in item.get("loc", []) if p != "body"]
+                items.append(
+                    f"{'.'.join(loc)}: {item.get('msg', '')}" if loc else item.get("msg", "")
+                )
+            else:
+                items.append(str(item))
+        return "; ".join(items)
+    text = detail if isinstance(detail, str) else json.dumps(detail)
+    return " ".join(text.split())[:500]
+
+
+class Http:
+    def __init__(self, session: aiohttp.ClientSession, redact: Callable[[str], str]) -> None:
+        self.session = session
+        self._redact = redact
+
+    async def get(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        op: str,
+        params: Mapping[str, str] | None = None,
+        accept_error: bool = False,
+    ) -> Reply:
+        """A GET retried per the policy (retry.py); gives up after GET_ATTEMPTS."""
+        for attempt in range(GET_ATTEMPTS):
+            try:
+                return await self.call(
+                    "GET",
+                    url,
+                    headers=dict(headers),
+                    params=params,
+                    op=op,
+                    accept_error=accept_error,
+                )
+            except CallError as error:
+                decision = decide(error, op, attempt)
+                if decision.verdict is not Verdict.RETRY or attempt == GET_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(decision.wait)
+        raise AssertionError("unreachable")
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        op: str,
+        json_body: Any = None,
+        raw_body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        accept_error: bool = False,
+    ) -> Reply:
+        data = raw_body
+        if json_body is not None:
+            data = json.dumps(json_body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            async with self.session.request(
+                method, url, data=data, headers=headers, params=params, timeout=CALL_TIMEOUT
+            ) as resp:
+                body = await body_of(resp)
+                error_type = _error_type(resp, body)
+                if resp.status >= 300 and not (accept_error and _is_model_error(resp, error_type)):
+                    raise self.error(resp, body, op=op)
+                return Reply(resp.status, body, error_type)
+        except aiohttp.ClientConnectorError as exc:
+            raise CallError(
+                f"cannot connect to {_origin(url)}: {exc.os_error or exc}", sent="no"
+            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+            raise CallError(f"{op} to {_origin(url)} failed: {what}", sent="maybe") from None
+
+    def error(self, resp: aiohttp.ClientResponse, body: Any, *, op: str) -> CallError:
+        """The error a failed answer stands for; AuthError (401/403) stops the whole run."""
+        if resp.status in (401, 403):
+            raise AuthError(
+                f"the server refused the API key (HTTP {resp.status}): "
+                + self._redact(error_detail(body))
+            )
+        ingress = resp.status in (502, 503, 504) and "x-fal-request-id" not in resp.headers
+        has_error_body = isinstance(body, dict) and "detail" in body
+        sure_not_accepted = ingress or has_error_body or resp.status in (408, 429)
+        return CallError(
+            f"{op} answered HTTP {resp.status}: {self._redact(error_detail(body))}",
+            http_status=resp.status,
+            error_type=_error_type(resp, body),
+            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+            sent="no" if sure_not_accepted else "maybe",
+            ingress=ingress,
+        )
+
+    async def fetch(self, url: str, max_bytes: int) -> bytes:
+        """Bytes of an output: a data: URI, or an http(s) URL fetched WITHOUT credentials."""
+        if url.startswith("data:"):
+            header, _, payload = url.partition(",")
+            if len(payload) > max_bytes * 4 // 3 + 4:
+                raise CallError(f"output larger than {max_bytes} bytes", http_status=413)
+            if header.endswith(";base64"):
+                return base64.b64decode(payload, validate=False)
+            raise CallError("data: URI output is not base64")
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise CallError(f"refusing to follow output URL with scheme {urlsplit(url).scheme!r}")
+        for attempt in range(GET_ATTEMPTS):
+            try:
+                async with self.session.get(url, timeout=CALL_TIMEOUT) as resp:
+                    if resp.status >= 300:  # never AuthError: a CDN's 403 is this file's problem
+                        raise CallError(
+                            f"download answered HTTP {resp.status}", http_status=resp.status
+                        )
+                    chunks, size = [], 0
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise CallError(
+                                f"output larger than {max_bytes} bytes", http_status=413
+                            )
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                error = CallError(f"download failed: {type(exc).__name__}", sent="maybe")
+            except CallError as exc:
+                error = exc
+            decision = decide(error, "download", attempt)
+            if decision.verdict is not Verdict.RETRY or attempt == GET_ATTEMPTS - 1:
+                raise error
+            await asyncio.sleep(decision.wait)
+        raise AssertionError("unreachable")
+
+
+def _is_model_error(resp: aiohttp.ClientResponse, error_type: str | None) -> bool:
+    """The model's own error answer (422, 404 lost, 504 request_timeout...), as opposed to a
+    passing failure of the call, which is retried with the same request id."""
+    if resp.status in (401, 403, 408, 409, 429):
+        return False
+    return resp.status < 500 or error_type is not None
+
+
+def _error_type(resp: aiohttp.ClientResponse, body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("error_type"), str):
+        return str(body["error_type"])
+    return resp.headers.get("X-Fal-Error-Type")
+
+
+async def body_of(resp: aiohttp.ClientResponse) -> Any:
+    raw = await resp.read()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:2000]
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
