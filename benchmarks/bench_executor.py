@@ -36,7 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
 KEY = "bench-key"
-CONTENDERS = ("thin", "runner", "fal-client")
+CONTENDERS = ("thin", "thin-sse", "runner", "fal-client")
+OTHERS = ("thin", "thin-sse", "fal-client")  # what the runner is compared with
 THIN_POLL = 0.05  # the thin loop's fixed status interval (seconds)
 CHILD_TIMEOUT = 300
 
@@ -178,8 +179,9 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 
 
 # -- the contenders (child processes) ----------------------------------------------------
-async def thin(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
-    """The honest minimum: submit, poll status every THIN_POLL s, result, download."""
+async def thin(args: argparse.Namespace, image_uri: str, sse: bool = False) -> dict[str, Any]:
+    """The honest minimum: submit, poll status every THIN_POLL s (or, with sse, read the
+    status stream until COMPLETED, as the runner does), result, download."""
     import ssl
 
     import aiohttp
@@ -199,15 +201,23 @@ async def thin(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
             ) as resp:
                 resp.raise_for_status()
                 handle = await resp.json()
-            while True:
+            done = False
+            while sse and not done:  # the status stream, as the runner reads it
+                calls["status"] += 1
+                async with session.get(
+                    handle["status_url"] + "/stream", params={"logs": "0"}, headers=headers
+                ) as resp:
+                    resp.raise_for_status()
+                    async for line in resp.content:
+                        done = done or (line.startswith(b"data:") and b'"COMPLETED"' in line)
+            while not done:  # plain polling at a fixed interval
                 calls["status"] += 1
                 async with session.get(
                     handle["status_url"], params={"logs": "0"}, headers=headers
                 ) as resp:
-                    status = (await resp.json())["status"]
-                if status == "COMPLETED":
-                    break
-                await asyncio.sleep(THIN_POLL)
+                    done = (await resp.json())["status"] == "COMPLETED"
+                if not done:
+                    await asyncio.sleep(THIN_POLL)
             calls["result"] += 1
             async with session.get(handle["response_url"], headers=headers) as resp:
                 resp.raise_for_status()
@@ -280,7 +290,12 @@ async def fal(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
 
 def client_main(args: argparse.Namespace) -> None:
     image_uri = make_image_uri()
-    work = {"thin": thin, "runner": runner, "fal-client": fal}[args._client]
+    work = {
+        "thin": thin,
+        "thin-sse": lambda a, u: thin(a, u, sse=True),
+        "runner": runner,
+        "fal-client": fal,
+    }[args._client]
     if args.profile:
         import cProfile
         import pstats
@@ -366,8 +381,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 results[name] = run_contender(name, args, server, tls["ca"], folder / name)
         finally:
             server.close()
-    ideal = args.requests / args.concurrency * args.latency
-    runner, thin_, fal_ = results["runner"], results["thin"], results["fal-client"]
+    # each of C slots runs ceil(N/C) requests back to back, each at least `latency` long
+    ideal = -(-args.requests // args.concurrency) * args.latency
+    r = results["runner"]
     return {
         "settings": {
             "requests": args.requests,
@@ -380,10 +396,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "contenders": results,
         "ratios": {
-            "runner/thin throughput": runner["rps"] / thin_["rps"],
-            "runner/fal-client throughput": runner["rps"] / fal_["rps"],
-            "runner/thin CPU per request": runner["cpu"] / thin_["cpu"],
-            "runner/fal-client CPU per request": runner["cpu"] / fal_["cpu"],
+            **{f"runner/{n} throughput": r["rps"] / results[n]["rps"] for n in OTHERS},
+            **{f"runner/{n} client CPU": r["cpu"] / results[n]["cpu"] for n in OTHERS},
         },
     }
 

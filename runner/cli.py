@@ -28,10 +28,12 @@ from .errors import (
     SpecError,
     UsageError,
 )
-from .executor import Executor, RunStats
+from .executor import Executor
 from .grid import axes as grid_axes
 from .grid import expand
+from .jobs import RunStats
 from .plan import make_plan
+from .progress import Progress, summary_line
 from .run import RunSettings, run_requests, with_overrides
 from .validate import check
 
@@ -221,11 +223,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         resubmit_ambiguous=not args.no_resubmit_ambiguous,
     )
-    progress = _Progress(checked.count, enabled=not args.no_progress and sys.stderr.isatty())
+    progress = Progress(checked.count, enabled=not args.no_progress and sys.stderr.isatty())
     started = time.monotonic()
     stats = asyncio.run(_run_interruptible(settings, expand(spec, checked.endpoint), progress))
     progress.close()
-    _summary(stats, settings.out, time.monotonic() - started)
+    print(summary_line(stats, settings.out, time.monotonic() - started))
     if stats.interrupted:
         _err(
             f"runner: interrupted; {stats.in_flight} requests in flight are journaled. "
@@ -235,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if stats.failed or stats.failed_before else EXIT_OK
 
 
-async def _run_interruptible(settings: RunSettings, requests: Any, progress: _Progress) -> RunStats:
+async def _run_interruptible(settings: RunSettings, requests: Any, progress: Progress) -> RunStats:
     """First Ctrl-C: no new submissions, a bounded wait for what is in flight. Second: now."""
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -287,44 +289,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         )
     return EXIT_OK
-
-
-class _Progress:
-    """tqdm on stderr with ok/failed/retrying counts; silent when not a TTY."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self._bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="req", file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, event: str, stats: RunStats) -> None:
-        if self._bar is None:
-            return
-        self._bar.set_postfix(
-            ok=stats.ok + stats.skipped,
-            failed=stats.failed + stats.failed_before,
-            retrying=stats.retrying,
-            refresh=False,
-        )
-        self._bar.update(stats.done - self._bar.n)  # redraws at most every mininterval
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _summary(stats: RunStats, out: Path, seconds: float) -> None:
-    parts = [f"{stats.ok} ok", f"{stats.failed + stats.failed_before} failed"]
-    if stats.skipped:
-        parts.append(f"{stats.skipped} already done")
-    parts.append(f"{stats.submitted} submitted")
-    if stats.resumed:
-        parts.append(f"{stats.resumed} resumed")
-    if stats.possible_duplicates:
-        parts.append(f"{stats.possible_duplicates} possibly charged twice")
-    print(f"{', '.join(parts)} in {seconds:.1f} s -> {out / 'manifest.jsonl'}")
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -8,69 +8,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .attachments import Attachments
 from .errors import AuthError, CallError
 from .falapi import FalClient, Handle, handle_for
 from .http import Reply, error_detail
+from .jobs import Failed, Job, RunOptions, RunStats, Stopped, error_info
 from .limits import SubmitGate
-from .manifest import FAILED, OK, SUBMITTED, SUBMITTING, ErrorInfo, Journal, Record
-from .models import Execution, Request
+from .manifest import FAILED, OK, SUBMITTED, SUBMITTING, Journal
+from .models import Request
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .retry import Verdict, backoff, decide, is_retryable_result
 
+T = TypeVar("T")
+
 # Failures after which the request id is still worth polling (the server may have the result).
 _POLLABLE_ERRORS = frozenset({"download", "transport"})
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    endpoint: str
-    backend: str
-    queue_url: str
-    run_id: str
-    execution: Execution
-    retry_failed: bool = False
-    resubmit_ambiguous: bool = True
-
-
-@dataclass
-class RunStats:
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0  # already ok in the journal
-    failed_before: int = 0  # failed in an earlier run, not retried (no --retry-failed)
-    submitted: int = 0  # submissions sent in this run
-    resumed: int = 0  # requests picked up by their stored request id
-    retrying: int = 0  # retries of calls and resubmissions made
-    possible_duplicates: int = 0  # resubmissions that may have been charged twice
-    in_flight: int = 0
-    interrupted: bool = False
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def done(self) -> int:
-        return self.ok + self.failed + self.skipped + self.failed_before
-
-
-class _Stopped(Exception):
-    """Internal: a stop was asked before this request's next submission; it stays as is."""
-
-
-class _Failed(Exception):
-    """Internal: this request ends as failed with `info`."""
-
-    def __init__(self, info: ErrorInfo) -> None:
-        super().__init__(info["message"])
-        self.info = info
-
-
-def _error(kind: str, message: str, http_status: int | None = None) -> ErrorInfo:
-    return ErrorInfo(type=kind, message=message, http_status=http_status)
 
 
 class Executor:
@@ -127,7 +83,7 @@ class Executor:
             self.stats.failed_before += 1
             self._notify("skipped", self.stats)
             return
-        job = _Job(request, self._opt)
+        job = Job(request, self._opt)
         if state is not None:
             job.attempts, job.duplicates = state.attempts, state.possible_duplicates
             if (
@@ -146,16 +102,16 @@ class Executor:
             self._journal.append(job.record(OK, outputs=outputs, result=extras))
             self.stats.ok += 1
             self._notify("ok", self.stats)
-        except _Failed as failure:
+        except Failed as failure:
             self._journal.append(job.record(FAILED, error=failure.info))
             self.stats.failed += 1
             self._notify("failed", self.stats)
-        except _Stopped:
+        except Stopped:
             pass
         finally:
             self.stats.in_flight -= 1
 
-    async def _until_result(self, job: _Job) -> Reply:
+    async def _until_result(self, job: Job) -> Reply:
         """Submit (or resume) and wait, resubmitting only what is safe, until a final reply."""
         tries = 0
         while True:
@@ -166,8 +122,8 @@ class Executor:
                 return reply
             if reply.error_type == "request_timeout" and self._exe.queue_timeout is not None:
                 # the server enforced our own X-Fal-Request-Timeout: honour it, no retry
-                raise _Failed(
-                    _error(
+                raise Failed(
+                    error_info(
                         "queue_timeout",
                         self._client.redact(error_detail(reply.body)),
                         reply.http_status,
@@ -179,13 +135,15 @@ class Executor:
                 reason = f"server failure {reply.error_type or reply.http_status}: submitted again"
             else:
                 kind = "validation" if reply.http_status == 422 else reply.error_type or "http"
-                raise _Failed(
-                    _error(kind, self._client.redact(error_detail(reply.body)), reply.http_status)
+                raise Failed(
+                    error_info(
+                        kind, self._client.redact(error_detail(reply.body)), reply.http_status
+                    )
                 )
             tries += 1
             if tries > self._exe.retries:
-                raise _Failed(
-                    _error(
+                raise Failed(
+                    error_info(
                         reply.error_type or "http",
                         f"gave up after {tries} tries: "
                         + self._client.redact(error_detail(reply.body)),
@@ -198,29 +156,36 @@ class Executor:
             self._notify("retrying", self.stats)
             await asyncio.sleep(backoff(tries))
 
-    async def _submit(self, job: _Job) -> None:
+    async def _submit(self, job: Job) -> None:
+        endpoint, queue_timeout = self._opt.endpoint, self._exe.queue_timeout
+        job.handle = await self._send(
+            job, lambda b: self._client.submit(endpoint, b, queue_timeout)
+        )
+        job.submitted_at = time.monotonic()
+        self._journal.append(job.record(SUBMITTED))
+
+    async def _run_sync(self, job: Job) -> Reply:
+        return await self._send(job, lambda body: self._client.run_sync(self._opt.endpoint, body))
+
+    async def _send(self, job: Job, send: Callable[[Mapping[str, Any]], Awaitable[T]]) -> T:
+        """One submission (queue submit or sync run), retried per the policy."""
         tries = 0
         while True:
             if self._stopping:
-                raise _Stopped  # never start a submission after Ctrl-C
+                raise Stopped  # never start a submission after Ctrl-C
             await self._gate.admit()
             body = await self._attachments.body(job.request)
             self._begin_submission(job)
             try:
                 async with self._probe if not self._proven else contextlib.nullcontext():
-                    job.handle = await self._client.submit(
-                        self._opt.endpoint, body, self._exe.queue_timeout
-                    )
+                    result = await send(body)
                     self._proven = True
+                    return result
             except CallError as error:
                 tries += 1
                 await self._after_failed_send(job, error, tries)
-                continue
-            job.submitted_at = time.monotonic()
-            self._journal.append(job.record(SUBMITTED))
-            return
 
-    def _begin_submission(self, job: _Job) -> None:
+    def _begin_submission(self, job: Job) -> None:
         if job.uncertain:
             job.duplicates += 1
             self.stats.possible_duplicates += 1
@@ -229,7 +194,7 @@ class Executor:
         self.stats.submitted += 1
         self._journal.append(job.record(SUBMITTING))
 
-    async def _after_failed_send(self, job: _Job, error: CallError, tries: int) -> None:
+    async def _after_failed_send(self, job: Job, error: CallError, tries: int) -> None:
         """A submit (or sync run) call failed: retry, count a possible duplicate, or fail."""
         decision = decide(error, "submit", tries)
         if decision.verdict is Verdict.AUTH:
@@ -242,11 +207,11 @@ class Executor:
                 if error.http_status == 422
                 else ("transport" if error.http_status is None else "http")
             )
-            raise _Failed(_error(kind, error.message, error.http_status))
+            raise Failed(error_info(kind, error.message, error.http_status))
         if decision.verdict is Verdict.AMBIGUOUS:
             if not self._opt.resubmit_ambiguous:
-                raise _Failed(
-                    _error(
+                raise Failed(
+                    error_info(
                         "ambiguous",
                         f"{error.message}; the server may have "
                         "accepted it, not resubmitted (--no-resubmit-ambiguous)",
@@ -257,7 +222,7 @@ class Executor:
         self._notify("retrying", self.stats)
         await asyncio.sleep(decision.wait)
 
-    async def _wait(self, job: _Job) -> Reply:
+    async def _wait(self, job: Job) -> Reply:
         """Wait for the request to complete, within its deadline, and fetch the reply."""
         try:
             async with asyncio.timeout(self._exe.timeout):
@@ -267,13 +232,13 @@ class Executor:
         except TimeoutError:
             if job.handle is not None:
                 await self._client.cancel(job.handle)
-            raise _Failed(
-                _error(
+            raise Failed(
+                error_info(
                     "timeout", f"no result within {self._exe.timeout:g} s (cancelled on the server)"
                 )
             ) from None
 
-    async def _poll(self, job: _Job) -> Reply:
+    async def _poll(self, job: Job) -> Reply:
         assert job.handle is not None
         # The IN_QUEUE cap is a timer, not a check on status events: a stream may be silent.
         queue_cap = asyncio.timeout(self._exe.queue_timeout)
@@ -284,8 +249,10 @@ class Executor:
             if not queue_cap.expired():
                 raise  # the request's own deadline: handled by _wait
         await self._client.cancel(job.handle)
-        raise _Failed(
-            _error("queue_timeout", f"still queued after {self._exe.queue_timeout:g} s (cancelled)")
+        raise Failed(
+            error_info(
+                "queue_timeout", f"still queued after {self._exe.queue_timeout:g} s (cancelled)"
+            )
         )
 
     async def _poll_until_done(self, handle: Handle, queue_cap: asyncio.Timeout) -> Reply:
@@ -306,79 +273,28 @@ class Executor:
                 if decision.verdict is Verdict.AUTH:
                     raise AuthError(str(error)) from None
                 if decision.verdict is not Verdict.RETRY:
-                    raise _Failed(_error("http", error.message, error.http_status)) from None
+                    raise Failed(error_info("http", error.message, error.http_status)) from None
                 self.stats.retrying += 1
                 await asyncio.sleep(decision.wait)  # the deadline in _wait bounds this loop
-
-    async def _run_sync(self, job: _Job) -> Reply:
-        tries = 0
-        while True:
-            if self._stopping:
-                raise _Stopped
-            await self._gate.admit()
-            body = await self._attachments.body(job.request)
-            self._begin_submission(job)
-            try:
-                async with self._probe if not self._proven else contextlib.nullcontext():
-                    reply = await self._client.run_sync(self._opt.endpoint, body)
-                    self._proven = True
-                    return reply
-            except CallError as error:
-                tries += 1
-                await self._after_failed_send(job, error, tries)
 
     async def _save(self, key: str, reply: Reply) -> tuple[list[Any], dict[str, Any]]:
         body = reply.body if isinstance(reply.body, dict) else {}
         images = body.get("images")
         if not isinstance(images, list) or not images:
-            raise _Failed(_error("output", "the answer has no images"))
+            raise Failed(error_info("output", "the answer has no images"))
         outputs = []
         for index, image in enumerate(images):
             url = image.get("url") if isinstance(image, dict) else None
             if not isinstance(url, str):
-                raise _Failed(_error("output", f"image {index} has no url"))
+                raise Failed(error_info("output", f"image {index} has no url"))
             try:
                 data = await self._client.download(url, MAX_OUTPUT_BYTES)
                 outputs.append(
                     await asyncio.to_thread(save_image, self._journal.out_dir, key, index, data)
                 )
             except CallError as error:
-                raise _Failed(_error("download", error.message, error.http_status)) from None
+                raise Failed(error_info("download", error.message, error.http_status)) from None
             except NotAnImage as error:
-                raise _Failed(_error("output", str(error))) from None
+                raise Failed(error_info("output", str(error))) from None
         extras = {k: v for k, v in body.items() if k not in ("images", "prompt")}
         return outputs, extras
-
-
-class _Job:
-    """One request's progress through the loop (mutable, private to the executor)."""
-
-    def __init__(self, request: Request, options: RunOptions) -> None:
-        self.request = request
-        self.base: Record = {
-            "key": request.key,
-            "endpoint": options.endpoint,
-            "backend": options.backend,
-            "run_id": options.run_id,
-            "input": dict(request.input),
-            "vars": dict(request.vars),
-        }
-        self.handle: Handle | None = None
-        self.attempts = 0
-        self.duplicates = 0
-        self.uncertain = False  # the next submission may duplicate an accepted one
-        self.resubmitted: list[str] = []
-        self.submitted_at = 0.0
-
-    def record(self, status: str, **extra: Any) -> Record:
-        record: Record = {
-            **self.base,
-            "status": status,
-            "request_id": self.handle.request_id if self.handle else None,
-            "attempts": self.attempts,
-            "possible_duplicates": self.duplicates,
-        }
-        if self.resubmitted:
-            record["resubmitted"] = list(self.resubmitted)
-        record.update(extra)  # type: ignore[typeddict-item]
-        return record

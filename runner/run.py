@@ -17,8 +17,9 @@ import aiohttp
 
 from . import __version__
 from .errors import UsageError
-from .executor import Executor, RunOptions, RunStats
+from .executor import Executor
 from .falapi import FalClient, ServerConfig
+from .jobs import RunOptions, RunStats
 from .manifest import Journal, append_run, utc_now
 from .models import Execution, Request
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from runner.emulator import Faults
 from runner.errors import AuthError
-from runner.executor import RunStats
 from runner.grid import expand
+from runner.jobs import RunStats
 from runner.models import Request
 from runner.run import RunSettings, run_requests
 from runner.validate import check

@@ -1,0 +1,92 @@
+"""The executor's bookkeeping: run options and counters, and one request's progress through
+submit → wait → result with the manifest records it writes on the way."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .falapi import Handle
+from .manifest import ErrorInfo, Record
+from .models import Execution, Request
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    endpoint: str
+    backend: str
+    queue_url: str
+    run_id: str
+    execution: Execution
+    retry_failed: bool = False
+    resubmit_ambiguous: bool = True
+
+
+@dataclass
+class RunStats:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0  # already ok in the journal
+    failed_before: int = 0  # failed in an earlier run, not retried (no --retry-failed)
+    submitted: int = 0  # submissions sent in this run
+    resumed: int = 0  # requests picked up by their stored request id
+    retrying: int = 0  # retries of calls and resubmissions made
+    possible_duplicates: int = 0  # resubmissions that may have been charged twice
+    in_flight: int = 0
+    interrupted: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed + self.skipped + self.failed_before
+
+
+class Stopped(Exception):
+    """Internal: a stop was asked before this request's next submission; it stays as is."""
+
+
+class Failed(Exception):
+    """Internal: this request ends as failed with `info`."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info["message"])
+        self.info = info
+
+
+def error_info(kind: str, message: str, http_status: int | None = None) -> ErrorInfo:
+    return ErrorInfo(type=kind, message=message, http_status=http_status)
+
+
+class Job:
+    """One request's progress through the loop (mutable, private to the executor)."""
+
+    def __init__(self, request: Request, options: RunOptions) -> None:
+        self.request = request
+        self.base: Record = {
+            "key": request.key,
+            "endpoint": options.endpoint,
+            "backend": options.backend,
+            "run_id": options.run_id,
+            "input": dict(request.input),
+            "vars": dict(request.vars),
+        }
+        self.handle: Handle | None = None
+        self.attempts = 0
+        self.duplicates = 0
+        self.uncertain = False  # the next submission may duplicate an accepted one
+        self.resubmitted: list[str] = []
+        self.submitted_at = 0.0
+
+    def record(self, status: str, **extra: Any) -> Record:
+        record: Record = {
+            **self.base,
+            "status": status,
+            "request_id": self.handle.request_id if self.handle else None,
+            "attempts": self.attempts,
+            "possible_duplicates": self.duplicates,
+        }
+        if self.resubmitted:
+            record["resubmitted"] = list(self.resubmitted)
+        record.update(extra)  # type: ignore[typeddict-item]
+        return record
