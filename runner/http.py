@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -199,3 +200,15 @@ async def body_of(resp: aiohttp.ClientResponse) -> Any:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for localhost and loopback addresses (where plain http is acceptable)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

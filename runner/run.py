@@ -19,6 +19,7 @@ from . import __version__
 from .errors import UsageError
 from .executor import Executor
 from .falapi import FalClient, ServerConfig
+from .http import is_loopback
 from .jobs import RunOptions, RunStats
 from .manifest import Journal, append_run, utc_now
 from .models import Execution, Request
@@ -63,19 +64,6 @@ def server_url(env: Mapping[str, str], name: str, default: str) -> str:
     if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname)):
         return url.rstrip("/")
     raise UsageError(f"{name}={url!r} must be an https:// URL (plain http only on loopback)")
-
-
-def is_loopback(host: str | None) -> bool:
-    if host in (None, ""):
-        return False
-    if host == "localhost":
-        return True
-    try:
-        import ipaddress
-
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @contextlib.asynccontextmanager

@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import ipaddress
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
+from ..http import is_loopback
 from .state import EmulatorState
 
 MAX_DOWNLOAD = 20 * 1024 * 1024
@@ -38,17 +38,6 @@ def _error(kind: str, msg: str, url: str, field: str) -> ImageInputError:
             "url": f"https://docs.fal.ai/errors#{kind}",
         }
     )
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def own_file_id(state: EmulatorState, url: str) -> str | None:
