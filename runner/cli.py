@@ -145,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_OK  # `runner plan --jsonl | head` is fine
+    except KeyboardInterrupt:  # before a run started (validating, planning): nothing was sent
+        _err("runner: interrupted")
+        return EXIT_STOPPED
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -198,8 +198,10 @@ async def body_of(resp: aiohttp.ClientResponse) -> Any:
 
 
 def _origin(url: str) -> str:
+    """scheme://host[:port] for messages; never the path, query or any userinfo."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 def is_loopback(host: str | None) -> bool:

@@ -243,3 +243,23 @@ async def test_disk_full_mid_run_stops_with_a_resumable_journal(
     stats = await run(settings, requests, em)  # space is back: the same command resumes
     assert stats.ok + stats.skipped == 10
     assert em.stats.duplicate_submissions <= 2  # only submits caught mid-journal can repeat
+
+
+async def test_a_result_the_server_lost_is_resubmitted_and_recorded(
+    write_spec, emulator_factory, tmp_path
+):
+    from runner.manifest import SUBMITTED, Journal
+
+    em = await emulator_factory()
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out")
+    journal = Journal(tmp_path / "out")  # an earlier run got this id, long ago
+    journal.append(
+        {"key": requests[0].key, "status": SUBMITTED, "request_id": "gone-0001", "attempts": 1}
+    )
+    journal.close()
+    stats = await run(settings, requests, em)
+    assert stats.ok == 1 and stats.resumed == 1 and em.stats.submissions == 1
+    record = last_records(tmp_path / "out")[requests[0].key]
+    assert record["attempts"] == 2
+    assert "no longer on the server" in record["resubmitted"][0]
