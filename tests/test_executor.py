@@ -263,3 +263,12 @@ async def test_a_result_the_server_lost_is_resubmitted_and_recorded(
     record = last_records(tmp_path / "out")[requests[0].key]
     assert record["attempts"] == 2
     assert "no longer on the server" in record["resubmitted"][0]
+
+
+async def test_stalled_responses_do_not_hang_the_run(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(faults=Faults(p_stall=0.3), stall=0.3, seed=11)
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=4)
+    stats = await asyncio.wait_for(run(settings, requests, em), 30)
+    assert stats.ok == 10 and em.stats.faults_of("stall") > 0
+    assert em.stats.submissions == 10
