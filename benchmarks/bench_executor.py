@@ -261,6 +261,8 @@ async def runner(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
     }
     stats = await run_requests(settings, requests(), env=env)
     images = len(list((Path(args.out) / "images").glob("*")))
+    if images != stats.ok:
+        raise RuntimeError(f"{stats.ok} requests ok but {images} images saved")
     return {"ok": stats.ok, "failed": stats.failed, "images_saved": images}
 
 
@@ -372,7 +374,8 @@ def run_contender(
         http_per_request=sum(server_side["requests"].values()) / n,
         status_per_request=(server_side["status_calls"] + server_side["stream_calls"]) / n,
     )
-    if report["ok"] != n or server_side["submissions"] != n:
+    complete = server_side["completed"] == n and not server_side["failed"]
+    if report["ok"] != n or server_side["submissions"] != n or not complete:
         raise RuntimeError(f"contender {name}: {report['ok']}/{n} ok, report {report}")
     return report
 
@@ -422,9 +425,9 @@ def print_table(report: dict[str, Any]) -> None:
         f"{head2[0]:>18}{head2[1]:>14}"
     )
     for name, r in report["contenders"].items():
-        eff = s["ideal_wall"] / r["wall"]
+        eff = f"{s['ideal_wall'] / r['wall']:.0%}" if s["ideal_wall"] else "-"
         print(
-            f"{name:<11}{r['wall']:>8.2f}{r['rps']:>8.1f}{eff:>6.0%}"
+            f"{name:<11}{r['wall']:>8.2f}{r['rps']:>8.1f}{eff:>6}"
             f"{r['cpu_ms_per_request']:>19.2f}{r['server_cpu_ms_per_request']:>19.2f}"
             f"{r['status_per_request']:>18.2f}{r['http_per_request']:>14.2f}"
         )
