@@ -120,36 +120,21 @@ class Executor:
             reply = await self._wait(job)
             if reply.ok:
                 return reply
+            detail, status = self._client.redact(error_detail(reply.body)), reply.http_status
             if reply.error_type == "request_timeout" and self._exe.queue_timeout is not None:
                 # the server enforced our own X-Fal-Request-Timeout: honour it, no retry
-                raise Failed(
-                    error_info(
-                        "queue_timeout",
-                        self._client.redact(error_detail(reply.body)),
-                        reply.http_status,
-                    )
-                )
-            if reply.http_status == 404 and self._exe.mode == "queue":
+                raise Failed(error_info("queue_timeout", detail, status))
+            if status == 404 and self._exe.mode == "queue":
                 reason = "result no longer on the server (404): submitted again"
-            elif is_retryable_result(reply.http_status, reply.error_type):
-                reason = f"server failure {reply.error_type or reply.http_status}: submitted again"
+            elif is_retryable_result(status, reply.error_type):
+                reason = f"server failure {reply.error_type or status}: submitted again"
             else:
-                kind = "validation" if reply.http_status == 422 else reply.error_type or "http"
-                raise Failed(
-                    error_info(
-                        kind, self._client.redact(error_detail(reply.body)), reply.http_status
-                    )
-                )
+                kind = "validation" if status == 422 else reply.error_type or "http"
+                raise Failed(error_info(kind, detail, status))
             tries += 1
             if tries > self._exe.retries:
-                raise Failed(
-                    error_info(
-                        reply.error_type or "http",
-                        f"gave up after {tries} tries: "
-                        + self._client.redact(error_detail(reply.body)),
-                        reply.http_status,
-                    )
-                )
+                kind = reply.error_type or "http"
+                raise Failed(error_info(kind, f"gave up after {tries} tries: {detail}", status))
             job.resubmitted.append(reason)
             job.handle = None
             self.stats.retrying += 1
