@@ -15,10 +15,9 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .cliargs import build_parser
 from .errors import (
     AuthError,
     BackendError,
@@ -40,83 +39,6 @@ from .validate import check
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
 
-EXAMPLES = """examples:
-  runner validate specs/*.yaml
-  runner plan specs/sweep.yaml            # count, axes, first rows, cost; nothing sent
-  runner plan specs/sweep.yaml --jsonl    # every request in run order
-  runner run specs/quickstart.yaml        # offline, with the embedded emulator
-  FAL_KEY=... runner run specs/sweep.yaml --backend fal --concurrency 4
-  runner serve --port 8080                # the fal-compatible emulator on its own
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="runner",
-        description="Declarative batch runner for fal image-to-image endpoints.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"runner {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser(
-        "validate",
-        help="check specs; errors as file:line:col: message",
-        epilog="example: runner validate specs/*.yaml",
-    )
-    p.add_argument("specs", nargs="+", metavar="SPEC")
-
-    p = sub.add_parser(
-        "plan",
-        help="show what a spec would send, without sending it",
-        epilog="examples:\n  runner plan specs/sweep.yaml\n"
-        "  runner plan specs/sweep.yaml --json | jq .count",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("spec", metavar="SPEC")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="one JSON object (with `count`)")
-    fmt.add_argument("--jsonl", action="store_true", help="every request, one JSON line each")
-    p.add_argument("--rows", type=int, default=5, help="rows to preview (default 5)")
-
-    p = sub.add_parser(
-        "run",
-        help="run or resume a spec",
-        epilog="examples:\n  runner run specs/quickstart.yaml\n"
-        "  runner run specs/sweep.yaml --backend fal --retry-failed",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--out", type=Path, help="output folder (default: the spec's `output`)")
-    p.add_argument("--backend", choices=["local", "fal"], help="override the spec's backend")
-    p.add_argument("--concurrency", type=_positive_int, help="requests in flight at once")
-    p.add_argument("--mode", choices=["queue", "sync"], help="fal queue (default) or sync host")
-    p.add_argument("--retry-failed", action="store_true", help="run failed rows again")
-    p.add_argument(
-        "--no-resubmit-ambiguous",
-        action="store_true",
-        help="fail a row instead of resubmitting after an ambiguous submit error",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    from .emulator import add_serve_arguments
-
-    p = sub.add_parser(
-        "serve",
-        help="run the fal-compatible emulator as a server",
-        epilog="example: runner serve --port 8080 --latency 1 --p-429 0.1",
-    )
-    add_serve_arguments(p)
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -127,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_serve(args)
     except SpecError as error:
         _err(str(error))
@@ -223,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         execution=with_overrides(spec.execution, args.concurrency, args.mode),
         spec_path=str(spec.path),
         spec_sha256=spec.sha256,
+        name=spec.name,
         retry_failed=args.retry_failed,
         resubmit_ambiguous=not args.no_resubmit_ambiguous,
     )
@@ -275,6 +200,23 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
         return stats
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    try:
+        summary = write_report(args.out)
+    except ManifestError as error:  # a folder with no run in it is a usage mistake here
+        raise UsageError(str(error)) from None
+    layout = " × ".join(a for a in (summary.rows, summary.columns) if a) or "a gallery"
+    if summary.pages:
+        layout += f", one table per {' × '.join(summary.pages)}"
+    print(
+        f"{summary.path}: {summary.ok} ok, {summary.failed} failed, {summary.pending} pending "
+        f"(laid out by {layout})"
+    )
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ class RunSettings:
     execution: Execution
     spec_path: str = ""
     spec_sha256: str = ""
+    name: str | None = None  # the spec's label, for reports
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
 
@@ -100,6 +101,7 @@ async def run_requests(
         journal = Journal(settings.out)
         info = {
             "run_id": run_id,
+            "name": settings.name,
             "spec": settings.spec_path,
             "spec_sha256": settings.spec_sha256,
             "runner_version": __version__,

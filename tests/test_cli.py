@@ -114,3 +114,16 @@ def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "runner run specs/quickstart.yaml" in capsys.readouterr().out
+
+
+def test_report_command(write_spec, tmp_path, capsys):
+    spec = write_spec(matrix={"strength": [0.5, 0.9], "seed": [1, 2]}, name="grid")
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 ok" in printed and "strength" in printed and "seed" in printed
+    html = (out / "report.html").read_text()
+    assert "<h1>grid" in html or ">grid<" in html
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "run `runner run SPEC` first" in capsys.readouterr().err
