@@ -33,23 +33,22 @@ async def wait_completed(job: Job) -> Outcome:
 
 def request_timeout() -> Outcome:
     detail = "Request timed out before it could start (X-Fal-Request-Timeout)"
-    return Outcome(
-        504,
-        {"detail": detail, "error_type": "request_timeout"},
-        error=detail,
-        error_type="request_timeout",
-        headers=(("X-Fal-Error-Type", "request_timeout"), ("X-Fal-Request-Timeout-Type", "user")),
-    )
+    return _infra_error(504, "request_timeout", detail, ("X-Fal-Request-Timeout-Type", "user"))
 
 
 def runner_disconnected() -> Outcome:
     detail = "The runner disconnected while processing the request"
+    return _infra_error(503, "runner_disconnected", detail)
+
+
+def _infra_error(status: int, error_type: str, detail: str, *headers: tuple[str, str]) -> Outcome:
+    """fal's infrastructure failure: error body, error type in body and header, not billed."""
     return Outcome(
-        503,
-        {"detail": detail, "error_type": "runner_disconnected"},
+        status,
+        {"detail": detail, "error_type": error_type},
         error=detail,
-        error_type="runner_disconnected",
-        headers=(("X-Fal-Error-Type", "runner_disconnected"),),
+        error_type=error_type,
+        headers=(("X-Fal-Error-Type", error_type), *headers),
     )
 
 
