@@ -107,13 +107,16 @@ class FalClient:
         interval = POLL_FIRST
         last: Status | None = None
         while True:
+            stream_missing: list[bool] = []
             if self._sse:
-                async with aclosing(self._stream(handle)) as events:
+                async with aclosing(self._stream(handle, stream_missing)) as events:
                     async for status in events:
                         yield status
                         if status.state == "COMPLETED":
                             return
-            status = await self.status(handle)
+            status = await self.status(handle)  # a 404 here means the request itself is gone
+            if stream_missing:
+                self._sse = False  # the request exists, the stream route does not: poll from now
             yield status
             if status.state == "COMPLETED":
                 return
@@ -127,7 +130,9 @@ class FalClient:
         )
         return _status(reply.body)
 
-    async def _stream(self, handle: Handle) -> AsyncGenerator[Status, None]:
+    async def _stream(self, handle: Handle, missing: list[bool]) -> AsyncGenerator[Status, None]:
+        """Statuses from the SSE stream; appends to `missing` when the server answers that
+        there is no such stream (a 404 may also mean an unknown request: watch tells apart)."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=STREAM_IDLE)
         try:
             async with self._session.get(
@@ -140,7 +145,7 @@ class FalClient:
                 if resp.status in (404, 405, 501) or (
                     resp.status < 300 and not ctype.startswith("text/event-stream")
                 ):
-                    self._sse = False
+                    missing.append(True)
                     return
                 if resp.status >= 300:
                     raise self._http.error(resp, await body_of(resp), op="status")

@@ -263,6 +263,7 @@ async def test_a_result_the_server_lost_is_resubmitted_and_recorded(
     record = last_records(tmp_path / "out")[requests[0].key]
     assert record["attempts"] == 2
     assert "no longer on the server" in record["resubmitted"][0]
+    assert em.stats.stream_calls == 2  # an unknown request id does not turn the stream off
 
 
 async def test_stalled_responses_do_not_hang_the_run(write_spec, emulator_factory, tmp_path):
