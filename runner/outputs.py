@@ -1,6 +1,6 @@
 """Downloaded outputs: checks that bytes are an image, names the file from the request key only
 (never from a server-given name), writes it atomically inside OUT/images/, and describes it
-(sha256, width, height, content type) for the manifest."""
+(sha256, width, height, content type) for the manifest. A failed write is a ManifestError."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .errors import ManifestError
 from .manifest import OutputFile
 
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -59,13 +60,16 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
         raise ValueError(f"unsafe output name {key!r}")
     ext, ctype, width, height = describe(data)
     folder = out_dir / IMAGES
-    folder.mkdir(parents=True, exist_ok=True)
     name = f"{key}-{index}.{ext}"
     target = folder / name
     tmp = folder / f".{name}.tmp"
-    with tmp.open("wb") as fh:
-        fh.write(data)
-    os.replace(tmp, target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except OSError as exc:  # a full disk stops the run; the journal says what is left to do
+        raise ManifestError(f"cannot write {target}: {exc.strerror or exc}") from None
     return OutputFile(
         file=f"{IMAGES}/{name}",
         sha256=hashlib.sha256(data).hexdigest(),

@@ -37,3 +37,11 @@ def test_rejects_non_images(tmp_path):
 def test_names_never_escape_the_folder(tmp_path, key):
     with pytest.raises(ValueError):
         save_image(tmp_path, key, 0, png())
+
+
+def test_unwritable_images_folder_is_a_manifest_error(tmp_path):
+    from runner.errors import ManifestError
+
+    (tmp_path / "images").write_text("a file where the folder should be")
+    with pytest.raises(ManifestError, match="cannot write"):
+        save_image(tmp_path, "abc", 0, png())
