@@ -159,7 +159,10 @@ class Executor:
             if self._stopping:
                 raise Stopped  # never start a submission after Ctrl-C
             await self._gate.admit()
-            body = await self._attachments.body(job.request)
+            try:
+                body = await self._attachments.body(job.request)
+            except OSError as exc:  # the file changed since validation: this row cannot go
+                raise Failed(error_info("input", f"cannot read a local input: {exc}")) from None
             self._begin_submission(job)
             try:
                 async with self._probe if not self._proven else contextlib.nullcontext():

@@ -273,3 +273,16 @@ async def test_stalled_responses_do_not_hang_the_run(write_spec, emulator_factor
     stats = await asyncio.wait_for(run(settings, requests, em), 30)
     assert stats.ok == 10 and em.stats.faults_of("stall") > 0
     assert em.stats.submissions == 10
+
+
+async def test_a_local_input_removed_after_validation_fails_its_row(
+    write_spec, emulator_factory, tmp_path
+):
+    em = await emulator_factory()
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out")
+    (tmp_path / "images" / "a.png").unlink()
+    stats = await run(settings, requests, em)
+    assert stats.failed == 1 and em.stats.submissions == 0
+    record = next(iter(last_records(tmp_path / "out").values()))
+    assert record["error"]["type"] == "input"
