@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -18,7 +17,7 @@ from .falapi import FalClient, Handle, handle_for
 from .http import Reply, error_detail
 from .jobs import Failed, Job, RunOptions, RunStats, Stopped, error_info
 from .limits import SubmitGate
-from .manifest import FAILED, OK, SUBMITTED, SUBMITTING, Journal
+from .manifest import FAILED, OK, SUBMITTED, SUBMITTING, Journal, utc_now
 from .models import Request
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .retry import Verdict, backoff, decide, is_retryable_result
@@ -146,7 +145,7 @@ class Executor:
         job.handle = await self._send(
             job, lambda b: self._client.submit(endpoint, b, queue_timeout)
         )
-        job.submitted_at = time.monotonic()
+        job.submitted_at = utc_now()
         self._journal.append(job.record(SUBMITTED))
 
     async def _run_sync(self, job: Job) -> Reply:

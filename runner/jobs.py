@@ -76,7 +76,7 @@ class Job:
         self.duplicates = 0
         self.uncertain = False  # the next submission may duplicate an accepted one
         self.resubmitted: list[str] = []
-        self.submitted_at = 0.0
+        self.submitted_at: str | None = None  # wall clock of the last accepted submission
 
     def record(self, status: str, **extra: Any) -> Record:
         record: Record = {
@@ -86,6 +86,8 @@ class Job:
             "attempts": self.attempts,
             "possible_duplicates": self.duplicates,
         }
+        if self.submitted_at is not None:
+            record["submitted_at"] = self.submitted_at
         if self.resubmitted:
             record["resubmitted"] = list(self.resubmitted)
         record.update(extra)  # type: ignore[typeddict-item]

@@ -59,6 +59,7 @@ class Record(TypedDict, total=False):
     attempts: int  # submissions made for this key, all runs together
     possible_duplicates: int  # submissions that may have been charged twice
     resubmitted: list[str]  # why a submission was repeated (lost result, infra error...)
+    submitted_at: str  # when the server accepted the submission (UTC, ISO 8601), this run
     time: str  # when this line was written (UTC, ISO 8601)
 
 
