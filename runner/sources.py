@@ -10,10 +10,8 @@ from __future__ import annotations
 import csv
 import difflib
 import glob
-import json
 import math
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -23,8 +21,6 @@ from typing import Any
 from .errors import GridError, SpecPath
 
 SOURCE_KEYS = ("range", "files", "lines", "csv", "jsonl")
-_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")  # "007" stays a string: it is an id, not a number
-_FLOAT = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 class Source(ABC):
@@ -78,6 +74,8 @@ def axis_source(name: str, raw: Any, base_dir: Path) -> Source:
     file = _source_file(path, kind, raw[kind], base_dir)
     if kind == "lines":
         return LinesSource(path, file)
+    from .tablesources import CsvSource, JsonlSource  # they build on Source: import cycle
+
     return CsvSource(path, file) if kind == "csv" else JsonlSource(path, file)
 
 
@@ -94,7 +92,7 @@ class ListSource(Source):
                     "an axis is either all mappings (paired fields) or all plain values", (*path, i)
                 )
             fields = tuple(values[0])
-            _check_paired(path, values, fields, lambda i: (*path, i))
+            check_paired(path, values, fields, lambda i: (*path, i))
         super().__init__(path, fields)
         self._values = values
 
@@ -178,7 +176,7 @@ class LinesSource(Source):
     def __init__(self, path: SpecPath, file: Path) -> None:
         super().__init__(path)
         self._file = file
-        self._len = _scan(self, lambda: sum(1 for _ in self))
+        self._len = scan(self, lambda: sum(1 for _ in self))
 
     def __iter__(self) -> Iterator[str]:
         with open(self._file, encoding="utf-8-sig") as f:
@@ -190,86 +188,6 @@ class LinesSource(Source):
         return self._len
 
 
-class _RowSource(Source):
-    """Rows of mappings from a file: the values of an object axis, columns kept paired."""
-
-    def __init__(self, path: SpecPath, file: Path) -> None:
-        super().__init__(path)
-        self._file = file
-        self._len = _scan(self, self._check)
-
-    def _check(self) -> int:
-        n = 0
-        for where, row in self._rows():
-            n += 1
-            if self.fields is None:
-                self.fields = tuple(row)
-            elif set(row) != set(self.fields):
-                raise GridError(
-                    f"unequal paired rows: {where} has keys {sorted(row)}, the first row has "
-                    f"{sorted(self.fields)}",
-                    self.origin(0),
-                )
-        return n
-
-    @abstractmethod
-    def _rows(self) -> Iterator[tuple[str, Mapping[str, Any]]]: ...
-
-    def __iter__(self) -> Iterator[Mapping[str, Any]]:
-        return (row for _, row in self._rows())
-
-    def __len__(self) -> int:
-        return self._len
-
-
-class CsvSource(_RowSource):
-    """A header line, then one row per line; numbers that parse cleanly become numbers."""
-
-    kind = "csv"
-
-    def _rows(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
-        with open(self._file, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
-                raise GridError(
-                    f"{self._file.name} is empty: a csv source needs a header line", self.origin(0)
-                )
-            if len(set(header)) != len(header):
-                raise GridError(f"{self._file.name}: repeated column name", self.origin(0))
-            for cells in reader:
-                if not cells:
-                    continue
-                where = f"{self._file.name} line {reader.line_num}"
-                if len(cells) != len(header):
-                    raise GridError(
-                        f"unequal paired rows: {where} has {len(cells)} values, the "
-                        f"header has {len(header)}",
-                        self.origin(0),
-                    )
-                yield where, dict(zip(header, map(_cell, cells), strict=True))
-
-
-class JsonlSource(_RowSource):
-    kind = "jsonl"
-
-    def _rows(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
-        with open(self._file, encoding="utf-8-sig") as f:
-            for number, line in enumerate(f, 1):
-                if line.isspace():
-                    continue
-                where = f"{self._file.name} line {number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise GridError(f"{where}: not JSON ({e.msg})", self.origin(0)) from None
-                if not isinstance(row, dict) or not row:
-                    raise GridError(
-                        f"{where}: each jsonl row must be a non-empty object", self.origin(0)
-                    )
-                yield where, row
-
-
 def _source_file(path: SpecPath, kind: str, name: Any, base_dir: Path) -> Path:
     if not isinstance(name, str) or not name:
         raise GridError(f"{kind} takes a file name, relative to the spec", (*path, kind))
@@ -279,7 +197,7 @@ def _source_file(path: SpecPath, kind: str, name: Any, base_dir: Path) -> Path:
     return file
 
 
-def _scan(source: Source, count: Callable[[], int]) -> int:
+def scan(source: Source, count: Callable[[], int]) -> int:
     """Read a file source once to check it and count its values; an empty one is an error."""
     at = source.origin(0)
     try:
@@ -293,7 +211,7 @@ def _scan(source: Source, count: Callable[[], int]) -> int:
     return n
 
 
-def _check_paired(
+def check_paired(
     path: SpecPath, rows: Sequence[Mapping[str, Any]], fields: tuple[str, ...], at: Any
 ) -> None:
     for i, row in enumerate(rows):
@@ -304,14 +222,6 @@ def _check_paired(
             )
         if not row:
             raise GridError("an empty mapping sets no field", at(i))
-
-
-def _cell(text: str) -> int | float | str:
-    if _INT.fullmatch(text):
-        return int(text)
-    if _FLOAT.fullmatch(text):
-        return float(text)
-    return text
 
 
 def _is_number(value: object) -> bool:
