@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from .errors import CallError
-from .http import Http, Reply, body_of
+from .http import Http, Reply, body_of, origin
 
 STREAM_IDLE = 30.0  # a status stream silent this long is dropped and re-opened
 POLL_FIRST, POLL_MAX = 0.25, 5.0  # adaptive polling: grows x1.6 per unchanged status
@@ -66,7 +66,12 @@ class FalClient:
         self._http = Http(session, self.redact)
         self._config = config
         self._auth = {"Authorization": f"Key {config.key}"}
+        # The key goes only to the configured hosts, whatever URLs a server hands back.
+        self._trusted = {origin(u) for u in (config.queue_url, config.run_url, config.rest_url)}
         self._sse = True  # cleared for good when the server has no status stream
+
+    def _auth_for(self, url: str) -> dict[str, str]:
+        return dict(self._auth) if origin(url) in self._trusted else {}
 
     def redact(self, text: str) -> str:
         return text.replace(self._config.key, "***") if self._config.key else text
@@ -126,7 +131,10 @@ class FalClient:
 
     async def status(self, handle: Handle) -> Status:
         reply = await self._http.get(
-            handle.status_url, headers=self._auth, op="status", params={"logs": "0"}
+            handle.status_url,
+            headers=self._auth_for(handle.status_url),
+            op="status",
+            params={"logs": "0"},
         )
         return _status(reply.body)
 
@@ -138,7 +146,7 @@ class FalClient:
             async with self._session.get(
                 handle.status_url + "/stream",
                 params={"logs": "0"},
-                headers=self._auth,
+                headers=self._auth_for(handle.status_url),
                 timeout=timeout,
             ) as resp:
                 ctype = resp.headers.get("Content-Type", "")
@@ -164,14 +172,21 @@ class FalClient:
     async def result(self, handle: Handle) -> Reply:
         """The model's own status code and body; 4xx answers come back as replies."""
         return await self._http.get(
-            handle.response_url, headers=self._auth, op="result", accept_error=True
+            handle.response_url,
+            headers=self._auth_for(handle.response_url),
+            op="result",
+            accept_error=True,
         )
 
     async def cancel(self, handle: Handle) -> None:
         # Best effort: the request's deadline is already being recorded either way.
         with contextlib.suppress(CallError):
             await self._http.call(
-                "PUT", handle.cancel_url, headers=dict(self._auth), op="cancel", accept_error=True
+                "PUT",
+                handle.cancel_url,
+                headers=self._auth_for(handle.cancel_url),
+                op="cancel",
+                accept_error=True,
             )
 
     async def download(self, url: str, max_bytes: int) -> bytes:

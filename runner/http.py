@@ -112,11 +112,11 @@ class Http:
                 return Reply(resp.status, body, error_type)
         except aiohttp.ClientConnectorError as exc:
             raise CallError(
-                f"cannot connect to {_origin(url)}: {exc.os_error or exc}", sent="no"
+                f"cannot connect to {origin(url)}: {exc.os_error or exc}", sent="no"
             ) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
-            raise CallError(f"{op} to {_origin(url)} failed: {what}", sent="maybe") from None
+            raise CallError(f"{op} to {origin(url)} failed: {what}", sent="maybe") from None
 
     def error(self, resp: aiohttp.ClientResponse, body: Any, *, op: str) -> CallError:
         """The error a failed answer stands for; AuthError (401/403) stops the whole run."""
@@ -197,11 +197,11 @@ async def body_of(resp: aiohttp.ClientResponse) -> Any:
         return raw.decode("utf-8", "replace")[:2000]
 
 
-def _origin(url: str) -> str:
-    """scheme://host[:port] for messages; never the path, query or any userinfo."""
+def origin(url: str) -> str:
+    """scheme://host:port (default port filled in); never the path, query or any userinfo."""
     parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 0)
+    return f"{parts.scheme}://{parts.hostname or ''}:{port}"
 
 
 def is_loopback(host: str | None) -> bool:

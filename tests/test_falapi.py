@@ -97,3 +97,36 @@ async def test_download_rules(aiohttp_server):
         with pytest.raises(CallError, match="scheme"):
             await client.download("file:///etc/passwd", max_bytes=1000)
         assert await client.download("data:image/png;base64,aGk=", max_bytes=1000) == b"hi"
+
+
+async def test_the_key_goes_only_to_the_configured_hosts(aiohttp_server):
+    seen = {}
+
+    async def elsewhere(request):
+        seen["auth"] = request.headers.get("Authorization")
+        return web.json_response({"status": "COMPLETED", "logs": None})
+
+    other = web.Application()
+    other.add_routes([web.get("/r1/status", elsewhere), web.get("/r1/status/stream", elsewhere)])
+    other_server = await aiohttp_server(other)
+    other_url = str(other_server.make_url("")).rstrip("/")
+
+    async def submit(request):
+        assert request.headers["Authorization"] == "Key sk-only-here"
+        return web.json_response(
+            {
+                "request_id": "r1",
+                "status_url": f"{other_url}/r1/status",
+                "response_url": f"{other_url}/r1",
+                "cancel_url": f"{other_url}/r1/cancel",
+            }
+        )
+
+    client, session, url = await fake_client(
+        aiohttp_server, [web.post("/fal-ai/flux-1/dev/image-to-image", submit)], key="sk-only-here"
+    )
+    async with session:
+        handle = await client.submit("fal-ai/flux-1/dev/image-to-image", {"prompt": "x"})
+        assert handle.status_url.startswith(other_url)
+        [s async for s in client.watch(handle)]
+        assert "auth" in seen and seen["auth"] is None
