@@ -225,6 +225,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def ready(queue_url: str, run_url: str) -> None:
         print(f"queue: {queue_url}", flush=True)
         print(f"run: {run_url}", flush=True)
+        print(
+            f"to use it: FAL_QUEUE_URL={queue_url} FAL_RUN_URL={run_url} "
+            f"FAL_REST_URL={queue_url} FAL_KEY=... runner run SPEC --backend fal",
+            flush=True,
+        )
 
     settings = settings_from_args(args)
     with contextlib.suppress(KeyboardInterrupt):
