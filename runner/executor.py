@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from .attachments import Attachments
 from .errors import AuthError, CallError
-from .falapi import FalClient, Handle, handle_for
+from .falapi import FalClient, Handle, handle_for, request_headers
 from .http import Reply, error_detail
 from .jobs import Failed, Job, RunOptions, RunStats, Stopped, error_info
 from .limits import SubmitGate
@@ -41,6 +41,7 @@ class Executor:
         self._opt = options
         self._exe = options.execution
         self._gate = SubmitGate(self._exe.rate)
+        self._headers = request_headers(self._exe)
         self._attachments = Attachments(client)
         self._notify = on_event or (lambda event, stats: None)
         self._stopping = False
@@ -141,15 +142,14 @@ class Executor:
             await asyncio.sleep(backoff(tries))
 
     async def _submit(self, job: Job) -> None:
-        endpoint, queue_timeout = self._opt.endpoint, self._exe.queue_timeout
-        job.handle = await self._send(
-            job, lambda b: self._client.submit(endpoint, b, queue_timeout)
-        )
+        endpoint, headers = self._opt.endpoint, self._headers
+        job.handle = await self._send(job, lambda b: self._client.submit(endpoint, b, headers))
         job.submitted_at = utc_now()
         self._journal.append(job.record(SUBMITTED))
 
     async def _run_sync(self, job: Job) -> Reply:
-        return await self._send(job, lambda body: self._client.run_sync(self._opt.endpoint, body))
+        endpoint, headers = self._opt.endpoint, self._headers
+        return await self._send(job, lambda b: self._client.run_sync(endpoint, b, headers))
 
     async def _send(self, job: Job, send: Callable[[Mapping[str, Any]], Awaitable[T]]) -> T:
         """One submission (queue submit or sync run), retried per the policy."""

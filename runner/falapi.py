@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import aiohttp
 
 from .errors import CallError
 from .http import Http, Reply, body_of, origin
+from .models import Execution
 
 STREAM_IDLE = 30.0  # a status stream silent this long is dropped and re-opened
 POLL_FIRST, POLL_MAX = 0.25, 5.0  # adaptive polling: grows x1.6 per unchanged status
@@ -44,6 +46,19 @@ class Status:
     queue_position: int | None = None
     error: str | None = None
     error_type: str | None = None
+
+
+def request_headers(execution: Execution) -> dict[str, str]:
+    """fal's optional request headers, from the spec's `execution` block."""
+    headers = {}
+    if execution.mode == "queue" and execution.queue_timeout is not None:
+        # server-side deadline to start (queue wait included); whole seconds, at least 1
+        headers["X-Fal-Request-Timeout"] = str(max(1, math.ceil(execution.queue_timeout)))
+    if execution.mode == "queue" and execution.priority is not None:
+        headers["X-Fal-Queue-Priority"] = execution.priority
+    if not execution.store_io:
+        headers["X-Fal-Store-IO"] = "0"
+    return headers
 
 
 def app_base(endpoint_id: str) -> str:
@@ -78,12 +93,11 @@ class FalClient:
 
     # -- submitting -----------------------------------------------------------------------
     async def submit(
-        self, endpoint_id: str, body: Mapping[str, Any], start_timeout: float | None = None
+        self, endpoint_id: str, body: Mapping[str, Any], options: Mapping[str, str] = {}
     ) -> Handle:
-        """POST to the queue. Not retried here: a submit's retry is the executor's decision."""
-        headers = dict(self._auth)
-        if start_timeout is not None:
-            headers["X-Fal-Request-Timeout"] = str(max(1, int(start_timeout)))
+        """POST to the queue (with `request_headers`). Not retried here: a submit's retry is
+        the executor's decision."""
+        headers = {**options, **self._auth}
         url = f"{self._config.queue_url.rstrip('/')}/{endpoint_id}"
         reply = await self._http.call("POST", url, headers=headers, json_body=body, op="submit")
         data = reply.body if isinstance(reply.body, dict) else {}
@@ -98,11 +112,14 @@ class FalClient:
             data.get("cancel_url") or rebuilt.cancel_url,
         )
 
-    async def run_sync(self, endpoint_id: str, body: Mapping[str, Any]) -> Reply:
+    async def run_sync(
+        self, endpoint_id: str, body: Mapping[str, Any], options: Mapping[str, str] = {}
+    ) -> Reply:
         """POST to the sync host; the model's answer comes back directly (any status)."""
         url = f"{self._config.run_url.rstrip('/')}/{endpoint_id}"
+        headers = {**options, **self._auth}
         return await self._http.call(
-            "POST", url, headers=dict(self._auth), json_body=body, op="submit", accept_error=True
+            "POST", url, headers=headers, json_body=body, op="submit", accept_error=True
         )
 
     # -- waiting --------------------------------------------------------------------------

@@ -35,6 +35,8 @@ class Execution:
     timeout: float = 600.0  # seconds from submit to result
     queue_timeout: float | None = None  # seconds a request may wait IN_QUEUE; None = timeout
     mode: Mode = "queue"
+    priority: Literal["normal", "low"] | None = None  # X-Fal-Queue-Priority
+    store_io: bool = True  # False sends X-Fal-Store-IO: 0 (fal keeps no payloads)
 
 
 @dataclass(frozen=True)

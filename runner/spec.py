@@ -102,6 +102,8 @@ def _build(
         timeout=float(ex.get("timeout", 600)),
         queue_timeout=None if ex.get("queue_timeout") is None else float(ex["queue_timeout"]),
         mode=ex.get("mode", "queue"),
+        priority=ex.get("priority"),
+        store_io=bool(ex.get("store_io", True)),
     )
     return JobSpec(
         path=path,

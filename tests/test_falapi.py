@@ -130,3 +130,36 @@ async def test_the_key_goes_only_to_the_configured_hosts(aiohttp_server):
         assert handle.status_url.startswith(other_url)
         [s async for s in client.watch(handle)]
         assert "auth" in seen and seen["auth"] is None
+
+
+def test_request_headers_from_the_execution_block():
+    from runner.falapi import request_headers
+    from runner.models import Execution
+
+    assert request_headers(Execution()) == {}
+    assert request_headers(Execution(queue_timeout=0.5, priority="low", store_io=False)) == {
+        "X-Fal-Request-Timeout": "1",
+        "X-Fal-Queue-Priority": "low",
+        "X-Fal-Store-IO": "0",
+    }
+    assert request_headers(Execution(mode="sync", queue_timeout=3, priority="low")) == {}
+
+
+async def test_submit_sends_the_options_and_the_key(aiohttp_server):
+    seen = {}
+
+    async def submit(request):
+        seen.update(request.headers)
+        return web.json_response({"request_id": "r1"})
+
+    client, session, url = await fake_client(
+        aiohttp_server, [web.post("/fal-ai/flux-1/dev/image-to-image", submit)]
+    )
+    async with session:
+        handle = await client.submit(
+            "fal-ai/flux-1/dev/image-to-image",
+            {"prompt": "x"},
+            {"X-Fal-Queue-Priority": "low", "Authorization": "nope"},
+        )
+    assert seen["X-Fal-Queue-Priority"] == "low" and seen["Authorization"] == "Key k"
+    assert handle.status_url == f"{url}/fal-ai/flux-1/requests/r1/status"  # rebuilt

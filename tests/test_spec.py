@@ -101,7 +101,7 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_ones(tmp_path: Path
     [line] = _errors(_write(tmp_path, HEAD + "execution: {zzz: 1}\n"))
     assert line == (
         "3:13: unknown key 'zzz' in 'execution' (expected one of: concurrency, "
-        "rate, retries, timeout, queue_timeout, mode)"
+        "rate, retries, timeout, queue_timeout, mode, priority, store_io)"
     )
 
 
@@ -173,3 +173,15 @@ def test_shipped_specs_satisfy_the_plain_schema() -> None:
         assert text.startswith("# yaml-language-server: $schema=../schemas/job.schema.json\n")
         data, _ = load_yaml(text)
         assert list(validator.iter_errors(data)) == [], path.name
+
+
+def test_execution_priority_and_store_io(tmp_path):
+    from runner.spec import load_spec
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "version: 1\nendpoint: fal-ai/flux-1/dev/image-to-image\n"
+        "execution: {priority: low, store_io: false}\n"
+    )
+    loaded = load_spec(spec)
+    assert loaded.execution.priority == "low" and loaded.execution.store_io is False
