@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from PIL import Image, ImageChops, ImageStat
 
-from runner.emulator import Emulator, EmulatorSettings
+from runner.emulator import Emulator
 from runner.emulator.render import RenderParams, output_size, render
 
 ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
@@ -35,17 +35,8 @@ def inputs(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def make_emu() -> AsyncIterator[MakeEmu]:
-    started: list[Emulator] = []
-
-    async def make(**settings: Any) -> Emulator:
-        emu = await Emulator(EmulatorSettings(**settings)).start()
-        started.append(emu)
-        return emu
-
-    yield make
-    for emu in started:
-        await emu.stop()
+def make_emu(emulator_factory: MakeEmu) -> MakeEmu:
+    return emulator_factory  # conftest starts emulators on loopback ports and stops them
 
 
 @pytest.fixture

@@ -37,17 +37,11 @@ def inputs(seed: int = 1) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def make_emu() -> AsyncIterator[MakeEmu]:
-    started: list[Emulator] = []
-
+def make_emu(emulator_factory: MakeEmu) -> MakeEmu:
     async def make(faults: Faults, **settings: Any) -> Emulator:
-        emu = await Emulator(EmulatorSettings(faults=faults, latency=0.01, **settings)).start()
-        started.append(emu)
-        return emu
+        return await emulator_factory(faults=faults, latency=0.01, **settings)
 
-    yield make
-    for emu in started:
-        await emu.stop()
+    return make
 
 
 @pytest.fixture
