@@ -134,7 +134,6 @@ class Http:
             error_type=_error_type(resp, body),
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             sent="no" if sure_not_accepted else "maybe",
-            ingress=ingress,
         )
 
     async def fetch(self, url: str, max_bytes: int) -> bytes:
