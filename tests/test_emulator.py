@@ -276,7 +276,6 @@ def test_public_names() -> None:
     import runner.emulator as package
 
     public = {n for n in vars(package) if not n.startswith("_")} - {
-        "cli_args",
         "server",
         "settings",
         "stats",
