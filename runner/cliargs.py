@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .errors import UsageError
 
 if TYPE_CHECKING:  # the emulator (aiohttp, Pillow) is imported only when `serve` runs
     from .emulator import EmulatorSettings
@@ -178,14 +179,14 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def serve_settings(args: argparse.Namespace) -> EmulatorSettings:
-    """`runner serve`'s options as EmulatorSettings; ValueError for inconsistent options (e.g.
+    """`runner serve`'s options as EmulatorSettings; UsageError for inconsistent options (e.g.
     --tls-cert without --tls-key)."""
     from .emulator import EmulatorSettings, Faults
 
     if bool(args.tls_cert) != bool(args.tls_key):
-        raise ValueError("--tls-cert and --tls-key go together")
+        raise UsageError("--tls-cert and --tls-key go together")
     if args.concurrency < 1:
-        raise ValueError("--concurrency must be at least 1")
+        raise UsageError("--concurrency must be at least 1")
     faults = Faults(
         p_429=args.p_429,
         p_500=args.p_500,

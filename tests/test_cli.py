@@ -164,5 +164,10 @@ def test_serve_arguments_become_settings() -> None:
     assert serve_settings(parser.parse_args(["serve"])).keys is None
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--p-500", "2"])
-    with pytest.raises(ValueError, match="tls"):
-        serve_settings(parser.parse_args(["serve", "--tls-cert", "c.pem"]))
+
+
+@pytest.mark.parametrize("options", [["--tls-cert", "c.pem"], ["--concurrency", "0"]])
+def test_bad_serve_options_are_a_usage_error(options, capsys):
+    assert main(["serve", *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("runner: ") and "Traceback" not in err
