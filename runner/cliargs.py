@@ -21,6 +21,8 @@ EXAMPLES = """examples:
   FAL_KEY=... runner run specs/sweep.yaml --backend fal --concurrency 4
   runner report specs/runs/quickstart     # OUT/report.html, images laid out by axes
   runner serve --port 8080                # the fal-compatible emulator on its own
+  runner fields                           # what each endpoint field accepts, and the price
+  runner schema                           # the job schema's path, for your editor
 """
 
 
@@ -80,6 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: runner report specs/runs/sweep",
     )
     p.add_argument("out", type=Path, metavar="OUT", help="a run's output folder")
+
+    p = sub.add_parser(
+        "fields",
+        help="an endpoint's input fields (type, range, default, meaning) and its price",
+        epilog="example: runner fields fal-ai/flux-1/dev/image-to-image",
+    )
+    p.add_argument(
+        "endpoint",
+        nargs="?",
+        default="fal-ai/flux-1/dev/image-to-image",
+        metavar="ENDPOINT",
+        help="endpoint id (default: fal-ai/flux-1/dev/image-to-image)",
+    )
+
+    sub.add_parser(
+        "schema",
+        help="print the path of the installed job schema (for editor settings)",
+        epilog="example: runner schema",
+    )
 
     p = sub.add_parser(
         "serve",
