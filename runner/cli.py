@@ -1,5 +1,5 @@
-"""The command line: `runner validate | plan | run | serve`. The one place that prints and the
-one place where errors become exit codes:
+"""The command line: `runner validate | plan | run | report | fields | schema | serve`. The one
+place that prints and the one place where errors become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
     1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
@@ -54,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "fields":
+            return cmd_fields(args)
+        if args.command == "schema":
+            return cmd_schema(args)
         return cmd_serve(args)
     except SpecError as error:
         _err(str(error))
@@ -240,6 +244,42 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if done.missing_outputs:
         _err(f"runner: {done.missing_outputs} ok rows have no image file in {args.out}")
+    return EXIT_OK
+
+
+def cmd_fields(args: argparse.Namespace) -> int:
+    from .describe import field_docs, price_basis, time_basis
+    from .endpoints import all_endpoints, get_endpoint
+
+    endpoint = get_endpoint(args.endpoint)
+    if endpoint is None:
+        known = ", ".join(sorted(all_endpoints()))
+        raise UsageError(f"unknown endpoint {args.endpoint!r} (known: {known})")
+    print(f"{endpoint.id}: {endpoint.title}")
+    for doc in field_docs(endpoint):
+        facts = [doc.type]
+        if doc.required:
+            facts.append("required")
+        if doc.range:
+            facts.append(doc.range)
+        if doc.default:
+            facts.append(f"default {doc.default}")
+        print(f"\n{doc.name}: {', '.join(facts)}")
+        if doc.description:
+            print(f"  {doc.description}")
+    print()
+    print(price_basis(endpoint))
+    if rounding := endpoint.pricing.get("rounding"):
+        print(f"rounding: {rounding}")
+    if timing := time_basis(endpoint):
+        print(timing)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .endpoints import schemas_dir
+
+    print(schemas_dir() / "job.schema.json")
     return EXIT_OK
 
 

@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   runner report specs/runs/quickstart     # OUT/report.html, images laid out by axes
   runner export specs/runs/quickstart --format imagefolder --to quickstart-ds
   runner serve --port 8080                # the fal-compatible emulator on its own
+  runner fields                           # what each endpoint field accepts, and the price
+  runner schema                           # the job schema's path, for your editor
 """
 
 
@@ -109,6 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         metavar="ROWS",
         help="rows per parquet file or tar shard (default 1000)",
+    )
+
+    p = sub.add_parser(
+        "fields",
+        help="an endpoint's input fields (type, range, default, meaning) and its price",
+        epilog="example: runner fields fal-ai/flux-1/dev/image-to-image",
+    )
+    p.add_argument(
+        "endpoint",
+        nargs="?",
+        default="fal-ai/flux-1/dev/image-to-image",
+        metavar="ENDPOINT",
+        help="endpoint id (default: fal-ai/flux-1/dev/image-to-image)",
+    )
+
+    sub.add_parser(
+        "schema",
+        help="print the path of the installed job schema (for editor settings)",
+        epilog="example: runner schema",
     )
 
     from .emulator import add_serve_arguments

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -24,6 +24,10 @@ class Endpoint:
     output_schema: Mapping[str, Any]
     file_fields: frozenset[str]  # input fields that take a file (URL, data: URI, local path)
     usd_per_megapixel: float | None
+    # The endpoint file's "pricing" and "timing" blocks as written (texts for `runner fields`
+    # and `runner plan`): rounding, the size assumed for a remote input, seconds per request.
+    pricing: Mapping[str, Any] = field(default_factory=dict)
+    timing: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def fields(self) -> Mapping[str, Any]:
@@ -65,6 +69,8 @@ def all_endpoints() -> Mapping[str, Endpoint]:
             output_schema=doc.get("output", {}),
             file_fields=frozenset(k for k, v in props.items() if v.get("x-runner-file")),
             usd_per_megapixel=doc.get("pricing", {}).get("usd_per_megapixel"),
+            pricing=doc.get("pricing", {}),
+            timing=doc.get("timing", {}),
         )
     return found
 
