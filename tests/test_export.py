@@ -9,6 +9,9 @@ import gc
 import io
 import json
 import os
+import re
+import shlex
+import shutil
 import sys
 import tarfile
 import warnings
@@ -286,3 +289,31 @@ def _write(out: Path, records: list[dict[str, Any]]) -> None:
     with (out / "manifest.jsonl").open("a") as fh:
         for rec in records:
             fh.write(json.dumps(rec) + "\n")
+
+
+def test_readme_export_snippets_work_from_the_repository_root(tmp_path, monkeypatch, capsys):
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Export a run as a dataset", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+        if line.startswith("runner ")
+    ]
+    snippets = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(commands) == 5 and len(snippets) == 4
+    shutil.copytree(root / "specs", tmp_path / "specs", ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    assert main(["run", "specs/sweep.yaml", "--no-progress"]) == 0
+    for command in commands:
+        assert main(shlex.split(command.split("#")[0])[1:]) == 0, command
+    capsys.readouterr()
+    for snippet in snippets:
+        with warnings.catch_warnings():  # webdataset 1.0 leaves its shard files to the collector
+            warnings.simplefilter("ignore", ResourceWarning)
+            exec(compile(snippet, "README.md", "exec"), {})
+            gc.collect()
+    printed = capsys.readouterr().out
+    assert "(96, 64)" in printed and "Image(" in printed and "sha256:" not in printed
