@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .cliargs import build_parser
+from .cliargs import build_parser, serve_settings
 from .errors import (
     AuthError,
     BackendError,
@@ -284,7 +284,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .emulator import serve_forever, settings_from_args
+    from .emulator import serve_forever
 
     def ready(queue_url: str, run_url: str) -> None:
         print(f"queue: {queue_url}", flush=True)
@@ -295,7 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    settings = settings_from_args(args)
+    settings = serve_settings(args)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             serve_forever(
