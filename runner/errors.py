@@ -92,7 +92,6 @@ class CallError(RunnerError):
         error_type: str | None = None,
         retry_after: float | None = None,
         sent: str = "yes",
-        ingress: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -100,4 +99,3 @@ class CallError(RunnerError):
         self.error_type = error_type
         self.retry_after = retry_after
         self.sent = sent
-        self.ingress = ingress

@@ -3,8 +3,7 @@ submit → wait → result with the manifest records it writes on the way."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .falapi import Handle
@@ -35,7 +34,6 @@ class RunStats:
     possible_duplicates: int = 0  # resubmissions that may have been charged twice
     in_flight: int = 0
     interrupted: bool = False
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def done(self) -> int:
@@ -71,6 +69,8 @@ class Job:
             "input": dict(request.input),
             "vars": dict(request.vars),
         }
+        if request.files:  # where each sha256: input came from, so a row traces to its image
+            self.base["input_files"] = {k: str(path) for k, path in request.files.items()}
         self.handle: Handle | None = None
         self.attempts = 0
         self.duplicates = 0

@@ -6,9 +6,10 @@ Line format. A line that carries `input` is a full record and starts the key's r
 the first line a run writes for a key is always one. Later lines of that run are lean: the key,
 the status, the resume fields (backend, attempts, possible_duplicates, request_id) and what
 changed (a `submitted` line adds submitted_at; an `ok` line outputs and result); readers merge
-them onto the key's current record. So a key's last line alone gives its resume state. On disk
-key, status and the resume fields come first and `time` and the bulky fields (input, vars,
-outputs, result) last, so the resume reads a line's state without parsing its payload.
+them onto the key's current record. So a key's last line alone gives its resume state. On
+disk key, status and the resume fields come first and `time` and the bulky fields (input,
+input_files, vars, outputs, result) last, so the resume reads a line's state without parsing
+its payload.
 Journals written before lean lines (every line full, input first) read the same way.
 
 Durability: every line is written and flushed to the OS before the runner takes the next step,
@@ -42,7 +43,7 @@ SUBMITTING, SUBMITTED, OK, FAILED = "submitting", "submitted", "ok", "failed"
 # (every line carries them), and ends with `time` and the bulky fields.
 RESUME_FIELDS = ("backend", "attempts", "possible_duplicates", "request_id")
 _HEAD = ("key", "status", *RESUME_FIELDS)
-_TAIL = ("time", "input", "vars", "outputs", "result")
+_TAIL = ("time", "input", "input_files", "vars", "outputs", "result")
 
 
 class OutputFile(TypedDict):
@@ -66,6 +67,7 @@ class Record(TypedDict, total=False):
     backend: str
     run_id: str
     input: dict[str, Any]  # the body sent, local files as "sha256:<hex>"
+    input_files: dict[str, str]  # field -> absolute path of the local file behind its sha256
     vars: dict[str, Any]
     request_id: str | None
     outputs: list[OutputFile]
@@ -245,9 +247,6 @@ class Journal:
     def state(self, key: str) -> KeyState | None:
         found = self._state.get(key.encode())
         return None if found is None else KeyState(*found)
-
-    def __len__(self) -> int:
-        return len(self._state)
 
     def append(self, record: Record) -> None:
         record["time"] = utc_now()

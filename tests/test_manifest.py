@@ -36,7 +36,6 @@ def test_last_line_wins_and_state_survives_reopen(tmp_path):
     again = Journal(tmp_path)
     assert again.state("a").status == OK
     assert again.state("b").error_type == "validation"
-    assert len(again) == 2
     again.close()
     assert [r["status"] for r in latest(tmp_path).values()] == [OK, FAILED]
     assert all("time" in r for r in read_records(tmp_path))
@@ -220,7 +219,7 @@ def test_state_is_what_was_read_not_what_is_appended(tmp_path):
     journal = Journal(tmp_path)
     for line in _journey(_job()):
         journal.append(line)
-    assert journal.state("00c0ffee00c0ffee") is None and len(journal) == 0  # kept flat
+    assert journal.state("00c0ffee00c0ffee") is None  # not kept: memory stays flat
     journal.close()
     assert _state(tmp_path, "00c0ffee00c0ffee").status == OK
 
