@@ -1,5 +1,5 @@
-"""The command line: `runner validate | plan | run | serve`. The one place that prints and the
-one place where errors become exit codes:
+"""The command line: `runner validate | plan | run | report | fields | schema | serve`. The one
+place that prints and the one place where errors become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
     1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .cliargs import build_parser
+from .cliargs import build_parser, serve_settings
 from .errors import (
     AuthError,
     BackendError,
@@ -31,6 +31,7 @@ from .executor import Executor
 from .grid import axes as grid_axes
 from .grid import expand
 from .jobs import RunStats
+from .manifest import MANIFEST
 from .plan import make_plan
 from .progress import Progress, summary_line
 from .run import RunSettings, run_requests, with_overrides
@@ -51,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "fields":
+            return cmd_fields(args)
+        if args.command == "schema":
+            return cmd_schema(args)
         return cmd_serve(args)
     except SpecError as error:
         _err(str(error))
@@ -219,8 +226,65 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    if not (args.out / MANIFEST).is_file():  # no run in that folder: a usage mistake
+        raise UsageError(f"no {MANIFEST} in {args.out}: run `runner run SPEC` first")
+    done = export(args.out, args.format, args.to, status=args.status, shard_size=args.shard_size)
+    where = done.files[0] if len(done.files) == 1 else f"{len(done.files)} files in {done.dest}"
+    print(
+        f"{where}: {done.rows} rows ({done.images} output images, {done.inputs} input images, "
+        f"{done.input_urls} remote input URLs) as {done.format}"
+    )
+    if done.missing_inputs:
+        _err(
+            f"runner: {done.missing_inputs} rows have a local input whose file was not found "
+            "(moved or edited since the run): their input column is empty"
+        )
+    if done.missing_outputs:
+        _err(f"runner: {done.missing_outputs} ok rows have no image file in {args.out}")
+    return EXIT_OK
+
+
+def cmd_fields(args: argparse.Namespace) -> int:
+    from .describe import field_docs, price_basis, time_basis
+    from .endpoints import all_endpoints, get_endpoint
+
+    endpoint = get_endpoint(args.endpoint)
+    if endpoint is None:
+        known = ", ".join(sorted(all_endpoints()))
+        raise UsageError(f"unknown endpoint {args.endpoint!r} (known: {known})")
+    print(f"{endpoint.id}: {endpoint.title}")
+    for doc in field_docs(endpoint):
+        facts = [doc.type]
+        if doc.required:
+            facts.append("required")
+        if doc.range:
+            facts.append(doc.range)
+        if doc.default:
+            facts.append(f"default {doc.default}")
+        print(f"\n{doc.name}: {', '.join(facts)}")
+        if doc.description:
+            print(f"  {doc.description}")
+    print()
+    print(price_basis(endpoint))
+    if rounding := endpoint.pricing.get("rounding"):
+        print(f"rounding: {rounding}")
+    if timing := time_basis(endpoint):
+        print(timing)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .endpoints import schemas_dir
+
+    print(schemas_dir() / "job.schema.json")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .emulator import serve_forever, settings_from_args
+    from .emulator import serve_forever
 
     def ready(queue_url: str, run_url: str) -> None:
         print(f"queue: {queue_url}", flush=True)
@@ -231,7 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    settings = settings_from_args(args)
+    settings = serve_settings(args)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             serve_forever(

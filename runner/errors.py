@@ -101,7 +101,6 @@ class CallError(RunnerError):
         error_type: str | None = None,
         retry_after: float | None = None,
         sent: str = "yes",
-        ingress: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -109,4 +108,3 @@ class CallError(RunnerError):
         self.error_type = error_type
         self.retry_after = retry_after
         self.sent = sent
-        self.ingress = ingress

@@ -22,7 +22,7 @@ from .rowgrid import Row, RowGrid
 from .sources import axis_source
 from .templates import TemplateError, render
 
-__all__ = ["axes", "count", "expand"]
+__all__ = ["axes", "expand"]
 
 _Rendered = tuple[Row, str, dict[str, Any], dict[str, Path]]
 
@@ -47,12 +47,6 @@ def expand(spec: JobSpec, endpoint: Endpoint) -> Iterator[Request]:
             n -= 1
             yield request
         left -= 1
-
-
-def count(spec: JobSpec, endpoint: Endpoint) -> int:
-    """How many requests `expand` yields (one pass over the grid, nothing kept)."""
-    total = sum(1 for _ in _unique(spec, endpoint, RowGrid(spec, endpoint)))
-    return total if spec.sample is None else min(total, _sample_size(spec))
 
 
 def axes(spec: JobSpec) -> list[tuple[str, int]]:

@@ -3,8 +3,7 @@ submit → wait → result with the manifest records it writes on the way."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .falapi import Handle
@@ -35,7 +34,6 @@ class RunStats:
     possible_duplicates: int = 0  # resubmissions that may have been charged twice
     in_flight: int = 0
     interrupted: bool = False
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def done(self) -> int:

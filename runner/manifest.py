@@ -132,9 +132,6 @@ class Journal:
     def state(self, key: str) -> KeyState | None:
         return self._state.get(key)
 
-    def __len__(self) -> int:
-        return len(self._state)
-
     def append(self, record: Record) -> None:
         record["time"] = utc_now()
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"

@@ -19,10 +19,10 @@ from . import __version__
 from .errors import UsageError
 from .executor import Executor
 from .falapi import FalClient, ServerConfig
-from .http import is_loopback
 from .jobs import RunOptions, RunStats
 from .manifest import Journal, append_run, utc_now
 from .models import Execution, Request
+from .urls import is_loopback
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_RUN_URL = "https://fal.run"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from runner.cli import main
+from runner.cliargs import build_parser, serve_settings
 
 from .conftest import last_records
 
@@ -127,3 +128,46 @@ def test_report_command(write_spec, tmp_path, capsys):
     assert "<h1>grid" in html or ">grid<" in html
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "run `runner run SPEC` first" in capsys.readouterr().err
+
+
+def test_serve_arguments_become_settings() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "serve",
+            "--port",
+            "0",
+            "--key",
+            "a",
+            "--key",
+            "b",
+            "--latency",
+            "0.2",
+            "--p-429",
+            "0.1",
+            "--p-503",
+            "0.2",
+            "--p-drop-after-accept",
+            "0.3",
+            "--stall",
+            "2",
+            "--seed",
+            "9",
+            "--allow-remote-fetch",
+        ]
+    )
+    settings = serve_settings(args)
+    assert settings.keys == frozenset({"a", "b"}) and settings.latency == 0.2
+    assert settings.faults.p_429 == 0.1 and settings.faults.p_503_ingress == 0.2
+    assert settings.faults.p_drop_after_accept == 0.3 and settings.stall == 2
+    assert settings.seed == 9 and settings.allow_remote_fetch
+    assert serve_settings(parser.parse_args(["serve"])).keys is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--p-500", "2"])
+
+
+@pytest.mark.parametrize("options", [["--tls-cert", "c.pem"], ["--concurrency", "0"]])
+def test_bad_serve_options_are_a_usage_error(options, capsys):
+    assert main(["serve", *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("runner: ") and "Traceback" not in err

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ..endpoints import Endpoint, get_endpoint
+from ..urls import app_base
 from . import scheduler
 from .middleware import drop, json_response
 from .state import COMPLETED, IN_PROGRESS, IN_QUEUE, STATE, EmulatorState, Job
@@ -101,7 +102,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
 def find_job(request: web.Request) -> Job | web.Response:
     info = request.match_info
     job = request.app[STATE].get_job(info["request_id"])
-    if job is None or job.owner_alias != f"{info['owner']}/{info['alias']}":
+    if job is None or app_base(job.endpoint.id) != f"{info['owner']}/{info['alias']}":
         return json_response(404, {"detail": "Request not found"})
     return job
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..http import is_loopback
+from ..urls import is_loopback
 from .model import run_model
 from .state import COMPLETED, IN_PROGRESS, EmulatorState, Job, Outcome
 

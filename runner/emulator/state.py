@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from ..endpoints import Endpoint
+from ..urls import request_url
 from .settings import EmulatorSettings
 from .stats import Stats
 
@@ -61,10 +62,6 @@ class Job:
     task: asyncio.Task[None] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def owner_alias(self) -> str:
-        return "/".join(self.endpoint.id.split("/")[:2])
-
     def touch(self) -> None:
         """Wake everyone waiting for a change (status streams, sync runs)."""
         self.changed.set()
@@ -75,7 +72,7 @@ class Job:
         self.logs.append({"message": message, "level": level, "source": "user", "timestamp": stamp})
 
     def urls(self) -> dict[str, str]:
-        base = f"{self.base_url}/{self.owner_alias}/requests/{self.id}"
+        base = request_url(self.base_url, self.endpoint.id, self.id)
         return {
             "response_url": base,
             "status_url": base + "/status",
