@@ -3,7 +3,7 @@
     RunnerError
      ├── SpecError            one problem in a job spec, located as file:line:col
      │    └── SpecErrors      several of them, reported together
-     ├── GridError            expansion problem at a spec path; spec.py locates it as a SpecError
+     ├── GridError            a spec path and an expansion problem; validate.py makes it a SpecError
      ├── UsageError           bad command line or environment (no key, bad URL); nothing sent
      ├── BackendError         the server or the network failed in a way that stops the run
      │    └── AuthError       401/403: bad or missing credentials (never retried)
