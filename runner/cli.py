@@ -31,6 +31,7 @@ from .executor import Executor
 from .grid import axes as grid_axes
 from .grid import expand
 from .jobs import RunStats
+from .manifest import MANIFEST
 from .plan import make_plan
 from .progress import Progress, summary_line
 from .run import RunSettings, run_requests, with_overrides
@@ -51,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "fields":
             return cmd_fields(args)
         if args.command == "schema":
@@ -220,6 +223,27 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"{summary.path}: {summary.ok} ok, {summary.failed} failed, {summary.pending} pending "
         f"(laid out by {layout})"
     )
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    if not (args.out / MANIFEST).is_file():  # no run in that folder: a usage mistake
+        raise UsageError(f"no {MANIFEST} in {args.out}: run `runner run SPEC` first")
+    done = export(args.out, args.format, args.to, status=args.status, shard_size=args.shard_size)
+    where = done.files[0] if len(done.files) == 1 else f"{len(done.files)} files in {done.dest}"
+    print(
+        f"{where}: {done.rows} rows ({done.images} output images, {done.inputs} input images, "
+        f"{done.input_urls} remote input URLs) as {done.format}"
+    )
+    if done.missing_inputs:
+        _err(
+            f"runner: {done.missing_inputs} rows have a local input whose file was not found "
+            "(moved or edited since the run): their input column is empty"
+        )
+    if done.missing_outputs:
+        _err(f"runner: {done.missing_outputs} ok rows have no image file in {args.out}")
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   runner run specs/quickstart.yaml        # offline, with the embedded emulator
   FAL_KEY=... runner run specs/sweep.yaml --backend fal --concurrency 4
   runner report specs/runs/quickstart     # OUT/report.html, images laid out by axes
+  runner export specs/runs/quickstart --format imagefolder --to quickstart-ds
   runner serve --port 8080                # the fal-compatible emulator on its own
   runner fields                           # what each endpoint field accepts, and the price
   runner schema                           # the job schema's path, for your editor
@@ -82,6 +83,41 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: runner report specs/runs/sweep",
     )
     p.add_argument("out", type=Path, metavar="OUT", help="a run's output folder")
+
+    p = sub.add_parser(
+        "export",
+        help="write a run as a dataset: imagefolder, parquet, webdataset, csv or jsonl",
+        epilog="examples:\n  runner export specs/runs/sweep --format imagefolder --to sweep-ds\n"
+        "  runner export specs/runs/sweep --format csv --to sweep.csv --status all",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="a run's output folder")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["imagefolder", "parquet", "webdataset", "csv", "jsonl"],
+        help="dataset layout (parquet needs: pip install 'runner[export]')",
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        type=Path,
+        metavar="DEST",
+        help="a new (or empty) folder; for csv and jsonl, the file to write",
+    )
+    p.add_argument(
+        "--status",
+        choices=["ok", "failed", "all"],
+        default="ok",
+        help="which requests: ok (default), failed, or all (pending ones too)",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=_positive_int,
+        default=1000,
+        metavar="ROWS",
+        help="rows per parquet file or tar shard (default 1000)",
+    )
 
     p = sub.add_parser(
         "fields",
