@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail a row instead of resubmitting after an ambiguous submit error",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--allow-remote-fetch",
+        action="store_true",
+        help="backend local: let the emulator download http(s) image URLs (network access; "
+        "off by default, so an offline run never touches the network)",
+    )
 
     p = sub.add_parser(
         "report",
