@@ -32,10 +32,10 @@ from .grid import axes as grid_axes
 from .grid import expand
 from .jobs import RunStats
 from .manifest import MANIFEST
-from .plan import make_plan
+from .plan import explain_cost, make_plan
 from .progress import Progress, summary_line
 from .run import RunSettings, run_requests, with_overrides
-from .validate import check
+from .validate import Checked, check
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
@@ -93,12 +93,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
         else:
             print(f"{spec}: ok, {checked.count} requests")
+            _warn_remote(checked, checked.spec.backend)
     return status
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     checked = check(args.spec)
     spec, endpoint = checked.spec, checked.endpoint
+    _warn_remote(checked, spec.backend)
     if args.jsonl:
         out = sys.stdout
         for request in expand(spec, endpoint):
@@ -136,12 +138,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for request in plan.first:
         shown = " ".join(f"{k}={_short(v)}" for k, v in request.vars.items())
         print(f"  {request.key}  {shown or _short(dict(request.input))}")
-    cost = "free offline (backend local)" if spec.backend == "local" else "unknown"
-    if plan.usd is not None and spec.backend != "local":
-        cost = f"about ${plan.usd:.2f} ({plan.megapixels} output megapixels)"
-    elif plan.usd is not None:
-        cost += f"; on fal about ${plan.usd:.2f} ({plan.megapixels} output megapixels)"
-    print(f"cost estimate: {cost}")
+    for line in explain_cost(plan, endpoint, spec.backend, spec.execution.concurrency):
+        print(line)
     print(f"output: {spec.output}")
     return EXIT_OK
 
@@ -160,7 +158,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         resubmit_ambiguous=not args.no_resubmit_ambiguous,
         shard=str(args.shard) if args.shard else None,
+        allow_remote_fetch=args.allow_remote_fetch,
     )
+    if not args.allow_remote_fetch:
+        _warn_remote(checked, settings.backend)
     requests = expand(spec, checked.endpoint)
     total: int | None = checked.count
     if args.shard is not None:  # after sampling and limits, which see the whole grid
@@ -327,6 +328,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         )
     return EXIT_OK
+
+
+def _warn_remote(checked: Checked, backend: str) -> None:
+    """The offline emulator refuses to fetch http(s) inputs: say so before anything runs."""
+    n = checked.remote_inputs
+    if backend == "local" and n:
+        _err(
+            f"runner: warning: {n} {'request has' if n == 1 else 'requests have'} an http(s) "
+            "image URL, which the offline emulator (backend local) does not fetch: they will "
+            "fail with 422 (remote fetch is off). Use `runner run --allow-remote-fetch` "
+            "(network access) or `--backend fal`."
+        )
 
 
 def _short(value: Any, limit: int = 40) -> str:

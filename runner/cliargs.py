@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="run only part I of N (chosen by key; the N parts together are the whole job)",
     )
+    p.add_argument(
+        "--allow-remote-fetch",
+        action="store_true",
+        help="backend local: let the emulator download http(s) image URLs (network access; "
+        "off by default, so an offline run never touches the network)",
+    )
 
     p = sub.add_parser(
         "report",

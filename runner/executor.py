@@ -177,6 +177,7 @@ class Executor:
             job.duplicates += 1
             self.stats.possible_duplicates += 1
             job.uncertain = False
+            job.resubmitted.append("the previous submission may have been accepted: sent again")
         job.attempts += 1
         self.stats.submitted += 1
         self._journal.append(job.record(SUBMITTING))

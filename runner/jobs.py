@@ -69,6 +69,8 @@ class Job:
             "input": dict(request.input),
             "vars": dict(request.vars),
         }
+        if request.files:  # where each sha256: input came from, so a row traces to its image
+            self.base["input_files"] = {k: str(path) for k, path in request.files.items()}
         self.handle: Handle | None = None
         self.attempts = 0
         self.duplicates = 0

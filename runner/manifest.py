@@ -51,6 +51,7 @@ class Record(TypedDict, total=False):
     backend: str
     run_id: str
     input: dict[str, Any]  # the body sent, local files as "sha256:<hex>"
+    input_files: dict[str, str]  # field -> absolute path of the local file behind its sha256
     vars: dict[str, Any]
     request_id: str | None
     outputs: list[OutputFile]

@@ -43,6 +43,8 @@ class RunSettings:
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
     shard: str | None = None  # "I/N" of `--shard`, recorded in runs.jsonl
+    # backend local only: let the emulator fetch http(s) image URLs (network access)
+    allow_remote_fetch: bool = False
 
 
 def fal_key(env: Mapping[str, str]) -> str:
@@ -69,9 +71,12 @@ def server_url(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def backend_server(backend: str, env: Mapping[str, str]) -> AsyncIterator[ServerConfig]:
+async def backend_server(
+    backend: str, env: Mapping[str, str], allow_remote_fetch: bool = False
+) -> AsyncIterator[ServerConfig]:
     """The server to talk to: fal.ai (or FAL_*_URL), or a fresh embedded emulator that
-    requires a one-time key, so the local run authenticates exactly like a fal run."""
+    requires a one-time key, so the local run authenticates exactly like a fal run. The
+    emulator fetches http(s) inputs only with `allow_remote_fetch` (offline by default)."""
     if backend == "fal":
         yield ServerConfig(
             queue_url=server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL),
@@ -83,7 +88,8 @@ async def backend_server(backend: str, env: Mapping[str, str]) -> AsyncIterator[
     from .emulator import Emulator, EmulatorSettings
 
     token = secrets.token_urlsafe(24)
-    async with Emulator(EmulatorSettings(keys=frozenset({token}))) as emulator:
+    emulated = EmulatorSettings(keys=frozenset({token}), allow_remote_fetch=allow_remote_fetch)
+    async with Emulator(emulated) as emulator:
         yield ServerConfig(emulator.queue_url, emulator.run_url, emulator.queue_url, token)
 
 
@@ -98,7 +104,7 @@ async def run_requests(
     """Run (or resume) every request into settings.out; returns the stats."""
     env = os.environ if env is None else env
     run_id = utc_now().replace(":", "").replace("-", "")[:15] + "-" + secrets.token_hex(3)
-    async with backend_server(settings.backend, env) as server:
+    async with backend_server(settings.backend, env, settings.allow_remote_fetch) as server:
         journal = Journal(settings.out)
         info = {
             "run_id": run_id,
