@@ -3,7 +3,8 @@
     RunnerError
      ├── SpecError            one problem in a job spec, located as file:line:col
      │    └── SpecErrors      several of them, reported together
-     ├── GridError            expansion problem at a spec path; spec.py locates it as a SpecError
+     ├── GridError            expansion problem at a spec path; validate.py locates it
+     │    └── GridErrors      several independent ones, found together
      ├── UsageError           bad command line or environment (no key, bad URL); nothing sent
      ├── BackendError         the server or the network failed in a way that stops the run
      │    └── AuthError       401/403: bad or missing credentials (never retried)
@@ -54,6 +55,14 @@ class GridError(RunnerError):
         super().__init__(message)
         self.message = message
         self.path = path
+
+
+class GridErrors(GridError):
+    """Several independent grid problems, all found in one pass (the first stands for them)."""
+
+    def __init__(self, errors: Sequence[GridError]) -> None:
+        super().__init__(errors[0].message, errors[0].path)
+        self.errors = list(errors)
 
 
 class UsageError(RunnerError):
