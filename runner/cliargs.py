@@ -7,9 +7,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
 from .errors import UsageError
 from .shards import Shard, parse_shard
+from .version import __version__
 
 if TYPE_CHECKING:  # the emulator (aiohttp, Pillow) is imported only when `serve` runs
     from .emulator import EmulatorSettings

@@ -39,7 +39,9 @@ class OutputFile(TypedDict):
 
 
 class ErrorInfo(TypedDict):
-    type: str  # validation | timeout | queue_timeout | http | transport | lost | ambiguous | ...
+    # validation | timeout | queue_timeout | http | transport | download | output | input |
+    # ambiguous | fal's own error type of a completed request (runner_disconnected, ...)
+    type: str
     message: str
     http_status: int | None
 

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from . import __version__
 from .errors import UsageError
 from .executor import Executor
 from .falapi import FalClient, ServerConfig
@@ -23,6 +22,7 @@ from .jobs import RunOptions, RunStats
 from .manifest import Journal, append_run, utc_now
 from .models import Execution, Request
 from .urls import is_loopback
+from .version import __version__
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_RUN_URL = "https://fal.run"
