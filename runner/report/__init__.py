@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import ManifestError, UsageError
+from ..errors import ManifestError
 from ..manifest import FAILED, MANIFEST, OK, RUNS, Record, latest
-from .layout import Layout, canon, choose_layout, values
+from .layout import Layout, canon, choose_layout, values, vars_of
 from .page import CSS, Page, label
 
 __all__ = ["REPORT", "ReportSummary", "write_report"]
@@ -48,12 +48,13 @@ def write_report(
     run = _last_run(out_dir)
     found = run.get("report")
     chosen: dict[str, Any] = found if isinstance(found, dict) else {}
-    try:
-        layout = choose_layout(records, x or chosen.get("x"), y or chosen.get("y"))
-    except UsageError as error:
-        if x or y or not chosen:
-            raise
-        raise UsageError(f"the spec's report block: {error}") from None
+    # The command line wins; the spec's choice fills in the other axis unless it clashes, and
+    # is passed over where this run has no such variable (validate checked it against the spec).
+    known = {name for r in records for name in vars_of(r)}
+    spec_x, spec_y = (n if n in known else None for n in (chosen.get("x"), chosen.get("y")))
+    x = x or (spec_x if spec_x != y else None)
+    y = y or (spec_y if spec_y != x else None)
+    layout = choose_layout(records, x, y)
     statuses = [r.get("status") for r in records]
     ok, failed = statuses.count(OK), statuses.count(FAILED)
     path = out_dir / REPORT
