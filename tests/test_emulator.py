@@ -18,16 +18,14 @@ from PIL import Image, ImageChops, ImageStat
 from runner.emulator import Emulator
 from runner.emulator.render import RenderParams, output_size, render
 
+from .conftest import png_data_uri
+
 ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
 MakeEmu = Callable[..., Awaitable[Emulator]]
 
 
 def image_uri(width: int = 64, height: int = 48, color: str = "teal") -> str:
-    image = Image.new("RGB", (width, height), color)
-    image.paste(Image.new("RGB", (width // 2, height // 2), "orange"), (4, 4))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return png_data_uri(width, height, color, patch="orange")
 
 
 def inputs(**overrides: Any) -> dict[str, Any]:
