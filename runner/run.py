@@ -42,6 +42,7 @@ class RunSettings:
     name: str | None = None  # the spec's label, for reports
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
+    shard: str | None = None  # "I/N" of `--shard`, recorded in runs.jsonl
     # backend local only: let the emulator fetch http(s) image URLs (network access)
     allow_remote_fetch: bool = False
 
@@ -115,6 +116,7 @@ async def run_requests(
             "backend": settings.backend,
             "started": utc_now(),
             "host": socket.gethostname(),
+            "shard": settings.shard,
         }
         append_run(settings.out, {**info, "event": "start"})
         connector = aiohttp.TCPConnector(
