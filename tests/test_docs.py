@@ -71,6 +71,13 @@ def test_every_command_is_documented():
         assert f"`runner {name}" in text, f"runner {name} is not in docs/spec.md"
 
 
+def test_no_merge_conflict_markers_in_the_docs():
+    for doc in (ROOT / "README.md", SPEC_MD):
+        lines = doc.read_text(encoding="utf-8").splitlines()
+        marks = [n for n, x in enumerate(lines, 1) if x.startswith(("<<<<<<< ", ">>>>>>> "))]
+        assert not marks, f"{doc.name}: merge conflict markers at lines {marks}"
+
+
 def test_no_link_leaves_the_repository():
     for doc in (ROOT / "README.md", SPEC_MD):
         text = doc.read_text(encoding="utf-8")
