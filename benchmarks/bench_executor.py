@@ -237,23 +237,21 @@ async def thin(args: argparse.Namespace, image_uri: str, sse: bool = False) -> d
     return {"ok": ok, "client_calls": calls}
 
 
-async def runner(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
+async def product(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
     """The full product path: run_requests (journal, retries policy, downloads, image saving)."""
     sys.path.insert(0, str(ROOT))
-    from runner.keys import request_key
-    from runner.models import Execution, Request
-    from runner.run import RunSettings, run_requests
+    import runner
 
     def requests() -> Any:
         for i in range(args.requests):
             body = make_body(i, image_uri)
-            yield Request(key=request_key(ENDPOINT, body), input=body, vars={})
+            yield runner.Request(key=runner.request_key(ENDPOINT, body), input=body, vars={})
 
-    settings = RunSettings(
+    settings = runner.RunSettings(
         endpoint=ENDPOINT,
         backend="fal",
         out=Path(args.out),
-        execution=Execution(concurrency=args.concurrency, timeout=120.0),
+        execution=runner.Execution(concurrency=args.concurrency, timeout=120.0),
     )
     env = {
         "FAL_KEY": KEY,
@@ -261,7 +259,7 @@ async def runner(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
         "FAL_RUN_URL": args.run_url,
         "FAL_REST_URL": args.queue_url,
     }
-    stats = await run_requests(settings, requests(), env=env)
+    stats = await runner.run_requests(settings, requests(), env=env)
     images = len(list((Path(args.out) / "images").glob("*")))
     if images != stats.ok:
         raise RuntimeError(f"{stats.ok} requests ok but {images} images saved")
@@ -298,11 +296,11 @@ def client_main(args: argparse.Namespace) -> None:
     work = {
         "thin": thin,
         "thin-sse": lambda a, u: thin(a, u, sse=True),
-        "runner": runner,
+        "runner": product,
         "fal-client": fal,
     }[args._client]
     # Imports happen before the clocks start (the contenders' own imports are then no-ops).
-    modules = {"fal-client": ["fal_client", "httpx"], "runner": ["runner.run", "runner.keys"]}
+    modules = {"fal-client": ["fal_client", "httpx"], "runner": ["runner"]}
     for module in ["aiohttp", *modules.get(args._client, [])]:
         importlib.import_module(module)
     if args.profile:

@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "merge":
+            return cmd_merge(args)
         if args.command == "fields":
             return cmd_fields(args)
         if args.command == "schema":
@@ -155,13 +157,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=spec.name,
         retry_failed=args.retry_failed,
         resubmit_ambiguous=not args.no_resubmit_ambiguous,
+        shard=str(args.shard) if args.shard else None,
         allow_remote_fetch=args.allow_remote_fetch,
     )
     if not args.allow_remote_fetch:
         _warn_remote(checked, settings.backend)
-    progress = Progress(checked.count, enabled=not args.no_progress and sys.stderr.isatty())
+    requests = expand(spec, checked.endpoint)
+    total: int | None = checked.count
+    if args.shard is not None:  # after sampling and limits, which see the whole grid
+        requests, total = args.shard.select(requests), None
+    progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
     started = time.monotonic()
-    stats = asyncio.run(_run_interruptible(settings, expand(spec, checked.endpoint), progress))
+    stats = asyncio.run(_run_interruptible(settings, requests, progress))
     progress.close()
     print(summary_line(stats, settings.out, time.monotonic() - started))
     if stats.interrupted:
@@ -245,6 +252,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if done.missing_outputs:
         _err(f"runner: {done.missing_outputs} ok rows have no image file in {args.out}")
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge
+
+    done = merge(args.sources, args.out)
+    print(
+        f"{done.out}: {done.ok} ok, {done.failed} failed, {done.pending} pending from "
+        f"{len(done.sources)} folders ({done.images} images)"
+    )
+    if done.conflicts:
+        shown = ", ".join(done.conflicts[:5]) + (" …" if len(done.conflicts) > 5 else "")
+        _err(
+            f"runner: {len(done.conflicts)} keys were ok in more than one folder; "
+            f"kept the first folder's result: {shown}"
+        )
     return EXIT_OK
 
 

@@ -7,8 +7,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
 from .errors import UsageError
+from .shards import Shard, parse_shard
+from .version import __version__
 
 if TYPE_CHECKING:  # the emulator (aiohttp, Pillow) is imported only when `serve` runs
     from .emulator import EmulatorSettings
@@ -21,6 +22,8 @@ EXAMPLES = """examples:
   FAL_KEY=... runner run specs/sweep.yaml --backend fal --concurrency 4
   runner report specs/runs/quickstart     # OUT/report.html, images laid out by axes
   runner export specs/runs/quickstart --format imagefolder --to quickstart-ds
+  runner run specs/sweep.yaml --shard 1/3 --out runs/part1   # one third of the rows, by key
+  runner merge runs/part1 runs/part2 runs/part3 --out runs/all
   runner serve --port 8080                # the fal-compatible emulator on its own
   runner fields                           # what each endpoint field accepts, and the price
   runner schema                           # the job schema's path, for your editor
@@ -77,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="run only part I of N (chosen by key; the N parts together are the whole job)",
+    )
+    p.add_argument(
         "--allow-remote-fetch",
         action="store_true",
         help="backend local: let the emulator download http(s) image URLs (network access; "
@@ -126,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "merge",
+        help="one run folder from several (e.g. the shards of one job)",
+        epilog="example: runner merge runs/part1 runs/part2 runs/part3 --out runs/all",
+    )
+    p.add_argument("sources", nargs="+", type=Path, metavar="OUT", help="run folders to merge")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder")
+
+    p = sub.add_parser(
         "fields",
         help="an endpoint's input fields (type, range, default, meaning) and its price",
         epilog="example: runner fields fal-ai/flux-1/dev/image-to-image",
@@ -151,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve_arguments(p)
     return parser
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .falapi import Handle
-from .manifest import ErrorInfo, Record
+from .manifest import RESUME_FIELDS, ErrorInfo, Record
 from .models import Execution, Request
 
 
@@ -77,8 +77,11 @@ class Job:
         self.uncertain = False  # the next submission may duplicate an accepted one
         self.resubmitted: list[str] = []
         self.submitted_at: str | None = None  # wall clock of the last accepted submission
+        self._journaled: Record | None = None  # the record as the journal has it so far
 
     def record(self, status: str, **extra: Any) -> Record:
+        """The journal line for `status`: the full record the first time, afterwards the key,
+        the status, the resume fields and what changed (readers merge; see manifest.py)."""
         record: Record = {
             **self.base,
             "status": status,
@@ -91,4 +94,11 @@ class Job:
         if self.resubmitted:
             record["resubmitted"] = list(self.resubmitted)
         record.update(extra)  # type: ignore[typeddict-item]
-        return record
+        before, self._journaled = self._journaled, record
+        if before is None or before.keys() - record.keys() - {"time"}:  # a field gone: repeat all
+            return record
+        line: Record = {"key": record["key"], "status": status}
+        for name, value in record.items():
+            if name in RESUME_FIELDS or name not in before or before[name] != value:  # type: ignore[literal-required]
+                line[name] = value  # type: ignore[literal-required]
+        return line

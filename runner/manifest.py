@@ -1,6 +1,16 @@
-"""The results journal: OUT/manifest.jsonl, append-only, one JSON object a line, the last line
-for a key is its state. Defines the line format; reads a journal back (ignoring a torn last
-line) and appends to it.
+"""The results journal: OUT/manifest.jsonl, append-only, one JSON object a line. Defines the
+line format; reads a journal back (ignoring a torn last line), into full records or into the
+compact per-key state a resume needs, and appends to it.
+
+Line format. A line that carries `input` is a full record and starts the key's record afresh;
+the first line a run writes for a key is always one. Later lines of that run are lean: the key,
+the status, the resume fields (backend, attempts, possible_duplicates, request_id) and what
+changed (a `submitted` line adds submitted_at; an `ok` line outputs and result); readers merge
+them onto the key's current record. So a key's last line alone gives its resume state. On
+disk key, status and the resume fields come first and `time` and the bulky fields (input,
+input_files, vars, outputs, result) last, so the resume reads a line's state without parsing
+its payload.
+Journals written before lean lines (every line full, input first) read the same way.
 
 Durability: every line is written and flushed to the OS before the runner takes the next step,
 so a crash or kill -9 loses nothing. fsync runs at most once a second and at close: a power cut
@@ -13,7 +23,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +39,12 @@ FSYNC_INTERVAL = 1.0
 # window is known on resume (the new submit is counted as a possible duplicate).
 SUBMITTING, SUBMITTED, OK, FAILED = "submitting", "submitted", "ok", "failed"
 
+# On disk a line starts with the key, its status and the fields a resume needs, in this order
+# (every line carries them), and ends with `time` and the bulky fields.
+RESUME_FIELDS = ("backend", "attempts", "possible_duplicates", "request_id")
+_HEAD = ("key", "status", *RESUME_FIELDS)
+_TAIL = ("time", "input", "input_files", "vars", "outputs", "result")
+
 
 class OutputFile(TypedDict):
     file: str  # relative to the output folder
@@ -39,7 +55,9 @@ class OutputFile(TypedDict):
 
 
 class ErrorInfo(TypedDict):
-    type: str  # validation | timeout | queue_timeout | http | transport | lost | ambiguous | ...
+    # validation | timeout | queue_timeout | http | transport | download | output | input |
+    # ambiguous | fal's own error type of a completed request (runner_disconnected, ...)
+    type: str
     message: str
     http_status: int | None
 
@@ -71,55 +89,153 @@ class KeyState:
     attempts: int
     possible_duplicates: int
     error_type: str | None = None
+    backend: str | None = None  # the endpoint is part of the key
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def read_records(out_dir: Path) -> Iterator[Record]:
-    """Every complete line of the journal, in order (a torn or corrupt line is skipped)."""
+def encode(record: Record) -> bytes:
+    """One journal line: key, status and resume fields first, `time` and bulky fields last."""
+    ordered: dict[str, Any] = {}
+    for name in _HEAD:
+        if name in record:
+            ordered[name] = record[name]  # type: ignore[literal-required]
+    for name, value in record.items():
+        if name not in ordered and name not in _TAIL:
+            ordered[name] = value
+    for name in _TAIL:
+        if name in record:
+            ordered[name] = record[name]  # type: ignore[literal-required]
+    return (json.dumps(ordered, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _lines(out_dir: Path) -> Iterator[bytes]:
+    """The journal's complete lines (a torn last line, the trace of a crash, is left out)."""
     path = out_dir / MANIFEST
     if not path.exists():
         return
     try:
-        with path.open("rb") as fh:
+        with path.open("rb", buffering=1 << 20) as fh:
             for raw in fh:
                 if not raw.endswith(b"\n"):
-                    return  # torn tail of a crash
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("key"), str):
-                    yield record  # type: ignore[misc]
+                    return
+                yield raw
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None  # a corrupt line is skipped
+    if isinstance(record, dict) and isinstance(record.get("key"), str):
+        return record
+    return None
+
+
+def read_records(out_dir: Path) -> Iterator[Record]:
+    """Every complete line of the journal as written, in order (lean lines stay lean)."""
+    for raw in _lines(out_dir):
+        record = _parse(raw)
+        if record is not None:
+            yield record  # type: ignore[misc]
+
+
 def latest(out_dir: Path) -> dict[str, Record]:
-    """The last record of each key (the journal's meaning), in first-seen order."""
+    """The full current record of each key (lean lines merged), in first-seen order."""
+    return merge(read_records(out_dir))
+
+
+def merge(records: Iterable[Record]) -> dict[str, Record]:
+    """Journal lines in order -> each key's current record: a line with `input` replaces it,
+    any other line updates it."""
     state: dict[str, Record] = {}
-    for record in read_records(out_dir):
-        state[record["key"]] = record
+    for record in records:
+        current = state.get(record["key"])
+        if current is None or "input" in record:
+            state[record["key"]] = record
+        else:
+            current.update(record)
     return state
 
 
+# The resume's state of a key, as a tuple (a KeyState costs several times the memory):
+# (status, request_id, attempts, possible_duplicates, error_type, backend)
+_State = tuple[str, str | None, int, int, str | None, str | None]
+_PREFIX, _STATUS_AT, _OK_AT = b'{"key":"', b'","status":"', b'ok",'
+
+
+def read_state(out_dir: Path) -> dict[bytes, _State]:
+    """The resume state of every key in the journal: its last line says it all.
+
+    Most lines are taken without a JSON parse: a line in the current layout gives its key and
+    status by slicing, and an `ok` line's state fields (backend, attempts, duplicates: the
+    same on most lines) are parsed once per distinct value. Any other line is kept as it is
+    until the end, and parsed only if it is still its key's last line (a request in flight
+    or failed). Lines in the older layout, or with odd keys, are parsed as they come.
+    """
+    last: dict[bytes, _State | bytes] = {}
+    ok_states: dict[bytes, _State | None] = {}
+    for raw in _lines(out_dir):
+        if raw[24:36] == _STATUS_AT and raw.startswith(_PREFIX):
+            if raw[36:40] == _OK_AT:
+                cut = raw.find(b',"request_id":', 40)
+                fields = raw[40:cut] if cut > 0 else b"?"
+                if fields in ok_states:
+                    state = ok_states[fields]
+                else:
+                    if len(ok_states) > 4096:  # unexpected variety: do not pile it up
+                        ok_states.clear()
+                    state = ok_states[fields] = _ok_state(fields)
+                last[raw[8:24]] = raw if state is None else state
+            else:
+                last[raw[8:24]] = raw
+            continue
+        record = _parse(raw)
+        if record is not None:
+            last[record["key"].encode()] = _state_of(record)
+    for key, value in last.items():
+        if isinstance(value, bytes):
+            record = _parse(value)
+            last[key] = _state_of(record) if record is not None else _state_of({})
+    return last  # type: ignore[return-value]
+
+
+def _ok_state(fields: bytes) -> _State | None:
+    try:
+        values = json.loads(b"{" + fields + b"}")
+    except ValueError:
+        return None
+    return _state_of({**values, "status": OK}) if isinstance(values, dict) else None
+
+
+def _state_of(record: Mapping[str, Any]) -> _State:
+    error, status = record.get("error"), str(record.get("status", FAILED))
+    attempts, dups = record.get("attempts", 0), record.get("possible_duplicates", 0)
+    return (
+        status,
+        None if status == OK else record.get("request_id"),  # an ok row is never polled again
+        attempts if isinstance(attempts, int) else 0,
+        dups if isinstance(dups, int) else 0,
+        error.get("type") if isinstance(error, dict) else None,
+        record.get("backend"),
+    )
+
+
 class Journal:
-    """Append side of the manifest, with the per-key state needed to resume."""
+    """Append side of the manifest, with the per-key state needed to resume.
+
+    state() answers from the journal as it was opened: a run handles each key once, so the
+    lines it appends are not kept in memory (a million-request run stays small).
+    """
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.path = out_dir / MANIFEST
-        self._state: dict[str, KeyState] = {}
-        for record in read_records(out_dir):
-            self._state[record["key"]] = KeyState(
-                record.get("status", FAILED),
-                record.get("request_id"),
-                int(record.get("attempts", 0)),
-                int(record.get("possible_duplicates", 0)),
-                _error_type(record),
-            )
+        self._state = read_state(out_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
@@ -131,13 +247,13 @@ class Journal:
         self._last_sync = time.monotonic()
 
     def state(self, key: str) -> KeyState | None:
-        return self._state.get(key)
+        found = self._state.get(key.encode())
+        return None if found is None else KeyState(*found)
 
     def append(self, record: Record) -> None:
         record["time"] = utc_now()
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         try:
-            self._fh.write(line.encode())
+            self._fh.write(encode(record))
             self._fh.flush()
             if time.monotonic() - self._last_sync > FSYNC_INTERVAL:
                 os.fsync(self._fh.fileno())
@@ -146,13 +262,6 @@ class Journal:
             raise ManifestError(
                 f"cannot write the journal {self.path}: {exc.strerror or exc}"
             ) from None
-        self._state[record["key"]] = KeyState(
-            record["status"],
-            record.get("request_id"),
-            record.get("attempts", 0),
-            record.get("possible_duplicates", 0),
-            _error_type(record),
-        )
 
     def close(self) -> None:
         # Failures here were already reported by append; the journal stays resumable.
@@ -186,11 +295,6 @@ class Journal:
                     return
                 pos -= step
             fh.truncate(0)
-
-
-def _error_type(record: Record) -> str | None:
-    error = record.get("error")
-    return error["type"] if error else None
 
 
 def append_run(out_dir: Path, info: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from . import __version__
 from .errors import UsageError
 from .executor import Executor
 from .falapi import FalClient, ServerConfig
@@ -23,6 +22,7 @@ from .jobs import RunOptions, RunStats
 from .manifest import Journal, append_run, utc_now
 from .models import Execution, Request
 from .urls import is_loopback
+from .version import __version__
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_RUN_URL = "https://fal.run"
@@ -42,6 +42,7 @@ class RunSettings:
     name: str | None = None  # the spec's label, for reports
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
+    shard: str | None = None  # "I/N" of `--shard`, recorded in runs.jsonl
     # backend local only: let the emulator fetch http(s) image URLs (network access)
     allow_remote_fetch: bool = False
 
@@ -115,6 +116,7 @@ async def run_requests(
             "backend": settings.backend,
             "started": utc_now(),
             "host": socket.gethostname(),
+            "shard": settings.shard,
         }
         append_run(settings.out, {**info, "event": "start"})
         connector = aiohttp.TCPConnector(

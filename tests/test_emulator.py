@@ -323,7 +323,7 @@ async def test_sync_run_and_sync_mode(emu: Emulator, http: aiohttp.ClientSession
     (image,) = body["images"]
     assert image["url"].startswith("data:image/png;base64,")
     assert Image.open(io.BytesIO(await fetch(http, image["url"]))).format == "PNG"
-    assert emu.state.jobs == {}  # sync runs and sync_mode leave no history
+    assert emu.state.by_id == {}  # sync runs and sync_mode leave no history
     assert emu.stats.run_calls == 2
 
 

@@ -80,7 +80,7 @@ async def test_drop_before_accept_is_not_counted(
     emu = await make_emu(Faults(p_drop=1.0))
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await post(http, emu)
-    assert emu.stats.submissions == 0 and emu.state.jobs == {}
+    assert emu.stats.submissions == 0 and emu.state.by_id == {}
     assert emu.stats.faults["submit", "drop"] == 1
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import gc
+import hashlib
 import io
 import json
 import os
@@ -317,3 +318,17 @@ def test_readme_export_snippets_work_from_the_repository_root(tmp_path, monkeypa
             gc.collect()
     printed = capsys.readouterr().out
     assert "(96, 64)" in printed and "Image(" in printed and "sha256:" not in printed
+
+
+def test_the_journal_s_input_files_path_finds_the_input(tmp_path):
+    image = tmp_path / "elsewhere" / "in.png"
+    image.parent.mkdir()
+    image.write_bytes(png_bytes())
+    out = tmp_path / "out"
+    rec = _record(out, "k1", {"seed": 1})
+    rec["input"]["image_url"] = "sha256:" + hashlib.sha256(png_bytes()).hexdigest()
+    rec["input_files"] = {"image_url": str(image)}
+    _write(out, [rec])
+    summary = export(out, "jsonl", tmp_path / "r.jsonl")
+    assert (summary.inputs, summary.missing_inputs) == (1, 0)
+    assert json.loads((tmp_path / "r.jsonl").read_text())["input"] == str(image)
