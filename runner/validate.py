@@ -238,7 +238,11 @@ class _InputChecker:
                 if self.closed:
                     out.append((name, f"'{name}' is not an input of {self.endpoint.id}"))
                 continue
-            out.extend((name, m) for m in self.field_problems(name, value))
+            key = (name, json.dumps(value, sort_keys=True, default=str))  # inline: hot loop
+            found = self.cache.get(key)
+            if found is None:
+                found = self.field_problems(name, value)
+            out.extend((name, m) for m in found)
         return out
 
     def field_problems(self, name: str, value: Any) -> list[str]:
