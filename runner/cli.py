@@ -28,8 +28,8 @@ from .errors import (
     UsageError,
 )
 from .executor import Executor
+from .grid import Collapsed, expand
 from .grid import axes as grid_axes
-from .grid import expand
 from .jobs import RunStats
 from .manifest import MANIFEST
 from .models import Request
@@ -96,6 +96,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
         else:
             print(f"{spec}: ok, {checked.count} requests")
+            _warn_spec(checked)
             _warn_remote(checked, checked.spec.backend)
     return status
 
@@ -103,6 +104,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     checked = check(args.spec)
     spec, endpoint = checked.spec, checked.endpoint
+    _warn_spec(checked)
     _warn_remote(checked, spec.backend)
     if args.jsonl:
         out = sys.stdout
@@ -115,7 +117,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 + "\n"
             )
         return EXIT_OK
-    plan = make_plan(expand(spec, endpoint), grid_axes(spec), endpoint, preview=args.rows)
+    collapsed = Collapsed()
+    requests = expand(spec, endpoint, collapsed=collapsed)
+    plan = make_plan(requests, grid_axes(spec), endpoint, preview=args.rows)
     if args.json:
         print(
             json.dumps(
@@ -125,6 +129,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     "backend": spec.backend,
                     "output": str(spec.output),
                     **plan.to_dict(),
+                    "collapsed": {"rows": collapsed.rows, "by": collapsed.by},
                 },
                 ensure_ascii=False,
             )
@@ -137,6 +142,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("axes:")
     for name, size in plan.axes:
         print(f"  {name:<24} {size}")
+    if collapsed.rows:
+        causes = ", ".join(f"{cause}: {n}" for cause, n in collapsed.by.items())
+        print(f"collapsed: {collapsed.rows} rows repeated an earlier request ({causes})")
     print("first rows:")
     for request in plan.first:
         shown = " ".join(f"{k}={_short(v)}" for k, v in request.vars.items())
@@ -149,6 +157,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     checked = check(args.spec, out=args.out)
+    _warn_spec(checked)
     spec = checked.spec
     settings = RunSettings(
         endpoint=spec.endpoint,
@@ -339,6 +348,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         )
     return EXIT_OK
+
+
+def _warn_spec(checked: Checked) -> None:
+    for line in checked.warnings:  # `file:line:col: warning: ...`, like errors
+        _err(line)
 
 
 def _warn_remote(checked: Checked, backend: str) -> None:

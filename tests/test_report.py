@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from PIL import Image
 
 from runner.cli import main
 from runner.errors import ManifestError
 from runner.report import write_report
+
+from .conftest import png_bytes
 
 SHA = "sha256:" + "9c1e" * 16
 
@@ -34,7 +35,7 @@ def record(out: Path, key: str, vars: dict[str, Any], status: str = "ok", n: int
         rec["outputs"] = []
         for i in range(n):
             name = f"images/{key}-{i}.png"
-            Image.new("RGB", (40, 30), (30 * i, 90, 160)).save(out / name)
+            (out / name).write_bytes(png_bytes(40, 30, (30 * i, 90, 160)))
             rec["outputs"].append(
                 {
                     "file": name,
@@ -224,7 +225,7 @@ def test_header_fixed_inputs_and_last_run(tmp_path):
 
 def test_end_to_end_from_a_real_run(tmp_path, capsys):
     (tmp_path / "images").mkdir()
-    Image.new("RGB", (48, 32), (200, 40, 40)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "images" / "a.png").write_bytes(png_bytes())
     spec = tmp_path / "sweep.yaml"
     spec.write_text(
         yaml.safe_dump(
