@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from . import __version__
+from .limits import MAX_CONCURRENCY
 
 EXAMPLES = """examples:
   runner validate specs/*.yaml
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object (with `count`)")
     fmt.add_argument("--jsonl", action="store_true", help="every request, one JSON line each")
-    p.add_argument("--rows", type=int, default=5, help="rows to preview (default 5)")
+    p.add_argument("--rows", type=_positive_int, default=5, help="rows to preview (default 5)")
 
     p = sub.add_parser(
         "run",
@@ -56,9 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--out", type=Path, help="output folder (default: the spec's `output`)")
+    p.add_argument(
+        "--out",
+        type=_folder,
+        help="output folder (default: the spec's `output`); one run at a time",
+    )
     p.add_argument("--backend", choices=["local", "fal"], help="override the spec's backend")
-    p.add_argument("--concurrency", type=_positive_int, help="requests in flight at once")
+    p.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        help=f"requests in flight at once (1 to {MAX_CONCURRENCY}; never more than the rows)",
+    )
     p.add_argument("--mode", choices=["queue", "sync"], help="fal queue (default) or sync host")
     p.add_argument("--retry-failed", action="store_true", help="run failed rows again")
     p.add_argument(
@@ -87,7 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    # argparse prefixes "argument --name: "; the message says what is wanted, not the type's name
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY}, got {text}")
+    return value
+
+
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder (an empty name would mean here)")
+    return Path(text)

@@ -13,11 +13,12 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypedDict
+from typing import Any, BinaryIO, NotRequired, TypedDict
 
 from .errors import ManifestError
 
@@ -26,8 +27,15 @@ RUNS = "runs.jsonl"
 FSYNC_INTERVAL = 1.0
 
 # Line statuses. `submitting` is written just before a submit goes out, so a crash in that
-# window is known on resume (the new submit is counted as a possible duplicate).
+# window is known on resume (the new submit is counted as a possible duplicate). `refused`
+# follows a submission the server definitely turned away (401/403, 422, 429, connection
+# refused): nothing was charged, so on resume the row is sent as if never submitted.
 SUBMITTING, SUBMITTED, OK, FAILED = "submitting", "submitted", "ok", "failed"
+REFUSED = "refused"
+
+# Who made a record: (backend, endpoint, server). `server` is the fal queue's origin
+# (scheme://host:port) for the fal backend, None for the embedded emulator (a new port each run).
+Origin = tuple[str | None, str | None, str | None]
 
 
 class OutputFile(TypedDict):
@@ -36,6 +44,8 @@ class OutputFile(TypedDict):
     width: int
     height: int
     content_type: str
+    bytes: NotRequired[int]  # the file's size, checked on every run (a missing or short file
+    url: NotRequired[str | None]  # is fetched again from `url`; None for a data: URI output)
 
 
 class ErrorInfo(TypedDict):
@@ -49,6 +59,7 @@ class Record(TypedDict, total=False):
     status: str
     endpoint: str
     backend: str
+    server: str  # the fal queue's origin (fal backend only): results of another server differ
     run_id: str
     input: dict[str, Any]  # the body sent, local files as "sha256:<hex>"
     vars: dict[str, Any]
@@ -70,6 +81,7 @@ class KeyState:
     attempts: int
     possible_duplicates: int
     error_type: str | None = None
+    origin: Origin = (None, None, None)  # who made it: a row is done only for its own backend
 
 
 def utc_now() -> str:
@@ -107,18 +119,16 @@ def latest(out_dir: Path) -> dict[str, Record]:
 class Journal:
     """Append side of the manifest, with the per-key state needed to resume."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, on_record: Callable[[Record], None] | None = None) -> None:
+        """`on_record` sees every record read back, in order (one pass for all checks)."""
         self.out_dir = out_dir
         self.path = out_dir / MANIFEST
         self._state: dict[str, KeyState] = {}
+        self._origins: dict[Origin, Origin] = {}  # one shared tuple per distinct origin
         for record in read_records(out_dir):
-            self._state[record["key"]] = KeyState(
-                record.get("status", FAILED),
-                record.get("request_id"),
-                int(record.get("attempts", 0)),
-                int(record.get("possible_duplicates", 0)),
-                _error_type(record),
-            )
+            if on_record is not None:
+                on_record(record)
+            self._state[record["key"]] = self._key_state(record)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
@@ -131,6 +141,21 @@ class Journal:
 
     def state(self, key: str) -> KeyState | None:
         return self._state.get(key)
+
+    def origins(self) -> Counter[Origin]:
+        """How many rows each (backend, endpoint, server) made, by their last line."""
+        return Counter(state.origin for state in self._state.values())
+
+    def _key_state(self, record: Record) -> KeyState:
+        origin = (record.get("backend"), record.get("endpoint"), record.get("server"))
+        return KeyState(
+            record.get("status", FAILED),
+            record.get("request_id"),
+            int(record.get("attempts", 0)),
+            int(record.get("possible_duplicates", 0)),
+            _error_type(record),
+            self._origins.setdefault(origin, origin),
+        )
 
     def __len__(self) -> int:
         return len(self._state)
@@ -148,13 +173,7 @@ class Journal:
             raise ManifestError(
                 f"cannot write the journal {self.path}: {exc.strerror or exc}"
             ) from None
-        self._state[record["key"]] = KeyState(
-            record["status"],
-            record.get("request_id"),
-            record.get("attempts", 0),
-            record.get("possible_duplicates", 0),
-            _error_type(record),
-        )
+        self._state[record["key"]] = self._key_state(record)
 
     def close(self) -> None:
         # Failures here were already reported by append; the journal stays resumable.

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -69,6 +70,8 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
             fh.write(data)
         os.replace(tmp, target)
     except OSError as exc:  # a full disk stops the run; the journal says what is left to do
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # no half-written file left behind
         raise ManifestError(f"cannot write {target}: {exc.strerror or exc}") from None
     return OutputFile(
         file=f"{IMAGES}/{name}",
@@ -76,4 +79,5 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
         width=width,
         height=height,
         content_type=ctype,
+        bytes=len(data),
     )

@@ -15,6 +15,7 @@ from .endpoints import Endpoint, get_endpoint
 from .errors import GridError, SpecError, SpecErrors, SpecPath
 from .grid import expand
 from .models import JobSpec, Request
+from .snapshot import InputSnapshot
 from .spec import describe_error, label, load_spec
 from .yamlsource import Locator
 
@@ -41,6 +42,7 @@ class Checked:
     spec: JobSpec
     endpoint: Endpoint
     count: int
+    inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
 
 
 def check(path: str | Path, *, out: Path | None = None) -> Checked:
@@ -48,6 +50,7 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
     spec = load_spec(path, out=out)
     endpoint = get_endpoint(spec.endpoint)
     assert endpoint is not None  # load_spec reports unknown endpoints
+    snapshot = InputSnapshot.take(spec)  # before the grid reads them: a later edit is caught
     found = _Found(spec)
     inputs = _InputChecker(endpoint)
     n, cap = 0, spec.max_requests * COUNT_PAST_LIMIT
@@ -69,7 +72,7 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
     if found.errors:
         found.errors.sort(key=lambda e: (e.line, e.col))
         raise SpecErrors(found.errors)
-    return Checked(spec, endpoint, n)
+    return Checked(spec, endpoint, n, snapshot)
 
 
 def _has(spec: JobSpec, path: SpecPath) -> bool:
