@@ -5,9 +5,9 @@ loop and the official fal-client, all against ONE emulator server over HTTPS, in
 
 Every process is separate, so CPU times are each contender's own:
 
-* the server: the emulator with the options of `runner serve` (same argument parser, same
-  `Emulator` over TLS), plus a stdin/stdout pipe that answers "stats" with its counters and its
-  own CPU time; the parent diffs them around each contender;
+* the server: the emulator (`runner.emulator.Emulator` over TLS on loopback ports), plus a
+  stdin/stdout pipe that answers "stats" with its counters and its own CPU time; the parent
+  diffs them around each contender;
 * each contender: a fresh child of this script (`--_client NAME`), so SSL_CERT_FILE is set
   before aiohttp / httpx / fal_client are imported (fal-client reads its hosts at import; the
   runner's aiohttp session takes its CA only from SSL_CERT_FILE). It reports wall and CPU time
@@ -70,23 +70,25 @@ def cpu_seconds() -> float:
 
 # -- the server (child process) ----------------------------------------------------------
 def serve_main(argv: list[str]) -> None:
-    """`runner serve` with a stats pipe: one line "stats" on stdin -> one JSON line on stdout."""
+    """The emulator over TLS with a stats pipe: one line "stats" on stdin -> one JSON line on
+    stdout."""
     import ssl
 
     sys.path.insert(0, str(ROOT))
-    from runner.emulator import Emulator, add_serve_arguments, settings_from_args
+    from runner.emulator import Emulator, EmulatorSettings
 
     parser = argparse.ArgumentParser(prog="bench_executor.py --_serve")
-    add_serve_arguments(parser)
+    for option in ("--tls-cert", "--tls-key"):
+        parser.add_argument(option, required=True)
+    parser.add_argument("--latency", type=float, required=True)
+    parser.add_argument("--concurrency", type=int, required=True)
     args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = EmulatorSettings(latency=args.latency, concurrency=args.concurrency)
 
     async def main() -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-        emulator = await Emulator(settings).start(
-            args.host, args.port, args.run_port, ssl_context=context
-        )
+        emulator = await Emulator(settings).start(ssl_context=context)
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
 
@@ -130,7 +132,7 @@ class Server:
     """The emulator subprocess, with stats queried over its stdin/stdout."""
 
     def __init__(self, cert: Path, key: Path, latency: float, concurrency: int) -> None:
-        cmd = [sys.executable, __file__, "--_serve", "--port", "0", "--run-port", "0"]
+        cmd = [sys.executable, __file__, "--_serve"]
         cmd += ["--tls-cert", str(cert), "--tls-key", str(key), "--latency", str(latency)]
         cmd += ["--concurrency", str(concurrency)]
         self.proc = subprocess.Popen(
@@ -235,23 +237,21 @@ async def thin(args: argparse.Namespace, image_uri: str, sse: bool = False) -> d
     return {"ok": ok, "client_calls": calls}
 
 
-async def runner(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
+async def product(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
     """The full product path: run_requests (journal, retries policy, downloads, image saving)."""
     sys.path.insert(0, str(ROOT))
-    from runner.keys import request_key
-    from runner.models import Execution, Request
-    from runner.run import RunSettings, run_requests
+    import runner
 
     def requests() -> Any:
         for i in range(args.requests):
             body = make_body(i, image_uri)
-            yield Request(key=request_key(ENDPOINT, body), input=body, vars={})
+            yield runner.Request(key=runner.request_key(ENDPOINT, body), input=body, vars={})
 
-    settings = RunSettings(
+    settings = runner.RunSettings(
         endpoint=ENDPOINT,
         backend="fal",
         out=Path(args.out),
-        execution=Execution(concurrency=args.concurrency, timeout=120.0),
+        execution=runner.Execution(concurrency=args.concurrency, timeout=120.0),
     )
     env = {
         "FAL_KEY": KEY,
@@ -259,7 +259,7 @@ async def runner(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
         "FAL_RUN_URL": args.run_url,
         "FAL_REST_URL": args.queue_url,
     }
-    stats = await run_requests(settings, requests(), env=env)
+    stats = await runner.run_requests(settings, requests(), env=env)
     images = len(list((Path(args.out) / "images").glob("*")))
     if images != stats.ok:
         raise RuntimeError(f"{stats.ok} requests ok but {images} images saved")
@@ -296,11 +296,11 @@ def client_main(args: argparse.Namespace) -> None:
     work = {
         "thin": thin,
         "thin-sse": lambda a, u: thin(a, u, sse=True),
-        "runner": runner,
+        "runner": product,
         "fal-client": fal,
     }[args._client]
     # Imports happen before the clocks start (the contenders' own imports are then no-ops).
-    modules = {"fal-client": ["fal_client", "httpx"], "runner": ["runner.run", "runner.keys"]}
+    modules = {"fal-client": ["fal_client", "httpx"], "runner": ["runner"]}
     for module in ["aiohttp", *modules.get(args._client, [])]:
         importlib.import_module(module)
     if args.profile:

@@ -1,5 +1,5 @@
-"""The command line: `runner validate | plan | run | serve`. The one place that prints and the
-one place where errors become exit codes:
+"""The command line: `runner validate | plan | run | report | fields | schema | serve`. The one
+place that prints and the one place where errors become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
     1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .cliargs import build_parser
+from .cliargs import build_parser, serve_settings
 from .errors import (
     AuthError,
     BackendError,
@@ -35,10 +35,11 @@ from .grid import axes as grid_axes
 from .grid import expand
 from .jobs import RunStats
 from .limits import MAX_CONCURRENCY
-from .plan import make_plan
+from .manifest import MANIFEST
+from .plan import explain_cost, make_plan
 from .progress import Progress, in_flight_note, summary_line
 from .run import RunSettings, run_requests, with_overrides
-from .validate import check
+from .validate import Checked, check
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
@@ -55,6 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "merge":
+            return cmd_merge(args)
+        if args.command == "fields":
+            return cmd_fields(args)
+        if args.command == "schema":
+            return cmd_schema(args)
         return cmd_serve(args)
     except SpecError as error:
         _err(str(error))
@@ -88,12 +97,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
         else:
             print(f"{spec}: ok, {checked.count} requests")
+            _warn_remote(checked, checked.spec.backend)
     return status
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     checked = check(args.spec)
     spec, endpoint = checked.spec, checked.endpoint
+    _warn_remote(checked, spec.backend)
     if args.jsonl:
         out = sys.stdout
         for request in expand(spec, endpoint):
@@ -131,12 +142,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for request in plan.first:
         shown = " ".join(f"{k}={_short(v)}" for k, v in request.vars.items())
         print(f"  {request.key}  {shown or _short(dict(request.input))}")
-    cost = "free offline (backend local)" if spec.backend == "local" else "unknown"
-    if plan.usd is not None and spec.backend != "local":
-        cost = f"about ${plan.usd:.2f} ({plan.megapixels} output megapixels)"
-    elif plan.usd is not None:
-        cost += f"; on fal about ${plan.usd:.2f} ({plan.megapixels} output megapixels)"
-    print(f"cost estimate: {cost}")
+    for line in explain_cost(plan, endpoint, spec.backend, spec.execution.concurrency):
+        print(line)
     print(f"output: {spec.output}")
     return EXIT_OK
 
@@ -165,12 +172,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         resubmit_ambiguous=not args.no_resubmit_ambiguous,
         count=checked.count,
         inputs=checked.inputs,
+        shard=str(args.shard) if args.shard else None,
+        allow_remote_fetch=args.allow_remote_fetch,
     )
-    progress = Progress(checked.count, enabled=not args.no_progress and sys.stderr.isatty())
+    if not args.allow_remote_fetch:
+        _warn_remote(checked, settings.backend)
+    requests = expand(spec, checked.endpoint)
+    total: int | None = checked.count
+    if args.shard is not None:  # after sampling and limits, which see the whole grid
+        requests, total = args.shard.select(requests), None
+    progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
     started = time.monotonic()
-    stats = asyncio.run(_run_interruptible(settings, expand(spec, checked.endpoint), progress))
+    stats = asyncio.run(_run_interruptible(settings, requests, progress))
     progress.close()
-    print(summary_line(stats, settings.out, time.monotonic() - started, checked.count))
+    print(summary_line(stats, settings.out, time.monotonic() - started, total))
     failed = stats.failed + stats.failed_before
     if failed and not stats.interrupted and stats.stop_reason is None:
         again = f"runner run {args.spec}" + (f" --out {args.out}" if args.out else "")
@@ -241,8 +256,82 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    if not (args.out / MANIFEST).is_file():  # no run in that folder: a usage mistake
+        raise UsageError(f"no {MANIFEST} in {args.out}: run `runner run SPEC` first")
+    done = export(args.out, args.format, args.to, status=args.status, shard_size=args.shard_size)
+    where = done.files[0] if len(done.files) == 1 else f"{len(done.files)} files in {done.dest}"
+    print(
+        f"{where}: {done.rows} rows ({done.images} output images, {done.inputs} input images, "
+        f"{done.input_urls} remote input URLs) as {done.format}"
+    )
+    if done.missing_inputs:
+        _err(
+            f"runner: {done.missing_inputs} rows have a local input whose file was not found "
+            "(moved or edited since the run): their input column is empty"
+        )
+    if done.missing_outputs:
+        _err(f"runner: {done.missing_outputs} ok rows have no image file in {args.out}")
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge
+
+    done = merge(args.sources, args.out)
+    print(
+        f"{done.out}: {done.ok} ok, {done.failed} failed, {done.pending} pending from "
+        f"{len(done.sources)} folders ({done.images} images)"
+    )
+    if done.conflicts:
+        shown = ", ".join(done.conflicts[:5]) + (" …" if len(done.conflicts) > 5 else "")
+        _err(
+            f"runner: {len(done.conflicts)} keys were ok in more than one folder; "
+            f"kept the first folder's result: {shown}"
+        )
+    return EXIT_OK
+
+
+def cmd_fields(args: argparse.Namespace) -> int:
+    from .describe import field_docs, price_basis, time_basis
+    from .endpoints import all_endpoints, get_endpoint
+
+    endpoint = get_endpoint(args.endpoint)
+    if endpoint is None:
+        known = ", ".join(sorted(all_endpoints()))
+        raise UsageError(f"unknown endpoint {args.endpoint!r} (known: {known})")
+    print(f"{endpoint.id}: {endpoint.title}")
+    for doc in field_docs(endpoint):
+        facts = [doc.type]
+        if doc.required:
+            facts.append("required")
+        if doc.range:
+            facts.append(doc.range)
+        if doc.default:
+            facts.append(f"default {doc.default}")
+        print(f"\n{doc.name}: {', '.join(facts)}")
+        if doc.description:
+            print(f"  {doc.description}")
+    print()
+    print(price_basis(endpoint))
+    if rounding := endpoint.pricing.get("rounding"):
+        print(f"rounding: {rounding}")
+    if timing := time_basis(endpoint):
+        print(timing)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .endpoints import schemas_dir
+
+    print(schemas_dir() / "job.schema.json")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .emulator import serve_forever, settings_from_args
+    from .emulator import serve_forever
 
     def ready(queue_url: str, run_url: str) -> None:
         print(f"queue: {queue_url}", flush=True)
@@ -253,13 +342,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    for flag, port in (("--port", args.port), ("--run-port", args.run_port)):
-        if not 0 <= port <= 65535:
-            raise UsageError(f"{flag} must be a port number from 0 to 65535, got {port}")
-    try:
-        settings = settings_from_args(args)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    settings = serve_settings(args)
     for flag, pem in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if pem and not os.path.isfile(pem):
             raise UsageError(f"{flag}: no such file: {pem}")
@@ -282,6 +365,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{error.strerror or error}"
         ) from None
     return EXIT_OK
+
+
+def _warn_remote(checked: Checked, backend: str) -> None:
+    """The offline emulator refuses to fetch http(s) inputs: say so before anything runs."""
+    n = checked.remote_inputs
+    if backend == "local" and n:
+        _err(
+            f"runner: warning: {n} {'request has' if n == 1 else 'requests have'} an http(s) "
+            "image URL, which the offline emulator (backend local) does not fetch: they will "
+            "fail with 422 (remote fetch is off). Use `runner run --allow-remote-fetch` "
+            "(network access) or `--backend fal`."
+        )
 
 
 def _short(value: Any, limit: int = 40) -> str:

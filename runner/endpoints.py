@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -19,11 +19,14 @@ from jsonschema import Draft202012Validator
 class Endpoint:
     id: str  # e.g. "fal-ai/flux-1/dev/image-to-image"
     title: str
-    kind: str
     input_schema: Mapping[str, Any]
     output_schema: Mapping[str, Any]
     file_fields: frozenset[str]  # input fields that take a file (URL, data: URI, local path)
     usd_per_megapixel: float | None
+    # The endpoint file's "pricing" and "timing" blocks as written (texts for `runner fields`
+    # and `runner plan`): rounding, the size assumed for a remote input, seconds per request.
+    pricing: Mapping[str, Any] = field(default_factory=dict)
+    timing: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def fields(self) -> Mapping[str, Any]:
@@ -33,11 +36,7 @@ class Endpoint:
 
     @property
     def input_validator(self) -> Draft202012Validator:
-        return _validator(self.id, "input")
-
-    @property
-    def output_validator(self) -> Draft202012Validator:
-        return _validator(self.id, "output")
+        return _input_validator(self.id)
 
 
 def schemas_dir() -> Path:
@@ -60,11 +59,12 @@ def all_endpoints() -> Mapping[str, Endpoint]:
         found[doc["endpoint_id"]] = Endpoint(
             id=doc["endpoint_id"],
             title=doc.get("title", doc["endpoint_id"]),
-            kind=doc.get("kind", ""),
             input_schema=doc["input"],
             output_schema=doc.get("output", {}),
             file_fields=frozenset(k for k, v in props.items() if v.get("x-runner-file")),
             usd_per_megapixel=doc.get("pricing", {}).get("usd_per_megapixel"),
+            pricing=doc.get("pricing", {}),
+            timing=doc.get("timing", {}),
         )
     return found
 
@@ -74,7 +74,5 @@ def get_endpoint(endpoint_id: str) -> Endpoint | None:
 
 
 @cache
-def _validator(endpoint_id: str, which: str) -> Draft202012Validator:
-    endpoint = all_endpoints()[endpoint_id]
-    schema = endpoint.input_schema if which == "input" else endpoint.output_schema
-    return Draft202012Validator(schema)
+def _input_validator(endpoint_id: str) -> Draft202012Validator:
+    return Draft202012Validator(all_endpoints()[endpoint_id].input_schema)

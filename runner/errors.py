@@ -3,7 +3,8 @@
     RunnerError
      ├── SpecError            one problem in a job spec, located as file:line:col
      │    └── SpecErrors      several of them, reported together
-     ├── GridError            expansion problem at a spec path; spec.py locates it as a SpecError
+     ├── GridError            expansion problem at a spec path; validate.py locates it
+     │    └── GridErrors      several independent ones, found together
      ├── UsageError           bad command line or environment (no key, bad URL); nothing sent
      ├── BackendError         the server or the network failed in a way that stops the run
      │    └── AuthError       401/403: bad or missing credentials (never retried)
@@ -57,6 +58,14 @@ class GridError(RunnerError):
         self.path = path
 
 
+class GridErrors(GridError):
+    """Several independent grid problems, all found in one pass (the first stands for them)."""
+
+    def __init__(self, errors: Sequence[GridError]) -> None:
+        super().__init__(errors[0].message, errors[0].path)
+        self.errors = list(errors)
+
+
 class UsageError(RunnerError):
     """The command line or the environment cannot work (missing FAL_KEY, a bad URL...)."""
 
@@ -101,7 +110,6 @@ class CallError(RunnerError):
         error_type: str | None = None,
         retry_after: float | None = None,
         sent: str = "yes",
-        ingress: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -109,4 +117,3 @@ class CallError(RunnerError):
         self.error_type = error_type
         self.retry_after = retry_after
         self.sent = sent
-        self.ingress = ingress

@@ -25,6 +25,7 @@ from .manifest import (
     SUBMITTED,
     SUBMITTING,
     Journal,
+    KeyState,
     OutputFile,
     Record,
     utc_now,
@@ -122,7 +123,7 @@ class Executor:
 
     async def _process(self, request: Request) -> None:
         state = self._journal.state(request.key)
-        if state is not None and not self._ours(state.origin):
+        if state is not None and not self._ours(state):
             state = None  # another backend's (or endpoint's) record is never this row's result
         if state is not None and state.status == OK:
             if request.key in self._damaged:
@@ -166,13 +167,11 @@ class Executor:
         finally:
             self.stats.in_flight -= 1
 
-    def _ours(self, origin: tuple[str | None, str | None, str | None]) -> bool:
-        """Whether a record was made by this run's backend, endpoint and fal server (a field
-        a record lacks is not held against it)."""
-        mine = (self._opt.backend, self._opt.endpoint, self._opt.server)
-        return all(
-            theirs is None or want is None or theirs == want
-            for theirs, want in zip(origin, mine, strict=True)
+    def _ours(self, state: KeyState) -> bool:
+        """Whether a record was made by this run's backend and fal server (the endpoint is
+        part of the key; a field a record lacks is not held against it)."""
+        return state.backend in (None, self._opt.backend) and (
+            None in (state.server, self._opt.server) or state.server == self._opt.server
         )
 
     async def _repair(self, key: str, record: Record) -> None:
@@ -279,6 +278,7 @@ class Executor:
             job.duplicates += 1
             self.stats.possible_duplicates += 1
             job.uncertain = False
+            job.resubmitted.append("the previous submission may have been accepted: sent again")
         job.attempts += 1
         self.stats.submitted += 1
         self._journal.append(job.record(SUBMITTING))

@@ -19,6 +19,7 @@ import aiohttp
 from .errors import CallError
 from .http import Http, Reply, body_of, origin
 from .models import Execution
+from .urls import request_url
 
 STREAM_IDLE = 30.0  # a status stream silent this long is dropped and re-opened
 POLL_FIRST, POLL_MAX = 0.25, 5.0  # adaptive polling: grows x1.6 per unchanged status
@@ -61,17 +62,9 @@ def request_headers(execution: Execution) -> dict[str, str]:
     return headers
 
 
-def app_base(endpoint_id: str) -> str:
-    """owner/alias of an endpoint id (status/result/cancel drop the path), namespaces kept."""
-    parts = endpoint_id.strip("/").split("/")
-    if parts[0] in ("workflows", "comfy"):
-        return "/".join(parts[:3])
-    return "/".join(parts[:2])
-
-
 def handle_for(queue_url: str, endpoint_id: str, request_id: str) -> Handle:
     """Rebuild a request's URLs from its id (when resuming from the journal)."""
-    base = f"{queue_url.rstrip('/')}/{app_base(endpoint_id)}/requests/{request_id}"
+    base = request_url(queue_url, endpoint_id, request_id)
     return Handle(request_id, base + "/status", base, base + "/cancel")
 
 

@@ -18,11 +18,11 @@ from .endpoints import Endpoint
 from .errors import GridError
 from .keys import KeySet, file_sha256, is_remote, request_key
 from .models import JobSpec, Request
-from .rows import Plan, Row
+from .rowgrid import Row, RowGrid
 from .sources import axis_source
-from .templates import render
+from .templates import TemplateError, render
 
-__all__ = ["axes", "count", "expand"]
+__all__ = ["axes", "expand"]
 
 _Rendered = tuple[Row, str, dict[str, Any], dict[str, Path]]
 
@@ -30,17 +30,17 @@ _Rendered = tuple[Row, str, dict[str, Any], dict[str, Path]]
 def expand(spec: JobSpec, endpoint: Endpoint) -> Iterator[Request]:
     """Every request of the spec, in run order. A generator: the spec's errors (bad sources,
     undefined template variables, unknown keys) raise on the first next(), before any request."""
-    plan = Plan(spec, endpoint)
+    grid = RowGrid(spec, endpoint)
     if spec.sample is None:
-        yield from _requests(spec, endpoint, plan)
+        yield from _requests(spec, endpoint, grid)
         return
     n = _sample_size(spec)
-    total = sum(1 for _ in _unique(spec, endpoint, plan))
+    total = sum(1 for _ in _unique(spec, endpoint, grid))
     # Selection sampling (Knuth's algorithm S): each request is kept with probability
     # (still needed / still left), so exactly n are kept, in run order, with O(1) memory.
     rng = random.Random(spec.sample.seed)
     left = total
-    for request in _requests(spec, endpoint, plan):
+    for request in _requests(spec, endpoint, grid):
         if n <= 0:
             return
         if rng.random() * left < n:
@@ -49,43 +49,41 @@ def expand(spec: JobSpec, endpoint: Endpoint) -> Iterator[Request]:
         left -= 1
 
 
-def count(spec: JobSpec, endpoint: Endpoint) -> int:
-    """How many requests `expand` yields (one pass over the grid, nothing kept)."""
-    total = sum(1 for _ in _unique(spec, endpoint, Plan(spec, endpoint)))
-    return total if spec.sample is None else min(total, _sample_size(spec))
-
-
 def axes(spec: JobSpec) -> list[tuple[str, int]]:
     """(axis name, number of values) in matrix order, for `plan` output."""
     return [(name, len(axis_source(name, raw, spec.base_dir))) for name, raw in spec.matrix.items()]
 
 
-def _requests(spec: JobSpec, endpoint: Endpoint, plan: Plan) -> Iterator[Request]:
-    for row, key, body, files in _unique(spec, endpoint, plan):
-        variables, origins = plan.describe(row)
+def _requests(spec: JobSpec, endpoint: Endpoint, grid: RowGrid) -> Iterator[Request]:
+    for row, key, body, files in _unique(spec, endpoint, grid):
+        variables, origins = grid.describe(row)
+        try:
+            grid.render_vars(row, variables)
+        except TemplateError as e:
+            raise GridError(e.message, origins.get(e.key, ())) from None
         yield Request(key, body, variables, files, origins)
 
 
-def _unique(spec: JobSpec, endpoint: Endpoint, plan: Plan) -> Iterator[_Rendered]:
+def _unique(spec: JobSpec, endpoint: Endpoint, grid: RowGrid) -> Iterator[_Rendered]:
     """Rendered rows with repeated requests dropped (the first stays, order kept)."""
     seen = KeySet()
     fields, endpoint_id = endpoint.fields, endpoint.id
     local = _LocalFiles(spec.base_dir)
-    for row in plan.rows():
+    for row in grid.rows():
         values = row.values
         body = {k: v for k, v in values.items() if k in fields}
         for k in row.templated:
             try:
-                body[k] = render(body[k], values)
-            except GridError as e:  # origins are built only now, for the error's location
-                raise GridError(e.message, plan.describe(row)[1][k]) from None
+                body[k] = render(body[k], values, k, grid.literal_for(row))
+            except TemplateError as e:  # origins are built only now, for the error's location
+                raise GridError(e.message, grid.describe(row)[1][e.key]) from None
         files: dict[str, Path] = {}
         for k in endpoint.file_fields & body.keys():
             try:
                 found = local.resolve(body[k])
             except OSError as e:
                 raise GridError(
-                    f"cannot read {k} file {body[k]!r}: {e.strerror}", plan.describe(row)[1][k]
+                    f"cannot read {k} file {body[k]!r}: {e.strerror}", grid.describe(row)[1][k]
                 ) from None
             if found is not None:
                 body[k], files[k] = found

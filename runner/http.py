@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -135,7 +134,6 @@ class Http:
             error_type=_error_type(resp, body),
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             sent="no" if sure_not_accepted else "maybe",
-            ingress=ingress,
         )
 
     async def fetch(self, url: str, max_bytes: int) -> bytes:
@@ -203,15 +201,3 @@ def origin(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 0)
     return f"{parts.scheme}://{parts.hostname or ''}:{port}"
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for localhost and loopback addresses (where plain http is acceptable)."""
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -3,13 +3,12 @@ submit → wait → result with the manifest records it writes on the way."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .falapi import Handle
-from .manifest import ErrorInfo, Record
+from .manifest import RESUME_FIELDS, ErrorInfo, Record
 from .models import Execution, Request
 
 
@@ -44,7 +43,6 @@ class RunStats:
     in_flight_at_stop: int = 0  # requests submitted and unfinished when the stop came
     unfinished: int = 0  # of those, still journaled as submitted at the end (resumable)
     stop_reason: str | None = None  # why the run stopped sending (an input changed)
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def done(self) -> int:
@@ -87,6 +85,8 @@ class Job:
         }
         if options.server is not None:
             self.base["server"] = options.server
+        if request.files:  # where each sha256: input came from, so a row traces to its image
+            self.base["input_files"] = {k: str(path) for k, path in request.files.items()}
         self.handle: Handle | None = None
         self.attempts = 0
         self.duplicates = 0
@@ -94,8 +94,11 @@ class Job:
         self.counted_duplicate = False  # the submission under way was counted as one
         self.resubmitted: list[str] = []
         self.submitted_at: str | None = None  # wall clock of the last accepted submission
+        self._journaled: Record | None = None  # the record as the journal has it so far
 
     def record(self, status: str, **extra: Any) -> Record:
+        """The journal line for `status`: the full record the first time, afterwards the key,
+        the status, the resume fields and what changed (readers merge; see manifest.py)."""
         record: Record = {
             **self.base,
             "status": status,
@@ -108,4 +111,11 @@ class Job:
         if self.resubmitted:
             record["resubmitted"] = list(self.resubmitted)
         record.update(extra)  # type: ignore[typeddict-item]
-        return record
+        before, self._journaled = self._journaled, record
+        if before is None or before.keys() - record.keys() - {"time"}:  # a field gone: repeat all
+            return record
+        line: Record = {"key": record["key"], "status": status}
+        for name, value in record.items():
+            if name in RESUME_FIELDS or name not in before or before[name] != value:  # type: ignore[literal-required]
+                line[name] = value  # type: ignore[literal-required]
+        return line

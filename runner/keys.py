@@ -40,6 +40,19 @@ def canonical_json(value: Any) -> str:
     return "".join(_C_ENCODE(value, 0))
 
 
+def canonical(value: Any) -> Any:
+    """One value per number: an integer-valued float is the int (5.0 and 5e0 are 5), inside
+    lists and mappings too. Sources apply it, so templates, keys and bodies all see one spelling,
+    and integer fields are sent as JSON integers."""
+    if type(value) is float:
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    return value
+
+
 def request_key(endpoint_id: str, body: Mapping[str, Any]) -> str:
     """The key of a request; `body` has local files already replaced by "sha256:<hex>"."""
     text = canonical_json({"endpoint": endpoint_id, "input": body})

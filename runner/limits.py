@@ -24,10 +24,6 @@ class SubmitGate:
         """Hold all new submissions for `seconds` (a 429 applies to the account, not a task)."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - time.monotonic())
-
     async def admit(self) -> None:
         while True:
             now = time.monotonic()

@@ -1,6 +1,16 @@
-"""The results journal: OUT/manifest.jsonl, append-only, one JSON object a line, the last line
-for a key is its state. Defines the line format; reads a journal back (ignoring a torn last
-line) and appends to it.
+"""The results journal: OUT/manifest.jsonl, append-only, one JSON object a line. Defines the
+line format; reads a journal back (ignoring a torn last line), into full records or into the
+compact per-key state a resume needs, and appends to it.
+
+Line format. A line that carries `input` is a full record and starts the key's record afresh;
+the first line a run writes for a key is always one. Later lines of that run are lean: the key,
+the status, the resume fields (backend, attempts, possible_duplicates, request_id) and what
+changed (a `submitted` line adds submitted_at; an `ok` line outputs and result); readers merge
+them onto the key's current record. So a key's last line alone gives its resume state. On
+disk key, status and the resume fields come first and `time` and the bulky fields (input,
+input_files, vars, outputs, result) last, so the resume reads a line's state without parsing
+its payload.
+Journals written before lean lines (every line full, input first) read the same way.
 
 Durability: every line is written and flushed to the OS before the runner takes the next step,
 so a crash or kill -9 loses nothing. fsync runs at most once a second and at close: a power cut
@@ -14,7 +24,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +43,13 @@ FSYNC_INTERVAL = 1.0
 SUBMITTING, SUBMITTED, OK, FAILED = "submitting", "submitted", "ok", "failed"
 REFUSED = "refused"
 
-# Who made a record: (backend, endpoint, server). `server` is the fal queue's origin
-# (scheme://host:port) for the fal backend, None for the embedded emulator (a new port each run).
-Origin = tuple[str | None, str | None, str | None]
+# On disk a line starts with the key, its status and the fields a resume needs, in this order
+# (every line carries them), and ends with `time` and the bulky fields.
+# `server` (fal backend only) is the fal queue's origin: a row is done only for the backend and
+# server that made it.
+RESUME_FIELDS = ("backend", "server", "attempts", "possible_duplicates", "request_id")
+_HEAD = ("key", "status", *RESUME_FIELDS)
+_TAIL = ("time", "input", "input_files", "vars", "outputs", "result")
 
 
 class OutputFile(TypedDict):
@@ -49,7 +63,11 @@ class OutputFile(TypedDict):
 
 
 class ErrorInfo(TypedDict):
-    type: str  # validation | timeout | queue_timeout | http | transport | lost | ambiguous | ...
+    # validation | timeout | queue_timeout | http | transport | download | output | input |
+    # ambiguous | refused (a submission turned away, nothing charged) | output_lost (an ok
+    # row's file is gone and could not be fetched again) | fal's own error type of a
+    # completed request (runner_disconnected, ...)
+    type: str
     message: str
     http_status: int | None
 
@@ -59,9 +77,10 @@ class Record(TypedDict, total=False):
     status: str
     endpoint: str
     backend: str
-    server: str  # the fal queue's origin (fal backend only): results of another server differ
+    server: str  # the fal queue's origin (scheme://host:port), fal backend only
     run_id: str
     input: dict[str, Any]  # the body sent, local files as "sha256:<hex>"
+    input_files: dict[str, str]  # field -> absolute path of the local file behind its sha256
     vars: dict[str, Any]
     request_id: str | None
     outputs: list[OutputFile]
@@ -81,54 +100,155 @@ class KeyState:
     attempts: int
     possible_duplicates: int
     error_type: str | None = None
-    origin: Origin = (None, None, None)  # who made it: a row is done only for its own backend
+    backend: str | None = None  # the endpoint is part of the key
+    server: str | None = None  # the fal queue's origin, for the fal backend
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def read_records(out_dir: Path) -> Iterator[Record]:
-    """Every complete line of the journal, in order (a torn or corrupt line is skipped)."""
+def encode(record: Record) -> bytes:
+    """One journal line: key, status and resume fields first, `time` and bulky fields last."""
+    ordered: dict[str, Any] = {}
+    for name in _HEAD:
+        if name in record:
+            ordered[name] = record[name]  # type: ignore[literal-required]
+    for name, value in record.items():
+        if name not in ordered and name not in _TAIL:
+            ordered[name] = value
+    for name in _TAIL:
+        if name in record:
+            ordered[name] = record[name]  # type: ignore[literal-required]
+    return (json.dumps(ordered, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _lines(out_dir: Path) -> Iterator[bytes]:
+    """The journal's complete lines (a torn last line, the trace of a crash, is left out)."""
     path = out_dir / MANIFEST
     if not path.exists():
         return
     try:
-        with path.open("rb") as fh:
+        with path.open("rb", buffering=1 << 20) as fh:
             for raw in fh:
                 if not raw.endswith(b"\n"):
-                    return  # torn tail of a crash
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("key"), str):
-                    yield record  # type: ignore[misc]
+                    return
+                yield raw
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None  # a corrupt line is skipped
+    if isinstance(record, dict) and isinstance(record.get("key"), str):
+        return record
+    return None
+
+
+def read_records(out_dir: Path) -> Iterator[Record]:
+    """Every complete line of the journal as written, in order (lean lines stay lean)."""
+    for raw in _lines(out_dir):
+        record = _parse(raw)
+        if record is not None:
+            yield record  # type: ignore[misc]
+
+
 def latest(out_dir: Path) -> dict[str, Record]:
-    """The last record of each key (the journal's meaning), in first-seen order."""
+    """The full current record of each key (lean lines merged), in first-seen order."""
+    return merge(read_records(out_dir))
+
+
+def merge(records: Iterable[Record]) -> dict[str, Record]:
+    """Journal lines in order -> each key's current record: a line with `input` replaces it,
+    any other line updates it."""
     state: dict[str, Record] = {}
-    for record in read_records(out_dir):
-        state[record["key"]] = record
+    for record in records:
+        current = state.get(record["key"])
+        if current is None or "input" in record:
+            state[record["key"]] = record
+        else:
+            current.update(record)
     return state
 
 
-class Journal:
-    """Append side of the manifest, with the per-key state needed to resume."""
+# The resume's state of a key, as a tuple (a KeyState costs several times the memory):
+# (status, request_id, attempts, possible_duplicates, error_type, backend, server)
+_State = tuple[str, str | None, int, int, str | None, str | None, str | None]
+_PREFIX, _STATUS_AT, _OK_AT = b'{"key":"', b'","status":"', b'ok",'
 
-    def __init__(self, out_dir: Path, on_record: Callable[[Record], None] | None = None) -> None:
-        """`on_record` sees every record read back, in order (one pass for all checks)."""
+
+def read_state(out_dir: Path) -> dict[bytes, _State]:
+    """The resume state of every key in the journal: its last line says it all.
+
+    Most lines are taken without a JSON parse: a line in the current layout gives its key and
+    status by slicing, and an `ok` line's state fields (backend, attempts, duplicates: the
+    same on most lines) are parsed once per distinct value. Any other line is kept as it is
+    until the end, and parsed only if it is still its key's last line (a request in flight
+    or failed). Lines in the older layout, or with odd keys, are parsed as they come.
+    """
+    last: dict[bytes, _State | bytes] = {}
+    ok_states: dict[bytes, _State | None] = {}
+    for raw in _lines(out_dir):
+        if raw[24:36] == _STATUS_AT and raw.startswith(_PREFIX):
+            if raw[36:40] == _OK_AT:
+                cut = raw.find(b',"request_id":', 40)
+                fields = raw[40:cut] if cut > 0 else b"?"
+                if fields in ok_states:
+                    state = ok_states[fields]
+                else:
+                    if len(ok_states) > 4096:  # unexpected variety: do not pile it up
+                        ok_states.clear()
+                    state = ok_states[fields] = _ok_state(fields)
+                last[raw[8:24]] = raw if state is None else state
+            else:
+                last[raw[8:24]] = raw
+            continue
+        record = _parse(raw)
+        if record is not None:
+            last[record["key"].encode()] = _state_of(record)
+    for key, value in last.items():
+        if isinstance(value, bytes):
+            record = _parse(value)
+            last[key] = _state_of(record) if record is not None else _state_of({})
+    return last  # type: ignore[return-value]
+
+
+def _ok_state(fields: bytes) -> _State | None:
+    try:
+        values = json.loads(b"{" + fields + b"}")
+    except ValueError:
+        return None
+    return _state_of({**values, "status": OK}) if isinstance(values, dict) else None
+
+
+def _state_of(record: Mapping[str, Any]) -> _State:
+    error, status = record.get("error"), str(record.get("status", FAILED))
+    attempts, dups = record.get("attempts", 0), record.get("possible_duplicates", 0)
+    return (
+        status,
+        None if status == OK else record.get("request_id"),  # an ok row is never polled again
+        attempts if isinstance(attempts, int) else 0,
+        dups if isinstance(dups, int) else 0,
+        error.get("type") if isinstance(error, dict) else None,
+        record.get("backend"),
+        record.get("server"),
+    )
+
+
+class Journal:
+    """Append side of the manifest, with the per-key state needed to resume.
+
+    state() answers from the journal as it was opened: a run handles each key once, so the
+    lines it appends are not kept in memory (a million-request run stays small).
+    """
+
+    def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.path = out_dir / MANIFEST
-        self._state: dict[str, KeyState] = {}
-        self._origins: dict[Origin, Origin] = {}  # one shared tuple per distinct origin
-        for record in read_records(out_dir):
-            if on_record is not None:
-                on_record(record)
-            self._state[record["key"]] = self._key_state(record)
+        self._state = read_state(out_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
@@ -140,31 +260,17 @@ class Journal:
         self._last_sync = time.monotonic()
 
     def state(self, key: str) -> KeyState | None:
-        return self._state.get(key)
+        found = self._state.get(key.encode())
+        return None if found is None else KeyState(*found)
 
-    def origins(self) -> Counter[Origin]:
-        """How many rows each (backend, endpoint, server) made, by their last line."""
-        return Counter(state.origin for state in self._state.values())
-
-    def _key_state(self, record: Record) -> KeyState:
-        origin = (record.get("backend"), record.get("endpoint"), record.get("server"))
-        return KeyState(
-            record.get("status", FAILED),
-            record.get("request_id"),
-            int(record.get("attempts", 0)),
-            int(record.get("possible_duplicates", 0)),
-            _error_type(record),
-            self._origins.setdefault(origin, origin),
-        )
-
-    def __len__(self) -> int:
-        return len(self._state)
+    def origins(self) -> Counter[tuple[str | None, str | None]]:
+        """How many rows each (backend, server) made, by their last line."""
+        return Counter((state[5], state[6]) for state in self._state.values())
 
     def append(self, record: Record) -> None:
         record["time"] = utc_now()
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         try:
-            self._fh.write(line.encode())
+            self._fh.write(encode(record))
             self._fh.flush()
             if time.monotonic() - self._last_sync > FSYNC_INTERVAL:
                 os.fsync(self._fh.fileno())
@@ -173,7 +279,6 @@ class Journal:
             raise ManifestError(
                 f"cannot write the journal {self.path}: {exc.strerror or exc}"
             ) from None
-        self._state[record["key"]] = self._key_state(record)
 
     def close(self) -> None:
         # Failures here were already reported by append; the journal stays resumable.
@@ -207,11 +312,6 @@ class Journal:
                     return
                 pos -= step
             fh.truncate(0)
-
-
-def _error_type(record: Record) -> str | None:
-    error = record.get("error")
-    return error["type"] if error else None
 
 
 def append_run(out_dir: Path, info: dict[str, Any]) -> None:

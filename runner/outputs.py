@@ -1,6 +1,12 @@
 """Downloaded outputs: checks that bytes are an image, names the file from the request key only
-(never from a server-given name), writes it atomically inside OUT/images/, and describes it
-(sha256, width, height, content type) for the manifest. A failed write is a ManifestError."""
+(never from a server-given name), writes it atomically as OUT/images/<first two hex digits of
+the key>/<key>-<n>.<ext>, and describes it (sha256, width, height, content type) for the
+manifest. A failed write is a ManifestError.
+
+The 256 sub-folders keep every folder under ~10,000 files up to ~2.5 million outputs (file
+systems, file browsers and the Hugging Face Hub all slow down or refuse beyond that). Readers
+never rebuild a path: they follow the manifest's outputs[].file, so run folders written flat
+(images/<key>-<n>.<ext>, before sub-folders) still resume, report and export."""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from .manifest import OutputFile
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 64_000_000
 IMAGES = "images"
+SHARD_HEX = 2  # sub-folder name: this many leading hex digits of the key
 _FORMATS = {
     "PNG": ("png", "image/png"),
     "JPEG": ("jpg", "image/jpeg"),
@@ -60,7 +67,8 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
     if not key.isalnum():  # keys are hex digests; anything else could escape the folder
         raise ValueError(f"unsafe output name {key!r}")
     ext, ctype, width, height = describe(data)
-    folder = out_dir / IMAGES
+    shard = f"{IMAGES}/{key[:SHARD_HEX]}"
+    folder = out_dir / shard
     name = f"{key}-{index}.{ext}"
     target = folder / name
     tmp = folder / f".{name}.tmp"
@@ -74,7 +82,7 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
             tmp.unlink(missing_ok=True)  # no half-written file left behind
         raise ManifestError(f"cannot write {target}: {exc.strerror or exc}") from None
     return OutputFile(
-        file=f"{IMAGES}/{name}",
+        file=f"{shard}/{name}",
         sha256=hashlib.sha256(data).hexdigest(),
         width=width,
         height=height,

@@ -24,6 +24,17 @@ class Plan:
     first: tuple[Request, ...]
     megapixels: int  # billed output megapixels (rounded up per image), estimated
     usd: float | None  # None when the endpoint has no price
+    # Requests whose input image is a URL or data: URI: its size is unknown, assumed 1 MP.
+    unsized_inputs: int = 0
+    # Seconds of fal processing for all requests together (the endpoint file's timing
+    # assumption, scaled by megapixels and steps); None when the file states no timing.
+    work_seconds: float | None = None
+
+    def seconds_at(self, concurrency: int) -> float | None:
+        """Estimated wall time on fal with `concurrency` requests running at once."""
+        if self.work_seconds is None or self.count == 0:
+            return None if self.work_seconds is None else 0.0
+        return self.work_seconds / max(1, min(concurrency, self.count))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -34,6 +45,10 @@ class Plan:
             ],
             "estimated_megapixels": self.megapixels,
             "estimated_usd": self.usd,
+            "unsized_inputs": self.unsized_inputs,
+            "estimated_fal_work_seconds": (
+                None if self.work_seconds is None else round(self.work_seconds, 1)
+            ),
         }
 
 
@@ -43,24 +58,37 @@ def make_plan(
     endpoint: Endpoint,
     preview: int = PREVIEW_ROWS,
 ) -> Plan:
-    count, megapixels = 0, 0
+    count, megapixels, unsized = 0, 0, 0
+    steps_work = 0.0  # sum of megapixels x steps / reference steps
+    timing = endpoint.timing
+    steps_field = timing.get("steps_field")
+    steps_default = endpoint.fields.get(steps_field, {}).get("default") if steps_field else None
+    reference_steps = timing.get("reference_steps") or steps_default or 1
+    file_fields = endpoint.file_fields
     first: list[Request] = []
     for request in requests:
         count += 1
         if len(first) < preview:
             first.append(request)
-        megapixels += _output_megapixels(request)
+        mp = _output_megapixels(request)
+        megapixels += mp
+        if len(request.files) < len(file_fields & request.input.keys()):
+            unsized += 1
+        steps = request.input.get(steps_field, steps_default) if steps_field else None
+        steps_work += mp * (steps / reference_steps if isinstance(steps, int | float) else 1)
     price = endpoint.usd_per_megapixel
     usd = round(megapixels * price, 4) if price is not None else None
-    return Plan(count, tuple(axes), tuple(first), megapixels, usd)
+    per_request = timing.get("seconds_per_request")
+    work = steps_work * per_request if isinstance(per_request, int | float) else None
+    return Plan(count, tuple(axes), tuple(first), megapixels, usd, unsized, work)
 
 
 def _output_megapixels(request: Request) -> int:
-    """Outputs keep the input's size; a remote input is counted as one megapixel."""
+    """Outputs keep the input's size; an input of unknown size (a URL) counts as 1 megapixel."""
     images = request.input.get("num_images", 1)
     per_image = 1
     for path in request.files.values():
-        per_image = max(per_image, _megapixels(Path(path)))
+        per_image = max(per_image, _megapixels(path))
     return per_image * (images if isinstance(images, int) else 1)
 
 
@@ -72,3 +100,44 @@ def _megapixels(path: Path) -> int:
     except (OSError, ValueError):
         return 1
     return max(1, math.ceil(width * height / 1_000_000))
+
+
+def explain_cost(plan: Plan, endpoint: Endpoint, backend: str, concurrency: int) -> list[str]:
+    """Plan's cost and time lines, in words: the estimate, its basis, and the fal time."""
+    price = endpoint.usd_per_megapixel
+    if price is None:
+        return ["cost estimate: unknown (the endpoint file states no price)"]
+    on_fal = f"${plan.usd:.2f} ({plan.megapixels} output megapixels)"
+    if backend == "local":
+        lines = [f"cost estimate: free offline (backend local); on fal about {on_fal}"]
+    else:
+        lines = [f"cost estimate: about {on_fal}"]
+    basis = (
+        f"cost basis: ${price:g} per output megapixel, each image rounded up to whole "
+        "megapixels; an output has its input's size"
+    )
+    if plan.unsized_inputs:
+        n = plan.unsized_inputs
+        basis += (
+            f"; {n} {'request has' if n == 1 else 'requests have'} an input given as a URL or "
+            "data: URI, whose size is unknown before it is fetched: counted as 1 MP each"
+        )
+    lines.append(basis)
+    seconds = plan.seconds_at(concurrency)
+    if seconds is not None:
+        assumed = endpoint.timing.get("seconds_per_request")
+        steps = endpoint.timing.get("reference_steps", 40)
+        lines.append(
+            f"time estimate on fal: about {_duration(seconds)} at concurrency {concurrency} "
+            f"(assumed {assumed:g} s per 1-MP request at {steps} steps, scaled by size and "
+            "steps; no queue wait; fal runs only as many at once as your account allows)"
+        )
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

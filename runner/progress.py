@@ -12,7 +12,7 @@ from .jobs import RunStats
 class Progress:
     """tqdm on stderr with ok/failed/retrying counts; silent when not a TTY."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int | None, enabled: bool) -> None:  # None: not known
         self._bar = None
         if enabled:
             from tqdm import tqdm

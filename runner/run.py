@@ -17,17 +17,18 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from . import __version__
 from .errors import UsageError
 from .executor import Executor
 from .falapi import FalClient, ServerConfig
 from .folderlock import locked
-from .http import is_loopback, origin
+from .http import origin
 from .jobs import RunOptions, RunStats
-from .manifest import Journal, append_run, utc_now
+from .manifest import Journal, Record, append_run, utc_now
 from .models import Execution, Request
-from .repair import DamageScan
+from .repair import find_damaged
 from .snapshot import InputSnapshot
+from .urls import is_loopback
+from .version import __version__
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_RUN_URL = "https://fal.run"
@@ -47,6 +48,9 @@ class RunSettings:
     name: str | None = None  # the spec's label, for reports
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
+    shard: str | None = None  # "I/N" of `--shard`, recorded in runs.jsonl
+    # backend local only: let the emulator fetch http(s) image URLs (network access)
+    allow_remote_fetch: bool = False
     count: int | None = None  # the validated request count: the run never takes more rows
     inputs: InputSnapshot | None = None  # the source files as validated, re-checked
 
@@ -75,9 +79,12 @@ def server_url(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def backend_server(backend: str, env: Mapping[str, str]) -> AsyncIterator[ServerConfig]:
+async def backend_server(
+    backend: str, env: Mapping[str, str], allow_remote_fetch: bool = False
+) -> AsyncIterator[ServerConfig]:
     """The server to talk to: fal.ai (or FAL_*_URL), or a fresh embedded emulator that
-    requires a one-time key, so the local run authenticates exactly like a fal run."""
+    requires a one-time key, so the local run authenticates exactly like a fal run. The
+    emulator fetches http(s) inputs only with `allow_remote_fetch` (offline by default)."""
     if backend == "fal":
         yield ServerConfig(
             queue_url=server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL),
@@ -89,7 +96,8 @@ async def backend_server(backend: str, env: Mapping[str, str]) -> AsyncIterator[
     from .emulator import Emulator, EmulatorSettings
 
     token = secrets.token_urlsafe(24)
-    async with Emulator(EmulatorSettings(keys=frozenset({token}))) as emulator:
+    emulated = EmulatorSettings(keys=frozenset({token}), allow_remote_fetch=allow_remote_fetch)
+    async with Emulator(emulated) as emulator:
         yield ServerConfig(emulator.queue_url, emulator.run_url, emulator.queue_url, token)
 
 
@@ -109,12 +117,12 @@ async def run_requests(
         else None
     )
     with locked(settings.out):
-        scan = DamageScan(settings.out)
-        journal = Journal(settings.out, on_record=scan)
+        journal = Journal(settings.out)
         try:
             _refuse_other_backends(settings, journal, server_id)
+            damaged = find_damaged(settings.out)
             return await _run_locked(
-                settings, requests, journal, scan, server_id, env, on_start, on_event
+                settings, requests, journal, damaged, server_id, env, on_start, on_event
             )
         finally:
             journal.close()
@@ -124,7 +132,7 @@ def _refuse_other_backends(settings: RunSettings, journal: Journal, server: str 
     """A row counts as done only for the backend that made it: rather than mixing two
     backends' results in one folder (where `report` and `export` could not tell them apart),
     a run refuses a folder that holds another backend's rows."""
-    for (backend, _, other), rows in journal.origins().items():
+    for (backend, other), rows in journal.origins().items():
         same_server = other == server or None in (other, server)  # unrecorded: trusted
         if backend is None or (backend == settings.backend and same_server):
             continue
@@ -148,14 +156,14 @@ async def _run_locked(
     settings: RunSettings,
     requests: Iterable[Request],
     journal: Journal,
-    scan: DamageScan,
+    damaged: Mapping[str, Record],
     server_id: str | None,
     env: Mapping[str, str],
     on_start: Callable[[Executor], None] | None,
     on_event: Callable[[str, RunStats], None] | None,
 ) -> RunStats:
     run_id = utc_now().replace(":", "").replace("-", "")[:15] + "-" + secrets.token_hex(3)
-    async with backend_server(settings.backend, env) as server:
+    async with backend_server(settings.backend, env, settings.allow_remote_fetch) as server:
         info = {
             "run_id": run_id,
             "name": settings.name,
@@ -167,6 +175,7 @@ async def _run_locked(
             "server": server_id,
             "started": utc_now(),
             "host": socket.gethostname(),
+            "shard": settings.shard,
         }
         append_run(settings.out, {**info, "event": "start"})
         concurrency = settings.execution.concurrency
@@ -194,7 +203,7 @@ async def _run_locked(
                     options,
                     on_event,
                     inputs=settings.inputs,
-                    damaged=scan.damaged,
+                    damaged=damaged,
                 )
                 if on_start is not None:
                     on_start(executor)

@@ -1,88 +1,92 @@
 """Axis value sources: one matrix axis's raw YAML value in, a re-iterable sized sequence out.
 
 A list, or a mapping with one source key: {range: [a, b], step}, {files: glob}, {lines: file},
-{csv: file}, {jsonl: file}. Files are scanned once to check and count, then re-read on each
-iteration, so a million-line file is never held as a million objects.
+{csv: file}, {jsonl: file}. The axis's shape is the job schema's to check (spec.py); here come the
+checks that need the values or the files. Files are scanned once to check and count, then re-read
+on each iteration, so a million-line file is never held as a million objects. Numbers come out
+canonical (keys.canonical): an integer-valued 5.0 is 5.
 """
 
 from __future__ import annotations
 
 import csv
-import difflib
 import glob
+import json
 import math
 import os
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from .errors import GridError, SpecPath
+from .keys import canonical
+from .templates import has_template, parse
 
-SOURCE_KEYS = ("range", "files", "lines", "csv", "jsonl")
+SOURCE_KEYS = ("range", "files", "lines", "csv", "jsonl")  # the one list; the schema mirrors it
+
+_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")  # "007" stays a string: it is an id, not a number
+_FLOAT = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_BOOLS = {"true": True, "false": False}
 
 
-class Source(ABC):
-    """The values of one axis. `fields` is the key set of an object axis (None: plain values)."""
+class Source:
+    """The values of one axis. `fields` is the key set of an object axis (None: plain values);
+    `names` maps a field (None: the plain value) to the template names its values use."""
 
     kind = "list"
 
     def __init__(self, path: SpecPath, fields: tuple[str, ...] | None = None) -> None:
         self.path = path
         self.fields = fields
+        self.names: dict[str | None, frozenset[str]] = {}
 
-    @abstractmethod
-    def __iter__(self) -> Iterator[Any]: ...
+    def __iter__(self) -> Iterator[Any]:
+        raise NotImplementedError
 
-    @abstractmethod
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        raise NotImplementedError
 
     def origin(self, index: int, field: str | None = None) -> SpecPath:
         """The YAML path of the node that supplied value `index` (file rows: the source node)."""
         return (*self.path, self.kind)
 
+    def _note_names(self, field: str | None, value: Any) -> None:
+        """Remember the template names a value uses; a bad template is reported where it renders."""
+        if has_template(value):
+            try:
+                used = parse(value).names
+            except GridError:
+                return
+            self.names[field] = self.names.get(field, frozenset()) | used
 
-def axis_source(name: str, raw: Any, base_dir: Path) -> Source:
-    """Build the source for matrix axis `name`; GridError on a bad or empty one."""
+
+def axis_source(name: str, raw: Any, base_dir: Path, booleans: Collection[str] = ()) -> Source:
+    """Build the source for matrix axis `name` from a schema-valid raw value; GridError on a
+    problem only the values or the files show. `booleans`: fields whose csv cells are true/false."""
     path: SpecPath = ("matrix", name)
     if isinstance(raw, list):
         return ListSource(path, raw)
-    if not isinstance(raw, Mapping):
-        raise GridError(
-            f"axis {name!r} must be a list or a source ({', '.join(SOURCE_KEYS)}); "
-            "HINT: a single fixed value belongs under defaults",
-            path,
-        )
-    keys = [k for k in raw if k in SOURCE_KEYS]
-    for k in raw:
-        if k not in SOURCE_KEYS and not (k == "step" and "range" in raw):
-            close = difflib.get_close_matches(str(k), [*SOURCE_KEYS, "step"], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise GridError(
-                f"unknown source key {k!r}{hint}; an axis mapping takes one of "
-                f"{', '.join(SOURCE_KEYS)}. HINT: paired values are a list of mappings",
-                (*path, k),
-            )
-    if len(keys) != 1:
-        raise GridError(f"axis {name!r} needs exactly one source key, got {keys}", path)
-    kind = keys[0]
+    assert isinstance(raw, Mapping), "the job schema allows only a list or a source mapping"
+    (kind,) = (k for k in raw if k in SOURCE_KEYS)
     if kind == "range":
         return RangeSource(path, raw["range"], raw.get("step", 1), "step" in raw)
     if kind == "files":
         return FilesSource(path, raw["files"], base_dir)
-    file = _source_file(path, kind, raw[kind], base_dir)
+    file = base_dir / raw[kind]
+    if not file.is_file():
+        raise GridError(f"{kind} file not found: {raw[kind]} (in {base_dir})", (*path, kind))
     if kind == "lines":
         return LinesSource(path, file)
-    from .tablesources import CsvSource, JsonlSource  # they build on Source: import cycle
-
-    return CsvSource(path, file) if kind == "csv" else JsonlSource(path, file)
+    if kind == "csv":
+        return CsvSource(path, file, frozenset(booleans))
+    return JsonlSource(path, file)
 
 
 class ListSource(Source):
     def __init__(self, path: SpecPath, values: Sequence[Any]) -> None:
-        if not values:
-            raise GridError(f"axis {path[-1]!r} is empty: a product with it has no rows", path)
+        assert values, "the job schema requires a non-empty list"
         mappings = [isinstance(v, Mapping) for v in values]
         fields = None
         if any(mappings):
@@ -92,9 +96,15 @@ class ListSource(Source):
                     "an axis is either all mappings (paired fields) or all plain values", (*path, i)
                 )
             fields = tuple(values[0])
-            check_paired(path, values, fields, lambda i: (*path, i))
+            for i, row in enumerate(values):
+                if not row:
+                    raise GridError("an empty mapping sets no field", (*path, i))
+                check_paired(fields, row, f"item {i}", (*path, i))
         super().__init__(path, fields)
-        self._values = values
+        self._values = [canonical(v) for v in values]
+        for v in self._values:
+            for field, value in v.items() if fields else [(None, v)]:
+                self._note_names(field, value)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._values)
@@ -106,6 +116,16 @@ class ListSource(Source):
         return (*self.path, index) if field is None else (*self.path, index, field)
 
 
+def check_paired(fields: tuple[str, ...], row: Mapping[str, Any], where: str, at: SpecPath) -> None:
+    """Every row of an object axis sets the same fields as the first (they stay paired)."""
+    if set(row) != set(fields):
+        raise GridError(
+            f"unequal paired rows: {where} has keys {sorted(row)}, the first row has "
+            f"{sorted(fields)}",
+            at,
+        )
+
+
 class RangeSource(Source):
     """Inclusive ends. Floats are computed in decimal, so 0.5..0.9 by 0.2 ends at 0.9 exactly."""
 
@@ -113,12 +133,8 @@ class RangeSource(Source):
 
     def __init__(self, path: SpecPath, ends: Any, step: Any, explicit_step: bool) -> None:
         super().__init__(path)
-        at: SpecPath = (*path, "range")
-        if not (isinstance(ends, list) and len(ends) == 2 and all(map(_is_number, ends))):
-            raise GridError("range takes two numbers: [start, stop] (both included)", at)
-        if not _is_number(step) or step == 0:
-            raise GridError(f"step must be a non-zero number, got {step!r}", (*path, "step"))
-        start, stop = ends
+        start, stop = ends  # the job schema guarantees two numbers and a non-zero step
+        assert step != 0 and all(map(_is_number, (start, stop, step)))
         self._ints = all(isinstance(v, int) for v in (start, stop, step))
         self._start, self._step = Decimal(repr(start)), Decimal(repr(step))
         span = Decimal(repr(stop)) - self._start
@@ -131,7 +147,7 @@ class RangeSource(Source):
             raise GridError(
                 f"empty range: start {start!r} is above stop {stop!r}; HINT: add step: -1 to "
                 "count down",
-                at,
+                (*path, "range"),
             )
         self._len = int(span / self._step) + 1
 
@@ -140,8 +156,9 @@ class RangeSource(Source):
 
     def __iter__(self) -> Iterator[int | float]:
         start, step = self._start, self._step
-        convert = int if self._ints else float
-        return (convert(start + i * step) for i in range(self._len))
+        if self._ints:
+            return (int(start + i * step) for i in range(self._len))
+        return (canonical(float(start + i * step)) for i in range(self._len))
 
 
 class FilesSource(Source):
@@ -149,17 +166,14 @@ class FilesSource(Source):
 
     kind = "files"
 
-    def __init__(self, path: SpecPath, pattern: Any, base_dir: Path) -> None:
+    def __init__(self, path: SpecPath, pattern: str, base_dir: Path) -> None:
         super().__init__(path)
-        at: SpecPath = (*path, "files")
-        if not isinstance(pattern, str) or not pattern:
-            raise GridError('files takes a glob pattern, e.g. "images/*.png"', at)
         found = glob.glob(pattern, root_dir=base_dir, recursive=True)
         self._paths = sorted(
             p.replace(os.sep, "/") for p in found if os.path.isfile(os.path.join(base_dir, p))
         )
         if not self._paths:
-            raise GridError(f"no file matches {pattern!r} (in {base_dir})", at)
+            raise GridError(f"no file matches {pattern!r} (in {base_dir})", (*path, "files"))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._paths)
@@ -168,60 +182,145 @@ class FilesSource(Source):
         return len(self._paths)
 
 
-class LinesSource(Source):
-    """One value per non-empty line, trailing whitespace stripped."""
-
-    kind = "lines"
+class _FileSource(Source):
+    """A source read from a text file: scanned once (checked, counted, template names noted)
+    when built, re-read on each iteration."""
 
     def __init__(self, path: SpecPath, file: Path) -> None:
         super().__init__(path)
         self._file = file
-        self._len = scan(self, lambda: sum(1 for _ in self))
+        n = 0
+        try:
+            for row in self._read():
+                n += 1
+                self._scan(row)
+        except (OSError, UnicodeDecodeError) as e:
+            raise GridError(f"cannot read {self.kind} file: {e}", self.origin(0)) from None
+        except csv.Error as e:
+            raise GridError(f"bad csv: {e}", self.origin(0)) from None
+        if n == 0:
+            msg = f"{self.kind} source has no values: a product with it has no rows"
+            raise GridError(msg, self.origin(0))
+        self._len = n
 
-    def __iter__(self) -> Iterator[str]:
+    def _read(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def _scan(self, row: Any) -> None:
+        self._note_names(None, row)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._read()
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _error(self, message: str) -> GridError:
+        return GridError(message, self.origin(0))
+
+
+class LinesSource(_FileSource):
+    """One value per non-empty line, trailing whitespace stripped."""
+
+    kind = "lines"
+
+    def _read(self) -> Iterator[str]:
         with open(self._file, encoding="utf-8-sig") as f:
             for line in f:
                 if not line.isspace():
                     yield line.rstrip()
 
-    def __len__(self) -> int:
-        return self._len
+
+class _RowSource(_FileSource):
+    """Rows of mappings from a file: the values of an object axis, columns kept paired."""
+
+    def _scan(self, row: Mapping[str, Any]) -> None:
+        for field, value in row.items():
+            self._note_names(field, value)
 
 
-def _source_file(path: SpecPath, kind: str, name: Any, base_dir: Path) -> Path:
-    if not isinstance(name, str) or not name:
-        raise GridError(f"{kind} takes a file name, relative to the spec", (*path, kind))
-    file = base_dir / name
-    if not file.is_file():
-        raise GridError(f"{kind} file not found: {name} (in {base_dir})", (*path, kind))
-    return file
+class CsvSource(_RowSource):
+    """A header line, then one row per line. Clean numbers become numbers, true/false become
+    booleans for boolean fields, and an empty cell leaves its field unset (the default applies)."""
+
+    kind = "csv"
+
+    def __init__(self, path: SpecPath, file: Path, booleans: frozenset[str]) -> None:
+        self._booleans = booleans
+        super().__init__(path, file)
+
+    def _read(self) -> Iterator[Mapping[str, Any]]:
+        name = self._file.name
+        with open(self._file, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise self._error(f"{name} is empty: a csv source needs a header line")
+            if len(set(header)) != len(header):
+                raise self._error(f"{name}: repeated column name")
+            self.fields = tuple(header)
+            bools = [h in self._booleans for h in header]
+            for cells in reader:
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise self._error(
+                        f"unequal paired rows: {name} line {reader.line_num} has {len(cells)} "
+                        f"values, the header has {len(header)}"
+                    )
+                row: dict[str, Any] = {}
+                for column, text, boolean in zip(header, cells, bools, strict=True):
+                    if text:
+                        row[column] = self._cell(text, boolean, reader.line_num)
+                yield row
+
+    def _cell(self, text: str, boolean: bool, line: int) -> int | float | str | bool:
+        if boolean and text.lower() in _BOOLS:
+            return _BOOLS[text.lower()]
+        if _INT.fullmatch(text):
+            return int(text)
+        if _FLOAT.fullmatch(text):
+            value = float(text)
+            if not math.isfinite(value):
+                raise self._error(f"{self._file.name} line {line}: {text!r} is not a finite number")
+            return int(value) if value.is_integer() else value  # canonical
+        return text
 
 
-def scan(source: Source, count: Callable[[], int]) -> int:
-    """Read a file source once to check it and count its values; an empty one is an error."""
-    at = source.origin(0)
-    try:
-        n = count()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GridError(f"cannot read {source.kind} file: {e}", at) from None
-    except csv.Error as e:
-        raise GridError(f"bad csv: {e}", at) from None
-    if n == 0:
-        raise GridError(f"{source.kind} source has no values: a product with it has no rows", at)
-    return n
+class JsonlSource(_RowSource):
+    """One JSON object a line; every row sets the same keys as the first."""
+
+    kind = "jsonl"
+
+    def _read(self) -> Iterator[Mapping[str, Any]]:
+        with open(self._file, encoding="utf-8-sig") as f:
+            for number, line in enumerate(f, 1):
+                if line.isspace():
+                    continue
+                where = f"{self._file.name} line {number}"
+                try:
+                    row = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
+                except json.JSONDecodeError as e:
+                    raise self._error(f"{where}: not JSON ({e.msg})") from None
+                except ValueError as e:
+                    raise self._error(f"{where}: {e}") from None
+                if not isinstance(row, dict) or not row:
+                    raise self._error(f"{where}: each jsonl row must be a non-empty object")
+                if self.fields is None:
+                    self.fields = tuple(row)
+                check_paired(self.fields, row, where, self.origin(0))
+                yield canonical(row)
 
 
-def check_paired(
-    path: SpecPath, rows: Sequence[Mapping[str, Any]], fields: tuple[str, ...], at: Any
-) -> None:
-    for i, row in enumerate(rows):
-        if set(row) != set(fields):
-            raise GridError(
-                f"unequal paired rows: item {i} sets {sorted(row)}, item 0 sets {sorted(fields)}",
-                at(i),
-            )
-        if not row:
-            raise GridError("an empty mapping sets no field", at(i))
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a number JSON allows")
 
 
 def _is_number(value: object) -> bool:

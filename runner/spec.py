@@ -18,9 +18,9 @@ from jsonschema import Draft202012Validator, ValidationError
 from .endpoints import all_endpoints, get_endpoint, schemas_dir
 from .errors import SpecError, SpecErrors, SpecPath
 from .models import Execution, JobSpec, Sample
+from .sources import SOURCE_KEYS as SOURCES
 from .yamlsource import Locator, YamlError, load_yaml
 
-SOURCES = ("range", "files", "lines", "csv", "jsonl")
 _SOURCES_TEXT = "a list or one of {range}, {files}, {lines}, {csv}, {jsonl}"
 _TYPES = {
     "integer": "an integer",

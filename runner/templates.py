@@ -1,6 +1,7 @@
-"""Strict `{name}` templates in the string values of endpoint fields: a string and a row of
-variables in, the rendered string out. `{{` and `}}` are literal braces.
+"""Strict `{name}` templates: a string and a row of values in, the rendered string out. `{{` and
+`}}` are literal braces.
 
+A variable's value is a template too, rendered recursively (a cycle is an error naming it).
 Templates see only the row (never the environment), names must be plain identifiers, and an
 undefined name is an error that lists the defined ones.
 """
@@ -18,22 +19,20 @@ from typing import Any
 from .errors import GridError, SpecPath
 
 
+class TemplateError(GridError):
+    """A template that cannot render; `key` names the row value whose template it is."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class Template:
     """A parsed template: literal text and variable names, alternating."""
 
     parts: tuple[tuple[str, str | None], ...]  # (literal, name or None)
     names: frozenset[str]
-
-    def render(self, values: Mapping[str, Any], path: SpecPath = ()) -> str:
-        out: list[str] = []
-        for literal, name in self.parts:
-            out.append(literal)
-            if name is not None:
-                if name not in values:
-                    raise GridError(undefined_message(name, values), path)
-                out.append(_text(values[name]))
-        return "".join(out)
 
 
 def has_template(value: object) -> bool:
@@ -49,10 +48,39 @@ def parse(text: str, path: SpecPath = ()) -> Template:
         raise GridError(f"bad template {text!r}: {e}", path) from None
 
 
-def render(text: str, values: Mapping[str, Any], path: SpecPath = ()) -> str:
+def render(
+    text: str, values: Mapping[str, Any], key: str = "", literal: Collection[str] = ()
+) -> str:
+    """Render `text`, the value of `key` in the row `values`. A variable whose value is a string
+    is rendered too, recursively, unless it is in `literal` (values never meant as templates:
+    file names from {files}). Raises TemplateError, naming the key whose template failed."""
     if not has_template(text):
         return text
-    return parse(text, path).render(values, path)
+    return _render(text, values, literal, (key,))
+
+
+def _render(
+    text: str, values: Mapping[str, Any], literal: Collection[str], stack: tuple[str, ...]
+) -> str:
+    try:
+        template = _parse(text)
+    except ValueError as e:
+        raise TemplateError(f"bad template {text!r}: {e}", stack[-1]) from None
+    out: list[str] = []
+    for part, name in template.parts:
+        out.append(part)
+        if name is None:
+            continue
+        if name not in values:
+            raise TemplateError(undefined_message(name, values), stack[-1])
+        value = values[name]
+        if isinstance(value, str) and name not in literal and has_template(value):
+            if name in stack:
+                cycle = " → ".join((*stack[stack.index(name) :], name))
+                raise TemplateError(f"template cycle: {cycle}", stack[-1])
+            value = _render(value, values, literal, (*stack, name))
+        out.append(_text(value))
+    return "".join(out)
 
 
 def undefined_message(name: str, defined: Collection[str]) -> str:

@@ -42,6 +42,8 @@ class Checked:
     spec: JobSpec
     endpoint: Endpoint
     count: int
+    # Requests with an http(s) URL in a file field: the offline emulator refuses to fetch them.
+    remote_inputs: int = 0
     inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
 
 
@@ -53,10 +55,15 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
     snapshot = InputSnapshot.take(spec)  # before the grid reads them: a later edit is caught
     found = _Found(spec)
     inputs = _InputChecker(endpoint)
-    n, cap = 0, spec.max_requests * COUNT_PAST_LIMIT
+    n, cap, remote = 0, spec.max_requests * COUNT_PAST_LIMIT, 0
+    file_fields = endpoint.file_fields
     try:
         for request in expand(spec, endpoint):
             n += 1
+            for f in file_fields:
+                if _is_url(request.input.get(f)):
+                    remote += 1
+                    break
             if n <= spec.max_requests:
                 for field, message in inputs.problems(request.input):
                     found.input_problem(field, message, request, n)
@@ -72,7 +79,11 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
     if found.errors:
         found.errors.sort(key=lambda e: (e.line, e.col))
         raise SpecErrors(found.errors)
-    return Checked(spec, endpoint, n, snapshot)
+    return Checked(spec, endpoint, n, remote, snapshot)
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
 
 
 def _has(spec: JobSpec, path: SpecPath) -> bool:

@@ -4,6 +4,7 @@ document path (keys and indices) to the 1-based line and column of the node it n
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +55,41 @@ class Locator:
         return self.places.get((), Location(1, 1))
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, plus: no explicit tags (every value is a plain value), and YAML 1.2
+    floats with an exponent and no dot (`5e0`, `1e-3`), which YAML 1.1 reads as strings."""
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            raise YamlError(_tag_message(tag), *_mark(event.start_mark))
+        return super().compose_node(parent, index)
+
+
+_Loader.add_implicit_resolver(
+    _T + "float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _tag_message(tag: str) -> str:
+    shown = "!!" + tag[len(_T) :] if tag.startswith(_T) else tag
+    if tag.startswith(_T + "python/"):
+        return f"python object tags are not allowed ('{shown}')"
+    return f"unsupported YAML tag '{shown}' (plain values only: no tags)"
+
+
+def _mark(mark: yaml.Mark) -> tuple[int, int]:
+    return mark.line + 1, mark.column + 1
+
+
 def load_yaml(text: str) -> tuple[Any, Locator]:
     """Parse one YAML document safely; returns (data, locator). Raises YamlError."""
-    loader: yaml.SafeLoader | None = None
+    loader: _Loader | None = None
     try:
-        loader = yaml.SafeLoader(text)  # the reader rejects control characters right here
+        loader = _Loader(text)  # the reader rejects control characters right here
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         what, mark = _explain(exc)
@@ -155,7 +186,7 @@ def _loc(node: Node) -> Location:
 class _Builder:
     """Turns composed nodes into dicts, lists and scalars, recording where each path starts."""
 
-    def __init__(self, loader: yaml.SafeLoader, places: dict[SpecPath, Location]) -> None:
+    def __init__(self, loader: _Loader, places: dict[SpecPath, Location]) -> None:
         self.loader = loader
         self.places = places
         self.active: set[int] = set()
@@ -180,43 +211,65 @@ class _Builder:
             self.active.discard(id(node))
 
     def mapping(self, node: MappingNode, path: SpecPath) -> dict[str, Any]:
+        """YAML 1.1 merge keys: `<<: *base` (or a list of them) supplies the keys this mapping
+        does not write itself; a key written twice in one mapping stays an error."""
         self.check_tag(node, _T + "map")
-        try:
-            self.loader.flatten_mapping(node)  # `<<: *anchor` merge keys
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or node.start_mark
-            what = f"invalid YAML: {exc.problem}"
-            raise YamlError(what, mark.line + 1, mark.column + 1) from None
+        explicit, merged = self.pairs(node)
         out: dict[str, Any] = {}
         first: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
-                raise YamlError(
-                    "a mapping key must be a plain name, not a list or mapping", *_start(key_node)
-                )
-            self.check_tag(key_node, None)
-            # Keys stay the text as written: `on:` or `1:` is a name here, never True or 1.
-            key = str(key_node.value)
+        for key_node, _ in explicit:
+            key = self.key(key_node)
             if key in first:
                 raise YamlError(
                     f"duplicate key '{key}' (first at line {first[key].start_mark.line + 1})",
                     *_start(key_node),
                 )
             first[key] = key_node
+        # Merged keys come first (PyYAML's order), earlier merges winning; written keys win.
+        for key_node, value_node in [*merged, *explicit]:
+            key = self.key(key_node)
+            if key in out or (key in first and first[key] is not key_node):
+                continue
             self.places.setdefault((*path, key), _loc(key_node))
             out[key] = self.build(value_node, (*path, key))
         return out
 
-    def check_tag(self, node: Node, expected: str | None) -> None:
-        tag = str(node.tag)
-        if tag.startswith(_T + "python/"):
+    def pairs(self, node: MappingNode) -> tuple[list[tuple[Node, Node]], list[tuple[Node, Node]]]:
+        """(the pairs written in `node`, the pairs its `<<` merge keys bring, in precedence)."""
+        explicit: list[tuple[Node, Node]] = []
+        merged: list[tuple[Node, Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _T + "merge":
+                explicit.append((key_node, value_node))
+                continue
+            subs = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for sub in subs:
+                if not isinstance(sub, MappingNode):
+                    raise YamlError("'<<' merges a mapping or a list of mappings", *_start(sub))
+                if id(sub) in self.active:
+                    raise YamlError("an alias refers to the node that contains it", *_start(sub))
+                self.active.add(id(sub))
+                try:
+                    written, more = self.pairs(sub)
+                finally:
+                    self.active.discard(id(sub))
+                merged += written + more
+        return explicit, merged
+
+    def key(self, key_node: Node) -> str:
+        if not isinstance(key_node, ScalarNode):
             raise YamlError(
-                f"python object tags are not allowed ('!!{tag[len(_T) :]}')", *_start(node)
+                "a mapping key must be a plain name, not a list or mapping", *_start(key_node)
             )
+        self.check_tag(key_node, None)
+        # Keys stay the text as written: `on:` or `1:` is a name here, never True or 1.
+        return str(key_node.value)
+
+    def check_tag(self, node: Node, expected: str | None) -> None:
+        # Explicit tags never get here (_Loader refuses them); this guards implicit ones.
         allowed = _PLAIN_TAGS if expected is None else {expected}
-        if tag not in allowed:
-            shown = "!!" + tag[len(_T) :] if tag.startswith(_T) else tag
-            raise YamlError(f"unsupported YAML tag '{shown}' (plain values only)", *_start(node))
+        if str(node.tag) not in allowed:
+            raise YamlError(_tag_message(str(node.tag)), *_start(node))
 
     def scalar(self, node: ScalarNode) -> Any:
         if node.tag == _T + "timestamp":

@@ -75,10 +75,15 @@ def fal_env(emulator: Emulator, key: str = "test-key") -> dict[str, str]:
 
 
 def last_records(out: Path) -> dict[str, dict[str, Any]]:
+    """Each key's current record, by the journal's documented rule (not runner's reader): a
+    line with `input` starts the record, any other line updates it."""
     state: dict[str, dict[str, Any]] = {}
     for line in (out / "manifest.jsonl").read_text().splitlines():
         record = json.loads(line)
-        state[record["key"]] = record
+        if "input" in record or record["key"] not in state:
+            state[record["key"]] = record
+        else:
+            state[record["key"]].update(record)
     return state
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from runner.cli import main
+from runner.cliargs import build_parser, serve_settings
 
 from .conftest import last_records
 
@@ -203,7 +204,6 @@ def test_out_must_name_a_folder(write_spec, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--port", "99999"], "--port must be a port number from 0 to 65535"),
         (["--tls-cert", "missing.pem", "--tls-key", "k.pem"], "--tls-cert: no such file"),
         (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
     ],
@@ -212,6 +212,15 @@ def test_serve_usage_errors_are_one_line(extra, message, capsys):
     assert main(["serve", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_serve_port_out_of_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--port", "99999"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port: must be a port number from 0 to 65535" in err
+    assert "Traceback" not in err
 
 
 def test_serve_on_a_port_in_use_is_one_line(capsys):
@@ -240,3 +249,46 @@ def test_summary_separates_rows_from_submissions_and_says_how_to_retry(
     captured = capsys.readouterr()
     assert "2 requests: 0 ok, 2 failed; 2 submissions" in captured.out
     assert f"runner run {spec} --out {out} --retry-failed" in captured.err
+
+
+def test_serve_arguments_become_settings() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "serve",
+            "--port",
+            "0",
+            "--key",
+            "a",
+            "--key",
+            "b",
+            "--latency",
+            "0.2",
+            "--p-429",
+            "0.1",
+            "--p-503",
+            "0.2",
+            "--p-drop-after-accept",
+            "0.3",
+            "--stall",
+            "2",
+            "--seed",
+            "9",
+            "--allow-remote-fetch",
+        ]
+    )
+    settings = serve_settings(args)
+    assert settings.keys == frozenset({"a", "b"}) and settings.latency == 0.2
+    assert settings.faults.p_429 == 0.1 and settings.faults.p_503_ingress == 0.2
+    assert settings.faults.p_drop_after_accept == 0.3 and settings.stall == 2
+    assert settings.seed == 9 and settings.allow_remote_fetch
+    assert serve_settings(parser.parse_args(["serve"])).keys is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--p-500", "2"])
+
+
+@pytest.mark.parametrize("options", [["--tls-cert", "c.pem"], ["--concurrency", "0"]])
+def test_bad_serve_options_are_a_usage_error(options, capsys):
+    assert main(["serve", *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("runner: ") and "Traceback" not in err

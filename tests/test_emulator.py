@@ -176,6 +176,20 @@ async def test_invalid_input_is_accepted_then_completes_with_422(
     assert missing == [{"loc": ["body", "image_url"], "msg": "Field required", "type": "missing"}]
 
 
+async def test_duplicate_bodies_are_counted_whatever_the_key_order(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    body = inputs()
+    await submit(http, emu, body)
+    await submit(http, emu, dict(reversed(body.items())))
+    # NaN is not JSON, but Python clients send it: accepted like any body, never a duplicate
+    nan = json.dumps({**body, "strength": float("nan")}).encode()
+    for _ in range(2):
+        headers = {"Content-Type": "application/json"}
+        await submit(http, emu, None, data=nan, headers=headers)
+    assert emu.stats.submissions == 4 and emu.stats.duplicate_submissions == 1
+
+
 async def test_unknown_endpoint_and_request_are_404(
     emu: Emulator, http: aiohttp.ClientSession
 ) -> None:
@@ -262,7 +276,6 @@ def test_public_names() -> None:
     import runner.emulator as package
 
     public = {n for n in vars(package) if not n.startswith("_")} - {
-        "cli_args",
         "server",
         "settings",
         "stats",
@@ -310,7 +323,7 @@ async def test_sync_run_and_sync_mode(emu: Emulator, http: aiohttp.ClientSession
     (image,) = body["images"]
     assert image["url"].startswith("data:image/png;base64,")
     assert Image.open(io.BytesIO(await fetch(http, image["url"]))).format == "PNG"
-    assert emu.state.jobs == {}  # sync runs and sync_mode leave no history
+    assert emu.state.by_id == {}  # sync runs and sync_mode leave no history
     assert emu.stats.run_calls == 2
 
 

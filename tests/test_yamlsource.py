@@ -102,3 +102,37 @@ def test_deep_nesting_and_alias_bombs_are_errors_not_crashes() -> None:
     )
     with pytest.raises(YamlError, match="too large"):
         load_yaml(bomb)
+
+
+# --- merge keys, tags, numbers (contract v1.1 / issue 6 item 15, issue 9 item 2) ---------------
+
+
+def test_a_merge_key_then_an_overriding_key_is_accepted() -> None:
+    text = (
+        "base: &b {seed: 1, strength: 0.5}\n"
+        "other: &o {seed: 9, steps: 3}\n"
+        "row:\n  <<: [*b, *o]\n  strength: 0.9\n"
+    )
+    data, locate = load_yaml(text)
+    assert data["row"] == {"seed": 1, "steps": 3, "strength": 0.9}  # written key wins, then *b
+    assert list(data["row"]) == ["seed", "steps", "strength"]
+    assert (locate(("row", "strength")).line, locate(("row", "seed")).line) == (5, 1)
+    data, _ = load_yaml("a: &a {x: 1}\nb: &b\n  <<: *a\n  y: 2\nc:\n  <<: *b\n  x: 3\n")
+    assert data["c"] == {"x": 3, "y": 2}
+
+
+def test_a_key_written_twice_next_to_a_merge_stays_an_error() -> None:
+    with pytest.raises(YamlError, match="duplicate key 'seed' \\(first at line 3\\)"):
+        load_yaml("base: &b {seed: 1}\nrow:\n  seed: 2\n  <<: *b\n  seed: 3\n")
+
+
+@pytest.mark.parametrize("text", ["x: !!int '5'\n", "x: !!str 5\n", "x: ! 5\n", "x: !!float 1\n"])
+def test_no_tags_at_all(text: str) -> None:
+    with pytest.raises(YamlError, match="unsupported YAML tag") as e:
+        load_yaml(text)
+    assert (e.value.line, e.value.col) == (1, 4)
+
+
+def test_exponent_numbers_are_numbers() -> None:
+    data, _ = load_yaml("a: 5e0\nb: 1e-3\nc: -2E+2\nd: '5e0'\ne: 1.5e3\n")
+    assert data == {"a": 5.0, "b": 0.001, "c": -200.0, "d": "5e0", "e": 1500.0}

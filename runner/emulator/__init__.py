@@ -1,7 +1,6 @@
 """An offline, fal-compatible service for tests and demos: a queue app and a run app on
 loopback, a deterministic CPU image-to-image model, and seeded fault injection."""
 
-from .cli_args import add_serve_arguments, settings_from_args
 from .server import Emulator, serve_forever
 from .settings import EmulatorSettings, Faults
 from .stats import Stats
@@ -11,7 +10,5 @@ __all__ = [
     "EmulatorSettings",
     "Faults",
     "Stats",
-    "add_serve_arguments",
     "serve_forever",
-    "settings_from_args",
 ]

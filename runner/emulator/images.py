@@ -12,7 +12,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
-from ..http import is_loopback
+from ..urls import is_loopback
 from .state import EmulatorState
 
 MAX_DOWNLOAD = 20 * 1024 * 1024

@@ -13,7 +13,7 @@ from typing import Any
 
 from .images import ImageInputError, decode_image, fetch_bytes
 from .render import RenderParams, content_type, is_nsfw, output_size, render
-from .state import EmulatorState, Job, Outcome
+from .state import EmulatorState, Outcome, QueuedRequest
 from .validation import Detail, validate_input
 
 _seeds = random.SystemRandom()
@@ -25,24 +25,24 @@ def invalid(detail: Detail) -> Outcome:
     )
 
 
-def with_defaults(job: Job) -> dict[str, Any]:
-    defaults = {k: v["default"] for k, v in job.endpoint.fields.items() if "default" in v}
-    return {**defaults, **job.payload}
+def with_defaults(queued: QueuedRequest) -> dict[str, Any]:
+    defaults = {k: v["default"] for k, v in queued.endpoint.fields.items() if "default" in v}
+    return {**defaults, **queued.payload}
 
 
-async def run_model(state: EmulatorState, job: Job) -> Outcome:
+async def run_model(state: EmulatorState, queued: QueuedRequest) -> Outcome:
     """Runs the request to its Outcome (a 200 result or a 422 detail)."""
-    detail = validate_input(job.endpoint, job.payload)
+    detail = validate_input(queued.endpoint, queued.payload)
     if detail:
-        job.log("Input validation failed", "ERROR")
+        queued.log("Input validation failed", "ERROR")
         return invalid(detail)
-    inputs = with_defaults(job)
+    inputs = with_defaults(queued)
     seed = inputs["seed"] if inputs.get("seed") is not None else _seeds.randrange(2**31)
-    job.log("Loading the input image")
+    queued.log("Loading the input image")
     try:
         data = await fetch_bytes(state, inputs["image_url"])
     except ImageInputError as exc:
-        job.log(str(exc), "ERROR")
+        queued.log(str(exc), "ERROR")
         return invalid([exc.item])
     params = [
         RenderParams(
@@ -57,7 +57,7 @@ async def run_model(state: EmulatorState, job: Job) -> Outcome:
         for i in range(int(inputs["num_images"]))
     ]
     flagged = bool(inputs["enable_safety_checker"]) and is_nsfw(inputs["prompt"])
-    job.log(f"Running {params[0].num_inference_steps} inference steps")
+    queued.log(f"Running {params[0].num_inference_steps} inference steps")
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(
@@ -68,9 +68,9 @@ async def run_model(state: EmulatorState, job: Job) -> Outcome:
     try:
         rendered = await work
     except ImageInputError as exc:
-        job.log(str(exc), "ERROR")
+        queued.log(str(exc), "ERROR")
         return invalid([exc.item])
-    job.inference_time = round(time.monotonic() - started, 4)
+    queued.inference_time = round(time.monotonic() - started, 4)
     ctype = content_type(params[0].output_format)
     images = []
     for encoded, (width, height) in rendered:
@@ -78,12 +78,12 @@ async def run_model(state: EmulatorState, job: Job) -> Outcome:
             url = f"data:{ctype};base64,{base64.b64encode(encoded).decode()}"
         else:
             ext = "png" if params[0].output_format == "png" else "jpeg"
-            url = f"{job.base_url}/files/{state.add_file(encoded, ctype, ext=ext)}"
+            url = f"{queued.base_url}/files/{state.add_file(encoded, ctype, ext=ext)}"
         images.append({"url": url, "width": width, "height": height, "content_type": ctype})
-    job.log(f"Generated {len(images)} image(s)")
+    queued.log(f"Generated {len(images)} image(s)")
     body = {
         "images": images,
-        "timings": {"inference": job.inference_time},
+        "timings": {"inference": queued.inference_time},
         "seed": seed,
         "has_nsfw_concepts": [flagged] * len(images),
         "prompt": inputs["prompt"],

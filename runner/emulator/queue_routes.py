@@ -12,9 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from ..endpoints import Endpoint, get_endpoint
+from ..urls import app_base
 from . import scheduler
 from .middleware import drop, json_response
-from .state import COMPLETED, IN_PROGRESS, IN_QUEUE, STATE, EmulatorState, Job
+from .state import COMPLETED, IN_PROGRESS, IN_QUEUE, STATE, EmulatorState, QueuedRequest
 
 ENDPOINT_PATH = "/{owner}/{alias}{path:(?:/.*)?}"
 REQUEST_PATH = "/{owner}/{alias}/requests/{request_id}"
@@ -63,9 +64,9 @@ def start_deadline(request: web.Request) -> float | None:
 
 def new_request(
     request: web.Request, state: EmulatorState, endpoint: Endpoint, payload: Any, *, history: bool
-) -> Job:
+) -> QueuedRequest:
     sync_mode = isinstance(payload, dict) and payload.get("sync_mode") is True
-    job = state.new_job(
+    queued = state.enqueue(
         endpoint,
         payload,
         base_url(request),
@@ -73,8 +74,8 @@ def new_request(
         webhook=request.query.get("fal_webhook"),
         keep=history and not sync_mode,
     )
-    scheduler.start(state, job)
-    return job
+    scheduler.start(state, queued)
+    return queued
 
 
 async def submit(request: web.Request) -> web.StreamResponse:
@@ -83,59 +84,59 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if isinstance(endpoint, web.Response):
         return endpoint
     payload = await read_payload(request)
-    job = new_request(request, state, endpoint, payload, history=True)
+    queued = new_request(request, state, endpoint, payload, history=True)
     state.stats.count_submission(payload)
     body = {
         "status": IN_QUEUE,
-        "request_id": job.id,
-        **job.urls(),
-        "queue_position": state.queue_position(job),
+        "request_id": queued.id,
+        **queued.urls(),
+        "queue_position": state.queue_position(queued),
     }
     faults = state.settings.faults
     if "submit" in faults.routes and state.roll(faults.p_drop_after_accept):
         state.stats.faults["submit", "drop_after_accept"] += 1
         return drop(request)
-    return json_response(200, body, {"x-fal-request-id": job.id})
+    return json_response(200, body, {"x-fal-request-id": queued.id})
 
 
-def find_job(request: web.Request) -> Job | web.Response:
+def find_queued(request: web.Request) -> QueuedRequest | web.Response:
     info = request.match_info
-    job = request.app[STATE].get_job(info["request_id"])
-    if job is None or job.owner_alias != f"{info['owner']}/{info['alias']}":
+    queued = request.app[STATE].find(info["request_id"])
+    if queued is None or app_base(queued.endpoint.id) != f"{info['owner']}/{info['alias']}":
         return json_response(404, {"detail": "Request not found"})
-    return job
+    return queued
 
 
 def wants_logs(request: web.Request) -> bool:
     return request.query.get("logs", "0").lower() in ("1", "true", "yes")
 
 
-def status_body(state: EmulatorState, job: Job, with_logs: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": job.state, "request_id": job.id, **job.urls()}
-    if job.state == IN_QUEUE:
-        body["queue_position"] = state.queue_position(job)
-    elif job.state == IN_PROGRESS:
-        body["logs"] = list(job.logs) if with_logs else None
+def status_body(state: EmulatorState, queued: QueuedRequest, with_logs: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": queued.state, "request_id": queued.id, **queued.urls()}
+    if queued.state == IN_QUEUE:
+        body["queue_position"] = state.queue_position(queued)
+    elif queued.state == IN_PROGRESS:
+        body["logs"] = list(queued.logs) if with_logs else None
     else:
-        body["logs"] = list(job.logs) if with_logs else None
+        body["logs"] = list(queued.logs) if with_logs else None
         body["metrics"] = (
-            {} if job.inference_time is None else {"inference_time": job.inference_time}
+            {} if queued.inference_time is None else {"inference_time": queued.inference_time}
         )
-        if job.outcome is not None and job.outcome.error is not None:
-            body["error"] = job.outcome.error
-            body["error_type"] = job.outcome.error_type
+        if queued.outcome is not None and queued.outcome.error is not None:
+            body["error"] = queued.outcome.error
+            body["error_type"] = queued.outcome.error_type
     return body
 
 
 async def status(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.stats.status_calls += 1
-    job = find_job(request)
-    if isinstance(job, web.Response):
-        return job
-    code = 200 if job.state == COMPLETED else 202
+    queued = find_queued(request)
+    if isinstance(queued, web.Response):
+        return queued
+    code = 200 if queued.state == COMPLETED else 202
     return json_response(
-        code, status_body(state, job, wants_logs(request)), {"x-fal-request-id": job.id}
+        code, status_body(state, queued, wants_logs(request)), {"x-fal-request-id": queued.id}
     )
 
 
@@ -143,24 +144,24 @@ async def stream(request: web.Request) -> web.StreamResponse:
     """One SSE event per state change (and every stream_interval), ending after COMPLETED."""
     state = request.app[STATE]
     state.stats.stream_calls += 1
-    job = find_job(request)
-    if isinstance(job, web.Response):
-        return job
+    queued = find_queued(request)
+    if isinstance(queued, web.Response):
+        return queued
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
-            "x-fal-request-id": job.id,
+            "x-fal-request-id": queued.id,
         }
     )
     await response.prepare(request)
     with_logs = wants_logs(request)
     try:
         while True:
-            changed = job.changed
-            event = json.dumps(status_body(state, job, with_logs))
+            changed = queued.changed
+            event = json.dumps(status_body(state, queued, with_logs))
             await response.write(f"data: {event}\n\n".encode())
-            if job.state == COMPLETED or (job.task is not None and job.task.done()):
+            if queued.state == COMPLETED or (queued.task is not None and queued.task.done()):
                 break  # done, or the emulator is stopping
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changed.wait(), state.settings.stream_interval)
@@ -173,30 +174,30 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def result(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.stats.result_calls += 1
-    job = find_job(request)
-    if isinstance(job, web.Response):
-        return job
-    if job.state != COMPLETED or job.outcome is None:
+    queued = find_queued(request)
+    if isinstance(queued, web.Response):
+        return queued
+    if queued.state != COMPLETED or queued.outcome is None:
         return json_response(
-            400, {"detail": "Request is still in progress"}, {"x-fal-request-id": job.id}
+            400, {"detail": "Request is still in progress"}, {"x-fal-request-id": queued.id}
         )
-    outcome = job.outcome
-    if not job.keep:
-        state.forget(job)  # sync_mode: the output is handed over once, not kept in history
+    outcome = queued.outcome
+    if not queued.keep:
+        state.forget(queued)  # sync_mode: the output is handed over once, not kept in history
     return json_response(
-        outcome.status, outcome.body, {"x-fal-request-id": job.id, **dict(outcome.headers)}
+        outcome.status, outcome.body, {"x-fal-request-id": queued.id, **dict(outcome.headers)}
     )
 
 
 async def cancel(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.stats.cancels += 1
-    job = find_job(request)
-    if isinstance(job, web.Response):
-        return job
-    if job.state == COMPLETED:
-        return json_response(400, {"status": "ALREADY_COMPLETED"}, {"x-fal-request-id": job.id})
-    job.cancel_requested = True
-    if job.task is not None:
-        job.task.cancel()
-    return json_response(202, {"status": "CANCELLATION_REQUESTED"}, {"x-fal-request-id": job.id})
+    queued = find_queued(request)
+    if isinstance(queued, web.Response):
+        return queued
+    if queued.state == COMPLETED:
+        return json_response(400, {"status": "ALREADY_COMPLETED"}, {"x-fal-request-id": queued.id})
+    queued.cancel_requested = True
+    if queued.task is not None:
+        queued.task.cancel()
+    return json_response(202, {"status": "CANCELLATION_REQUESTED"}, {"x-fal-request-id": queued.id})

@@ -22,14 +22,14 @@ async def run(request: web.Request) -> web.Response:
         return endpoint
     payload = await read_payload(request)
     state.stats.run_calls += 1
-    job = new_request(request, state, endpoint, payload, history=False)
+    queued = new_request(request, state, endpoint, payload, history=False)
     try:
-        outcome = await scheduler.wait_completed(job)
+        outcome = await scheduler.wait_completed(queued)
     finally:
-        state.forget(job)  # a sync run leaves no request history
-        if job.task is not None and not job.task.done():
-            job.cancel_requested = True
-            job.task.cancel()
+        state.forget(queued)  # a sync run leaves no request history
+        if queued.task is not None and not queued.task.done():
+            queued.cancel_requested = True
+            queued.task.cancel()
     return json_response(
-        outcome.status, outcome.body, {"x-fal-request-id": job.id, **dict(outcome.headers)}
+        outcome.status, outcome.body, {"x-fal-request-id": queued.id, **dict(outcome.headers)}
     )

@@ -48,12 +48,6 @@ class Faults:
         """The probability of one of FAULT_KINDS."""
         return float(getattr(self, f"p_{kind}"))
 
-    @property
-    def any(self) -> bool:
-        return any(self.probability(k) for k in FAULT_KINDS) or bool(
-            self.p_drop_after_accept or self.p_infra_error
-        )
-
 
 @dataclass(frozen=True)
 class EmulatorSettings:

@@ -1,5 +1,6 @@
-"""The state both emulator apps share: requests (`Job`s), hosted files, upload tokens, the
-fault RNG, the render thread pool and the counters. Reached from handlers via `STATE`."""
+"""The state both emulator apps share: the server's record of each request (`QueuedRequest`),
+hosted files, upload tokens, the fault RNG, the render thread pool and the counters. Reached
+from handlers via `STATE`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from ..endpoints import Endpoint
+from ..urls import request_url
 from .settings import EmulatorSettings
 from .stats import Stats
 
@@ -41,8 +43,9 @@ class StoredFile:
 
 
 @dataclass(eq=False)
-class Job:
-    """One request, queued or sync, from submit to its retained result."""
+class QueuedRequest:
+    """The server's record of one request (queued, or a sync run), from submit to its retained
+    result."""
 
     id: str
     endpoint: Endpoint
@@ -61,10 +64,6 @@ class Job:
     task: asyncio.Task[None] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def owner_alias(self) -> str:
-        return "/".join(self.endpoint.id.split("/")[:2])
-
     def touch(self) -> None:
         """Wake everyone waiting for a change (status streams, sync runs)."""
         self.changed.set()
@@ -75,7 +74,7 @@ class Job:
         self.logs.append({"message": message, "level": level, "source": "user", "timestamp": stamp})
 
     def urls(self) -> dict[str, str]:
-        base = f"{self.base_url}/{self.owner_alias}/requests/{self.id}"
+        base = request_url(self.base_url, self.endpoint.id, self.id)
         return {
             "response_url": base,
             "status_url": base + "/status",
@@ -87,8 +86,8 @@ class EmulatorState:
     def __init__(self, settings: EmulatorSettings) -> None:
         self.settings = settings
         self.stats = Stats()
-        self.jobs: dict[str, Job] = {}
-        self.waiting: list[Job] = []  # IN_QUEUE, in submission order
+        self.by_id: dict[str, QueuedRequest] = {}  # every request the server still knows
+        self.waiting: list[QueuedRequest] = []  # IN_QUEUE, in submission order
         self.files: dict[str, StoredFile] = {}
         self.tokens: set[str] = set()
         self.pending_uploads: dict[str, tuple[str, str]] = {}  # id -> (content_type, name)
@@ -101,31 +100,33 @@ class EmulatorState:
         self.own_ports: set[int] = set()  # a loopback URL on these ports is one of ours
         self.background: set[asyncio.Task[None]] = set()  # webhook deliveries
 
-    def new_job(self, endpoint: Endpoint, payload: Any, base_url: str, **kw: Any) -> Job:
-        job = Job(id=str(uuid.uuid4()), endpoint=endpoint, payload=payload, base_url=base_url, **kw)
-        self.jobs[job.id] = job
-        self.waiting.append(job)
-        return job
+    def enqueue(self, endpoint: Endpoint, payload: Any, base_url: str, **kw: Any) -> QueuedRequest:
+        queued = QueuedRequest(
+            id=str(uuid.uuid4()), endpoint=endpoint, payload=payload, base_url=base_url, **kw
+        )
+        self.by_id[queued.id] = queued
+        self.waiting.append(queued)
+        return queued
 
-    def get_job(self, request_id: str) -> Job | None:
-        job = self.jobs.get(request_id)
+    def find(self, request_id: str) -> QueuedRequest | None:
+        queued = self.by_id.get(request_id)
         ttl = self.settings.result_ttl
         if (
-            job
+            queued
             and ttl is not None
-            and job.completed_at is not None
-            and time.monotonic() - job.completed_at > ttl
+            and queued.completed_at is not None
+            and time.monotonic() - queued.completed_at > ttl
         ):
-            self.forget(job)
+            self.forget(queued)
             return None
-        return job
+        return queued
 
-    def forget(self, job: Job) -> None:
-        self.jobs.pop(job.id, None)
+    def forget(self, queued: QueuedRequest) -> None:
+        self.by_id.pop(queued.id, None)
 
-    def queue_position(self, job: Job) -> int:
+    def queue_position(self, queued: QueuedRequest) -> int:
         try:
-            return self.waiting.index(job)
+            return self.waiting.index(queued)
         except ValueError:
             return 0
 
@@ -144,10 +145,10 @@ class EmulatorState:
         return probability > 0 and self.rng.random() < probability
 
     async def close(self) -> None:
-        for job in list(self.jobs.values()):
-            if job.task and not job.task.done():
-                job.task.cancel()
-        tasks = [j.task for j in self.jobs.values() if j.task] + list(self.background)
+        for queued in list(self.by_id.values()):
+            if queued.task and not queued.task.done():
+                queued.task.cancel()
+        tasks = [q.task for q in self.by_id.values() if q.task] + list(self.background)
         for task in self.background:
             task.cancel()
         if tasks:

@@ -3,15 +3,12 @@ bodies), faults injected per route, peak concurrency."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def canonical_body(body: Any) -> str:
-    """One string per distinct JSON body, whatever its key order."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+from ..keys import canonical_json
 
 
 @dataclass
@@ -46,4 +43,6 @@ class Stats:
 
     def count_submission(self, body: Any) -> None:
         self.submissions += 1
-        self.submissions_by_body[canonical_body(body)] += 1
+        # NaN is not JSON (and never equals itself): such a body is no one's duplicate
+        with contextlib.suppress(ValueError):
+            self.submissions_by_body[canonical_json(body)] += 1

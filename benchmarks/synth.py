@@ -1,0 +1,126 @@
+"""Synthetic run folders: a spec of N rows (prompts x seeds) and a journal for it written
+directly, as a finished run would leave it, without a server. For the journal-reading and
+resume measurements; `--layout old` writes the pre-lean layout (three full lines a request).
+
+    python benchmarks/synth.py DIR --rows 1000000 [--layout lean|old]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
+SEEDS = 1000
+
+
+def write_spec(folder: Path, rows: int, backend: str = "fal") -> Path:
+    """folder/job.yaml: ceil(rows / 1000) prompts x 1000 seeds (a prompts file, a range)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="PNG")
+    (folder / "input.png").write_bytes(buffer.getvalue())
+    prompts = max(1, -(-rows // SEEDS))
+    (folder / "prompts.txt").write_text(
+        "".join(f"a lighthouse in a storm number {i}, oil painting\n" for i in range(prompts))
+    )
+    seeds = min(rows, SEEDS)
+    (folder / "job.yaml").write_text(
+        f"""version: 1
+name: synthetic
+endpoint: {ENDPOINT}
+backend: {backend}
+output: out
+defaults:
+  image_url: input.png
+  num_inference_steps: 28
+  strength: 0.85
+matrix:
+  prompt: {{lines: prompts.txt}}
+  seed: {{range: [0, {seeds - 1}]}}
+limits: {{max_requests: {prompts * seeds}}}
+"""
+    )
+    return folder / "job.yaml"
+
+
+def write_journal(spec: Path, layout: str = "lean") -> int:
+    """Expands the spec and writes OUT/manifest.jsonl as a finished run leaves it: for each
+    request the submitting, submitted and ok lines the executor's own Job writes. Returns the
+    number of requests."""
+    sys.path.insert(0, str(ROOT))
+    from runner.falapi import handle_for
+    from runner.grid import expand
+    from runner.jobs import Job, RunOptions
+    from runner.manifest import OK, SUBMITTED, SUBMITTING, encode
+    from runner.validate import check
+
+    checked = check(spec)
+    out = checked.spec.output
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = "20260101T000000-synth0"
+    options = RunOptions(
+        ENDPOINT, checked.spec.backend, "https://queue.fal.run", run_id, checked.spec.execution
+    )
+    t = "2026-01-01T00:00:00.000Z"
+    n = 0
+    with (out / "manifest.jsonl").open("wb", buffering=1 << 20) as fh:
+        for n, request in enumerate(expand(checked.spec, checked.endpoint), 1):
+            key = request.key
+            job = Job(request, options)
+            job.attempts = 1
+            lines = [job.record(SUBMITTING)]
+            rid = f"{hashlib.md5(key.encode()).hexdigest()[:8]}-0000-4000-8000-{n:012d}"
+            job.handle = handle_for(options.queue_url, ENDPOINT, rid)
+            job.submitted_at = t
+            lines.append(job.record(SUBMITTED))
+            output = {
+                "file": f"images/{key[:2]}/{key}-0.jpg",
+                "sha256": hashlib.sha256(key.encode()).hexdigest(),
+                "width": 1024,
+                "height": 768,
+                "content_type": "image/jpeg",
+            }
+            result = {
+                "timings": {"inference": 1.234},
+                "seed": request.input.get("seed", 0),
+                "has_nsfw_concepts": [False],
+            }
+            lines.append(job.record(OK, outputs=[output], result=result))
+            if layout == "old":  # every line the whole record, input first (the old order)
+                lines = [job.base | line for line in lines]  # type: ignore[operator]
+                for line in lines:
+                    line["time"] = t
+                    fh.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode())
+                    fh.write(b"\n")
+                continue
+            for line in lines:
+                line["time"] = t
+                fh.write(encode(line))
+    (out / "runs.jsonl").write_text(
+        json.dumps({"run_id": run_id, "event": "start", "started": t, "synthetic": True}) + "\n"
+    )
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--layout", choices=("lean", "old"), default="lean")
+    args = parser.parse_args()
+    spec = write_spec(args.folder, args.rows)
+    n = write_journal(spec, args.layout)
+    size = (spec.parent / "out" / "manifest.jsonl").stat().st_size
+    print(f"{spec}: {n} requests, journal {size / 1e6:.0f} MB ({args.layout})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""`runner export`: a run folder (finished or still running) as a dataset that people's
+loaders read: imagefolder, parquet or webdataset folders, or one csv or jsonl file.
+Reads the journal only (never takes the run's lock, never touches the network)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ManifestError, UsageError
+from ..manifest import MANIFEST
+from .files import FOLDER_FILES
+from .imagefolder import write_imagefolder
+from .parquet import write_parquet
+from .rows import ExportTable, Status, build_table
+from .tables import write_csv, write_jsonl
+from .webdataset import write_webdataset
+
+__all__ = ["FORMATS", "ExportSummary", "export"]
+
+FORMATS = ("imagefolder", "parquet", "webdataset", "csv", "jsonl")
+FILE_FORMATS = ("csv", "jsonl")  # DEST is a file; for the others a folder
+DEFAULT_SHARD_SIZE = 1000  # rows per parquet file or tar
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    dest: Path
+    format: str
+    rows: int
+    images: int  # rows with an output image
+    inputs: int  # rows with an input image exported
+    input_urls: int  # rows whose input is a remote URL (a column, not an image)
+    missing_inputs: int  # local inputs not found: their input column is empty
+    missing_outputs: int  # ok rows whose image file is gone from the run folder
+    files: tuple[Path, ...]  # what was written: metadata file, shards, or the file
+
+
+def export(
+    out_dir: Path,
+    fmt: str,
+    dest: Path,
+    *,
+    status: Status = "ok",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    folder_files: int = FOLDER_FILES,
+) -> ExportSummary:
+    """Write the run in `out_dir` as `fmt` to `dest`; the rows of `status` only."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
+    if shard_size < 1:
+        raise UsageError("--shard-size must be at least 1")
+    if not (out_dir / MANIFEST).is_file():
+        raise ManifestError(f"no {MANIFEST} in {out_dir}: run `runner run SPEC` first")
+    _check_dest(dest, fmt)
+    table = build_table(out_dir, status)
+    if fmt == "imagefolder":
+        files = write_imagefolder(table, dest, folder_files)
+    elif fmt == "parquet":
+        files = write_parquet(table, dest, shard_size)
+    elif fmt == "webdataset":
+        files = write_webdataset(table, dest, shard_size)
+    elif fmt == "csv":
+        files = write_csv(table, dest)
+    else:
+        files = write_jsonl(table, dest)
+    return _summary(table, dest, fmt, files)
+
+
+def _check_dest(dest: Path, fmt: str) -> None:
+    if fmt in FILE_FORMATS:
+        if dest.is_dir():
+            raise UsageError(f"--to {dest} is a folder; --format {fmt} writes one file")
+        return
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UsageError(
+            f"--to {dest} exists and is not an empty folder; name a new folder "
+            f"(an export never mixes with older files)"
+        )
+
+
+def _summary(table: ExportTable, dest: Path, fmt: str, files: list[Path]) -> ExportSummary:
+    rows = table.rows
+    return ExportSummary(
+        dest=dest,
+        format=fmt,
+        rows=len(rows),
+        images=sum(r.output is not None for r in rows),
+        inputs=sum(r.input is not None for r in rows),
+        input_urls=table.input_url_rows,
+        missing_inputs=table.missing_inputs,
+        missing_outputs=table.missing_outputs,
+        files=tuple(files),
+    )

@@ -1,0 +1,142 @@
+"""`runner merge OUT1 OUT2 … --out DIR`: several run folders (shards of one job, say) in, one
+run folder out that `report`, `export` and a further `run` (resume) accept: one journal line
+per key, the images it names (hardlinked where possible), and every source's runs.jsonl lines.
+
+Which record of a key wins: ok over failed over pending; between equals, the first folder given.
+Two ok records of one key are a conflict: the first is kept and the others are counted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import ManifestError, UsageError
+from .export.files import link_or_copy
+from .manifest import FAILED, MANIFEST, OK, RUNS, Journal, Record, latest, utc_now
+
+_RANK = {OK: 0, FAILED: 1}  # anything else (submitting, submitted) is pending: rank 2
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    out: Path
+    sources: tuple[Path, ...]
+    ok: int
+    failed: int
+    pending: int
+    images: int  # image files placed in DIR
+    conflicts: tuple[str, ...]  # keys that were ok in more than one folder (the first kept)
+    replaced: int  # keys whose failed or pending record gave way to a better one
+
+
+def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
+    """Write the merge of `sources` into `out` (a new or empty folder)."""
+    _check(sources, out)
+    chosen: dict[str, tuple[Record, Path]] = {}
+    conflicts: list[str] = []
+    replaced = 0
+    for source in sources:
+        for key, record in latest(source).items():
+            held = chosen.get(key)
+            if held is None:
+                chosen[key] = (record, source)
+            elif _rank(record) < _rank(held[0]):
+                chosen[key] = (record, source)
+                replaced += 1
+            elif _rank(record) == _rank(held[0]) == 0:
+                conflicts.append(key)
+    images = 0
+    journal = Journal(out)
+    try:
+        for record, source in chosen.values():
+            for output in record.get("outputs") or [] if record.get("status") == OK else []:
+                images += _place(source, out, str(output.get("file") or ""))
+            journal.append(dict(record))  # type: ignore[arg-type]
+    finally:
+        journal.close()
+    statuses = [r.get("status") for r, _ in chosen.values()]
+    ok, failed = statuses.count(OK), statuses.count(FAILED)
+    summary = MergeSummary(
+        out,
+        tuple(sources),
+        ok,
+        failed,
+        len(statuses) - ok - failed,
+        images,
+        tuple(dict.fromkeys(conflicts)),
+        replaced,
+    )
+    _write_runs(sources, summary)
+    return summary
+
+
+def _check(sources: Sequence[Path], out: Path) -> None:
+    if not sources:
+        raise UsageError("merge needs at least one run folder")
+    for source in sources:
+        if not (source / MANIFEST).is_file():
+            raise UsageError(f"no {MANIFEST} in {source}: not a run folder")
+        if source.resolve() == out.resolve():
+            raise UsageError(f"--out {out} is one of the folders to merge")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out} exists and is not an empty folder; name a new folder")
+
+
+def _rank(record: Record) -> int:
+    return _RANK.get(str(record.get("status")), 2)
+
+
+def _place(source: Path, out: Path, rel: str) -> int:
+    """Link or copy one image named by a journal line (a plain relative path inside the
+    folder, so a merged line points at the same place); 0 if the source file is gone."""
+    parts = PurePosixPath(rel).parts
+    if not rel or rel.startswith("/") or ":" in rel or "\\" in rel or ".." in parts:
+        return 0
+    src, dst = source / rel, out / rel
+    if not src.is_file():
+        return 0
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            link_or_copy(src, dst)
+    except OSError as exc:
+        raise ManifestError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    return 1
+
+
+def _write_runs(sources: Sequence[Path], summary: MergeSummary) -> None:
+    """The sources' run lines (specs, names, shards), then one line for the merge itself."""
+    lines: list[str] = []
+    last: dict[str, object] = {}
+    for source in sources:
+        try:
+            text = (source / RUNS).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in text.splitlines():
+            try:
+                found = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(found, dict):
+                lines.append(json.dumps(found, ensure_ascii=False, separators=(",", ":")))
+                last = found
+    keep = ("name", "spec", "spec_sha256", "endpoint", "backend", "runner_version")
+    merged = {
+        **{k: last[k] for k in keep if k in last},
+        "event": "merge",
+        "time": utc_now(),
+        "sources": [str(s) for s in summary.sources],
+        "ok": summary.ok,
+        "failed": summary.failed,
+        "pending": summary.pending,
+        "conflicts": len(summary.conflicts),
+    }
+    lines.append(json.dumps(merged, ensure_ascii=False, separators=(",", ":")))
+    path = summary.out / RUNS
+    try:
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,373 @@
+"""The checked grid of one spec: a JobSpec and its Endpoint in, a RowGrid that yields raw rows
+(pre-template) in run order: the product of the matrix axes minus `exclude`, then `include`.
+
+Every check that needs no iteration runs when the RowGrid is built, and all of them run, so
+`validate` reports every independent problem at once (GridErrors); errors come before any row.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .endpoints import Endpoint
+from .errors import GridError, GridErrors, SpecPath
+from .keys import canonical
+from .models import JobSpec
+from .sources import ListSource, Source, axis_source
+from .templates import has_template, parse, render, undefined_message
+
+_END: Any = object()
+REPEAT_HINT = "HINT: to repeat a request, sweep 'seed'"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A raw row. `values` (flattened name -> value) is what templates and the body read;
+    `combo` (index, value) per axis, or `fixed` (vars, origins) for an include row, lets
+    RowGrid.describe build vars and origins only for the rows that become requests."""
+
+    values: dict[str, Any]
+    templated: frozenset[str]  # body fields whose value may hold a template: only these render
+    combo: tuple[tuple[int, Any], ...] = ()
+    fixed: tuple[dict[str, Any], dict[str, SpecPath]] | None = None
+
+
+class _Unknown(Source):
+    """Stands for an axis whose values are broken (reported elsewhere): its name is defined,
+    its fields are known when it is written as a list of mappings, and it yields nothing."""
+
+    def __init__(self, path: SpecPath, raw: Any) -> None:
+        fields = None
+        if isinstance(raw, list) and raw and all(isinstance(v, Mapping) for v in raw):
+            fields = tuple(dict.fromkeys(k for v in raw for k in v))
+        super().__init__(path, fields)
+        # A broken csv or jsonl axis may define fields nobody can see: name checks are off.
+        self.opaque = isinstance(raw, Mapping) and not {"range", "files", "lines"} & set(raw)
+
+    def __len__(self) -> int:
+        return 0
+
+
+class RowGrid:
+    """The checked grid of one spec: its axes, defaults, exclude and include entries.
+
+    `broken` names axes already reported as invalid (by the job schema): they are not built,
+    and the grid then only checks; `complete` says whether it can yield rows.
+    """
+
+    def __init__(self, spec: JobSpec, endpoint: Endpoint, broken: Collection[str] = ()) -> None:
+        self.endpoint_id = endpoint.id
+        self.fields = endpoint.fields
+        self._problems: list[GridError] = []
+        self.axes = [
+            (name, self._source(name, raw, spec.base_dir, name in broken))
+            for name, raw in spec.matrix.items()
+        ]
+        self.complete = not any(isinstance(s, _Unknown) for _, s in self.axes)
+        self.axis_index = {name: i for i, (name, _) in enumerate(self.axes)}
+        # GitHub's rule: a matrix of only `include` rows runs just those rows; none at all, one.
+        self.has_product = bool(self.axes) or not spec.include
+        self.defaults: dict[str, Any] = canonical(dict(spec.defaults))
+        self.def_origins: dict[str, SpecPath] = {k: ("defaults", k) for k in self.defaults}
+        owner = self._owners()
+        self.objects = {n: s for n, s in self.axes if s.fields is not None}
+        self.product_keys = set(self.defaults) | set(owner)
+        # The defaults' variables a product row really uses: an object axis may override some.
+        self.def_vars = {k: v for k, v in self.defaults.items() if k not in self.fields}
+        self.product_def_vars = {k: v for k, v in self.def_vars.items() if k not in owner}
+        # Values made by {files} are names, never templates (a file name may hold braces).
+        self.literal = frozenset(n for n, s in self.axes if s.kind == "files")
+        known = self.product_keys | set(self.objects)
+        self.exclude = [
+            e
+            for j, raw in enumerate(spec.exclude)
+            if (e := self._try(self._entry, "exclude", j, raw, known)) is not None
+        ]
+        self.include = [
+            row
+            for j, raw in enumerate(spec.include)
+            if (row := self._try(self._include, j, raw, known | set(self.fields))) is not None
+        ]
+        if not any(getattr(s, "opaque", False) for _, s in self.axes):
+            uses = self._check_templates(owner)
+            used = _closure(uses, self.fields)
+            self._check_unused(owner, spec.include, used)
+            self._check_typos(used)
+        self.templated = frozenset(
+            k for k in self.product_keys & set(self.fields) if self._may_template(k, owner.get(k))
+        )
+        if len(self._problems) == 1:
+            raise self._problems[0]
+        if self._problems:
+            raise GridErrors(self._problems)
+
+    # --- rows, in run order (the hot loop) ------------------------------------------------------
+
+    def rows(self) -> Iterator[Row]:
+        assert self.complete, "a grid with broken axes only checks"
+        if self.has_product:
+            shape = [(name, s.fields is None) for name, s in self.axes]
+            for combo in _product([s for _, s in self.axes]):
+                values = dict(self.defaults)
+                for (name, plain), (_, value) in zip(shape, combo):  # noqa: B905 (hot loop)
+                    if plain:
+                        values[name] = value
+                    else:
+                        values.update(value)
+                if self.exclude and any(self._excluded(values, combo, e) for e in self.exclude):
+                    continue
+                yield Row(values, self.templated, combo)
+        for row in self.include:
+            yield Row(dict(row.values), row.templated, fixed=row.fixed)
+
+    def literal_for(self, row: Row) -> frozenset[str]:
+        """The names whose values in `row` are never rendered as templates."""
+        return self.literal if row.fixed is None else frozenset()
+
+    def describe(self, row: Row) -> tuple[dict[str, Any], dict[str, SpecPath]]:
+        """A row's vars (axis name -> value, plus the defaults' variables it uses) and origins."""
+        if row.fixed is not None:
+            variables, origins = dict(row.fixed[0]), dict(row.fixed[1])
+        else:
+            origins = dict(self.def_origins)
+            variables = dict(self.product_def_vars)
+            for (name, source), (i, value) in zip(self.axes, row.combo, strict=True):
+                variables[name] = value if source.fields is None else dict(value)
+                origins[name] = source.origin(i)
+                for f in source.fields or ():
+                    origins[f] = source.origin(i, f)
+        return variables, origins
+
+    def render_vars(self, row: Row, variables: dict[str, Any]) -> None:
+        """Replace each variable that is a template by its rendered value: what the row used."""
+        literal = self.literal_for(row)
+        for name, value in variables.items():
+            if name not in self.fields and name not in literal and has_template(value):
+                variables[name] = render(value, row.values, name, literal)
+
+    def _excluded(
+        self, values: dict[str, Any], combo: Sequence[tuple[int, Any]], entry: list[tuple[str, Any]]
+    ) -> bool:
+        for key, want in entry:
+            # An object axis's name stands for its whole mapping.
+            have = values[key] if key in values else combo[self.axis_index[key]][1]
+            if not _same(have, want):
+                return False
+        return True
+
+    # --- building and checking ------------------------------------------------------------------
+
+    def _try(self, check: Any, *args: Any) -> Any:
+        """Run one independent check; its GridError is collected, not raised."""
+        try:
+            return check(*args)
+        except GridErrors as e:
+            self._problems.extend(e.errors)
+        except GridError as e:
+            self._problems.append(e)
+        return None
+
+    def _source(self, name: str, raw: Any, base_dir: Path, broken: bool) -> Source:
+        booleans = [k for k, f in self.fields.items() if f.get("type") == "boolean"]
+        source = None if broken else self._try(axis_source, name, raw, base_dir, booleans)
+        return source if source is not None else _Unknown(("matrix", name), raw)
+
+    def _owners(self) -> dict[str, Source]:
+        """Which axis sets each row key; a key set by two axes is an error."""
+        owner = {name: s for name, s in self.axes if s.fields is None}
+        for name, s in self.axes:
+            for f in s.fields or ():
+                if f in owner:
+                    self._problems.append(
+                        GridError(
+                            f"field {f!r} is set twice: by axis {name!r} and by axis "
+                            f"{_axis_name(owner[f], f)!r}",
+                            ("matrix", name),
+                        )
+                    )
+                owner[f] = s
+        for name, s in self.axes:
+            if s.fields is not None and (name in owner or name in self.defaults):
+                # exclude and include name an object axis to mean its whole mapping
+                msg = f"object axis name {name!r} is also a field or variable"
+                self._problems.append(GridError(msg, s.path))
+        return owner
+
+    def _entry(self, part: str, j: int, entry: Any, known: Collection[str]) -> list[Any]:
+        assert isinstance(entry, Mapping) and entry, "the job schema requires non-empty mappings"
+        for key in entry:
+            if key not in known:
+                raise GridError(_unknown(part, key, known), (part, j, key))
+        return list(canonical(dict(entry)).items())
+
+    def _include(self, j: int, entry: Any, known: Collection[str]) -> Row:
+        values, origins = dict(self.defaults), dict(self.def_origins)
+        overridden: set[str] = set()
+        for key, value in self._entry("include", j, entry, known):
+            origins[key] = ("include", j, key)
+            if key not in self.objects:
+                values[key] = value
+            elif not isinstance(value, Mapping):
+                raise GridError(
+                    f"{key!r} is an object axis: give it a mapping of fields", ("include", j, key)
+                )
+            else:
+                values.update(value)
+                overridden |= set(value)
+                origins.update({f: ("include", j, key, f) for f in value})
+        templated = frozenset(k for k in values if k in self.fields and has_template(values[k]))
+        used_vars = {k: v for k, v in self.def_vars.items() if k not in overridden}
+        return Row(values, templated, fixed=({**used_vars, **canonical(dict(entry))}, origins))
+
+    def _check_templates(self, owner: Mapping[str, Source]) -> dict[str, set[str]]:
+        """Parse every template the spec holds (in fields and variables alike: a variable's
+        value is a template too) and check its names against each row shape it is used in.
+        Returns, per key, the names its templates use."""
+        uses: dict[str, set[str]] = {}
+        if self.has_product:
+            for key in self.product_keys:
+                if key in self.literal:
+                    continue
+                source = owner.get(key)
+                for value, path in _literal_values(key, source, self.defaults):
+                    uses.setdefault(key, set()).update(self._names(value, path, self.product_keys))
+                if source is not None and not isinstance(source, ListSource):
+                    names = source.names.get(key if source.fields else None, frozenset())
+                    self._undefined(names, source.origin(0), self.product_keys)
+                    uses.setdefault(key, set()).update(names)
+        for row in self.include:
+            origins = row.fixed[1] if row.fixed else {}
+            for key, value in row.values.items():
+                uses.setdefault(key, set()).update(self._names(value, origins[key], row.values))
+        return uses
+
+    def _names(self, value: Any, path: SpecPath, defined: Collection[str]) -> set[str]:
+        if not has_template(value):
+            return set()
+        template = self._try(parse, value, path)
+        if template is None:
+            return set()
+        self._undefined(template.names, path, defined)
+        return set(template.names)
+
+    def _undefined(self, names: Iterable[str], path: SpecPath, defined: Collection[str]) -> None:
+        for name in sorted(names):
+            if name not in defined:
+                self._problems.append(GridError(undefined_message(name, defined), path))
+                return
+
+    def _check_unused(
+        self, owner: Mapping[str, Source], include: Sequence[Any], used: Collection[str]
+    ) -> None:
+        """An axis, object-axis field or include key that is no endpoint field and that no
+        template uses would change no request: the grid would silently collapse."""
+
+        def check(what: str, key: str, path: SpecPath) -> None:
+            if key not in self.fields and key not in used:
+                self._problems.append(GridError(self._unused(what, key), path))
+
+        for name, s in self.axes:
+            if s.fields is None:
+                check("axis", name, s.path)
+            for f in s.fields or ():
+                check(f"field of axis {name!r},", f, s.origin(0, f))
+        for j, entry in enumerate(include):
+            for key, value in entry.items() if isinstance(entry, Mapping) else ():
+                if key not in self.objects and key in self.product_keys:  # else: unknown
+                    check("include key", key, ("include", j, key))
+                elif isinstance(value, Mapping):
+                    for f in value:
+                        check(f"field of {key!r}", f, ("include", j, key, f))
+
+    def _unused(self, what: str, key: str) -> str:
+        close = difflib.get_close_matches(key, list(self.fields), n=1, cutoff=0.6)
+        close = close or [f for f in self.fields if key in f]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (
+            f"{what} {key!r} is no input of {self.endpoint_id} and no template uses it, so it "
+            f"changes no request{hint}; {REPEAT_HINT}"
+        )
+
+    def _check_typos(self, used: Collection[str]) -> None:
+        """A variable in defaults that nobody reads and that looks like a field is misspelt."""
+        for key in self.defaults:
+            if key in self.fields or key in used:
+                continue
+            close = difflib.get_close_matches(key, list(self.fields), n=1, cutoff=0.8)
+            if close:
+                msg = f"unknown field {key!r} (did you mean {close[0]!r}?)"
+                self._problems.append(GridError(msg, ("defaults", key)))
+
+    def _may_template(self, key: str, source: Source | None) -> bool:
+        if source is None:
+            return has_template(self.defaults[key])
+        if not isinstance(source, ListSource):
+            return source.kind in ("lines", "csv", "jsonl")  # file text is the user's
+        return any(has_template(v) for v, _ in _literal_values(key, source, self.defaults))
+
+
+def _closure(uses: Mapping[str, Collection[str]], fields: Collection[str]) -> set[str]:
+    """Every name some endpoint field's template uses, directly or through variables."""
+    used: set[str] = set()
+    todo = [name for key in fields for name in uses.get(key, ())]
+    while todo:
+        name = todo.pop()
+        if name not in used:
+            used.add(name)
+            todo.extend(uses.get(name, ()))
+    return used
+
+
+def _literal_values(
+    key: str, source: Source | None, defaults: Mapping[str, Any]
+) -> Iterable[tuple[Any, SpecPath]]:
+    """The values of `key` written in the spec itself (file sources: none)."""
+    if source is None:
+        return [(defaults[key], ("defaults", key))]
+    if not isinstance(source, ListSource):
+        return []
+    if source.fields is None:
+        return ((v, source.origin(i)) for i, v in enumerate(source))
+    return ((v[key], source.origin(i, key)) for i, v in enumerate(source))
+
+
+def _product(sources: Sequence[Source]) -> Iterator[tuple[tuple[int, Any], ...]]:
+    """Like itertools.product (first axis slowest), but re-iterates each source instead of
+    copying it into a tuple, so a million-line axis is never held in memory."""
+    if not sources:
+        yield ()
+        return
+    iters = [enumerate(s) for s in sources]
+    current = [next(it) for it in iters]
+    last = len(sources) - 1
+    while True:
+        yield tuple(current)
+        j = last
+        while (item := next(iters[j], _END)) is _END:
+            if j == 0:
+                return
+            iters[j] = enumerate(sources[j])
+            current[j] = next(iters[j])
+            j -= 1
+        current[j] = item
+
+
+def _same(a: Any, b: Any) -> bool:
+    # YAML's true is not 1: compare booleans only with booleans.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
+
+
+def _unknown(part: str, key: str, known: Collection[str]) -> str:
+    message = f"{part} key {key!r} names no axis, field or variable"
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return message + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _axis_name(source: Source, fallback: str) -> str:
+    return str(source.path[-1]) if source.path else fallback

@@ -1,0 +1,70 @@
+"""The public library surface: `runner.__all__` lists exactly the public names, and the
+README's library script runs as written."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(runner).items()
+        if not name.startswith("_") and not isinstance(value, ModuleType)
+    }
+    assert public | {"__version__"} == set(runner.__all__)
+    assert all(hasattr(runner, name) for name in runner.__all__)
+
+
+def test_errors_are_one_tree() -> None:
+    errors = [getattr(runner, n) for n in runner.__all__ if n.endswith(("Error", "Errors"))]
+    errors.append(runner.Interrupted)
+    assert all(issubclass(e, runner.RunnerError) for e in errors)
+
+
+def library_script() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## As a library", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found, "README: the library section has no python block"
+    return found.group(1)
+
+
+def test_the_readme_library_script_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(ROOT / "specs", tmp_path / "specs", ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.chdir(tmp_path)
+    script = library_script()
+    assert len([line for line in script.splitlines() if line and "import" not in line]) == 5
+    exec(compile(script, "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("2 ok; 2 rows in")
+    records = runner.latest(tmp_path / "specs" / "runs" / "quickstart")
+    assert [r["status"] for r in records.values()] == ["ok", "ok"]
+
+
+def imported_runner_modules(path: Path) -> set[str]:
+    """Every `runner...` module a file imports (absolute imports)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m == "runner" or m.startswith("runner.")}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_benchmarks_use_only_the_public_surface(path: Path) -> None:
+    # runner.emulator is a public package of its own (with its own __all__)
+    assert imported_runner_modules(path) <= {"runner", "runner.emulator"}

@@ -1,0 +1,110 @@
+"""`runner merge`: shards of one job merged equal the unsharded run, and the merged folder is a
+run folder that report, export and a further run (resume) accept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.cli import main
+from runner.merge import merge
+
+from .conftest import last_records
+
+REMOTE = "https://example.invalid/x.png"  # the offline emulator refuses it: failed rows
+
+
+def run(spec: Path, out: Path, *extra: str) -> int:
+    return main(["run", str(spec), "--out", str(out), "--no-progress", *extra])
+
+
+def runs_lines(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def spec(write_spec: Any) -> Path:
+    return write_spec(
+        name="merge-me",
+        matrix={"image_url": ["images/a.png", REMOTE], "strength": [0.5, 0.7, 0.9], "seed": [1, 2]},
+    )
+
+
+def test_three_shards_merged_equal_the_unsharded_run(spec, tmp_path, capsys):
+    whole = tmp_path / "whole"
+    assert run(spec, whole) == 1
+    parts = [tmp_path / f"part{i}" for i in (1, 2, 3)]
+    for i, part in enumerate(parts, 1):
+        run(spec, part, "--shard", f"{i}/3")
+    merged = tmp_path / "merged"
+    assert main(["merge", *map(str, parts), "--out", str(merged)]) == 0
+    assert "6 ok, 6 failed, 0 pending from 3 folders (6 images)" in capsys.readouterr().out
+    expected, got = last_records(whole), last_records(merged)
+    assert set(got) == set(expected)
+    assert {k: r["status"] for k, r in got.items()} == {k: r["status"] for k, r in expected.items()}
+    for key, record in got.items():
+        assert record["input"] == expected[key]["input"] and record["vars"] == expected[key]["vars"]
+        for output in record.get("outputs", []):
+            assert (merged / output["file"]).is_file()
+    assert runs_lines(merged)[-1]["event"] == "merge"
+    assert {line.get("shard") for line in runs_lines(merged)} >= {"1/3", "2/3", "3/3"}
+
+
+def test_a_merged_folder_is_a_run_folder(spec, tmp_path, capsys):
+    parts = [tmp_path / "p1", tmp_path / "p2"]
+    for i, part in enumerate(parts, 1):
+        run(spec, part, "--shard", f"{i}/2")
+    merged = tmp_path / "merged"
+    merge(parts, merged)
+    capsys.readouterr()
+    assert run(spec, merged) == 1  # resume: the failed rows stay failed, nothing is sent
+    assert runs_lines(merged)[-1]["submitted"] == 0 and runs_lines(merged)[-1]["skipped"] == 6
+    assert main(["report", str(merged)]) == 0
+    assert "6 ok, 6 failed" in capsys.readouterr().out
+    assert "<h1>merge-me</h1>" in (merged / "report.html").read_text()
+    assert (
+        main(["export", str(merged), "--format", "jsonl", "--to", str(tmp_path / "m.jsonl")]) == 0
+    )
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(Path(r["input"]).is_file() for r in rows)
+
+
+def test_conflicts_keep_the_first_and_say_so_ok_beats_failed(write_spec, tmp_path, capsys):
+    first = write_spec("one.yaml", matrix={"seed": [1, 2]})
+    second = write_spec("two.yaml", matrix={"seed": [2, 3]})
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(first, a) == 0 and run(second, b) == 0
+    failed = tmp_path / "f"
+    assert run(write_spec("three.yaml", matrix={"image_url": [REMOTE]}), failed) == 1
+    # a failed copy of a's first key, as if one machine failed where another succeeded
+    key = next(iter(last_records(a)))
+    line = {**last_records(a)[key], "status": "failed", "error": {"type": "http", "message": "x"}}
+    line.pop("outputs")
+    with (failed / "manifest.jsonl").open("a") as fh:
+        fh.write(json.dumps(line) + "\n")
+    merged = tmp_path / "m"
+    assert main(["merge", str(failed), str(a), str(b), "--out", str(merged)]) == 0
+    captured = capsys.readouterr()
+    shared = (set(last_records(a)) & set(last_records(b))).pop()
+    assert f"1 keys were ok in more than one folder; kept the first folder's result: {shared}" in (
+        captured.err
+    )
+    records = last_records(merged)
+    assert len(records) == 4 and records[key]["status"] == "ok"
+    assert records[shared]["run_id"] == last_records(a)[shared]["run_id"]
+
+
+def test_merge_refuses_a_folder_in_use_or_not_a_run(spec, tmp_path, capsys):
+    part = tmp_path / "p"
+    run(spec, part)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    assert main(["merge", str(part), "--out", str(busy)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert main(["merge", str(part), str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["merge", str(part), "--out", str(part)]) == 2
