@@ -13,6 +13,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
@@ -51,36 +52,35 @@ limits: {{max_requests: {prompts * seeds}}}
     return folder / "job.yaml"
 
 
+def _line(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
 def write_journal(spec: Path, layout: str = "lean") -> int:
     """Expands the spec and writes OUT/manifest.jsonl as a finished run leaves it: for each
-    request the submitting, submitted and ok lines the executor's own Job writes. Returns the
-    number of requests."""
+    request a submitting, a submitted and an ok line, in the layout README's "Output"
+    documents (or the older one). Returns the number of requests."""
     sys.path.insert(0, str(ROOT))
-    from runner.falapi import handle_for
-    from runner.grid import expand
-    from runner.jobs import Job, RunOptions
-    from runner.manifest import OK, SUBMITTED, SUBMITTING, encode
-    from runner.validate import check
+    import runner
 
-    checked = check(spec)
+    checked = runner.check(spec)
     out = checked.spec.output
     out.mkdir(parents=True, exist_ok=True)
     run_id = "20260101T000000-synth0"
-    options = RunOptions(
-        ENDPOINT, checked.spec.backend, "https://queue.fal.run", run_id, checked.spec.execution
-    )
+    backend = checked.spec.backend
     t = "2026-01-01T00:00:00.000Z"
     n = 0
     with (out / "manifest.jsonl").open("wb", buffering=1 << 20) as fh:
-        for n, request in enumerate(expand(checked.spec, checked.endpoint), 1):
+        for n, request in enumerate(runner.expand(checked.spec, checked.endpoint), 1):
             key = request.key
-            job = Job(request, options)
-            job.attempts = 1
-            lines = [job.record(SUBMITTING)]
             rid = f"{hashlib.md5(key.encode()).hexdigest()[:8]}-0000-4000-8000-{n:012d}"
-            job.handle = handle_for(options.queue_url, ENDPOINT, rid)
-            job.submitted_at = t
-            lines.append(job.record(SUBMITTED))
+            state = {"backend": backend, "attempts": 1, "possible_duplicates": 0}
+            context = {"endpoint": ENDPOINT, "run_id": run_id}
+            payload = {
+                "input": dict(request.input),
+                "input_files": {k: str(p) for k, p in request.files.items()},
+                "vars": dict(request.vars),
+            }
             output = {
                 "file": f"images/{key[:2]}/{key}-0.jpg",
                 "sha256": hashlib.sha256(key.encode()).hexdigest(),
@@ -93,17 +93,35 @@ def write_journal(spec: Path, layout: str = "lean") -> int:
                 "seed": request.input.get("seed", 0),
                 "has_nsfw_concepts": [False],
             }
-            lines.append(job.record(OK, outputs=[output], result=result))
+            head = {"key": key}
             if layout == "old":  # every line the whole record, input first (the old order)
-                lines = [job.base | line for line in lines]  # type: ignore[operator]
-                for line in lines:
-                    line["time"] = t
-                    fh.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode())
-                    fh.write(b"\n")
+                whole = {**head, **context, "backend": backend, **payload}
+                whole.update(status="submitting", request_id=None, attempts=1)
+                whole.update(possible_duplicates=0, time=t)
+                fh.write(_line(whole))
+                whole.update(status="submitted", request_id=rid, submitted_at=t)
+                fh.write(_line(whole))
+                whole.update(status="ok", outputs=[output], result=result)
+                fh.write(_line(whole))
                 continue
-            for line in lines:
-                line["time"] = t
-                fh.write(encode(line))
+            fh.write(
+                _line(
+                    {**head, "status": "submitting", **state, "request_id": None, **context}
+                    | {"time": t, **payload}
+                )
+            )
+            fh.write(
+                _line(
+                    {**head, "status": "submitted", **state, "request_id": rid}
+                    | {"submitted_at": t, "time": t}
+                )
+            )
+            fh.write(
+                _line(
+                    {**head, "status": "ok", **state, "request_id": rid}
+                    | {"time": t, "outputs": [output], "result": result}
+                )
+            )
     (out / "runs.jsonl").write_text(
         json.dumps({"run_id": run_id, "event": "start", "started": t, "synthetic": True}) + "\n"
     )

@@ -1,7 +1,9 @@
 """Turns a Request's local files into what the server can read: a data: URI for small files,
 an upload to fal storage for large ones. Gives the body to send; caches per file content.
-The bytes sent must hash to the request's `sha256:<hex>` (what was validated), else
-InputChanged names the file."""
+Inline data (journaled as its sha256) is sent as written, and kept once in OUT/inputs/ so
+the run's inputs can be found again (the manifest never holds image bytes). A local file's
+bytes must hash to the request's `sha256:<hex>` (what was validated), else InputChanged
+names the file."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import mimetypes
+import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,16 +25,25 @@ DATA_URI_MAX_BYTES = 2 * 1024 * 1024  # larger files are uploaded (fal: data URI
 _CACHE_SIZE = 64
 
 
+INPUTS = "inputs"  # OUT/inputs/<sha256>.<ext>: inline inputs, each kept once
+
+
 class Attachments:
-    def __init__(self, client: FalClient) -> None:
+    def __init__(self, client: FalClient, inputs_dir: Path | None = None) -> None:
         self._client = client
         self._cache: OrderedDict[str, str] = OrderedDict()  # "sha256:<hex>" -> URI sent
+        self._inputs_dir = inputs_dir
 
     async def body(self, request: Request) -> Mapping[str, Any]:
-        """The request body as sent: each local file replaced by a data: URI or upload URL."""
-        if not request.files:
+        """The request body as sent: each local file replaced by a data: URI or upload URL,
+        and inline data (journaled as its sha256) by its data: URI."""
+        if not request.files and not request.inline:
             return request.input
-        body = dict(request.input)
+        body = {**request.input, **request.inline}
+        if self._inputs_dir is not None:
+            for name, uri in request.inline.items():
+                ref = str(request.input[name])
+                await asyncio.to_thread(keep_inline, self._inputs_dir, ref, uri)
         for name, path in request.files.items():
             body[name] = await self._uri(str(request.input[name]), path)
         return body
@@ -58,3 +70,26 @@ class Attachments:
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return uri
+
+
+def keep_inline(folder: Path, ref: str, uri: str) -> None:
+    """Write the content of a base64 data: URI once as folder/<sha256>.<ext> (atomically); a
+    URI that is not base64 of a known image type is not kept."""
+    head, _, payload = uri.partition(",")
+    ext = mimetypes.guess_extension(head[5:].split(";")[0].lower()) or ""
+    if not head.lower().endswith(";base64") or not ext or not ref.startswith("sha256:"):
+        return
+    target = folder / f"{ref[len('sha256:') :]}{ext}"
+    if target.exists():
+        return
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except ValueError:
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except OSError:  # only a convenience for export: the request is sent all the same
+        tmp.unlink(missing_ok=True)

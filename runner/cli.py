@@ -31,8 +31,8 @@ from .errors import (
 )
 from .executor import Executor
 from .folderlock import check_out_dir
+from .grid import Collapsed, expand
 from .grid import axes as grid_axes
-from .grid import expand
 from .jobs import RunStats
 from .limits import MAX_CONCURRENCY
 from .manifest import MANIFEST
@@ -97,6 +97,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             status = EXIT_USAGE
         else:
             print(f"{spec}: ok, {checked.count} requests")
+            _warn_spec(checked)
             _warn_remote(checked, checked.spec.backend)
     return status
 
@@ -104,6 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     checked = check(args.spec)
     spec, endpoint = checked.spec, checked.endpoint
+    _warn_spec(checked)
     _warn_remote(checked, spec.backend)
     if args.jsonl:
         out = sys.stdout
@@ -116,7 +118,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 + "\n"
             )
         return EXIT_OK
-    plan = make_plan(expand(spec, endpoint), grid_axes(spec), endpoint, preview=args.rows)
+    collapsed = Collapsed()
+    requests = expand(spec, endpoint, collapsed=collapsed)
+    plan = make_plan(requests, grid_axes(spec), endpoint, preview=args.rows)
     if args.json:
         print(
             json.dumps(
@@ -126,6 +130,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     "backend": spec.backend,
                     "output": str(spec.output),
                     **plan.to_dict(),
+                    "collapsed": {"rows": collapsed.rows, "by": collapsed.by},
                 },
                 ensure_ascii=False,
             )
@@ -138,6 +143,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("axes:")
     for name, size in plan.axes:
         print(f"  {name:<24} {size}")
+    if collapsed.rows:
+        causes = ", ".join(f"{cause}: {n}" for cause, n in collapsed.by.items())
+        print(f"collapsed: {collapsed.rows} rows repeated an earlier request ({causes})")
     print("first rows:")
     for request in plan.first:
         shown = " ".join(f"{k}={_short(v)}" for k, v in request.vars.items())
@@ -152,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out_dir(args.out)  # a file named as --out is a usage mistake, before validating
     checked = check(args.spec, out=args.out)
+    _warn_spec(checked)
     spec = checked.spec
     check_out_dir(spec.output)
     execution = with_overrides(spec.execution, args.concurrency, args.mode)
@@ -365,6 +374,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{error.strerror or error}"
         ) from None
     return EXIT_OK
+
+
+def _warn_spec(checked: Checked) -> None:
+    for line in checked.warnings:  # `file:line:col: warning: ...`, like errors
+        _err(line)
 
 
 def _warn_remote(checked: Checked, backend: str) -> None:

@@ -42,11 +42,17 @@ class SpecError(RunnerError):
 class SpecErrors(SpecError):
     """Every problem found in one spec (validate reports them all, not just the first)."""
 
-    def __init__(self, errors: Sequence[SpecError]) -> None:
+    def __init__(self, errors: Sequence[SpecError], hidden: int = 0) -> None:
         first = errors[0]
         super().__init__(first.message, first.file, first.line, first.col)
         self.errors = list(errors)
-        self.args = ("\n".join(str(e) for e in self.errors),)
+        self.hidden = hidden  # more problems found than shown
+        lines = [str(e) for e in self.errors]
+        if hidden:
+            lines.append(
+                f"{first.file}: {hidden} more {'error' if hidden == 1 else 'errors'} not shown"
+            )
+        self.args = ("\n".join(lines),)
 
 
 class GridError(RunnerError):

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar
 
-from .attachments import Attachments
+from .attachments import INPUTS, Attachments
 from .errors import AuthError, CallError, GridError, InputChanged
 from .falapi import FalClient, Handle, handle_for, request_headers
 from .http import Reply, error_detail
@@ -59,7 +59,7 @@ class Executor:
         self._exe = options.execution
         self._gate = SubmitGate(self._exe.rate)
         self._headers = request_headers(self._exe)
-        self._attachments = Attachments(client)
+        self._attachments = Attachments(client, journal.out_dir / INPUTS)
         self._notify = on_event or (lambda event, stats: None)
         self._stopping = False
         # Until one submission is accepted, submissions go one at a time: a wrong key or URL

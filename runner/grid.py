@@ -8,45 +8,90 @@ Pure: reads only the spec's local files (sources, images to hash); never prints 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import heapq
 import os
-import random
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from .endpoints import Endpoint
 from .errors import GridError
-from .keys import KeySet, file_sha256, is_remote, request_key
+from .keys import KeySet, canonical_json, file_sha256, is_remote, request_key
 from .models import JobSpec, Request
 from .rowgrid import Row, RowGrid
 from .sources import axis_source
 from .templates import TemplateError, render
 
-__all__ = ["axes", "expand"]
+__all__ = ["Collapsed", "axes", "expand"]
 
-_Rendered = tuple[Row, str, dict[str, Any], dict[str, Path]]
+# A rendered row: the row, its key, the body as journaled, local files, inline data: URIs.
+_Rendered = tuple[Row, str, dict[str, Any], dict[str, Path], dict[str, str]]
 
 
-def expand(spec: JobSpec, endpoint: Endpoint) -> Iterator[Request]:
+@dataclass
+class Collapsed:
+    """Rows dropped as identical to an earlier request, filled in as `expand` runs: how many,
+    and per cause (an axis that repeats a value, "include" rows, or "templates" that render
+    alike) how many of them."""
+
+    rows: int = 0
+    by: dict[str, int] = field(default_factory=dict)
+
+
+def expand(
+    spec: JobSpec,
+    endpoint: Endpoint,
+    grid: RowGrid | None = None,
+    collapsed: Collapsed | None = None,
+) -> Iterator[Request]:
     """Every request of the spec, in run order. A generator: the spec's errors (bad sources,
-    undefined template variables, unknown keys) raise on the first next(), before any request."""
-    grid = RowGrid(spec, endpoint)
-    if spec.sample is None:
-        yield from _requests(spec, endpoint, grid)
-        return
-    n = _sample_size(spec)
-    total = sum(1 for _ in _unique(spec, endpoint, grid))
-    # Selection sampling (Knuth's algorithm S): each request is kept with probability
-    # (still needed / still left), so exactly n are kept, in run order, with O(1) memory.
-    rng = random.Random(spec.sample.seed)
-    left = total
-    for request in _requests(spec, endpoint, grid):
-        if n <= 0:
-            return
-        if rng.random() * left < n:
-            n -= 1
-            yield request
-        left -= 1
+    undefined template variables, unknown keys) raise on the first next(), before any request.
+    `grid`: the spec's RowGrid when the caller has built it already."""
+    grid = grid or RowGrid(spec, endpoint)
+    rendered = _unique(spec, endpoint, grid, collapsed)
+    if spec.sample is not None:
+        rendered = _bottom_k(rendered, _sample_size(spec), spec.sample.seed)
+    for row, key, body, files, inline in rendered:
+        variables, origins = grid.describe(row)
+        try:
+            grid.render_vars(row, variables)
+        except TemplateError as e:
+            raise GridError(e.message, origins.get(e.key, ())) from None
+        if inline:  # vars name inline data by its sha256 too: no image bytes in the journal
+            _inline_refs(variables, inline, body)
+        yield Request(key, body, variables, files, origins, inline)
+
+
+def _inline_refs(variables: dict[str, Any], inline: dict[str, str], body: dict[str, Any]) -> None:
+    for name, value in variables.items():
+        if name in inline:
+            variables[name] = body[name]
+        elif isinstance(value, dict) and inline.keys() & value.keys():
+            variables[name] = {f: body[f] if f in inline else v for f, v in value.items()}
+
+
+def _bottom_k(rendered: Iterator[_Rendered], n: int, seed: int) -> Iterator[_Rendered]:
+    """Stable sampling: the n requests whose seeded hash of the key is smallest, in run order.
+    One pass, a heap of n: exactly n (or all, if fewer), and a grown grid keeps every sampled
+    request whose hash still ranks among the n smallest (k new rows change at most k)."""
+    salt = hashlib.sha256(f"runner sample {seed}".encode()).digest()[:16]
+    heap: list[tuple[int, int, _Rendered]] = []  # (-hash, -position, item): the largest on top
+    for position, item in enumerate(rendered):
+        rank = int.from_bytes(
+            hashlib.blake2b(item[1].encode(), key=salt, digest_size=8).digest(), "big"
+        )
+        entry = (-rank, -position, item)
+        if len(heap) < n:
+            heapq.heappush(heap, entry)
+        elif entry > heap[0]:
+            heapq.heapreplace(heap, entry)
+    for _, _, item in sorted(heap, key=lambda e: -e[1]):
+        yield item
 
 
 def axes(spec: JobSpec) -> list[tuple[str, int]]:
@@ -54,21 +99,14 @@ def axes(spec: JobSpec) -> list[tuple[str, int]]:
     return [(name, len(axis_source(name, raw, spec.base_dir))) for name, raw in spec.matrix.items()]
 
 
-def _requests(spec: JobSpec, endpoint: Endpoint, grid: RowGrid) -> Iterator[Request]:
-    for row, key, body, files in _unique(spec, endpoint, grid):
-        variables, origins = grid.describe(row)
-        try:
-            grid.render_vars(row, variables)
-        except TemplateError as e:
-            raise GridError(e.message, origins.get(e.key, ())) from None
-        yield Request(key, body, variables, files, origins)
-
-
-def _unique(spec: JobSpec, endpoint: Endpoint, grid: RowGrid) -> Iterator[_Rendered]:
+def _unique(
+    spec: JobSpec, endpoint: Endpoint, grid: RowGrid, collapsed: Collapsed | None = None
+) -> Iterator[_Rendered]:
     """Rendered rows with repeated requests dropped (the first stays, order kept)."""
     seen = KeySet()
     fields, endpoint_id = endpoint.fields, endpoint.id
     local = _LocalFiles(spec.base_dir)
+    causes = _Causes(grid) if collapsed is not None else None
     for row in grid.rows():
         values = row.values
         body = {k: v for k, v in values.items() if k in fields}
@@ -78,6 +116,7 @@ def _unique(spec: JobSpec, endpoint: Endpoint, grid: RowGrid) -> Iterator[_Rende
             except TemplateError as e:  # origins are built only now, for the error's location
                 raise GridError(e.message, grid.describe(row)[1][e.key]) from None
         files: dict[str, Path] = {}
+        inline: dict[str, str] = {}
         for k in endpoint.file_fields & body.keys():
             try:
                 found = local.resolve(body[k])
@@ -86,37 +125,97 @@ def _unique(spec: JobSpec, endpoint: Endpoint, grid: RowGrid) -> Iterator[_Rende
                     f"cannot read {k} file {body[k]!r}: {e.strerror}", grid.describe(row)[1][k]
                 ) from None
             if found is not None:
-                body[k], files[k] = found
+                ref, where = found
+                if isinstance(where, Path):
+                    files[k] = where
+                else:
+                    inline[k] = where
+                body[k] = ref
         try:
             key = request_key(endpoint_id, body)
         except (TypeError, ValueError) as e:
             raise GridError(f"request body is not JSON: {e}", ()) from None
         if seen.add(key):
-            yield row, key, body, files
+            yield row, key, body, files, inline
+        elif collapsed is not None and causes is not None:
+            collapsed.rows += 1
+            for cause in causes.of(row):
+                collapsed.by[cause] = collapsed.by.get(cause, 0) + 1
+
+
+class _Causes:
+    """Why a row repeated an earlier request: the axes whose value in it repeats an earlier
+    value of that axis, else "include" (an include row), else "templates" (rendered alike).
+    Each axis's repeated positions are found on the first collapse, in one pass, hashed."""
+
+    def __init__(self, grid: RowGrid) -> None:
+        self._grid = grid
+        self._repeats: list[set[int]] | None = None
+
+    def of(self, row: Row) -> list[str]:
+        if row.fixed is not None:
+            return ["include"]
+        if self._repeats is None:
+            self._repeats = [_repeated(source) for _, source in self._grid.axes]
+        names = [
+            name
+            for (name, _), (i, _), repeats in zip(
+                self._grid.axes, row.combo, self._repeats, strict=True
+            )
+            if i in repeats
+        ]
+        return names or ["templates"]
+
+
+def _repeated(values: Any) -> set[int]:
+    seen = KeySet()
+    out: set[int] = set()
+    for i, value in enumerate(values):
+        digest = hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
+        if not seen.add(digest):
+            out.add(i)
+    return out
 
 
 class _LocalFiles:
-    """Local file values -> ("sha256:<hex>", absolute path); None for URLs and data: URIs.
+    """File field values -> (journaled "sha256:<hex>", what is sent): a local file's absolute
+    path, or a data: URI itself (hashed by its decoded content, so the manifest never holds
+    image bytes); None for http(s) URLs.
 
     Remembers answers for one expansion, so a million rows naming one image stat it once."""
 
     def __init__(self, base_dir: Path) -> None:
         self._base = base_dir
-        self._known: dict[str, tuple[str, Path] | None] = {}
+        self._known: dict[str, tuple[str, Path | str] | None] = {}
 
-    def resolve(self, value: Any) -> tuple[str, Path] | None:
+    def resolve(self, value: Any) -> tuple[str, Path | str] | None:
+        """Raises OSError when a local file cannot be read."""
         if not isinstance(value, str):
             return None  # not a path: the schema check reports it
         if value in self._known:
             return self._known[value]
-        found = None
-        if not is_remote(value):
+        found: tuple[str, Path | str] | None = None
+        if value[:5].lower() == "data:":
+            found = ("sha256:" + hashlib.sha256(_data_bytes(value)).hexdigest(), value)
+        elif not is_remote(value):
             path = Path(os.path.abspath(self._base / value))
             found = ("sha256:" + file_sha256(path), path)
         if len(self._known) >= 4096:  # bounded: a files axis of 100k images must not pile up
             self._known.clear()
         self._known[value] = found
         return found
+
+
+def _data_bytes(uri: str) -> bytes:
+    """The content of a data: URI (RFC 2397), base64 or percent-encoded; a malformed one is
+    hashed as written (the server will refuse it, and says why)."""
+    header, _, payload = uri.partition(",")
+    if header.lower().endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=True)
+        except binascii.Error:
+            return uri.encode()
+    return unquote_to_bytes(payload)
 
 
 def _sample_size(spec: JobSpec) -> int:

@@ -73,7 +73,9 @@ class Request:
     """One request to send: identity, body, the row it came from.
 
     `input` is the body as journaled: a local file stands as "sha256:<hex>" and `files` maps that
-    field to the file's absolute path, inlined (data: URI or upload) only when it is sent.
+    field to the file's absolute path, inlined (data: URI or upload) only when it is sent. Inline
+    data stands as "sha256:<hex>" of its content too; `inline` maps the field to the data: URI
+    that is sent.
     """
 
     key: str
@@ -82,3 +84,4 @@ class Request:
     files: Mapping[str, Path] = field(default_factory=dict)
     # field or variable name -> the YAML path its value came from (for error locations)
     origins: Mapping[str, SpecPath] = field(default_factory=dict, repr=False)
+    inline: Mapping[str, str] = field(default_factory=dict, repr=False)

@@ -83,20 +83,23 @@ class RowGrid:
         self.literal = frozenset(n for n, s in self.axes if s.kind == "files")
         known = self.product_keys | set(self.objects)
         self.exclude = [
-            e
+            (j, e)
             for j, raw in enumerate(spec.exclude)
             if (e := self._try(self._entry, "exclude", j, raw, known)) is not None
         ]
+        self.exclude_hits = [0] * len(self.exclude)  # rows each entry dropped, for warnings()
         self.include = [
             row
             for j, raw in enumerate(spec.include)
             if (row := self._try(self._include, j, raw, known | set(self.fields))) is not None
         ]
         if not any(getattr(s, "opaque", False) for _, s in self.axes):
+            before = len(self._problems)
             uses = self._check_templates(owner)
             used = _closure(uses, self.fields)
-            self._check_unused(owner, spec.include, used)
-            self._check_typos(used)
+            if len(self._problems) == before:  # a misspelt name makes its axis look unused
+                self._check_unused(owner, spec.include, used)
+                self._check_typos(used)
         self.templated = frozenset(
             k for k in self.product_keys & set(self.fields) if self._may_template(k, owner.get(k))
         )
@@ -118,7 +121,7 @@ class RowGrid:
                         values[name] = value
                     else:
                         values.update(value)
-                if self.exclude and any(self._excluded(values, combo, e) for e in self.exclude):
+                if self.exclude and self._dropped(values, combo):
                     continue
                 yield Row(values, self.templated, combo)
         for row in self.include:
@@ -148,6 +151,24 @@ class RowGrid:
         for name, value in variables.items():
             if name not in self.fields and name not in literal and has_template(value):
                 variables[name] = render(value, row.values, name, literal)
+
+    def warnings(self) -> list[tuple[SpecPath, str]]:
+        """After a full pass over rows(): (where, what) for what is suspicious but allowed."""
+        return [
+            (("exclude", j), "this exclude entry matches no row, so it drops nothing")
+            for (j, _), hits in zip(self.exclude, self.exclude_hits, strict=True)
+            if not hits
+        ]
+
+    def _dropped(self, values: dict[str, Any], combo: Sequence[tuple[int, Any]]) -> bool:
+        dropped = False
+        hits = self.exclude_hits
+        for i, (_, entry) in enumerate(self.exclude):
+            # Once the row is dropped, only entries that never matched yet are still tried.
+            if (not dropped or not hits[i]) and self._excluded(values, combo, entry):
+                hits[i] += 1
+                dropped = True
+        return dropped
 
     def _excluded(
         self, values: dict[str, Any], combo: Sequence[tuple[int, Any]], entry: list[tuple[str, Any]]

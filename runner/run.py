@@ -138,12 +138,20 @@ def _refuse_other_backends(settings: RunSettings, journal: Journal, server: str 
             continue
         theirs = _label(backend, other)
         ours = _label(settings.backend, server)
-        suggestion = settings.out.with_name(f"{settings.out.name}-{settings.backend}")
+        suggestion = _shown(settings.out.with_name(f"{settings.out.name}-{settings.backend}"))
         raise UsageError(
             f"{settings.out} holds {rows} rows made by {theirs}; this run uses {ours}, and "
             f"another backend's results never count as this one's. HINT: give it its own "
             f"folder: --out {suggestion}"
         )
+
+
+def _shown(path: Path) -> str:
+    """A folder as the user would type it: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 def _label(backend: str, server: str | None) -> str:

@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,34 @@ def job_validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A spec file read as far as it goes: the JobSpec built from its valid parts (None when
+    there is no endpoint to check against), every schema error, and what they leave usable."""
+
+    spec: JobSpec | None
+    errors: tuple[SpecError, ...]
+    broken_axes: frozenset[str] = frozenset()  # matrix axes the schema rejected
+    grid_ok: bool = True  # defaults, matrix, exclude and include can be checked
+    expand_ok: bool = True  # ... and the whole grid expanded (no broken axis, sample, limits)
+
+
+_GRID_PARTS = {"defaults", "matrix", "exclude", "include"}
+
+
 def load_spec(path: str | Path, *, out: Path | None = None) -> JobSpec:
     """Read and check one spec file; raises SpecErrors (each located) when it is not valid."""
+    loaded = read_spec(path, out=out)
+    if loaded.errors:
+        raise SpecErrors(list(loaded.errors))
+    assert loaded.spec is not None
+    return loaded.spec
+
+
+def read_spec(path: str | Path, *, out: Path | None = None) -> Loaded:
+    """Read one spec file and collect its schema errors without stopping at them, so validate
+    can go on checking what they leave intact. Raises SpecErrors only when nothing can be read
+    (not YAML, not a mapping, another version)."""
     path = Path(path)
     file = str(path)
     raw = _read(path, file)
@@ -63,9 +90,20 @@ def load_spec(path: str | Path, *, out: Path | None = None) -> JobSpec:
     endpoint = data.get("endpoint")
     if isinstance(endpoint, str) and endpoint and get_endpoint(endpoint) is None:
         problems.append((("endpoint",), _unknown_endpoint(endpoint)))
-    if problems:
-        raise _located(problems, locate, file)
-    return _build(data, path, raw, locate, out)
+    errors = tuple(_located(problems, locate, file).errors) if problems else ()
+    # Each error's top-level key is left out of the JobSpec; a broken matrix axis is kept by
+    # name (the grid knows it exists but does not build it).
+    bad = {p[0] for p, _ in problems if p}
+    known = set(job_validator().schema["properties"])
+    broken = frozenset(str(p[1]) for p, _ in problems if len(p) > 1 and p[0] == "matrix")
+    whole_matrix = any(p == ("matrix",) for p, _ in problems)
+    if "endpoint" in bad or "endpoint" not in data:
+        return Loaded(None, errors)
+    usable = {k: v for k, v in data.items() if k not in bad or (k == "matrix" and not whole_matrix)}
+    grid_ok = not (bad & (_GRID_PARTS - {"matrix"})) and not whole_matrix and bad <= known
+    expand_ok = grid_ok and not broken and not bad & {"sample", "limits"}
+    spec = _build(usable, path, raw, locate, out)
+    return Loaded(spec, errors, broken, grid_ok, expand_ok)
 
 
 def _read(path: Path, file: str) -> bytes:

@@ -4,7 +4,7 @@ with every problem located at the YAML node it comes from: schema, grid, limits,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,14 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 
 from .endpoints import Endpoint, get_endpoint
-from .errors import GridError, SpecError, SpecErrors, SpecPath
+from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
 from .grid import expand
-from .models import JobSpec, Request
+from .keys import canonical
+from .models import JobSpec, Location, Request
+from .rowgrid import RowGrid
 from .snapshot import InputSnapshot
-from .spec import describe_error, label, load_spec
+from .spec import describe_error, label, read_spec
+from .templates import has_template
 from .yamlsource import Locator
 
 MAX_ERRORS = 20
@@ -44,21 +47,60 @@ class Checked:
     count: int
     # Requests with an http(s) URL in a file field: the offline emulator refuses to fetch them.
     remote_inputs: int = 0
+    # Located lines, `file:line:col: warning: ...`: worth saying, not worth refusing the spec.
+    warnings: tuple[str, ...] = ()
     inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
 
 
 def check(path: str | Path, *, out: Path | None = None) -> Checked:
-    """The whole `runner validate` pipeline for one spec; raises SpecErrors on any problem."""
-    spec = load_spec(path, out=out)
+    """The whole `runner validate` pipeline for one spec; raises SpecErrors on any problem.
+
+    Every independent problem is found in one pass: schema errors do not stop the checks of
+    what they leave intact (the defaults' values, template names, the other axes); only checks
+    that depend on a broken part (expanding a grid with a broken axis) wait for its fix."""
+    loaded = read_spec(path, out=out)
+    found = _Found(Path(path), loaded.spec.locate if loaded.spec else None)
+    for error in loaded.errors:
+        found.add_error(error)
+    spec = loaded.spec
+    if spec is None:
+        raise found.as_error()
     endpoint = get_endpoint(spec.endpoint)
-    assert endpoint is not None  # load_spec reports unknown endpoints
+    assert endpoint is not None  # read_spec reports unknown endpoints
     snapshot = InputSnapshot.take(spec)  # before the grid reads them: a later edit is caught
-    found = _Found(spec)
     inputs = _InputChecker(endpoint)
+    for key, value in canonical(dict(spec.defaults)).items():
+        if key in endpoint.fields and not has_template(value):  # templates: checked per row
+            for message in inputs.field_problems(key, value):
+                found.add(("defaults", key), message)
+    grid = None
+    if loaded.grid_ok:
+        try:
+            grid = RowGrid(spec, endpoint, loaded.broken_axes)
+        except GridErrors as exc:
+            for e in exc.errors:
+                found.add(e.path, e.message)
+        except GridError as exc:
+            found.add(exc.path, exc.message)
+    n, remote = 0, 0
+    if grid is not None and loaded.expand_ok:
+        n, remote = _expand(spec, endpoint, grid, inputs, found)
+    if found.errors:
+        raise found.as_error()
+    warnings = (
+        tuple(found.warning(path, message) for path, message in grid.warnings()) if grid else ()
+    )
+    return Checked(spec, endpoint, n, remote, warnings, snapshot)
+
+
+def _expand(
+    spec: JobSpec, endpoint: Endpoint, grid: RowGrid, inputs: _InputChecker, found: _Found
+) -> tuple[int, int]:
+    """Expand the grid, checking each request; returns (requests, requests with a URL input)."""
     n, cap, remote = 0, spec.max_requests * COUNT_PAST_LIMIT, 0
     file_fields = endpoint.file_fields
     try:
-        for request in expand(spec, endpoint):
+        for request in expand(spec, endpoint, grid):
             n += 1
             for f in file_fields:
                 if _is_url(request.input.get(f)):
@@ -66,20 +108,17 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
                     break
             if n <= spec.max_requests:
                 for field, message in inputs.problems(request.input):
-                    found.input_problem(field, message, request, n)
-            if found.full() or n >= cap:
+                    found.input_problem(field, message, request, n, spec)
+            if n >= cap or (found.full() and n >= spec.max_requests):
                 break
     except GridError as exc:
         found.add(exc.path, exc.message)
-    if n > spec.max_requests and not found.full():
+    if n > spec.max_requests:
         where: SpecPath = ("limits", "max_requests") if _has(spec, ("limits",)) else ("matrix",)
         limit = f"more than limits.max_requests ({spec.max_requests})"
         size = f"at least {n}" if n >= cap else str(n)
         found.add(where, f"the grid has {size} requests, {limit}")
-    if found.errors:
-        found.errors.sort(key=lambda e: (e.line, e.col))
-        raise SpecErrors(found.errors)
-    return Checked(spec, endpoint, n, remote, snapshot)
+    return n, remote
 
 
 def _is_url(value: Any) -> bool:
@@ -92,34 +131,53 @@ def _has(spec: JobSpec, path: SpecPath) -> bool:
 
 
 class _Found:
-    """Located errors, each (line, col, message) once, at most MAX_ERRORS of them."""
+    """Located errors, each (line, col, message) once; past MAX_ERRORS they are only counted."""
 
-    def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
+    def __init__(self, file: Path, locate: Callable[[SpecPath], Location] | None) -> None:
+        self.file = str(file)
+        self.locate = locate or (lambda path: Location(1, 1))
         self.errors: list[SpecError] = []
         self.seen: set[tuple[int, int, str]] = set()
+        self.hidden = 0
 
     def full(self) -> bool:
         return len(self.errors) >= MAX_ERRORS
 
     def add(self, path: SpecPath, message: str, context: str = "") -> None:
-        loc = self.spec.locate(path)
-        if self.full() or (loc.line, loc.col, message) in self.seen:
-            return
-        self.seen.add((loc.line, loc.col, message))
-        self.errors.append(SpecError(message + context, str(self.spec.path), loc.line, loc.col))
+        loc = self.locate(path)
+        self.add_error(SpecError(message, self.file, loc.line, loc.col), context)
 
-    def input_problem(self, field: str | None, message: str, request: Request, row: int) -> None:
+    def add_error(self, error: SpecError, context: str = "") -> None:
+        # The same problem from many rows is one error; the row context says where it first was.
+        if (error.line, error.col, error.message) in self.seen:
+            return
+        self.seen.add((error.line, error.col, error.message))
+        if self.full():
+            self.hidden += 1
+            return
+        self.errors.append(SpecError(error.message + context, self.file, error.line, error.col))
+
+    def as_error(self) -> SpecErrors:
+        self.errors.sort(key=lambda e: (e.line, e.col))
+        return SpecErrors(self.errors, hidden=self.hidden)
+
+    def warning(self, path: SpecPath, message: str) -> str:
+        loc = self.locate(path)
+        return f"{self.file}:{loc.line}:{loc.col}: warning: {message}"
+
+    def input_problem(
+        self, field: str | None, message: str, request: Request, row: int, spec: JobSpec
+    ) -> None:
         origin = request.origins.get(field) if field else None
         if origin is None:
             # Nothing in the spec set this field: point where it could be set.
             rows = [p[:2] for p in request.origins.values() if p[:1] == ("include",)]
-            spots = [*rows, *(p for p in (("defaults",), ("matrix",)) if _has(self.spec, p))]
+            spots = [*rows, *(p for p in (("defaults",), ("matrix",)) if _has(spec, p))]
             spot = spots[0] if spots else ()
             self.add(spot, message)
         elif origin[:1] == ("matrix",):
             # The same node feeds many rows: name the first failing one, report the node once.
-            skip = {field, *self.spec.defaults}
+            skip = {field, *spec.defaults}
             self.add(origin, message, _row(row, request.vars, skip))
         else:
             self.add(origin, message)
@@ -166,12 +224,16 @@ class _InputChecker:
                 if self.closed:
                     out.append((name, f"'{name}' is not an input of {self.endpoint.id}"))
                 continue
-            key = (name, json.dumps(value, sort_keys=True, default=str))
-            if key not in self.cache:
-                found = self.validators[name].iter_errors(value)
-                self.cache[key] = [self._describe(e, name)[1] for e in found]
-            out.extend((name, m) for m in self.cache[key])
+            out.extend((name, m) for m in self.field_problems(name, value))
         return out
+
+    def field_problems(self, name: str, value: Any) -> list[str]:
+        """What is wrong with one value of the input field `name` (cached per value)."""
+        key = (name, json.dumps(value, sort_keys=True, default=str))
+        if key not in self.cache:
+            found = self.validators[name].iter_errors(value)
+            self.cache[key] = [self._describe(e, name)[1] for e in found]
+        return self.cache[key]
 
     def _describe(self, error: ValidationError, field: str | None) -> tuple[str | None, str]:
         path: SpecPath = ((field,) if field else ()) + tuple(error.absolute_path)

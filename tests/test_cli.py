@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from runner.cli import main
 from runner.cliargs import build_parser, serve_settings
 
-from .conftest import last_records
+from .conftest import last_records, png_bytes
 
 
 def test_validate_ok_and_bad(write_spec, capsys):
@@ -137,24 +139,26 @@ def test_quickstart_then_fal_never_counts_the_emulators_pictures(
     from pathlib import Path
 
     specs = Path(__file__).resolve().parent.parent / "specs"
-    shutil.copytree(specs / "images", tmp_path / "images")
-    spec = tmp_path / "quickstart.yaml"
-    shutil.copy(specs / "quickstart.yaml", spec)
-    out = tmp_path / "runs" / "quickstart"
-    assert main(["run", str(spec), "--no-progress"]) == 0  # the quick start, offline
+    shutil.copytree(specs / "images", tmp_path / "specs" / "images")
+    shutil.copy(specs / "quickstart.yaml", tmp_path / "specs" / "quickstart.yaml")
+    monkeypatch.chdir(tmp_path)
+    spec = "specs/quickstart.yaml"
+    assert main(["run", spec, "--no-progress"]) == 0  # the quick start, offline
     server = threaded_emulator()
     for name, value in server.env().items():
         monkeypatch.setenv(name, value)
     capsys.readouterr()
-    assert main(["run", str(spec), "--backend", "fal", "--no-progress"]) == 2
+    assert main(["run", spec, "--backend", "fal", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "backend local" in err and f"--out {out}-fal" in err and err.count("\n") == 1
+    assert "holds 2 rows made by backend local" in err and err.count("\n") == 1
+    assert "HINT: give it its own folder: --out specs/runs/quickstart-fal" in err
     assert server.stats.submissions == 0
-    assert main(["run", str(spec), "--backend", "fal", "--out", f"{out}-fal", "--no-progress"]) == 0
+    fal_out = "specs/runs/quickstart-fal"
+    assert main(["run", spec, "--backend", "fal", "--out", fal_out, "--no-progress"]) == 0
     assert server.stats.submissions == 2
-    assert {r["backend"] for r in last_records(Path(f"{out}-fal")).values()} == {"fal"}
+    assert {r["backend"] for r in last_records(tmp_path / fal_out).values()} == {"fal"}
     # and back: the emulator does not take the fal rows as its own either
-    assert main(["run", str(spec), "--out", f"{out}-fal", "--no-progress"]) == 2
+    assert main(["run", spec, "--out", fal_out, "--no-progress"]) == 2
 
 
 def test_concurrency_is_bounded_and_argument_errors_read_plainly(write_spec, tmp_path, capsys):
@@ -292,3 +296,40 @@ def test_bad_serve_options_are_a_usage_error(options, capsys):
     assert main(["serve", *options]) == 2
     err = capsys.readouterr().err
     assert err.startswith("runner: ") and "Traceback" not in err
+
+
+def test_spec_warnings_go_to_stderr_for_validate_plan_and_run(write_spec, tmp_path, capsys):
+    spec = write_spec(matrix={"seed": [1, 2]}, exclude=[{"seed": 5}])
+    warning = f"{spec}:12:3: warning: this exclude entry matches no row, so it drops nothing"
+    commands = [
+        ["validate", str(spec)],
+        ["plan", str(spec)],
+        ["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"],
+    ]
+    for argv in commands:
+        assert main(argv) == 0
+        assert warning in capsys.readouterr().err.splitlines()
+
+
+def test_plan_says_how_many_rows_collapsed_and_why(write_spec, capsys):
+    spec = write_spec(matrix={"seed": [1, 2, 1.0]})
+    assert main(["plan", str(spec), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["count"] == 2 and plan["collapsed"] == {"rows": 1, "by": {"seed": 1}}
+    assert main(["plan", str(spec)]) == 0
+    assert "collapsed: 1 rows repeated an earlier request (seed: 1)" in capsys.readouterr().out
+
+
+def test_a_data_uri_input_is_sent_whole_and_journaled_as_its_sha256(write_spec, tmp_path, capsys):
+    picture = png_bytes(8, 8)
+    uri = "data:image/png;base64," + base64.b64encode(picture).decode()
+    spec = write_spec(matrix={"image_url": [uri, "images/a.png"]})
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0  # the emulator got it
+    records = last_records(out).values()
+    assert {r["status"] for r in records} == {"ok"} and len(records) == 2
+    digest = hashlib.sha256(picture).hexdigest()
+    inline = [r for r in records if r["input"]["image_url"] == f"sha256:{digest}"]
+    assert inline and inline[0]["vars"]["image_url"] == f"sha256:{digest}"
+    assert "base64" not in (out / "manifest.jsonl").read_text()
+    assert (out / "inputs" / f"{digest}.png").read_bytes() == picture  # kept once, for export

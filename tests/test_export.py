@@ -37,6 +37,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 DATA_PNG = png_bytes(20, 10, (10, 200, 10))
 DATA_URI = "data:image/png;base64," + base64.b64encode(DATA_PNG).decode()
+DATA_REF = "sha256:" + hashlib.sha256(DATA_PNG).hexdigest()
 REMOTE = "https://example.invalid/x.png"  # the offline emulator refuses it: a failed row
 
 
@@ -112,7 +113,8 @@ def test_imagefolder_loads_as_image_pairs_with_every_field(run, tmp_path, capsys
         with Image.open(run / record["outputs"][index]["file"]) as original:
             assert row["image"].size == original.size
             assert row["image"].convert("RGB").tobytes() == original.convert("RGB").tobytes()
-        from_data_uri = record["vars"]["image_url"] == DATA_URI
+        # the journal names inline data by its sha256, never by its bytes
+        from_data_uri = record["input"]["image_url"] == DATA_REF
         assert row["input"].size == ((20, 10) if from_data_uri else (48, 32))
     assert sum(r["num_images"] == 2 for r in data) == 2  # one request, two output rows
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -14,11 +15,12 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import example as also_try
 from hypothesis import strategies as st
 
 from runner.endpoints import Endpoint, get_endpoint
 from runner.errors import GridError
-from runner.grid import axes, expand
+from runner.grid import Collapsed, axes, expand
 from runner.models import JobSpec, Request, Sample
 
 _EP = get_endpoint("fal-ai/flux-1/dev/image-to-image")
@@ -227,7 +229,10 @@ def test_local_files_become_hashes_and_remote_ones_stay(tmp_path: Path) -> None:
     assert a.input["image_url"] == "sha256:" + hashlib.sha256(b"png").hexdigest()
     assert a.files == {"image_url": tmp_path / "a.png"}
     assert b.input["image_url"] == URL and b.files == {}
-    assert c.input["image_url"].startswith("data:") and c.files == {}
+    assert (
+        c.input["image_url"] == "sha256:" + hashlib.sha256(b"data:image/png;base64,AA").hexdigest()
+    )
+    assert c.inline == {"image_url": "data:image/png;base64,AA"} and c.files == {}
 
 
 def test_a_missing_image_points_at_its_node(tmp_path: Path) -> None:
@@ -427,6 +432,50 @@ def test_sample_properties(size: int, seed: int, n: int) -> None:
     assert picked == sorted(set(picked)) and set(picked) <= set(everything)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 3), st.integers(1, 60), st.integers(0, 10), st.integers(1, 30), st.integers(0, 5)
+)
+@also_try(outer=3, size=100, grow=1, n=24, seed=1)  # like specs/dataset.yaml's seeds grown by one
+def test_sampling_is_stable_when_the_grid_grows(
+    outer: int, size: int, grow: int, n: int, seed: int
+) -> None:
+    """Adding k rows to a grid changes at most k sampled rows (bottom-k by a seeded key hash),
+    even when they are added in the middle of the run order."""
+    strengths = [0.3, 0.5, 0.7][:outer]
+    small = {"strength": strengths, "seed": {"range": [0, size - 1]}}
+    big = {"strength": strengths, "seed": {"range": [0, size + grow - 1]}}
+    before = {r.key for r in run(spec(matrix=small, sample=Sample(n, seed)))}
+    after = [r.key for r in run(spec(matrix=big, sample=Sample(n, seed)))]
+    assert len(after) == min(n, outer * (size + grow))
+    assert len(before - set(after)) <= outer * grow
+    everything = [r.key for r in run(spec(matrix=big))]
+    assert [k for k in everything if k in set(after)] == after  # run order kept
+
+
+def test_data_uris_are_journaled_by_content_like_files(tmp_path: Path) -> None:
+    png = b"\x89PNG pretend"
+    (tmp_path / "a.png").write_bytes(png)
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    defaults = {"prompt": "p"}
+    [local] = run(spec(tmp_path, matrix={"image_url": ["a.png"]}, defaults=defaults))
+    [inline] = run(spec(tmp_path, matrix={"image_url": [uri]}, defaults=defaults))
+    assert inline.input["image_url"] == local.input["image_url"]  # the same picture, one hash
+    assert inline.key == local.key and inline.inline == {"image_url": uri} and not inline.files
+
+
+def test_collapsed_rows_are_counted_with_their_cause() -> None:
+    collapsed = Collapsed()
+    s = spec(
+        matrix={"seed": [1, 2, 1.0], "strength": [0.5, 0.50]},
+        include=({"seed": 2, "strength": 0.5},),
+    )
+    assert len(list(expand(s, EP, collapsed=collapsed))) == 2
+    # seed 1.0 repeats 1 (two strengths each), strength 0.50 repeats 0.5 on every seed
+    assert collapsed.rows == 5
+    assert collapsed.by == {"strength": 3, "seed": 2, "include": 1}
+
+
 # --- a million rows ----------------------------------------------------------------------------
 
 
@@ -607,3 +656,20 @@ def test_keys_are_invariant_under_number_spelling_and_axis_order(
     rnd.shuffle(names)
     respelled = {n: [float(v) if rnd.random() < 0.5 else v for v in axes_values[n]] for n in names}
     assert {r.key for r in run(spec(matrix=respelled))} == plain
+
+
+def test_csv_cells_say_booleans_and_unset(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text(
+        "prompt,enable_safety_checker,strength\na,false,\nb,true,0.5\n"
+    )
+    s = spec(
+        tmp_path, defaults={"image_url": URL, "strength": 0.8}, matrix={"r": {"csv": "rows.csv"}}
+    )
+    a, b = run(s)
+    assert a.input == {
+        "image_url": URL,
+        "prompt": "a",
+        "enable_safety_checker": False,
+        "strength": 0.8,
+    }
+    assert b.input["enable_safety_checker"] is True and b.input["strength"] == 0.5

@@ -218,3 +218,29 @@ def test_bad_jsonl(tmp_path: Path, content: str, fragment: str) -> None:
     (tmp_path / "rows.jsonl").write_text(content)
     e = error({"jsonl": "rows.jsonl"}, tmp_path)
     assert fragment in e.message and e.path == ("matrix", "ax", "jsonl")
+
+
+def test_csv_booleans_for_boolean_fields_and_empty_cells_unset(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("flag,note,strength\nfalse,true,\nTRUE,,0.5\n")
+    source = axis_source("ax", {"csv": "rows.csv"}, tmp_path, booleans=["flag"])
+    assert list(source) == [
+        {"flag": False, "note": "true"},  # only a boolean field's cell becomes a boolean
+        {"flag": True, "strength": 0.5},  # an empty cell sets nothing
+    ]
+    assert source.fields == ("flag", "note", "strength")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("rows.jsonl", '{"a": 1}\n{"a": 1e999}\n', "rows.jsonl line 2: '1e999' is not a finite"),
+        ("rows.jsonl", '{"a": NaN}\n', "rows.jsonl line 1: NaN is not a number JSON allows"),
+        ("rows.csv", "a\n1\n2e999\n", "rows.csv line 3: '2e999' is not a finite number"),
+    ],
+)
+def test_a_bad_number_in_a_row_file_names_the_file_and_line(
+    tmp_path: Path, name: str, content: str, fragment: str
+) -> None:
+    (tmp_path / name).write_text(content)
+    e = error({name.split(".")[1]: name}, tmp_path)
+    assert fragment in e.message

@@ -70,6 +70,42 @@ def test_stops_after_max_errors(folder: Path) -> None:
         f"  num_inference_steps: [{bad}]\n"
     )
     assert len(_errors(folder, text)) == MAX_ERRORS
+    with pytest.raises(SpecErrors) as info:
+        check(folder / "job.yaml")
+    assert info.value.hidden == 10
+    assert str(info.value).splitlines()[-1] == f"{folder / 'job.yaml'}: 10 more errors not shown"
+
+
+def test_independent_errors_are_reported_together(folder: Path) -> None:
+    """Schema errors do not hide the errors of the parts they leave intact."""
+    text = (
+        "defaults:\n  image_url: images/a.png\n  prompt: '{who} {animl}'\n  strength: 2\n"
+        "  who: x\nmatrix:\n  seed: {range: [0, 3], step: 0}\n  animal: [cat, {a: 1}]\n"
+        "  steps: [1]\nsample: {n: 0}\nexecution: {retries: -1}\nname: 5\n"
+    )
+    assert [e.split(": ", 1)[1] for e in _errors(folder, text)] == [
+        "undefined template variable 'animl' (did you mean 'animal'?); defined: animal, "
+        "image_url, prompt, seed, steps, strength, who",
+        "'strength' must be at most 1, got 2",
+        "'step' must not be 0",
+        "an axis is either all mappings (paired fields) or all plain values",
+        "'n' must be at least 1, got 0",
+        "'retries' must be at least 0, got -1",
+        "'name' must be a string, got 5",
+    ]
+
+
+def test_an_exclude_entry_that_matches_no_row_is_a_warning(folder: Path) -> None:
+    path = folder / "job.yaml"
+    path.write_text(
+        HEAD + "defaults: {image_url: images/a.png, prompt: a}\nmatrix:\n  seed: [1, 2]\n"
+        "exclude:\n  - {seed: 3}\n  - {seed: 2}\n  - {seed: 2}\n"
+    )
+    checked = check(path)
+    assert checked.count == 1
+    assert checked.warnings == (
+        f"{path}:7:5: warning: this exclude entry matches no row, so it drops nothing",
+    )
 
 
 def test_missing_prompt_points_where_it_could_be_set(folder: Path) -> None:

@@ -218,7 +218,8 @@ class _InputFinder:
         if not value.startswith("sha256:"):
             return None  # a remote URL stays a URL: export never fetches
         digest = value[len("sha256:") :]
-        for path in self._candidates(record, field_name):
+        kept = sorted((self._out / "inputs").glob(f"{digest}.*"))  # inline data: URIs, kept once
+        for path in [*kept, *self._candidates(record, field_name)]:
             if self._sha256(path) == digest:
                 ext = path.suffix.lstrip(".").lower()
                 if not ext:

@@ -1,0 +1,181 @@
+"""The README's own claims, run as it tells a user to: the quick start's paths, the output
+layout, the dataset snippet from the repository root, and the walkthrough end to end (offline,
+then against a fal-compatible server), with the commands and snippets read from the README."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from runner.cli import main
+
+from .conftest import last_records
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def section(title: str) -> str:
+    """The README's text from the `## title` heading to the next `## ` heading."""
+    start = README.index(f"\n## {title}")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end >= 0 else len(README)]
+
+
+def blocks(text: str, lang: str) -> list[str]:
+    """The fenced code blocks of `text` whose info string is `lang` ("" for a bare fence)."""
+    found, info, lines = [], None, []
+    for line in text.splitlines():
+        if info is None and line.startswith("```"):
+            info, lines = line[3:].strip(), []
+        elif info is not None and line.strip() == "```":
+            if info == lang:
+                found.append("\n".join(lines) + "\n")
+            info = None
+        elif info is not None:
+            lines.append(line)
+    return found
+
+
+def commands(text: str) -> list[list[str]]:
+    """`runner ...` lines of the section's sh blocks, as argument lists (comments dropped)."""
+    found = []
+    for block in blocks(text, "sh"):
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["runner"]:
+                found.append(words[1:])
+    return found
+
+
+def copy_specs(tmp_path: Path) -> Path:
+    """A copy of the repository's specs/ (without old runs) under tmp_path/repo."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "specs", repo / "specs", ignore=shutil.ignore_patterns("runs"))
+    return repo
+
+
+def layout_patterns() -> dict[str, re.Pattern[str]]:
+    """The Output section's folder layout as regexes over paths relative to the run folder."""
+    (layout,) = [b for b in blocks(section("Output"), "") if "<output>/manifest.jsonl" in b]
+    patterns = {}
+    for line in layout.splitlines():
+        path = line.split()[0].removeprefix("<output>/")
+        regex = re.escape(path)
+        for name, part in (("key", "[0-9a-f]{16}"), ("n", r"\d+"), ("ext", r"\w+")):
+            regex = regex.replace(re.escape(f"<{name}>"), part)
+        regex = re.sub(r"\\<[^>]*\\>|<[^>]*>", "[^/]+", regex).replace(re.escape("…"), ".+")
+        patterns[path] = re.compile(regex)
+    return patterns
+
+
+def test_quick_start_results_land_where_the_readme_says(tmp_path, monkeypatch, capsys):
+    quick = section("Quick start")
+    assert "pip install . && runner run specs/quickstart.yaml" in quick
+    assert "specs/runs/quickstart/images/" in quick
+    assert "specs/runs/quickstart/manifest.jsonl" in quick
+    repo = copy_specs(tmp_path)
+    monkeypatch.chdir(repo)
+    assert main(["run", "specs/quickstart.yaml", "--no-progress"]) == 0
+    assert any((repo / "specs/runs/quickstart/images").iterdir())
+    assert last_records(repo / "specs/runs/quickstart")
+    assert "`runner report specs/runs/quickstart`" in quick
+    assert main(["report", "specs/runs/quickstart"]) == 0
+    assert (repo / "specs/runs/quickstart/report.html").is_file()
+
+
+def test_output_layout_is_as_drawn(tmp_path, monkeypatch, capsys):
+    patterns = layout_patterns()
+    assert {"manifest.jsonl", "runs.jsonl", "report.html"} <= patterns.keys()
+    repo = copy_specs(tmp_path)
+    monkeypatch.chdir(repo)
+    assert main(["run", "specs/sweep.yaml", "--no-progress"]) == 0
+    assert main(["report", "specs/runs/sweep"]) == 0
+    out = repo / "specs/runs/sweep"
+    files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
+    for name in ("manifest.jsonl", "runs.jsonl", "report.html"):
+        assert name in files
+    for path in files:  # every file the run wrote is one the layout shows
+        assert any(p.fullmatch(path) for p in patterns.values()), path
+    for key, record in last_records(out).items():
+        for output in record["outputs"]:
+            assert any(p.fullmatch(output["file"]) for p in patterns.values())
+            assert key in output["file"]  # named from the key only
+
+
+def test_the_dataset_snippet_runs_from_the_repository_root(tmp_path, monkeypatch, capsys):
+    (snippet,) = [b for b in blocks(section("Output"), "python") if "manifest.jsonl" in b]
+    repo = copy_specs(tmp_path)
+    monkeypatch.chdir(repo)
+    assert main(["run", "specs/sweep.yaml", "--no-progress"]) == 0
+    scope: dict[str, object] = {}
+    exec(snippet, scope)
+    assert isinstance(scope["ok"], list) and len(scope["ok"]) == 12
+
+
+def _photo(path: Path, color: tuple[int, int, int]) -> None:
+    # about one megapixel (1000 x 900 = 0.9 MP, billed as 1), as the README's plan output says
+    Image.new("RGB", (1000, 900), color).save(path, quality=85)
+
+
+def test_the_walkthrough_end_to_end(tmp_path, monkeypatch, threaded_emulator, capsys):
+    walk = section("Walkthrough")
+    (spec_text,) = blocks(walk, "yaml")
+    home = tmp_path / "home"
+    job = home / "restyle"
+    (job / "photos").mkdir(parents=True)
+    _photo(job / "photos" / "beach.jpg", (230, 190, 120))
+    _photo(job / "photos" / "forest.jpg", (30, 110, 40))
+    (job / "photos" / "notes.txt").write_text("not an image: the glob skips it")
+    (job / "restyle.runner.yaml").write_text(spec_text)
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(job)  # `cd ~/restyle`
+
+    steps = commands(walk)
+    assert [s[0] for s in steps] == ["validate", "plan", "run", "run"]
+    validate, plan, offline, on_fal = steps
+    assert main(validate) == 0
+    assert "ok, 4 requests" in capsys.readouterr().out
+    assert main(plan) == 0
+    shown = capsys.readouterr().out.splitlines()
+    (expected,) = [b for b in blocks(walk, "") if "cost estimate" in b]
+    for line in expected.strip().splitlines():  # the lines the README shows, exactly
+        assert line in shown
+    assert main(offline) == 0
+    assert len(last_records(job / "runs/restyle")) == 4
+
+    server = threaded_emulator(keys=frozenset({"walk-key"}))
+    for name, value in server.env("walk-key").items():
+        monkeypatch.setenv(name, value)
+    assert on_fal[-2:] == ["--out", "runs/restyle-fal"] and "--backend" in on_fal
+    assert main([*on_fal, "--no-progress"]) == 0
+    fal = last_records(job / "runs/restyle-fal")
+    assert len(fal) == 4 and {r["backend"] for r in fal.values()} == {"fal"}
+    assert server.stats.submissions == 4
+
+    assert "`runner report runs/restyle`" in walk
+    assert main(["report", "runs/restyle"]) == 0
+    assert (job / "runs/restyle/report.html").is_file()
+    for where in ("runs/restyle/manifest.jsonl", "runs/restyle/images/", "runs/restyle/runs.jsonl"):
+        assert where in walk and (job / where).exists()
+
+    (load,) = blocks(walk, "python")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # "from any working folder"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(load, {})
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        source, *_, image = line.split(" ")
+        assert Path(source).parent == job / "photos" and Path(image).is_file()
