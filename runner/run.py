@@ -49,6 +49,7 @@ class RunSettings:
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
     shard: str | None = None  # "I/N" of `--shard`, recorded in runs.jsonl
+    report: Mapping[str, str] | None = None  # the spec's `report: {x, y}`, for `runner report`
     # backend local only: let the emulator fetch http(s) image URLs (network access)
     allow_remote_fetch: bool = False
     count: int | None = None  # the validated request count: the run never takes more rows
@@ -184,6 +185,7 @@ async def _run_locked(
             "started": utc_now(),
             "host": socket.gethostname(),
             "shard": settings.shard,
+            "report": dict(settings.report) if settings.report else None,
         }
         append_run(settings.out, {**info, "event": "start"})
         concurrency = settings.execution.concurrency

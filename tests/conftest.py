@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import AsyncIterator, Callable
@@ -20,12 +21,25 @@ settings.register_profile("runner", deadline=None)
 settings.load_profile("runner")
 
 
+Color = str | tuple[int, int, int]
+
+
 def png_bytes(
-    width: int = 48, height: int = 32, color: tuple[int, int, int] = (200, 40, 40)
+    width: int = 48, height: int = 32, color: Color = (200, 40, 40), patch: Color | None = None
 ) -> bytes:
+    """A small PNG of one colour, with a `patch` square in its top-left quarter if given (so
+    a blur or a crop shows)."""
+    image = Image.new("RGB", (width, height), color)
+    if patch is not None:
+        image.paste(Image.new("RGB", (width // 2, height // 2), patch), (4, 4))
     buf = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    image.save(buf, "PNG")
     return buf.getvalue()
+
+
+def png_data_uri(*args: Any, **kwargs: Any) -> str:
+    """png_bytes(...) as a data: URI."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(*args, **kwargs)).decode()
 
 
 @pytest.fixture

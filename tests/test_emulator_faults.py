@@ -4,8 +4,6 @@ submits are not enqueued, drop-after-accept is; the seeded RNG makes faults repr
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,19 +11,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from PIL import Image
 
 from runner.emulator import Emulator, EmulatorSettings, Faults, serve_forever
+
+from .conftest import png_data_uri
 
 ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
 MakeEmu = Callable[..., Awaitable[Emulator]]
 
 
 def inputs(seed: int = 1) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), "navy").save(buffer, format="PNG")
-    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    return {"image_url": uri, "prompt": "a lighthouse", "seed": seed}
+    return {"image_url": png_data_uri(64, 48, "navy"), "prompt": "a lighthouse", "seed": seed}
 
 
 @pytest.fixture

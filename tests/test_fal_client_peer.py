@@ -4,9 +4,7 @@ emulator over HTTPS with a trustme CA: submit -> status -> result, and a sync ru
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib.util
-import io
 import json
 import os
 import ssl
@@ -17,9 +15,10 @@ from typing import Any
 
 import pytest
 import trustme
-from PIL import Image
 
 from runner.emulator import Emulator, EmulatorSettings, Faults
+
+from .conftest import png_data_uri
 
 pytest.importorskip("fal_client")
 
@@ -51,9 +50,7 @@ TIMEOUT = 60
 
 
 def image_uri() -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), "purple").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return png_data_uri(64, 48, "purple")
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,16 @@ async def test_polls_adaptively_when_the_server_has_no_stream(aiohttp_server):
             status=200 if done else 202,
         )
 
-    routes = [web.get("/fal-ai/flux-1/requests/r1/status", status)]
+    streams = []
+
+    async def no_stream(request):
+        streams.append(request.path)
+        return web.json_response({"detail": "Not Found"}, status=404)
+
+    routes = [
+        web.get("/fal-ai/flux-1/requests/r1/status", status),
+        web.get("/fal-ai/flux-1/requests/r1/status/stream", no_stream),
+    ]
     client, session, url = await fake_client(aiohttp_server, routes)
     async with session:
         handle = handle_for(url, "fal-ai/flux-1/dev/image-to-image", "r1")
@@ -58,7 +67,8 @@ async def test_polls_adaptively_when_the_server_has_no_stream(aiohttp_server):
         assert states[-1] == "COMPLETED"
         assert len(calls) <= 4  # backs off: never a fixed 0.1 s beat
         states = [s.state async for s in client.watch(handle)]
-        assert states == ["COMPLETED"]  # the stream is not tried again once known missing
+        assert states == ["COMPLETED"]
+    assert len(streams) == 1  # the stream is not tried again once known missing
 
 
 async def test_401_on_status_is_an_auth_error_without_the_key(aiohttp_server):

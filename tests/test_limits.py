@@ -1,6 +1,8 @@
 import asyncio
 import time
 
+import pytest
+
 from runner.limits import SubmitGate
 
 
@@ -14,18 +16,18 @@ async def test_rate_spaces_submissions():
 
     start = time.monotonic()
     await asyncio.gather(*(one() for _ in range(10)))
-    # 10 admissions at 20/s: the last one no sooner than 9 intervals after the first
-    assert stamps[-1] - start >= 9 / 20 - 0.02
-    gaps = [b - a for a, b in zip(sorted(stamps), sorted(stamps)[1:], strict=False)]
-    assert min(gaps) >= 1 / 20 - 0.01
+    # No bursts: the k-th admission comes no sooner than k intervals after the start. Only
+    # lower bounds: a busy machine may wake any of them late, which is not a burst.
+    for k, stamp in enumerate(sorted(stamps)):
+        assert stamp - start >= k / 20 - 0.005, (k, stamp - start)
 
 
-async def test_no_rate_means_no_wait():
+def test_no_rate_means_no_wait():
     gate = SubmitGate(None)
-    start = time.monotonic()
     for _ in range(1000):
-        await gate.admit()
-    assert time.monotonic() - start < 0.5
+        admission = gate.admit()
+        with pytest.raises(StopIteration):  # done at the first step: it never waited
+            admission.send(None)
 
 
 async def test_pause_holds_everyone():

@@ -1,16 +1,14 @@
 import hashlib
-import io
 
 import pytest
-from PIL import Image
 
 from runner.outputs import NotAnImage, save_image
 
+from .conftest import png_bytes
+
 
 def png(width=20, height=10):
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 200, 30)).save(buf, "PNG")
-    return buf.getvalue()
+    return png_bytes(width, height, (10, 200, 30))
 
 
 def test_saves_under_key_with_facts(tmp_path):

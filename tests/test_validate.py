@@ -6,10 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from runner.errors import SpecErrors
 from runner.validate import MAX_ERRORS, Checked, check
+
+from .conftest import png_bytes
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 HEAD = "version: 1\nendpoint: fal-ai/flux-1/dev/image-to-image\n"
@@ -18,7 +19,7 @@ HEAD = "version: 1\nendpoint: fal-ai/flux-1/dev/image-to-image\n"
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "images").mkdir()
-    Image.new("RGB", (4, 4), (10, 20, 30)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "images" / "a.png").write_bytes(png_bytes(4, 4, (10, 20, 30)))
     return tmp_path
 
 
