@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only part I of N (chosen by key; the N parts together are the whole job)",
     )
     p.add_argument(
+        "--max-usd",
+        type=_positive_float,
+        metavar="USD",
+        help="refuse a fal run whose cost estimate exceeds this (overrides limits.max_usd)",
+    )
+    p.add_argument(
         "--allow-remote-fetch",
         action="store_true",
         help="backend local: let the emulator download http(s) image URLs (network access; "
@@ -226,6 +232,13 @@ def _port(text: str) -> int:
         value = -1
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 

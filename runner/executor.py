@@ -35,6 +35,7 @@ from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .repair import repair
 from .retry import Verdict, backoff, decide, is_retryable_result
 from .snapshot import InputSnapshot
+from .spending import billed_megapixels
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ class Executor:
         inputs: InputSnapshot | None = None,
         damaged: Mapping[str, Record] | None = None,
     ) -> None:
-        self._client = client
+        self._client = self.client = client
         self._journal = journal
         self._opt = options
         self._exe = options.execution
@@ -71,7 +72,7 @@ class Executor:
         self._damaged = damaged or {}
         self._taken = 0
         self._open: set[str] = set()  # keys submitted and not yet finished
-        self.stats = RunStats()
+        self.stats = RunStats(usd_per_megapixel=options.usd_per_megapixel)
 
     def stop(self) -> None:
         """Graceful stop: no new submissions; requests in flight go on."""
@@ -155,12 +156,17 @@ class Executor:
             outputs, extras = await self._save(request.key, reply)
             self._journal.append(job.record(OK, outputs=outputs, result=extras))
             self._open.discard(request.key)
+            self.stats.megapixels += sum(
+                billed_megapixels(o["width"], o["height"]) for o in outputs
+            )
             self.stats.ok += 1
             self._notify("ok", self.stats)
         except Failed as failure:
             self._journal.append(job.record(FAILED, error=failure.info))
             self._open.discard(request.key)
             self.stats.failed += 1
+            kind = failure.info["type"]
+            self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
             self._notify("failed", self.stats)
         except Stopped:
             pass
@@ -185,6 +191,7 @@ class Executor:
         else:
             self.stats.lost += 1
             self.stats.failed += 1
+            self.stats.errors["output_lost"] = self.stats.errors.get("output_lost", 0) + 1
             self._notify("failed", self.stats)
 
     async def _until_result(self, job: Job) -> Reply:

@@ -21,6 +21,7 @@ class RunOptions:
     execution: Execution
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
+    usd_per_megapixel: float | None = None  # what fal charges (None: not counted, e.g. local)
     server: str | None = None  # the fal queue's origin, recorded with each row (fal only)
     limit: int | None = None  # the validated request count: never take more rows than this
 
@@ -43,6 +44,15 @@ class RunStats:
     in_flight_at_stop: int = 0  # requests submitted and unfinished when the stop came
     unfinished: int = 0  # of those, still journaled as submitted at the end (resumable)
     stop_reason: str | None = None  # why the run stopped sending (an input changed)
+    errors: dict[str, int] = field(default_factory=dict)  # failed rows by error type
+    megapixels: int = 0  # billed output megapixels received in this run
+    usd_per_megapixel: float | None = None
+
+    @property
+    def usd(self) -> float | None:
+        """Estimated spend of this run so far (None when not priced, e.g. backend local)."""
+        price = self.usd_per_megapixel
+        return None if price is None else round(self.megapixels * price, 4)
 
     @property
     def done(self) -> int:

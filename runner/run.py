@@ -6,10 +6,12 @@ backend that made it)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .endpoints import get_endpoint
 from .errors import UsageError
 from .executor import Executor
 from .falapi import FalClient, ServerConfig
@@ -27,6 +30,7 @@ from .manifest import Journal, Record, append_run, utc_now
 from .models import Execution, Request
 from .repair import find_damaged
 from .snapshot import InputSnapshot
+from .statsfile import keep_writing, stats_document, write_stats
 from .urls import is_loopback
 from .version import __version__
 
@@ -171,6 +175,7 @@ async def _run_locked(
     on_start: Callable[[Executor], None] | None,
     on_event: Callable[[str, RunStats], None] | None,
 ) -> RunStats:
+    started = time.monotonic()
     run_id = utc_now().replace(":", "").replace("-", "")[:15] + "-" + secrets.token_hex(3)
     async with backend_server(settings.backend, env, settings.allow_remote_fetch) as server:
         info = {
@@ -189,7 +194,7 @@ async def _run_locked(
         }
         append_run(settings.out, {**info, "event": "start"})
         concurrency = settings.execution.concurrency
-        if settings.count is not None:
+        if settings.count is not None:  # never more connections (or workers) than rows
             concurrency = max(1, min(concurrency, settings.count))
         connector = aiohttp.TCPConnector(limit=concurrency * 2 + 4, limit_per_host=0)
         trust_env = not is_loopback(urlsplit(server.queue_url).hostname)
@@ -204,6 +209,7 @@ async def _run_locked(
                     settings.execution,
                     settings.retry_failed,
                     settings.resubmit_ambiguous,
+                    _price(settings),
                     server=server_id,
                     limit=settings.count,
                 )
@@ -217,9 +223,24 @@ async def _run_locked(
                 )
                 if on_start is not None:
                     on_start(executor)
-                return await executor.run(requests)
+                client, stats_now = executor.client, executor.stats
+                writer = asyncio.create_task(
+                    keep_writing(
+                        settings.out,
+                        lambda: stats_document(
+                            stats_now, info, time.monotonic() - started, False, client.rate_limited
+                        ),
+                    )
+                )
+                try:
+                    return await executor.run(requests)
+                finally:
+                    writer.cancel()
         finally:
             stats = executor.stats if executor else RunStats()
+            seen_429 = executor.client.rate_limited if executor else 0
+            elapsed = time.monotonic() - started
+            write_stats(settings.out, stats_document(stats, info, elapsed, True, seen_429))
             append_run(
                 settings.out,
                 {
@@ -237,6 +258,12 @@ async def _run_locked(
                     "stop_reason": stats.stop_reason,
                 },
             )
+
+
+def _price(settings: RunSettings) -> float | None:
+    """USD per billed megapixel, for the spend shown during a fal run (local runs are free)."""
+    endpoint = get_endpoint(settings.endpoint)
+    return endpoint.usd_per_megapixel if endpoint and settings.backend == "fal" else None
 
 
 def with_overrides(
