@@ -111,6 +111,8 @@ def _unique(
         values = row.values
         body = {k: v for k, v in values.items() if k in fields}
         for k in row.templated:
+            if k not in body:  # an empty csv cell left this field unset in this row
+                continue
             try:
                 body[k] = render(body[k], values, k, grid.literal_for(row))
             except TemplateError as e:  # origins are built only now, for the error's location

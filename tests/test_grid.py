@@ -680,3 +680,10 @@ def test_csv_cells_say_booleans_and_unset(tmp_path: Path) -> None:
         "strength": 0.8,
     }
     assert b.input["enable_safety_checker"] is True and b.input["strength"] == 0.5
+
+
+def test_an_empty_csv_cell_with_no_default_leaves_the_field_out(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("prompt,strength\na,\nb,0.5\n")
+    s = spec(tmp_path, defaults={"image_url": URL}, matrix={"r": {"csv": "rows.csv"}})
+    a, b = run(s)  # was a KeyError: the csv column may hold templates, the cell held nothing
+    assert "strength" not in a.input and b.input["strength"] == 0.5
