@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import ManifestError
-from .manifest import FAILED, MANIFEST, OK, RUNS, Record, latest
+from .manifest import FAILED, MANIFEST, OK, Record, RunLine, latest, read_runs
 
 REPORT = "report.html"
 THUMB = 256  # px, longest side of a displayed image
@@ -230,21 +230,6 @@ def _pages(out_dir: Path, records: Sequence[Record], axes: Sequence[str]) -> str
     )
 
 
-def _last_run(out_dir: Path) -> dict[str, Any]:
-    try:
-        lines = (out_dir / RUNS).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return {}
-    for line in reversed(lines):
-        try:
-            found = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(found, dict):
-            return found
-    return {}
-
-
 def _fixed_inputs(records: Sequence[Record]) -> dict[str, Any]:
     """Input fields present with the same value in every record."""
     inputs = [r.get("input") or {} for r in records]
@@ -259,7 +244,8 @@ def _fixed_inputs(records: Sequence[Record]) -> dict[str, Any]:
 
 
 def _page(out_dir: Path, records: list[Record], axes: list[str], s: ReportSummary) -> str:
-    run = _last_run(out_dir)
+    runs = read_runs(out_dir)
+    run = runs[-1] if runs else RunLine()
     spec = run.get("spec")
     name = run.get("name") or (PurePosixPath(str(spec)).stem if spec else "") or out_dir.name
     endpoint = run.get("endpoint") or (records[0].get("endpoint") if records else "")
