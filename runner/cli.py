@@ -167,6 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         resubmit_ambiguous=not args.no_resubmit_ambiguous,
         shard=str(args.shard) if args.shard else None,
+        report=spec.report or None,
         allow_remote_fetch=args.allow_remote_fetch,
     )
     if not args.allow_remote_fetch:
@@ -230,16 +231,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     try:
-        summary = write_report(args.out)
+        summary = write_report(args.out, args.x, args.y, png=args.png)
     except ManifestError as error:  # a folder with no run in it is a usage mistake here
+        if (args.out / MANIFEST).is_file():
+            raise
         raise UsageError(str(error)) from None
     layout = " × ".join(a for a in (summary.rows, summary.columns) if a) or "a gallery"
     if summary.pages:
-        layout += f", one table per {' × '.join(summary.pages)}"
+        layout += f", {summary.tables} tables by {' × '.join(summary.pages)}"
+    if summary.captions:
+        layout += f", {' · '.join(summary.captions)} under each image"
     print(
         f"{summary.path}: {summary.ok} ok, {summary.failed} failed, {summary.pending} pending "
         f"(laid out by {layout})"
     )
+    for png in summary.pngs:
+        print(png)
     return EXIT_OK
 
 

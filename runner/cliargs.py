@@ -95,9 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "report",
         help="write OUT/report.html: the images laid out by the swept axes",
-        epilog="example: runner report specs/runs/sweep",
+        epilog="examples:\n  runner report specs/runs/sweep\n"
+        "  runner report specs/runs/sweep --x strength --y guidance_scale --png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("out", type=Path, metavar="OUT", help="a run's output folder")
+    p.add_argument("--x", metavar="AXIS", help="the axis across (default: the spec's report.x)")
+    p.add_argument("--y", metavar="AXIS", help="the axis down (default: the spec's report.y)")
+    p.add_argument(
+        "--png",
+        action="store_true",
+        help="also write each table as a labelled PNG grid (OUT/report.png or report-NNN.png)",
+    )
 
     p = sub.add_parser(
         "export",

@@ -95,6 +95,7 @@ class RunLine(TypedDict, total=False):
     backend: str
     server: str | None  # the fal server's origin (backend fal)
     shard: str | None  # "I/N" of --shard
+    report: dict[str, Any] | None  # the spec's `report:` block (axes for `runner report`)
     host: str
     started: str  # UTC, ISO 8601 (start and end lines)
     finished: str  # end lines: UTC, ISO 8601

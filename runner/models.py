@@ -64,6 +64,7 @@ class JobSpec:
     sample: Sample | None = None
     max_requests: int = 10_000
     execution: Execution = field(default_factory=Execution)
+    report: Mapping[str, str] = field(default_factory=dict)  # `report: {x, y}`: the report's axes
     # Maps a path inside the YAML document to the node's location (nearest known ancestor).
     locate: Callable[[SpecPath], Location] = field(default=lambda path: Location(1, 1), repr=False)
 

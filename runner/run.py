@@ -43,6 +43,7 @@ class RunSettings:
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
     shard: str | None = None  # "I/N" of `--shard`, recorded in runs.jsonl
+    report: Mapping[str, str] | None = None  # the spec's `report: {x, y}`, for `runner report`
     # backend local only: let the emulator fetch http(s) image URLs (network access)
     allow_remote_fetch: bool = False
 
@@ -117,6 +118,7 @@ async def run_requests(
             "started": utc_now(),
             "host": socket.gethostname(),
             "shard": settings.shard,
+            "report": dict(settings.report) if settings.report else None,
         }
         append_run(settings.out, {**info, "event": "start"})
         connector = aiohttp.TCPConnector(

@@ -90,6 +90,7 @@ def read_spec(path: str | Path, *, out: Path | None = None) -> Loaded:
     endpoint = data.get("endpoint")
     if isinstance(endpoint, str) and endpoint and get_endpoint(endpoint) is None:
         problems.append((("endpoint",), _unknown_endpoint(endpoint)))
+    problems += _report_axes(data)
     errors = tuple(_located(problems, locate, file).errors) if problems else ()
     # Each error's top-level key is left out of the JobSpec; a broken matrix axis is kept by
     # name (the grid knows it exists but does not build it).
@@ -158,9 +159,36 @@ def _build(
         include=tuple(data.get("include", ())),
         sample=Sample(int(sample["n"]), int(sample.get("seed", 0))) if sample else None,
         max_requests=int(data.get("limits", {}).get("max_requests", 10_000)),
+        report={k: str(v) for k, v in data.get("report", {}).items()},
         execution=execution,
         locate=locate,
     )
+
+
+def _report_axes(data: dict[str, Any]) -> list[tuple[SpecPath, str]]:
+    """`report: {x, y}` must name axes the spec sweeps (a matrix axis or an include key)."""
+    report = data.get("report")
+    if not isinstance(report, dict):
+        return []
+    matrix = data.get("matrix") if isinstance(data.get("matrix"), dict) else {}
+    axes = list(matrix or {})
+    for row in data.get("include") or []:
+        if isinstance(row, dict):
+            axes += [k for k in row if k not in axes]
+    problems: list[tuple[SpecPath, str]] = []
+    for which in ("x", "y"):
+        name = report.get(which)
+        if isinstance(name, str) and name not in axes:
+            listed = ", ".join(axes) or "none"
+            problems.append(
+                (
+                    ("report", which),
+                    f"report.{which} {name!r} is not an axis of this spec (axes: {listed})",
+                )
+            )
+    if isinstance(report.get("x"), str) and report.get("x") == report.get("y"):
+        problems.append((("report", "y"), "report.x and report.y name the same axis"))
+    return problems
 
 
 def _located(problems: list[tuple[SpecPath, str]], locate: Locator, file: str) -> SpecErrors:

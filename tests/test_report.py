@@ -55,6 +55,11 @@ def write_manifest(out: Path, records: list[dict[str, Any]]) -> None:
             fh.write(json.dumps(rec) + "\n")
 
 
+def main_of(page: str) -> str:
+    """The page without its header and its click-to-enlarge overlays."""
+    return page.split("<main>", 1)[1].split("</main>", 1)[0]
+
+
 def grid_rows(page: str) -> list[list[str]]:
     """The first grid table as rows of cell HTML (header row included)."""
     table = re.search(r'<table class="grid">(.*?)</table>', page, re.S)
@@ -71,7 +76,7 @@ def test_a_row_without_a_variable_gets_its_own_column(tmp_path):
     write_manifest(tmp_path, [record(tmp_path, "k1", {"seed": 1}), record(tmp_path, "k2", {})])
     write_manifest(tmp_path, [record(tmp_path, "k3", {"seed": 1})])  # an include row, say
     summary = write_report(tmp_path)
-    figures = re.findall(r"<figure>(.*?)</figure>", summary.path.read_text())
+    figures = re.findall(r"<figure>(.*?)</figure>", main_of(summary.path.read_text()))
     assert summary.columns == "seed" and len(figures) == 2
     assert figures[0].count("<img ") == 2 and "seed</span> —" in figures[1]
 
@@ -79,7 +84,7 @@ def test_a_row_without_a_variable_gets_its_own_column(tmp_path):
 def test_zero_axes_gallery(tmp_path):
     write_manifest(tmp_path, [record(tmp_path, f"k{i}", {"prompt": "same"}) for i in range(3)])
     summary = write_report(tmp_path)
-    page = summary.path.read_text()
+    page = main_of(summary.path.read_text())
     assert (summary.rows, summary.columns, summary.pages) == (None, None, ())
     assert summary.ok == 3 and page.count("<img ") == 3 and 'class="grid"' not in page
 
@@ -87,7 +92,7 @@ def test_zero_axes_gallery(tmp_path):
 def test_one_axis_is_a_labelled_row(tmp_path):
     write_manifest(tmp_path, [record(tmp_path, f"k{s}", {"seed": s}) for s in (3, 1, 2)])
     summary = write_report(tmp_path)
-    page = summary.path.read_text()
+    page = main_of(summary.path.read_text())
     assert (summary.rows, summary.columns) == (None, "seed")
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
     assert [re.sub(r"<[^>]+>", "", c) for c in captions] == ["seed 1", "seed 2", "seed 3"]
@@ -102,7 +107,7 @@ def test_two_axes_table_numbers_ascending_others_first_seen(tmp_path):
         for seed in (2, 1, 3)
     ]
     write_manifest(tmp_path, recs)
-    summary = write_report(tmp_path)
+    summary = write_report(tmp_path, x="seed", y="animal")
     assert (summary.rows, summary.columns, summary.pages) == ("animal", "seed", ())
     rows = grid_rows(summary.path.read_text())
     assert "animal" in rows[0][0] and "seed" in rows[0][0]
@@ -126,12 +131,13 @@ def test_three_axes_small_multiples_with_object_axis(tmp_path):
     summary = write_report(tmp_path)
     page = summary.path.read_text()
     assert (summary.rows, summary.columns, summary.pages) == ("animal", "seed", ("look",))
+    assert summary.captions == () and summary.tables == 2
     headings = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<h2>(.*?)</h2>", page)]
     assert headings == [
         "look guidance_scale=2.5, num_inference_steps=20",
         "look guidance_scale=5.0, num_inference_steps=40",
     ]
-    assert page.count('<table class="grid">') == 2 and page.count("<img ") == 8
+    assert page.count('<table class="grid">') == 2 and main_of(page).count("<img ") == 8
     assert "axes: animal (2) × seed (2) × look (2)" in page
 
 
@@ -152,9 +158,9 @@ def test_failed_pending_and_several_outputs(tmp_path):
     page = summary.path.read_text()
     assert (summary.ok, summary.failed, summary.pending) == (1, 1, 2)
     assert "1 ok</span>" in page and "1 failed</span>" in page and "2 pending</span>" in page
-    figures = re.findall(r"<figure>(.*?)</figure>", page)
+    figures = re.findall(r"<figure>(.*?)</figure>", main_of(page))
     assert re.search(r'<div class="imgs">(<a [^>]+><img [^>]+></a>){3}</div>', figures[0])
-    assert '<div class="rec failed"><b>validation</b>' in figures[1]
+    assert re.search(r'<a class="box rec failed" [^>]*href="#v-b"><b>validation</b>', figures[1])
     assert f'title="{long}"' in figures[1] and "…" in figures[1]  # shortened, full on hover
     assert "pending" in figures[2] and "pending" in figures[3] and "<img" not in figures[3]
 
@@ -181,14 +187,16 @@ def test_malicious_text_is_escaped(tmp_path):
     assert "<script" not in page and re.search(r"<[^>]*onerror", page) is None
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;" in page
     assert 'href="javascript' not in page and "passwd" not in re.sub(r"missing [^<]*", "", page)
-    assert page.count("<img ") == 1
+    assert main_of(page).count("<img ") == 1
 
 
 def test_images_are_relative_lazy_and_sized(tmp_path):
     write_manifest(tmp_path, [record(tmp_path, f"k{s}", {"seed": s}, n=2) for s in (1, 2)])
     page = write_report(tmp_path).path.read_text()
-    imgs = re.findall(r"<img [^>]+>", page)
+    imgs = re.findall(r"<img [^>]+>", main_of(page))
     assert len(imgs) == 4
+    full = re.findall(r'<img src="([^"]+)" loading="lazy" alt="output">', page)
+    assert len(full) == 4 and all((tmp_path / src).is_file() for src in full)
     for img in imgs:
         src = re.search(r'src="([^"]+)"', img)
         assert src and src[1].startswith("images/") and (tmp_path / src[1]).is_file()
@@ -253,6 +261,6 @@ def test_end_to_end_from_a_real_run(tmp_path, capsys):
     assert rows[0][1:] == ["1", "2"] and [r[0] for r in rows[1:]] == ["0.5", "0.9"]
     for row in rows[1:]:
         for cell in row[1:]:
-            src = re.search(r'<img src="([^"]+)"', cell)
+            src = re.search(r'<img [^>]*src="([^"]+)"', cell)
             assert src and (out / src[1]).is_file()
     assert "<h1>sweep</h1>" in page and "a red square" in page

@@ -156,3 +156,13 @@ def test_out_is_passed_through(folder: Path) -> None:
     path = folder / "ok.yaml"
     path.write_text(HEAD + "defaults: {image_url: images/a.png, prompt: a cat}\n")
     assert check(path, out=folder / "x").spec.output == folder / "x"
+
+
+def test_files_that_are_no_images_fail_at_validate(folder: Path) -> None:
+    (folder / "images" / "notes.txt").write_text("not a picture")
+    (folder / "images" / "b.png").write_bytes(b"\x89PNG but broken")
+    text = "defaults: {prompt: a}\nmatrix:\n  image_url: {files: 'images/*'}\n"
+    assert _errors(folder, text) == [
+        "5:15: b.png is not an image (no image format recognises it) (row 2)",
+        "5:15: notes.txt is not an image (no image format recognises it) (row 3)",
+    ]
