@@ -125,7 +125,7 @@ def _write_runs(sources: Sequence[Path], summary: MergeSummary) -> None:
         for found in read_runs(source):
             lines.append(json.dumps(found, ensure_ascii=False, separators=(",", ":")))
             last = found
-    keep = ("name", "spec", "spec_sha256", "endpoint", "backend", "runner_version")
+    keep = ("name", "spec", "spec_sha256", "endpoint", "backend", "runner_version", "report")
     merged = {
         **{k: v for k, v in last.items() if k in keep},
         "event": "merge",
