@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .cliargs import build_parser, serve_settings
@@ -32,9 +32,12 @@ from .grid import Collapsed, expand
 from .grid import axes as grid_axes
 from .jobs import RunStats
 from .manifest import MANIFEST
+from .models import Request
 from .plan import explain_cost, make_plan
 from .progress import Progress, summary_line
 from .run import RunSettings, run_requests, with_overrides
+from .shards import Shard
+from .spending import check_cap
 from .validate import Checked, check
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
@@ -172,10 +175,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if not args.allow_remote_fetch:
         _warn_remote(checked, settings.backend)
-    requests = expand(spec, checked.endpoint)
-    total: int | None = checked.count
-    if args.shard is not None:  # after sampling and limits, which see the whole grid
-        requests, total = args.shard.select(requests), None
+    cap = args.max_usd if args.max_usd is not None else spec.max_usd
+    if cap is not None and settings.backend == "fal":  # one more pass, before anything is sent
+        plan = make_plan(_requests(checked, args.shard), (), checked.endpoint, preview=0)
+        check_cap(plan.usd, plan.megapixels, cap, plan.unsized_inputs)
+    requests = _requests(checked, args.shard)
+    total = checked.count if args.shard is None else None
     progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
     started = time.monotonic()
     stats = asyncio.run(_run_interruptible(settings, requests, progress))
@@ -188,6 +193,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_STOPPED
     return EXIT_FAILED if stats.failed or stats.failed_before else EXIT_OK
+
+
+def _requests(checked: Checked, shard: Shard | None) -> Iterator[Request]:
+    requests = expand(checked.spec, checked.endpoint)
+    # a shard is taken after sampling and limits, which see the whole grid
+    return requests if shard is None else shard.select(requests)
 
 
 async def _run_interruptible(settings: RunSettings, requests: Any, progress: Progress) -> RunStats:

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only part I of N (chosen by key; the N parts together are the whole job)",
     )
     p.add_argument(
+        "--max-usd",
+        type=_positive_float,
+        metavar="USD",
+        help="refuse a fal run whose cost estimate exceeds this (overrides limits.max_usd)",
+    )
+    p.add_argument(
         "--allow-remote-fetch",
         action="store_true",
         help="backend local: let the emulator download http(s) image URLs (network access; "
@@ -190,6 +196,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 

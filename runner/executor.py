@@ -21,6 +21,7 @@ from .manifest import FAILED, OK, SUBMITTED, SUBMITTING, Journal, utc_now
 from .models import Request
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .retry import Verdict, backoff, decide, is_retryable_result
+from .spending import billed_megapixels
 
 T = TypeVar("T")
 
@@ -36,7 +37,7 @@ class Executor:
         options: RunOptions,
         on_event: Callable[[str, RunStats], None] | None = None,
     ) -> None:
-        self._client = client
+        self._client = self.client = client
         self._journal = journal
         self._opt = options
         self._exe = options.execution
@@ -49,7 +50,7 @@ class Executor:
         # costs one refused call, not `concurrency` of them.
         self._probe = asyncio.Lock()
         self._proven = False
-        self.stats = RunStats()
+        self.stats = RunStats(usd_per_megapixel=options.usd_per_megapixel)
 
     def stop(self) -> None:
         """Graceful stop: no new submissions; requests in flight go on."""
@@ -100,11 +101,16 @@ class Executor:
             reply = await self._until_result(job)
             outputs, extras = await self._save(request.key, reply)
             self._journal.append(job.record(OK, outputs=outputs, result=extras))
+            self.stats.megapixels += sum(
+                billed_megapixels(o["width"], o["height"]) for o in outputs
+            )
             self.stats.ok += 1
             self._notify("ok", self.stats)
         except Failed as failure:
             self._journal.append(job.record(FAILED, error=failure.info))
             self.stats.failed += 1
+            kind = failure.info["type"]
+            self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
             self._notify("failed", self.stats)
         except Stopped:
             pass

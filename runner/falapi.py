@@ -81,6 +81,11 @@ class FalClient:
     def _auth_for(self, url: str) -> dict[str, str]:
         return dict(self._auth) if origin(url) in self._trusted else {}
 
+    @property
+    def rate_limited(self) -> int:
+        """429 answers seen so far, on every route."""
+        return self._http.rate_limited
+
     def redact(self, text: str) -> str:
         return text.replace(self._config.key, "***") if self._config.key else text
 

@@ -56,6 +56,7 @@ class Http:
     def __init__(self, session: aiohttp.ClientSession, redact: Callable[[str], str]) -> None:
         self.session = session
         self._redact = redact
+        self.rate_limited = 0  # 429 answers seen, every call (for OUT/stats.json)
 
     async def get(
         self,
@@ -124,6 +125,7 @@ class Http:
                 f"the server refused the API key (HTTP {resp.status}): "
                 + self._redact(error_detail(body))
             )
+        self.rate_limited += resp.status == 429
         ingress = resp.status in (502, 503, 504) and "x-fal-request-id" not in resp.headers
         has_error_body = isinstance(body, dict) and "detail" in body
         sure_not_accepted = ingress or has_error_body or resp.status in (408, 429)

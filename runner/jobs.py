@@ -3,7 +3,7 @@ submit → wait → result with the manifest records it writes on the way."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .falapi import Handle
@@ -20,6 +20,7 @@ class RunOptions:
     execution: Execution
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
+    usd_per_megapixel: float | None = None  # what fal charges (None: not counted, e.g. local)
 
 
 @dataclass
@@ -34,6 +35,15 @@ class RunStats:
     possible_duplicates: int = 0  # resubmissions that may have been charged twice
     in_flight: int = 0
     interrupted: bool = False
+    errors: dict[str, int] = field(default_factory=dict)  # failed rows by error type
+    megapixels: int = 0  # billed output megapixels received in this run
+    usd_per_megapixel: float | None = None
+
+    @property
+    def usd(self) -> float | None:
+        """Estimated spend of this run so far (None when not priced, e.g. backend local)."""
+        price = self.usd_per_megapixel
+        return None if price is None else round(self.megapixels * price, 4)
 
     @property
     def done(self) -> int:

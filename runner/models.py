@@ -63,6 +63,7 @@ class JobSpec:
     include: tuple[Mapping[str, Any], ...] = ()
     sample: Sample | None = None
     max_requests: int = 10_000
+    max_usd: float | None = None  # a fal run estimated above this is refused
     execution: Execution = field(default_factory=Execution)
     report: Mapping[str, str] = field(default_factory=dict)  # `report: {x, y}`: the report's axes
     # Maps a path inside the YAML document to the node's location (nearest known ancestor).

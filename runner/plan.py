@@ -3,7 +3,6 @@ first rows, and a cost estimate. One lazy pass over the expansion."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,6 +12,7 @@ from PIL import Image
 
 from .endpoints import Endpoint
 from .models import Request
+from .spending import billed_megapixels
 
 PREVIEW_ROWS = 5
 
@@ -99,7 +99,7 @@ def _megapixels(path: Path) -> int:
             width, height = img.size
     except (OSError, ValueError):
         return 1
-    return max(1, math.ceil(width * height / 1_000_000))
+    return billed_megapixels(width, height)
 
 
 def explain_cost(plan: Plan, endpoint: Endpoint, backend: str, concurrency: int) -> list[str]:

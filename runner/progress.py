@@ -1,5 +1,6 @@
-"""What `runner run` shows (CLI side): a tqdm bar on stderr with ok/failed/retrying counts, fed
-by the executor's events and silent when stderr is not a terminal, and the summary line."""
+"""What `runner run` shows (CLI side): a tqdm bar on stderr with ok/failed/retrying counts and
+the estimated spend of a fal run, fed by the executor's events and silent when stderr is not a
+terminal, and the summary line."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .jobs import RunStats
 
 
 class Progress:
-    """tqdm on stderr with ok/failed/retrying counts; silent when not a TTY."""
+    """tqdm on stderr with ok/failed/retrying counts and spend; silent when not a TTY."""
 
     def __init__(self, total: int | None, enabled: bool) -> None:  # None: not known
         self._bar = None
@@ -22,12 +23,14 @@ class Progress:
     def update(self, event: str, stats: RunStats) -> None:
         if self._bar is None:
             return
-        self._bar.set_postfix(
-            ok=stats.ok + stats.skipped,
-            failed=stats.failed + stats.failed_before,
-            retrying=stats.retrying,
-            refresh=False,
-        )
+        shown: dict[str, object] = {
+            "ok": stats.ok + stats.skipped,
+            "failed": stats.failed + stats.failed_before,
+            "retrying": stats.retrying,
+        }
+        if stats.usd is not None:
+            shown["spent"] = f"~${stats.usd:.2f}"
+        self._bar.set_postfix(shown, refresh=False)
         self._bar.update(stats.done - self._bar.n)  # redraws at most every mininterval
 
     def close(self) -> None:
@@ -44,4 +47,6 @@ def summary_line(stats: RunStats, out: Path, seconds: float) -> str:
         parts.append(f"{stats.resumed} resumed")
     if stats.possible_duplicates:
         parts.append(f"{stats.possible_duplicates} possibly charged twice")
+    if stats.usd is not None:
+        parts.append(f"about ${stats.usd:.2f} spent ({stats.megapixels} MP)")
     return f"{', '.join(parts)} in {seconds:.2f} s -> {out / 'manifest.jsonl'}"

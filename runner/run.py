@@ -4,10 +4,12 @@ over the lazily expanded requests. Both backends go through the same fal client 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,12 +17,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .endpoints import get_endpoint
 from .errors import UsageError
 from .executor import Executor
 from .falapi import FalClient, ServerConfig
 from .jobs import RunOptions, RunStats
 from .manifest import Journal, append_run, utc_now
 from .models import Execution, Request
+from .statsfile import keep_writing, stats_document, write_stats
 from .urls import is_loopback
 from .version import __version__
 
@@ -104,6 +108,7 @@ async def run_requests(
 ) -> RunStats:
     """Run (or resume) every request into settings.out; returns the stats."""
     env = os.environ if env is None else env
+    started = time.monotonic()
     run_id = utc_now().replace(":", "").replace("-", "")[:15] + "-" + secrets.token_hex(3)
     async with backend_server(settings.backend, env, settings.allow_remote_fetch) as server:
         journal = Journal(settings.out)
@@ -136,14 +141,30 @@ async def run_requests(
                     settings.execution,
                     settings.retry_failed,
                     settings.resubmit_ambiguous,
+                    _price(settings),
                 )
                 executor = Executor(FalClient(session, server), journal, options, on_event)
                 if on_start is not None:
                     on_start(executor)
-                return await executor.run(requests)
+                client, stats_now = executor.client, executor.stats
+                writer = asyncio.create_task(
+                    keep_writing(
+                        settings.out,
+                        lambda: stats_document(
+                            stats_now, info, time.monotonic() - started, False, client.rate_limited
+                        ),
+                    )
+                )
+                try:
+                    return await executor.run(requests)
+                finally:
+                    writer.cancel()
         finally:
             journal.close()
             stats = executor.stats if executor else RunStats()
+            seen_429 = executor.client.rate_limited if executor else 0
+            elapsed = time.monotonic() - started
+            write_stats(settings.out, stats_document(stats, info, elapsed, True, seen_429))
             append_run(
                 settings.out,
                 {
@@ -158,6 +179,12 @@ async def run_requests(
                     "interrupted": stats.interrupted,
                 },
             )
+
+
+def _price(settings: RunSettings) -> float | None:
+    """USD per billed megapixel, for the spend shown during a fal run (local runs are free)."""
+    endpoint = get_endpoint(settings.endpoint)
+    return endpoint.usd_per_megapixel if endpoint and settings.backend == "fal" else None
 
 
 def with_overrides(

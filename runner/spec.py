@@ -163,6 +163,7 @@ def _build(
         include=tuple(data.get("include", ())),
         sample=Sample(int(sample["n"]), int(sample.get("seed", 0))) if sample else None,
         max_requests=int(data.get("limits", {}).get("max_requests", 10_000)),
+        max_usd=_optional_float(data.get("limits", {}).get("max_usd")),
         report={k: str(v) for k, v in data.get("report", {}).items()},
         execution=execution,
         locate=locate,
@@ -329,3 +330,7 @@ def show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:37] + "...")
     return repr(value)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
