@@ -123,7 +123,7 @@ def _write_runs(sources: Sequence[Path], summary: MergeSummary) -> None:
             if isinstance(found, dict):
                 lines.append(json.dumps(found, ensure_ascii=False, separators=(",", ":")))
                 last = found
-    keep = ("name", "spec", "spec_sha256", "endpoint", "backend", "runner_version")
+    keep = ("name", "spec", "spec_sha256", "endpoint", "backend", "runner_version", "report")
     merged = {
         **{k: last[k] for k in keep if k in last},
         "event": "merge",
