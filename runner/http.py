@@ -123,7 +123,8 @@ class Http:
         if resp.status in (401, 403):
             raise AuthError(
                 f"the server refused the API key (HTTP {resp.status}): "
-                + self._redact(error_detail(body))
+                + self._redact(error_detail(body)),
+                resp.status,
             )
         self.rate_limited += resp.status == 429
         ingress = resp.status in (502, 503, 504) and "x-fal-request-id" not in resp.headers

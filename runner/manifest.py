@@ -23,11 +23,12 @@ import contextlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypedDict
+from typing import Any, BinaryIO, NotRequired, TypedDict
 
 from .errors import ManifestError
 
@@ -36,12 +37,17 @@ RUNS = "runs.jsonl"
 FSYNC_INTERVAL = 1.0
 
 # Line statuses. `submitting` is written just before a submit goes out, so a crash in that
-# window is known on resume (the new submit is counted as a possible duplicate).
+# window is known on resume (the new submit is counted as a possible duplicate). `refused`
+# follows a submission the server definitely turned away (401/403, 422, 429, connection
+# refused): nothing was charged, so on resume the row is sent as if never submitted.
 SUBMITTING, SUBMITTED, OK, FAILED = "submitting", "submitted", "ok", "failed"
+REFUSED = "refused"
 
 # On disk a line starts with the key, its status and the fields a resume needs, in this order
 # (every line carries them), and ends with `time` and the bulky fields.
-RESUME_FIELDS = ("backend", "attempts", "possible_duplicates", "request_id")
+# `server` (fal backend only) is the fal queue's origin: a row is done only for the backend and
+# server that made it.
+RESUME_FIELDS = ("backend", "server", "attempts", "possible_duplicates", "request_id")
 _HEAD = ("key", "status", *RESUME_FIELDS)
 _TAIL = ("time", "input", "input_files", "vars", "outputs", "result")
 
@@ -52,11 +58,15 @@ class OutputFile(TypedDict):
     width: int
     height: int
     content_type: str
+    bytes: NotRequired[int]  # the file's size, checked on every run (a missing or short file
+    url: NotRequired[str | None]  # is fetched again from `url`; None for a data: URI output)
 
 
 class ErrorInfo(TypedDict):
     # validation | timeout | queue_timeout | http | transport | download | output | input |
-    # ambiguous | fal's own error type of a completed request (runner_disconnected, ...)
+    # ambiguous | refused (a submission turned away, nothing charged) | output_lost (an ok
+    # row's file is gone and could not be fetched again) | fal's own error type of a
+    # completed request (runner_disconnected, ...)
     type: str
     message: str
     http_status: int | None
@@ -67,6 +77,7 @@ class Record(TypedDict, total=False):
     status: str
     endpoint: str
     backend: str
+    server: str  # the fal queue's origin (scheme://host:port), fal backend only
     run_id: str
     input: dict[str, Any]  # the body sent, local files as "sha256:<hex>"
     input_files: dict[str, str]  # field -> absolute path of the local file behind its sha256
@@ -90,6 +101,7 @@ class KeyState:
     possible_duplicates: int
     error_type: str | None = None
     backend: str | None = None  # the endpoint is part of the key
+    server: str | None = None  # the fal queue's origin, for the fal backend
 
 
 def utc_now() -> str:
@@ -163,8 +175,8 @@ def merge(records: Iterable[Record]) -> dict[str, Record]:
 
 
 # The resume's state of a key, as a tuple (a KeyState costs several times the memory):
-# (status, request_id, attempts, possible_duplicates, error_type, backend)
-_State = tuple[str, str | None, int, int, str | None, str | None]
+# (status, request_id, attempts, possible_duplicates, error_type, backend, server)
+_State = tuple[str, str | None, int, int, str | None, str | None, str | None]
 _PREFIX, _STATUS_AT, _OK_AT = b'{"key":"', b'","status":"', b'ok",'
 
 
@@ -222,6 +234,7 @@ def _state_of(record: Mapping[str, Any]) -> _State:
         dups if isinstance(dups, int) else 0,
         error.get("type") if isinstance(error, dict) else None,
         record.get("backend"),
+        record.get("server"),
     )
 
 
@@ -249,6 +262,10 @@ class Journal:
     def state(self, key: str) -> KeyState | None:
         found = self._state.get(key.encode())
         return None if found is None else KeyState(*found)
+
+    def origins(self) -> Counter[tuple[str | None, str | None]]:
+        """How many rows each (backend, server) made, by their last line."""
+        return Counter((state[5], state[6]) for state in self._state.values())
 
     def append(self, record: Record) -> None:
         record["time"] = utc_now()
