@@ -93,6 +93,40 @@ class Record(TypedDict, total=False):
     time: str  # when this line was written (UTC, ISO 8601)
 
 
+class RunLine(TypedDict, total=False):
+    """One line of OUT/runs.jsonl: an invocation's `start` and `end`, or a `merge`."""
+
+    event: str  # start | end | merge
+    run_id: str
+    name: str | None  # the spec's label
+    spec: str  # the spec file's path, as given
+    spec_sha256: str
+    runner_version: str
+    endpoint: str
+    backend: str
+    server: str | None  # the fal server's origin (backend fal)
+    shard: str | None  # "I/N" of --shard
+    report: dict[str, Any] | None  # the spec's `report:` block (axes for `runner report`)
+    host: str
+    started: str  # UTC, ISO 8601 (start and end lines)
+    finished: str  # end lines: UTC, ISO 8601
+    # end lines: this invocation's counts
+    ok: int
+    failed: int
+    skipped: int
+    submitted: int
+    refused: int
+    repaired: int
+    possible_duplicates: int
+    interrupted: bool
+    stop_reason: str | None
+    # merge lines
+    time: str
+    sources: list[str]
+    pending: int
+    conflicts: int
+
+
 @dataclass(frozen=True)
 class KeyState:
     status: str
@@ -314,8 +348,26 @@ class Journal:
             fh.truncate(0)
 
 
-def append_run(out_dir: Path, info: dict[str, Any]) -> None:
-    """One line per invocation in OUT/runs.jsonl: spec hash, tool version, counts."""
+def read_runs(out_dir: Path) -> list[RunLine]:
+    """OUT/runs.jsonl's lines, oldest first; none when it is missing or unreadable (it only
+    describes the runs: the manifest is the results)."""
+    try:
+        text = (out_dir / RUNS).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    lines: list[RunLine] = []
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue  # a torn line of a crash
+        if isinstance(line, dict):
+            lines.append(line)  # type: ignore[arg-type]
+    return lines
+
+
+def append_run(out_dir: Path, info: Mapping[str, Any]) -> None:
+    """One line per invocation in OUT/runs.jsonl (a RunLine): spec hash, tool version, counts."""
     try:
         with (out_dir / RUNS).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(info, ensure_ascii=False, separators=(",", ":")) + "\n")
