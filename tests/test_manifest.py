@@ -148,7 +148,7 @@ def test_merged_lean_lines_equal_the_full_record(tmp_path):
     job, fulls = _job(), []
     journal = Journal(tmp_path)
     for line in _journey(job):
-        fulls.append(dict(job._journaled))
+        fulls.append({**job.base, **job._journaled})
         journal.append(line)
     journal.close()
     merged = latest(tmp_path)["00c0ffee00c0ffee"]
