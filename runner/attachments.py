@@ -1,12 +1,15 @@
 """Turns a Request's local files into what the server can read: a data: URI for small files,
 an upload to fal storage for large ones. Gives the body to send; caches per file content.
 Inline data (journaled as its sha256) is sent as written, and kept once in OUT/inputs/ so
-the run's inputs can be found again (the manifest never holds image bytes)."""
+the run's inputs can be found again (the manifest never holds image bytes). A local file's
+bytes must hash to the request's `sha256:<hex>` (what was validated), else InputChanged
+names the file."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import mimetypes
 import os
 from collections import OrderedDict
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import InputChanged
 from .falapi import FalClient
 from .models import Request
 
@@ -48,7 +52,15 @@ class Attachments:
         if ref in self._cache:
             self._cache.move_to_end(ref)
             return self._cache[ref]
-        data = await asyncio.to_thread(path.read_bytes)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise InputChanged(
+                f"{path} cannot be read any more ({exc.strerror or exc}): it changed "
+                "since validation"
+            ) from None
+        if ref.startswith("sha256:") and hashlib.sha256(data).hexdigest() != ref[7:]:
+            raise InputChanged(f"{path} changed during the run (its sha256 differs)")
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if len(data) <= DATA_URI_MAX_BYTES:
             uri = f"data:{ctype};base64,{base64.b64encode(data).decode()}"

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from .cliargs import build_parser, serve_settings
 from .errors import (
     AuthError,
     BackendError,
+    InputChanged,
     Interrupted,
     ManifestError,
     RunnerError,
@@ -28,13 +30,15 @@ from .errors import (
     UsageError,
 )
 from .executor import Executor
+from .folderlock import check_out_dir
 from .grid import Collapsed, expand
 from .grid import axes as grid_axes
 from .jobs import RunStats
+from .limits import MAX_CONCURRENCY
 from .manifest import MANIFEST
 from .models import Request
 from .plan import explain_cost, make_plan
-from .progress import Progress, summary_line
+from .progress import Progress, in_flight_note, summary_line
 from .run import RunSettings, run_requests, with_overrides
 from .shards import Shard
 from .spending import check_cap
@@ -73,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuthError as error:
         _err(f"runner: stopped: {error}. Fix the key and run the same command again.")
         return EXIT_STOPPED
-    except (Interrupted, ManifestError, BackendError) as error:
+    except (Interrupted, ManifestError, BackendError, InputChanged) as error:
         _err(f"runner: stopped: {error}")
         return EXIT_STOPPED
     except RunnerError as error:
@@ -156,19 +160,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_out_dir(args.out)  # a file named as --out is a usage mistake, before validating
     checked = check(args.spec, out=args.out)
     _warn_spec(checked)
     spec = checked.spec
+    check_out_dir(spec.output)
+    execution = with_overrides(spec.execution, args.concurrency, args.mode)
+    if execution.concurrency > MAX_CONCURRENCY:
+        raise UsageError(
+            f"execution.concurrency {execution.concurrency} is above the ceiling of "
+            f"{MAX_CONCURRENCY} requests in flight"
+        )
     settings = RunSettings(
         endpoint=spec.endpoint,
         backend=args.backend or spec.backend,
         out=spec.output,
-        execution=with_overrides(spec.execution, args.concurrency, args.mode),
+        execution=execution,
         spec_path=str(spec.path),
         spec_sha256=spec.sha256,
         name=spec.name,
         retry_failed=args.retry_failed,
         resubmit_ambiguous=not args.no_resubmit_ambiguous,
+        count=checked.count,
+        inputs=checked.inputs,
         shard=str(args.shard) if args.shard else None,
         report=spec.report or None,
         allow_remote_fetch=args.allow_remote_fetch,
@@ -185,14 +200,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stats = asyncio.run(_run_interruptible(settings, requests, progress))
     progress.close()
-    print(summary_line(stats, settings.out, time.monotonic() - started))
-    if stats.interrupted:
+    print(summary_line(stats, settings.out, time.monotonic() - started, total))
+    failed = stats.failed + stats.failed_before
+    if failed and not stats.interrupted and stats.stop_reason is None:
+        again = f"runner run {args.spec}" + (f" --out {args.out}" if args.out else "")
+        _err(f"runner: {failed} failed rows remain; to submit them again: {again} --retry-failed")
+    if stats.stop_reason is not None:
         _err(
-            f"runner: interrupted; {stats.in_flight} requests in flight are journaled. "
-            f"Run the same command again to resume."
+            f"runner: stopped: {stats.stop_reason}; no more submissions "
+            f"(what was sent is journaled). Check the file, then run again to go on."
         )
         return EXIT_STOPPED
-    return EXIT_FAILED if stats.failed or stats.failed_before else EXIT_OK
+    if stats.interrupted:
+        _err(f"runner: interrupted; {in_flight_note(stats)}. Run the same command again to resume.")
+        return EXIT_STOPPED
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _requests(checked: Checked, shard: Shard | None) -> Iterator[Request]:
@@ -348,12 +370,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     settings = serve_settings(args)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve_forever(
-                settings, args.host, args.port, args.run_port, args.tls_cert, args.tls_key, ready
+    for flag, pem in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if pem and not os.path.isfile(pem):
+            raise UsageError(f"{flag}: no such file: {pem}")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                serve_forever(
+                    settings,
+                    args.host,
+                    args.port,
+                    args.run_port,
+                    args.tls_cert,
+                    args.tls_key,
+                    ready,
+                )
             )
-        )
+    except OSError as error:  # port in use, address not here, unreadable or bad certificate
+        raise UsageError(
+            f"cannot serve on {args.host} (--port {args.port}, --run-port {args.run_port}): "
+            f"{error.strerror or error}"
+        ) from None
     return EXIT_OK
 
 

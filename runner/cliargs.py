@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
+from .limits import MAX_CONCURRENCY
 from .shards import Shard, parse_shard
 from .version import __version__
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object (with `count`)")
     fmt.add_argument("--jsonl", action="store_true", help="every request, one JSON line each")
-    p.add_argument("--rows", type=int, default=5, help="rows to preview (default 5)")
+    p.add_argument("--rows", type=_positive_int, default=5, help="rows to preview (default 5)")
 
     p = sub.add_parser(
         "run",
@@ -68,9 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--out", type=Path, help="output folder (default: the spec's `output`)")
+    p.add_argument(
+        "--out",
+        type=_folder,
+        help="output folder (default: the spec's `output`); one run at a time",
+    )
     p.add_argument("--backend", choices=["local", "fal"], help="override the spec's backend")
-    p.add_argument("--concurrency", type=_positive_int, help="requests in flight at once")
+    p.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        help=f"requests in flight at once (1 to {MAX_CONCURRENCY}; never more than the rows)",
+    )
     p.add_argument("--mode", choices=["queue", "sync"], help="fal queue (default) or sync host")
     p.add_argument("--retry-failed", action="store_true", help="run failed rows again")
     p.add_argument(
@@ -193,9 +202,36 @@ def _shard(text: str) -> Shard:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    # argparse prefixes "argument --name: "; the message says what is wanted, not the type's name
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY}, got {text}")
+    return value
+
+
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder (an empty name would mean here)")
+    return Path(text)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
     return value
 
 
@@ -227,8 +263,8 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     d = EmulatorSettings()
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    add("--port", type=int, default=0, help="queue app port (default 0: any free port)")
-    add("--run-port", type=int, default=0, help="run (sync) app port (default 0: any free port)")
+    add("--port", type=_port, default=0, help="queue app port (default 0: any free port)")
+    add("--run-port", type=_port, default=0, help="run (sync) app port (default 0: any free port)")
     add("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
     add("--tls-key", metavar="PEM", help="private key for --tls-cert")
     add(

@@ -10,6 +10,7 @@
      │    └── AuthError       401/403: bad or missing credentials (never retried)
      ├── CallError            one HTTP call failed; retry.py decides, the executor records
      ├── ManifestError        the output folder or its journal cannot be read or written
+     ├── InputChanged         a file the run was validated with changed: no more submissions
      └── Interrupted          the user stopped the run; it can be resumed
 
 Per-request failures (a 422, a timeout, retries exhausted) are not exceptions: the executor
@@ -82,9 +83,17 @@ class BackendError(RunnerError):
 class AuthError(BackendError):
     """The server refused the credentials (401/403): the whole run stops, nothing is retried."""
 
+    def __init__(self, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
 
 class ManifestError(RunnerError):
     """The output folder or its journal cannot be used."""
+
+
+class InputChanged(RunnerError):
+    """A source file or local input differs from what was validated; the run stops sending."""
 
 
 class Interrupted(RunnerError):

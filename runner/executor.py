@@ -1,7 +1,8 @@
 """The scheduling loop: takes Requests lazily, runs each through submit → wait → result →
 download with `concurrency` workers, journals every state change before the next step, and
 gives RunStats. Per-request failures become `failed` records; only AuthError (401/403),
-ManifestError and cancellation stop the run."""
+ManifestError and cancellation stop the run at once. A changed input (or a grid error, which
+only a changed source file can cause after validation) stops new submissions gracefully."""
 
 from __future__ import annotations
 
@@ -12,15 +13,28 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from .attachments import INPUTS, Attachments
-from .errors import AuthError, CallError
+from .errors import AuthError, CallError, GridError, InputChanged
 from .falapi import FalClient, Handle, handle_for, request_headers
 from .http import Reply, error_detail
 from .jobs import Failed, Job, RunOptions, RunStats, Stopped, error_info
 from .limits import SubmitGate
-from .manifest import FAILED, OK, SUBMITTED, SUBMITTING, Journal, utc_now
+from .manifest import (
+    FAILED,
+    OK,
+    REFUSED,
+    SUBMITTED,
+    SUBMITTING,
+    Journal,
+    KeyState,
+    OutputFile,
+    Record,
+    utc_now,
+)
 from .models import Request
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
+from .repair import repair
 from .retry import Verdict, backoff, decide, is_retryable_result
+from .snapshot import InputSnapshot
 from .spending import billed_megapixels
 
 T = TypeVar("T")
@@ -39,6 +53,9 @@ class Executor:
         journal: Journal,
         options: RunOptions,
         on_event: Callable[[str, RunStats], None] | None = None,
+        *,
+        inputs: InputSnapshot | None = None,
+        damaged: Mapping[str, Record] | None = None,
     ) -> None:
         self._client = self.client = client
         self._journal = journal
@@ -53,33 +70,69 @@ class Executor:
         # costs one refused call, not `concurrency` of them.
         self._probe = asyncio.Lock()
         self._proven = False
+        self._inputs = inputs
+        self._inputs_listed = False  # the {files} globs are listed again once, at the start
+        self._damaged = damaged or {}
+        self._taken = 0
+        self._open: set[str] = set()  # keys submitted and not yet finished
         self.stats = RunStats(usd_per_megapixel=options.usd_per_megapixel)
 
     def stop(self) -> None:
         """Graceful stop: no new submissions; requests in flight go on."""
+        if not self._stopping:
+            self.stats.in_flight_at_stop = len(self._open)
         self._stopping = True
         self.stats.interrupted = True
 
+    def _halt(self, reason: str) -> None:
+        """An input changed: no new submissions (requests in flight go on), exit 3 later."""
+        if self.stats.stop_reason is None:
+            self.stats.stop_reason = reason
+        if not self._stopping:
+            self.stats.in_flight_at_stop = len(self._open)
+        self._stopping = True
+
     async def run(self, requests: Iterable[Request]) -> RunStats:
         rows = iter(requests)
+        workers = self._exe.concurrency
+        if self._opt.limit is not None:  # never more workers than rows
+            workers = max(1, min(workers, self._opt.limit))
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(self._exe.concurrency):
+                for _ in range(workers):
                     group.create_task(self._worker(rows))
         except BaseExceptionGroup as eg:  # surface the run-stopping error itself
             raise eg.exceptions[0] from None
+        finally:
+            self.stats.unfinished = len(self._open)
         return self.stats
 
     async def _worker(self, rows: Iterator[Request]) -> None:
         # All workers share one lazy iterator: a row is taken only when a worker is free.
-        for request in rows:
-            if self._stopping:
+        while not self._stopping:
+            if self._opt.limit is not None and self._taken >= self._opt.limit:
+                return  # what was validated is all that is sent, whatever the files say now
+            try:
+                request = next(rows, None)
+            except GridError as error:  # validation passed, so a source file changed since
+                changed = self._inputs.changed(globs=True) if self._inputs else None
+                self._halt(changed or f"the spec's inputs changed during the run: {error}")
                 return
+            except ValueError:  # "generator already executing" cannot happen: one thread
+                raise
+            if request is None:
+                return
+            self._taken += 1
             await self._process(request)
 
     async def _process(self, request: Request) -> None:
         state = self._journal.state(request.key)
+        if state is not None and not self._ours(state):
+            state = None  # another backend's (or endpoint's) record is never this row's result
         if state is not None and state.status == OK:
+            if request.key in self._damaged:
+                await self._repair(request.key, self._damaged[request.key])
+                return
             self.stats.skipped += 1
             self._notify("skipped", self.stats)
             return
@@ -90,12 +143,13 @@ class Executor:
         job = Job(request, self._opt)
         if state is not None:
             job.attempts, job.duplicates = state.attempts, state.possible_duplicates
-            if (
-                state.request_id
-                and self._exe.mode == "queue"
-                and (state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS)
+            if state.request_id and (
+                state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS
             ):
+                # Queued earlier: polled by its id whatever --mode this run uses (a sync
+                # resubmission would pay again for a result the queue holds).
                 job.handle = handle_for(self._opt.queue_url, self._opt.endpoint, state.request_id)
+                self._open.add(request.key)
                 self.stats.resumed += 1
             elif state.status == SUBMITTING:
                 job.uncertain = True  # a crash hit between sending and journaling: may be paid
@@ -104,6 +158,7 @@ class Executor:
             reply = await self._until_result(job)
             outputs, extras = await self._save(request.key, reply)
             self._journal.append(job.record(OK, outputs=outputs, result=extras))
+            self._open.discard(request.key)
             self.stats.megapixels += sum(
                 billed_megapixels(o["width"], o["height"]) for o in outputs
             )
@@ -111,6 +166,7 @@ class Executor:
             self._notify("ok", self.stats)
         except Failed as failure:
             self._journal.append(job.record(FAILED, error=failure.info))
+            self._open.discard(request.key)
             self.stats.failed += 1
             kind = failure.info["type"]
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
@@ -119,6 +175,27 @@ class Executor:
             pass
         finally:
             self.stats.in_flight -= 1
+
+    def _ours(self, state: KeyState) -> bool:
+        """Whether a record was made by this run's backend and fal server (the endpoint is
+        part of the key; a field a record lacks is not held against it)."""
+        return state.backend in (None, self._opt.backend) and (
+            None in (state.server, self._opt.server) or state.server == self._opt.server
+        )
+
+    async def _repair(self, key: str, record: Record) -> None:
+        """An ok row whose file is gone: fetch it again, or mark the row failed (reported)."""
+        fixed = await repair(self._client, self._journal.out_dir, record, self._opt.run_id)
+        self._journal.append(fixed)
+        if fixed["status"] == OK:
+            self.stats.repaired += 1
+            self.stats.skipped += 1
+            self._notify("skipped", self.stats)
+        else:
+            self.stats.lost += 1
+            self.stats.failed += 1
+            self.stats.errors["output_lost"] = self.stats.errors.get("output_lost", 0) + 1
+            self._notify("failed", self.stats)
 
     async def _until_result(self, job: Job) -> Reply:
         """Submit (or resume) and wait, resubmitting only what is safe, until a final reply."""
@@ -133,7 +210,7 @@ class Executor:
             if reply.error_type == "request_timeout" and self._exe.queue_timeout is not None:
                 # the server enforced our own X-Fal-Request-Timeout: honour it, no retry
                 raise Failed(error_info("queue_timeout", detail, status))
-            if status == 404 and self._exe.mode == "queue":
+            if status == 404 and job.handle is not None:
                 reason = "result no longer on the server (404): submitted again"
             elif is_retryable_result(status, reply.error_type):
                 reason = f"server failure {reply.error_type or status}: submitted again"
@@ -155,6 +232,7 @@ class Executor:
         job.handle = await self._send(job, lambda b: self._client.submit(endpoint, b, headers))
         job.submitted_at = utc_now()
         self._journal.append(job.record(SUBMITTED))
+        self._open.add(job.request.key)
 
     async def _run_sync(self, job: Job) -> Reply:
         endpoint, headers = self._opt.endpoint, self._headers
@@ -169,19 +247,43 @@ class Executor:
             await self._gate.admit()
             try:
                 body = await self._attachments.body(job.request)
-            except OSError as exc:  # the file changed since validation: this row cannot go
-                raise Failed(error_info("input", f"cannot read a local input: {exc}")) from None
-            self._begin_submission(job)
+            except InputChanged as error:  # what was validated is what is sent, or nothing
+                self._halt(str(error))
+                raise Stopped from None
             try:
+                # Until one submission is accepted they go one at a time, and the
+                # `submitting` line is written only when this one really goes out.
                 async with self._probe if not self._proven else contextlib.nullcontext():
-                    result = await send(body)
+                    self._check_inputs()
+                    self._begin_submission(job)
+                    try:
+                        result = await send(body)
+                    except AuthError as error:
+                        self._stopping = True  # a task waiting on the probe must not send
+                        self._refused(job, str(error.http_status or "auth"), error)
+                        raise
                     self._proven = True
                     return result
             except CallError as error:
                 tries += 1
+                if error.sent == "no":  # a definite refusal: nothing was charged
+                    self._refused(job, str(error.http_status or "connect"), error)
                 await self._after_failed_send(job, error, tries)
 
+    def _check_inputs(self) -> None:
+        """Before each submission: a stat per source file (and the globs once per run)."""
+        if self._stopping:
+            raise Stopped
+        if self._inputs is None:
+            return
+        changed = self._inputs.changed(globs=not self._inputs_listed)
+        self._inputs_listed = True
+        if changed:
+            self._halt(changed)
+            raise Stopped
+
     def _begin_submission(self, job: Job) -> None:
+        job.counted_duplicate = job.uncertain
         if job.uncertain:
             job.duplicates += 1
             self.stats.possible_duplicates += 1
@@ -190,12 +292,31 @@ class Executor:
         job.attempts += 1
         self.stats.submitted += 1
         self._journal.append(job.record(SUBMITTING))
+        self._open.add(job.request.key)
+
+    def _refused(self, job: Job, reason: str, error: Exception) -> None:
+        """Undo what _begin_submission counted: a refused submission charged nothing. The
+        journal goes back to the row's state before it (`submitting` when an earlier ambiguous
+        send may still have been accepted, else `refused`: sent as new on resume)."""
+        if job.counted_duplicate:
+            job.duplicates -= 1
+            self.stats.possible_duplicates -= 1
+            job.uncertain = True
+        job.counted_duplicate = False
+        job.attempts -= 1
+        self.stats.submitted -= 1
+        self.stats.refused[reason] += 1
+        status = error.http_status if isinstance(error, CallError | AuthError) else None
+        info = error_info("refused", self._client.redact(str(error)), status)
+        self._journal.append(job.record(SUBMITTING if job.uncertain else REFUSED, error=info))
+        if job.handle is None:
+            self._open.discard(job.request.key)
 
     async def _after_failed_send(self, job: Job, error: CallError, tries: int) -> None:
         """A submit (or sync run) call failed: retry, count a possible duplicate, or fail."""
         decision = decide(error, "submit", tries)
         if decision.verdict is Verdict.AUTH:
-            raise AuthError(str(error))
+            raise AuthError(str(error), error.http_status)
         if error.http_status == 429:
             self._gate.pause(decision.wait)  # the limit is the account's: everyone waits
         if decision.verdict is Verdict.FAIL or tries > self._exe.retries:
@@ -223,9 +344,9 @@ class Executor:
         """Wait for the request to complete, within its deadline, and fetch the reply."""
         try:
             async with asyncio.timeout(self._exe.timeout):
-                if self._exe.mode == "sync":
+                if job.handle is None:  # only sync mode gets here without a request id
                     return await self._run_sync(job)
-                return await self._poll(job)
+                return await self._poll(job)  # a queued request, whatever the mode now
         except TimeoutError:
             if job.handle is not None:
                 await self._client.cancel(job.handle)
@@ -274,12 +395,12 @@ class Executor:
                 self.stats.retrying += 1
                 await asyncio.sleep(decision.wait)  # the deadline in _wait bounds this loop
 
-    async def _save(self, key: str, reply: Reply) -> tuple[list[Any], dict[str, Any]]:
+    async def _save(self, key: str, reply: Reply) -> tuple[list[OutputFile], dict[str, Any]]:
         body = reply.body if isinstance(reply.body, dict) else {}
         images = body.get("images")
         if not isinstance(images, list) or not images:
             raise Failed(error_info("output", "the answer has no images"))
-        outputs = []
+        outputs: list[OutputFile] = []
         for index, image in enumerate(images):
             url = image.get("url") if isinstance(image, dict) else None
             if not isinstance(url, str):
@@ -287,11 +408,13 @@ class Executor:
             try:
                 data = await self._client.download(url, MAX_OUTPUT_BYTES)
                 if len(data) <= INLINE_SAVE_BYTES:  # cheaper than a thread hand-off
-                    outputs.append(save_image(self._journal.out_dir, key, index, data))
+                    saved = save_image(self._journal.out_dir, key, index, data)
                 else:  # checking, hashing and writing a big image: off the event loop
-                    outputs.append(
-                        await asyncio.to_thread(save_image, self._journal.out_dir, key, index, data)
+                    saved = await asyncio.to_thread(
+                        save_image, self._journal.out_dir, key, index, data
                     )
+                # where to fetch it again if the file goes missing (a data: URI is not kept)
+                outputs.append(OutputFile(**saved, url=None if url.startswith("data:") else url))
             except CallError as error:
                 raise Failed(error_info("download", error.message, error.http_status)) from None
             except NotAnImage as error:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .errors import AuthError, CallError
-from .retry import Verdict, decide, parse_retry_after
+from .retry import parse_retry_after, retried
 
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
 GET_ATTEMPTS = 8
@@ -67,23 +67,14 @@ class Http:
         params: Mapping[str, str] | None = None,
         accept_error: bool = False,
     ) -> Reply:
-        """A GET retried per the policy (retry.py); gives up after GET_ATTEMPTS."""
-        for attempt in range(GET_ATTEMPTS):
-            try:
-                return await self.call(
-                    "GET",
-                    url,
-                    headers=dict(headers),
-                    params=params,
-                    op=op,
-                    accept_error=accept_error,
-                )
-            except CallError as error:
-                decision = decide(error, op, attempt)
-                if decision.verdict is not Verdict.RETRY or attempt == GET_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(decision.wait)
-        raise AssertionError("unreachable")
+        """A GET retried per the policy (retry.py), GET_ATTEMPTS calls at most."""
+        return await retried(
+            lambda: self.call(
+                "GET", url, headers=dict(headers), params=params, op=op, accept_error=accept_error
+            ),
+            op,
+            GET_ATTEMPTS,
+        )
 
     async def call(
         self,
@@ -123,7 +114,8 @@ class Http:
         if resp.status in (401, 403):
             raise AuthError(
                 f"the server refused the API key (HTTP {resp.status}): "
-                + self._redact(error_detail(body))
+                + self._redact(error_detail(body)),
+                resp.status,
             )
         self.rate_limited += resp.status == 429
         ingress = resp.status in (502, 503, 504) and "x-fal-request-id" not in resp.headers
@@ -148,31 +140,24 @@ class Http:
             raise CallError("data: URI output is not base64")
         if urlsplit(url).scheme not in ("http", "https"):
             raise CallError(f"refusing to follow output URL with scheme {urlsplit(url).scheme!r}")
-        for attempt in range(GET_ATTEMPTS):
-            try:
-                async with self.session.get(url, timeout=CALL_TIMEOUT) as resp:
-                    if resp.status >= 300:  # never AuthError: a CDN's 403 is this file's problem
-                        raise CallError(
-                            f"download answered HTTP {resp.status}", http_status=resp.status
-                        )
-                    chunks, size = [], 0
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise CallError(
-                                f"output larger than {max_bytes} bytes", http_status=413
-                            )
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                error = CallError(f"download failed: {type(exc).__name__}", sent="maybe")
-            except CallError as exc:
-                error = exc
-            decision = decide(error, "download", attempt)
-            if decision.verdict is not Verdict.RETRY or attempt == GET_ATTEMPTS - 1:
-                raise error
-            await asyncio.sleep(decision.wait)
-        raise AssertionError("unreachable")
+        return await retried(lambda: self._download(url, max_bytes), "download", GET_ATTEMPTS)
+
+    async def _download(self, url: str, max_bytes: int) -> bytes:
+        try:
+            async with self.session.get(url, timeout=CALL_TIMEOUT) as resp:
+                if resp.status >= 300:  # never AuthError: a CDN's 403 is this file's problem
+                    raise CallError(
+                        f"download answered HTTP {resp.status}", http_status=resp.status
+                    )
+                chunks, size = [], 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise CallError(f"output larger than {max_bytes} bytes", http_status=413)
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise CallError(f"download failed: {type(exc).__name__}", sent="maybe") from None
 
 
 def _is_model_error(resp: aiohttp.ClientResponse, error_type: str | None) -> bool:

@@ -3,11 +3,12 @@ submit → wait → result with the manifest records it writes on the way."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .falapi import Handle
-from .manifest import ErrorInfo, Record
+from .manifest import RESUME_FIELDS, ErrorInfo, Record
 from .models import Execution, Request
 
 
@@ -21,6 +22,8 @@ class RunOptions:
     retry_failed: bool = False
     resubmit_ambiguous: bool = True
     usd_per_megapixel: float | None = None  # what fal charges (None: not counted, e.g. local)
+    server: str | None = None  # the fal queue's origin, recorded with each row (fal only)
+    limit: int | None = None  # the validated request count: never take more rows than this
 
 
 @dataclass
@@ -29,12 +32,18 @@ class RunStats:
     failed: int = 0
     skipped: int = 0  # already ok in the journal
     failed_before: int = 0  # failed in an earlier run, not retried (no --retry-failed)
-    submitted: int = 0  # submissions sent in this run
+    submitted: int = 0  # submissions in this run that may have reached the model (attempts)
+    refused: Counter[str] = field(default_factory=Counter)  # refused submissions, by reason
     resumed: int = 0  # requests picked up by their stored request id
     retrying: int = 0  # retries of calls and resubmissions made
     possible_duplicates: int = 0  # resubmissions that may have been charged twice
+    repaired: int = 0  # ok rows whose missing or damaged output was fetched again
+    lost: int = 0  # ok rows whose output is gone and could not be fetched (now failed)
     in_flight: int = 0
     interrupted: bool = False
+    in_flight_at_stop: int = 0  # requests submitted and unfinished when the stop came
+    unfinished: int = 0  # of those, still journaled as submitted at the end (resumable)
+    stop_reason: str | None = None  # why the run stopped sending (an input changed)
     errors: dict[str, int] = field(default_factory=dict)  # failed rows by error type
     megapixels: int = 0  # billed output megapixels received in this run
     usd_per_megapixel: float | None = None
@@ -48,6 +57,11 @@ class RunStats:
     @property
     def done(self) -> int:
         return self.ok + self.failed + self.skipped + self.failed_before
+
+    @property
+    def submissions(self) -> int:
+        """Every submission call made, refused ones included."""
+        return self.submitted + sum(self.refused.values())
 
 
 class Stopped(Exception):
@@ -84,12 +98,15 @@ class Job:
             "input": dict(request.input),
             "vars": dict(request.vars),
         }
+        if options.server is not None:
+            self.base["server"] = options.server
         if request.files:  # where each sha256: input came from, so a row traces to its image
             self.base["input_files"] = {k: str(path) for k, path in request.files.items()}
         self.handle: Handle | None = None
         self.attempts = 0
         self.duplicates = 0
         self.uncertain = False  # the next submission may duplicate an accepted one
+        self.counted_duplicate = False  # the submission under way was counted as one
         self.resubmitted: list[str] = []
         self.submitted_at: str | None = None  # wall clock of the last accepted submission
         self._journaled: dict[str, Any] | None = None  # the last line's changing fields
@@ -111,7 +128,10 @@ class Job:
         before, self._journaled = self._journaled, changing
         if before is None or before.keys() - changing.keys():  # a field gone: say it all
             return {**self.base, **changing}  # type: ignore[typeddict-item]
-        line: dict[str, Any] = {"key": self.base["key"], "backend": self.base["backend"]}
+        line: dict[str, Any] = {"key": self.base["key"]}
+        for name in RESUME_FIELDS:  # backend and server: fixed for the job, said on every line
+            if name in self.base:
+                line[name] = self.base[name]  # type: ignore[literal-required]
         for name, value in changing.items():
             if name in _ALWAYS or before.get(name, _MISSING) != value:
                 line[name] = value

@@ -1,10 +1,15 @@
 """Admission policy for submissions, apart from the scheduling loop: a GCRA-style rate meter
-(at most `rate` submissions a second, no bursts) and a pause that a 429 sets for everyone."""
+(at most `rate` submissions a second, no bursts), a pause that a 429 sets for everyone, and the
+ceiling on requests in flight."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+
+# Requests in flight at once, at most: each is a task, a connection and a buffered body, and fal
+# accounts allow far fewer concurrent requests (2 to 40); higher values are refused, not clipped.
+MAX_CONCURRENCY = 1024
 
 
 class SubmitGate:

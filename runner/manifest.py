@@ -23,10 +23,11 @@ import contextlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypedDict
+from typing import Any, BinaryIO, NotRequired, TypedDict
 
 from .errors import ManifestError
 
@@ -35,12 +36,17 @@ RUNS = "runs.jsonl"
 FSYNC_INTERVAL = 1.0
 
 # Line statuses. `submitting` is written just before a submit goes out, so a crash in that
-# window is known on resume (the new submit is counted as a possible duplicate).
+# window is known on resume (the new submit is counted as a possible duplicate). `refused`
+# follows a submission the server definitely turned away (401/403, 422, 429, connection
+# refused): nothing was charged, so on resume the row is sent as if never submitted.
 SUBMITTING, SUBMITTED, OK, FAILED = "submitting", "submitted", "ok", "failed"
+REFUSED = "refused"
 
 # On disk a line starts with the key, its status and the fields a resume needs, in this order
 # (every line carries them), and ends with `time` and the bulky fields.
-RESUME_FIELDS = ("backend", "attempts", "possible_duplicates", "request_id")
+# `server` (fal backend only) is the fal queue's origin: a row is done only for the backend and
+# server that made it.
+RESUME_FIELDS = ("backend", "server", "attempts", "possible_duplicates", "request_id")
 _HEAD = ("key", "status", *RESUME_FIELDS)
 _TAIL = ("time", "input", "input_files", "vars", "outputs", "result")
 
@@ -51,11 +57,15 @@ class OutputFile(TypedDict):
     width: int
     height: int
     content_type: str
+    bytes: NotRequired[int]  # the file's size, checked on every run (a missing or short file
+    url: NotRequired[str | None]  # is fetched again from `url`; None for a data: URI output)
 
 
 class ErrorInfo(TypedDict):
     # validation | timeout | queue_timeout | http | transport | download | output | input |
-    # ambiguous | fal's own error type of a completed request (runner_disconnected, ...)
+    # ambiguous | refused (a submission turned away, nothing charged) | output_lost (an ok
+    # row's file is gone and could not be fetched again) | fal's own error type of a
+    # completed request (runner_disconnected, ...)
     type: str
     message: str
     http_status: int | None
@@ -66,6 +76,7 @@ class Record(TypedDict, total=False):
     status: str
     endpoint: str
     backend: str
+    server: str  # the fal queue's origin (scheme://host:port), fal backend only
     run_id: str
     input: dict[str, Any]  # the body sent, local files as "sha256:<hex>"
     input_files: dict[str, str]  # field -> absolute path of the local file behind its sha256
@@ -81,6 +92,40 @@ class Record(TypedDict, total=False):
     time: str  # when this line was written (UTC, ISO 8601)
 
 
+class RunLine(TypedDict, total=False):
+    """One line of OUT/runs.jsonl: an invocation's `start` and `end`, or a `merge`."""
+
+    event: str  # start | end | merge
+    run_id: str
+    name: str | None  # the spec's label
+    spec: str  # the spec file's path, as given
+    spec_sha256: str
+    runner_version: str
+    endpoint: str
+    backend: str
+    server: str | None  # the fal server's origin (backend fal)
+    shard: str | None  # "I/N" of --shard
+    report: dict[str, Any] | None  # the spec's `report:` block (axes for `runner report`)
+    host: str
+    started: str  # UTC, ISO 8601 (start and end lines)
+    finished: str  # end lines: UTC, ISO 8601
+    # end lines: this invocation's counts
+    ok: int
+    failed: int
+    skipped: int
+    submitted: int
+    refused: int
+    repaired: int
+    possible_duplicates: int
+    interrupted: bool
+    stop_reason: str | None
+    # merge lines
+    time: str
+    sources: list[str]
+    pending: int
+    conflicts: int
+
+
 @dataclass(frozen=True)
 class KeyState:
     status: str
@@ -89,6 +134,7 @@ class KeyState:
     possible_duplicates: int
     error_type: str | None = None
     backend: str | None = None  # the endpoint is part of the key
+    server: str | None = None  # the fal queue's origin, for the fal backend
 
 
 def utc_now() -> str:
@@ -168,8 +214,8 @@ def merge(records: Iterable[Record]) -> dict[str, Record]:
 
 
 # The resume's state of a key, as a tuple (a KeyState costs several times the memory):
-# (status, request_id, attempts, possible_duplicates, error_type, backend)
-_State = tuple[str, str | None, int, int, str | None, str | None]
+# (status, request_id, attempts, possible_duplicates, error_type, backend, server)
+_State = tuple[str, str | None, int, int, str | None, str | None, str | None]
 _PREFIX, _STATUS_AT, _OK_AT = b'{"key":"', b'","status":"', b'ok",'
 
 
@@ -227,6 +273,7 @@ def _state_of(record: Mapping[str, Any]) -> _State:
         dups if isinstance(dups, int) else 0,
         error.get("type") if isinstance(error, dict) else None,
         record.get("backend"),
+        record.get("server"),
     )
 
 
@@ -254,6 +301,10 @@ class Journal:
     def state(self, key: str) -> KeyState | None:
         found = self._state.get(key.encode())
         return None if found is None else KeyState(*found)
+
+    def origins(self) -> Counter[tuple[str | None, str | None]]:
+        """How many rows each (backend, server) made, by their last line."""
+        return Counter((state[5], state[6]) for state in self._state.values())
 
     def append(self, record: Record) -> None:
         record["time"] = utc_now()
@@ -302,8 +353,26 @@ class Journal:
             fh.truncate(0)
 
 
-def append_run(out_dir: Path, info: dict[str, Any]) -> None:
-    """One line per invocation in OUT/runs.jsonl: spec hash, tool version, counts."""
+def read_runs(out_dir: Path) -> list[RunLine]:
+    """OUT/runs.jsonl's lines, oldest first; none when it is missing or unreadable (it only
+    describes the runs: the manifest is the results)."""
+    try:
+        text = (out_dir / RUNS).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    lines: list[RunLine] = []
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue  # a torn line of a crash
+        if isinstance(line, dict):
+            lines.append(line)  # type: ignore[arg-type]
+    return lines
+
+
+def append_run(out_dir: Path, info: Mapping[str, Any]) -> None:
+    """One line per invocation in OUT/runs.jsonl (a RunLine): spec hash, tool version, counts."""
     try:
         with (out_dir / RUNS).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(info, ensure_ascii=False, separators=(",", ":")) + "\n")

@@ -14,7 +14,18 @@ from pathlib import Path, PurePosixPath
 
 from .errors import ManifestError, UsageError
 from .export.files import link_or_copy
-from .manifest import FAILED, MANIFEST, OK, RUNS, Journal, Record, latest, utc_now
+from .manifest import (
+    FAILED,
+    MANIFEST,
+    OK,
+    RUNS,
+    Journal,
+    Record,
+    RunLine,
+    latest,
+    read_runs,
+    utc_now,
+)
 
 _RANK = {OK: 0, FAILED: 1}  # anything else (submitting, submitted) is pending: rank 2
 
@@ -109,23 +120,14 @@ def _place(source: Path, out: Path, rel: str) -> int:
 def _write_runs(sources: Sequence[Path], summary: MergeSummary) -> None:
     """The sources' run lines (specs, names, shards), then one line for the merge itself."""
     lines: list[str] = []
-    last: dict[str, object] = {}
+    last = RunLine()
     for source in sources:
-        try:
-            text = (source / RUNS).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        for line in text.splitlines():
-            try:
-                found = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(found, dict):
-                lines.append(json.dumps(found, ensure_ascii=False, separators=(",", ":")))
-                last = found
-    keep = ("name", "spec", "spec_sha256", "endpoint", "backend", "runner_version")
+        for found in read_runs(source):
+            lines.append(json.dumps(found, ensure_ascii=False, separators=(",", ":")))
+            last = found
+    keep = ("name", "spec", "spec_sha256", "endpoint", "backend", "runner_version", "report")
     merged = {
-        **{k: last[k] for k in keep if k in last},
+        **{k: v for k, v in last.items() if k in keep},
         "event": "merge",
         "time": utc_now(),
         "sources": [str(s) for s in summary.sources],

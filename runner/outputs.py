@@ -10,6 +10,7 @@ never rebuild a path: they follow the manifest's outputs[].file, so run folders 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -77,6 +78,8 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
             fh.write(data)
         os.replace(tmp, target)
     except OSError as exc:  # a full disk stops the run; the journal says what is left to do
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # no half-written file left behind
         raise ManifestError(f"cannot write {target}: {exc.strerror or exc}") from None
     return OutputFile(
         file=f"{shard}/{name}",
@@ -84,4 +87,5 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
         width=width,
         height=height,
         content_type=ctype,
+        bytes=len(data),
     )

@@ -38,15 +38,52 @@ class Progress:
             self._bar.close()
 
 
-def summary_line(stats: RunStats, out: Path, seconds: float) -> str:
-    parts = [f"{stats.ok} ok", f"{stats.failed + stats.failed_before} failed"]
+def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None = None) -> str:
+    """Rows apart from submissions: "20 requests: 18 ok, 2 failed; 23 submissions (3 refused
+    with 429)". A row already done counts as ok; `submissions` includes refused ones."""
+    ok, failed = stats.ok + stats.skipped, stats.failed + stats.failed_before
+    rows = [f"{ok} ok", f"{failed} failed"]
     if stats.skipped:
-        parts.append(f"{stats.skipped} already done")
-    parts.append(f"{stats.submitted} submitted")
+        rows.append(f"{stats.skipped} already done")
+    if stats.repaired:
+        rows.append(f"{stats.repaired} missing outputs fetched again")
+    if stats.lost:
+        rows.append(f"{stats.lost} outputs lost (marked failed)")
+    if total is not None and total > ok + failed:
+        rows.append(f"{total - ok - failed} not run")
+    sends = f"{stats.submissions} submissions"
+    if stats.refused:
+        refused = ", ".join(
+            f"{n} refused with {_reason(why)}" for why, n in sorted(stats.refused.items())
+        )
+        sends += f" ({refused})"
+    more = [sends]
     if stats.resumed:
-        parts.append(f"{stats.resumed} resumed")
+        more.append(f"{stats.resumed} resumed")
     if stats.possible_duplicates:
-        parts.append(f"{stats.possible_duplicates} possibly charged twice")
+        more.append(f"{stats.possible_duplicates} possibly charged twice")
     if stats.usd is not None:
-        parts.append(f"about ${stats.usd:.2f} spent ({stats.megapixels} MP)")
-    return f"{', '.join(parts)} in {seconds:.2f} s -> {out / 'manifest.jsonl'}"
+        more.append(f"about ${stats.usd:.2f} spent ({stats.megapixels} MP)")
+    head = f"{total} requests: " if total is not None else ""
+    return (
+        f"{head}{', '.join(rows)}; {', '.join(more)} in {seconds:.2f} s -> {out / 'manifest.jsonl'}"
+    )
+
+
+def in_flight_note(stats: RunStats) -> str:
+    """What became of the requests in flight when Ctrl-C came (all of them are journaled)."""
+    n = stats.in_flight_at_stop
+    if n == 0:
+        return "no request was in flight"
+    left = stats.unfinished
+    done = max(0, n - left)
+    if left == 0:
+        return f"the {n} requests in flight finished and are journaled"
+    return (
+        f"of {n} requests in flight, {done} finished and {left} are journaled as submitted "
+        "(the next run polls them by request id, without paying again)"
+    )
+
+
+def _reason(why: str) -> str:
+    return {"connect": "connection refused", "auth": "a refused key"}.get(why, why)

@@ -1,5 +1,6 @@
 """The retry policy, in one place: which failed calls are retried, how long to wait, and when a
-resubmission might charge twice. Takes a CallError and the operation; gives a Decision.
+resubmission might charge twice (`decide`: a CallError and the operation in, a Decision out),
+the one loop that applies it (`retried`), and the failure kind a request is recorded with.
 
 | operation        | retried on                                                        |
 |------------------|-------------------------------------------------------------------|
@@ -9,18 +10,24 @@ resubmission might charge twice. Takes a CallError and the operation; gives a De
 |                  | 408, 429, ingress 5xx, 5xx with an error body. A drop or timeout  |
 |                  | after sending is *ambiguous*: resubmitted and counted as a        |
 |                  | possible double charge (or failed with --no-resubmit-ambiguous)   |
-| any              | never on 401/403 (the run stops) or 422 (recorded, not retried)   |
+| any              | never on 401/403 (the run stops; for a download, the request      |
+|                  | fails) or 422 (recorded, not retried)                             |
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from time import time
+from typing import TypeVar
 
-from .errors import CallError
+from .errors import AuthError, CallError
+
+T = TypeVar("T")
 
 MAX_RETRY_AFTER = 120.0  # a server asking for longer is capped: the per-request deadline rules
 BACKOFF_BASE = 0.5
@@ -57,7 +64,8 @@ def decide(error: CallError, op: str, attempt: int) -> Decision:
     """What to do after `op` ("submit", "status", "result", "cancel", "download") failed."""
     status = error.http_status
     if status in (401, 403):
-        return Decision(Verdict.AUTH, 0.0)
+        # An output URL carries no key (a CDN's 403 is that file's problem, not the run's)
+        return Decision(Verdict.FAIL if op == "download" else Verdict.AUTH, 0.0)
     wait = error.retry_after if error.retry_after is not None else backoff(attempt)
     if status is None:  # transport error or timeout
         if op == "submit" and error.sent != "no":
@@ -72,6 +80,43 @@ def decide(error: CallError, op: str, attempt: int) -> Decision:
     if status == 409 and op != "submit":
         return Decision(Verdict.RETRY, wait)
     return Decision(Verdict.FAIL, 0.0)
+
+
+async def retried(
+    call: Callable[[], Awaitable[T]],
+    op: str,
+    attempts: int,
+    on_error: Callable[[CallError, Decision, bool], None] | None = None,
+) -> T:
+    """`call()`, again while the policy retries its CallError, at most `attempts` calls in all.
+    Gives the call's result, or raises the last CallError (AuthError for refused credentials).
+    `on_error(error, decision, last)` sees every failure before the wait or the raise, and may
+    raise to stop (a submission refused as ambiguous)."""
+    failures = 0
+    while True:
+        try:
+            return await call()
+        except CallError as error:
+            failures += 1
+            decision = decide(error, op, failures)
+            if decision.verdict is Verdict.AUTH:
+                raise AuthError(str(error)) from None
+            last = decision.verdict is Verdict.FAIL or failures >= attempts
+            if on_error is not None:
+                on_error(error, decision, last)
+            if last:
+                raise
+        await asyncio.sleep(decision.wait)
+
+
+def failure_kind(http_status: int | None, error_type: str | None = None) -> str:
+    """The `error.type` a failed request is recorded with: `validation` for a 422, fal's own
+    error type when it gave one, `transport` when no answer came, else `http`."""
+    if http_status == 422:
+        return "validation"
+    if error_type:
+        return error_type
+    return "transport" if http_status is None else "http"
 
 
 def is_retryable_result(http_status: int, error_type: str | None) -> bool:

@@ -1,6 +1,8 @@
-"""One `runner run`: picks the backend (fal.ai from the environment, or the embedded emulator
-started on a loopback port), opens the journal and one HTTP session, and drives the executor
-over the lazily expanded requests. Both backends go through the same fal client code."""
+"""One `runner run`: locks the output folder, picks the backend (fal.ai from the environment, or
+the embedded emulator started on a loopback port), opens the journal and one HTTP session, and
+drives the executor over the lazily expanded requests. Both backends go through the same fal
+client code. A folder holding another backend's results is refused (a row is done only for the
+backend that made it)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,13 @@ from .endpoints import get_endpoint
 from .errors import UsageError
 from .executor import Executor
 from .falapi import FalClient, ServerConfig
+from .folderlock import locked
+from .http import origin
 from .jobs import RunOptions, RunStats
-from .manifest import Journal, append_run, utc_now
+from .manifest import Journal, Record, append_run, utc_now
 from .models import Execution, Request
+from .repair import find_damaged
+from .snapshot import InputSnapshot
 from .statsfile import keep_writing, stats_document, write_stats
 from .urls import is_loopback
 from .version import __version__
@@ -50,6 +56,8 @@ class RunSettings:
     report: Mapping[str, str] | None = None  # the spec's `report: {x, y}`, for `runner report`
     # backend local only: let the emulator fetch http(s) image URLs (network access)
     allow_remote_fetch: bool = False
+    count: int | None = None  # the validated request count: the run never takes more rows
+    inputs: InputSnapshot | None = None  # the source files as validated, re-checked
 
 
 def fal_key(env: Mapping[str, str]) -> str:
@@ -108,10 +116,68 @@ async def run_requests(
 ) -> RunStats:
     """Run (or resume) every request into settings.out; returns the stats."""
     env = os.environ if env is None else env
+    server_id = (
+        origin(server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL))
+        if settings.backend == "fal"
+        else None
+    )
+    with locked(settings.out):
+        journal = Journal(settings.out)
+        try:
+            _refuse_other_backends(settings, journal, server_id)
+            damaged = find_damaged(settings.out)
+            return await _run_locked(
+                settings, requests, journal, damaged, server_id, env, on_start, on_event
+            )
+        finally:
+            journal.close()
+
+
+def _refuse_other_backends(settings: RunSettings, journal: Journal, server: str | None) -> None:
+    """A row counts as done only for the backend that made it: rather than mixing two
+    backends' results in one folder (where `report` and `export` could not tell them apart),
+    a run refuses a folder that holds another backend's rows."""
+    for (backend, other), rows in journal.origins().items():
+        same_server = other == server or None in (other, server)  # unrecorded: trusted
+        if backend is None or (backend == settings.backend and same_server):
+            continue
+        theirs = _label(backend, other)
+        ours = _label(settings.backend, server)
+        suggestion = _shown(settings.out.with_name(f"{settings.out.name}-{settings.backend}"))
+        raise UsageError(
+            f"{settings.out} holds {rows} rows made by {theirs}; this run uses {ours}, and "
+            f"another backend's results never count as this one's. HINT: give it its own "
+            f"folder: --out {suggestion}"
+        )
+
+
+def _shown(path: Path) -> str:
+    """A folder as the user would type it: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _label(backend: str, server: str | None) -> str:
+    if backend == "local":
+        return "backend local (the embedded emulator)"
+    return f"backend {backend}" + (f" at {server}" if server else "")
+
+
+async def _run_locked(
+    settings: RunSettings,
+    requests: Iterable[Request],
+    journal: Journal,
+    damaged: Mapping[str, Record],
+    server_id: str | None,
+    env: Mapping[str, str],
+    on_start: Callable[[Executor], None] | None,
+    on_event: Callable[[str, RunStats], None] | None,
+) -> RunStats:
     started = time.monotonic()
     run_id = utc_now().replace(":", "").replace("-", "")[:15] + "-" + secrets.token_hex(3)
     async with backend_server(settings.backend, env, settings.allow_remote_fetch) as server:
-        journal = Journal(settings.out)
         info = {
             "run_id": run_id,
             "name": settings.name,
@@ -120,15 +186,17 @@ async def run_requests(
             "runner_version": __version__,
             "endpoint": settings.endpoint,
             "backend": settings.backend,
+            "server": server_id,
             "started": utc_now(),
             "host": socket.gethostname(),
             "shard": settings.shard,
             "report": dict(settings.report) if settings.report else None,
         }
         append_run(settings.out, {**info, "event": "start"})
-        connector = aiohttp.TCPConnector(
-            limit=settings.execution.concurrency * 2 + 4, limit_per_host=0
-        )
+        concurrency = settings.execution.concurrency
+        if settings.count is not None:  # never more connections (or workers) than rows
+            concurrency = max(1, min(concurrency, settings.count))
+        connector = aiohttp.TCPConnector(limit=concurrency * 2 + 4, limit_per_host=0)
         trust_env = not is_loopback(urlsplit(server.queue_url).hostname)
         executor: Executor | None = None
         try:
@@ -142,8 +210,17 @@ async def run_requests(
                     settings.retry_failed,
                     settings.resubmit_ambiguous,
                     _price(settings),
+                    server=server_id,
+                    limit=settings.count,
                 )
-                executor = Executor(FalClient(session, server), journal, options, on_event)
+                executor = Executor(
+                    FalClient(session, server),
+                    journal,
+                    options,
+                    on_event,
+                    inputs=settings.inputs,
+                    damaged=damaged,
+                )
                 if on_start is not None:
                     on_start(executor)
                 client, stats_now = executor.client, executor.stats
@@ -160,7 +237,6 @@ async def run_requests(
                 finally:
                     writer.cancel()
         finally:
-            journal.close()
             stats = executor.stats if executor else RunStats()
             seen_429 = executor.client.rate_limited if executor else 0
             elapsed = time.monotonic() - started
@@ -175,8 +251,11 @@ async def run_requests(
                     "failed": stats.failed,
                     "skipped": stats.skipped,
                     "submitted": stats.submitted,
+                    "refused": sum(stats.refused.values()),
+                    "repaired": stats.repaired,
                     "possible_duplicates": stats.possible_duplicates,
                     "interrupted": stats.interrupted,
+                    "stop_reason": stats.stop_reason,
                 },
             )
 

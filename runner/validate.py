@@ -19,6 +19,7 @@ from .grid import expand
 from .keys import canonical
 from .models import JobSpec, Location, Request
 from .rowgrid import RowGrid
+from .snapshot import InputSnapshot
 from .spec import describe_error, label, read_spec
 from .templates import has_template
 from .yamlsource import Locator
@@ -50,6 +51,7 @@ class Checked:
     remote_inputs: int = 0
     # Located lines, `file:line:col: warning: ...`: worth saying, not worth refusing the spec.
     warnings: tuple[str, ...] = ()
+    inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
 
 
 def check(path: str | Path, *, out: Path | None = None) -> Checked:
@@ -67,6 +69,7 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
         raise found.as_error()
     endpoint = get_endpoint(spec.endpoint)
     assert endpoint is not None  # read_spec reports unknown endpoints
+    snapshot = InputSnapshot.take(spec)  # before the grid reads them: a later edit is caught
     inputs = _InputChecker(endpoint)
     for key, value in canonical(dict(spec.defaults)).items():
         if key in endpoint.fields and not has_template(value):  # templates: checked per row
@@ -89,7 +92,7 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
     warnings = (
         tuple(found.warning(path, message) for path, message in grid.warnings()) if grid else ()
     )
-    return Checked(spec, endpoint, n, remote, warnings)
+    return Checked(spec, endpoint, n, remote, warnings, snapshot)
 
 
 def _expand(

@@ -49,7 +49,7 @@ def test_run_local_then_resume(write_spec, tmp_path, capsys):
     assert main(["plan", str(spec), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == len(records)
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
-    assert "3 already done, 0 submitted" in capsys.readouterr().out
+    assert "3 requests: 3 ok, 0 failed, 3 already done; 0 submissions" in capsys.readouterr().out
     runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
     assert runs[0]["spec_sha256"] and runs[0]["runner_version"]
 
@@ -130,6 +130,129 @@ def test_report_command(write_spec, tmp_path, capsys):
     assert "<h1>grid" in html or ">grid<" in html
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "run `runner run SPEC` first" in capsys.readouterr().err
+
+
+def test_quickstart_then_fal_never_counts_the_emulators_pictures(
+    tmp_path, monkeypatch, threaded_emulator, capsys
+):
+    import shutil
+    from pathlib import Path
+
+    specs = Path(__file__).resolve().parent.parent / "specs"
+    shutil.copytree(specs / "images", tmp_path / "specs" / "images")
+    shutil.copy(specs / "quickstart.yaml", tmp_path / "specs" / "quickstart.yaml")
+    monkeypatch.chdir(tmp_path)
+    spec = "specs/quickstart.yaml"
+    assert main(["run", spec, "--no-progress"]) == 0  # the quick start, offline
+    server = threaded_emulator()
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert main(["run", spec, "--backend", "fal", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 rows made by backend local" in err and err.count("\n") == 1
+    assert "HINT: give it its own folder: --out specs/runs/quickstart-fal" in err
+    assert server.stats.submissions == 0
+    fal_out = "specs/runs/quickstart-fal"
+    assert main(["run", spec, "--backend", "fal", "--out", fal_out, "--no-progress"]) == 0
+    assert server.stats.submissions == 2
+    assert {r["backend"] for r in last_records(tmp_path / fal_out).values()} == {"fal"}
+    # and back: the emulator does not take the fal rows as its own either
+    assert main(["run", spec, "--out", fal_out, "--no-progress"]) == 2
+
+
+def test_concurrency_is_bounded_and_argument_errors_read_plainly(write_spec, tmp_path, capsys):
+    spec = write_spec(matrix={"seed": [1, 2]})
+    for value, message in (
+        ("x", "argument --concurrency: must be a positive integer"),
+        ("0", "argument --concurrency: must be a positive integer"),
+        ("100000000", "argument --concurrency: must be at most 1024"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["run", str(spec), "--concurrency", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "_positive_int" not in err and "invalid" not in err
+    too_many = write_spec("many.yaml", matrix={"seed": [1, 2]}, execution={"concurrency": 5000})
+    assert main(["run", str(too_many), "--out", str(tmp_path / "o")]) == 2
+    assert "ceiling of 1024" in capsys.readouterr().err
+
+
+def test_never_more_workers_than_rows(write_spec, tmp_path, monkeypatch):
+    from runner import executor as executor_module
+
+    started = []
+    real = executor_module.Executor._worker
+
+    async def counting(self, rows):
+        started.append(1)
+        await real(self, rows)
+
+    monkeypatch.setattr(executor_module.Executor, "_worker", counting)
+    spec = write_spec(matrix={"seed": [1, 2]})
+    args = ["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*args, "--concurrency", "1024"]) == 0
+    assert len(started) == 2
+
+
+def test_out_must_name_a_folder(write_spec, tmp_path, capsys):
+    spec = write_spec()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(spec), "--out", ""])
+    assert exit_info.value.code == 2 and "--out: must name a folder" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["run", str(spec), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--tls-cert", "missing.pem", "--tls-key", "k.pem"], "--tls-cert: no such file"),
+        (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
+    ],
+)
+def test_serve_usage_errors_are_one_line(extra, message, capsys):
+    assert main(["serve", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_serve_port_out_of_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--port", "99999"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port: must be a port number from 0 to 65535" in err
+    assert "Traceback" not in err
+
+
+def test_serve_on_a_port_in_use_is_one_line(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot serve" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_summary_separates_rows_from_submissions_and_says_how_to_retry(
+    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
+):
+    from runner.emulator import Faults
+
+    server = threaded_emulator(faults=Faults(p_infra_error=1.0))
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal", execution={"retries": 0})
+    out = str(tmp_path / "o")
+    assert main(["run", str(spec), "--out", out, "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "2 requests: 0 ok, 2 failed; 2 submissions" in captured.out
+    assert f"runner run {spec} --out {out} --retry-failed" in captured.err
 
 
 def test_serve_arguments_become_settings() -> None:

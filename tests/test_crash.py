@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def test_first_ctrl_c_finishes_in_flight_and_exits_3(write_spec, tmp_path, threa
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 3
     assert "resume" in stderr and "Traceback" not in stderr
+    assert re.search(r"the [1-4] requests in flight finished and are journaled", stderr), stderr
     records = last_records(out)
     assert 4 <= len(records) < 20
     assert all(r["status"] == "ok" for r in records.values())  # in-flight ones finished

@@ -287,7 +287,7 @@ async def test_stalled_responses_do_not_hang_the_run(write_spec, emulator_factor
     assert em.stats.submissions == 10
 
 
-async def test_a_local_input_removed_after_validation_fails_its_row(
+async def test_a_local_input_removed_after_validation_stops_the_run(
     write_spec, emulator_factory, tmp_path
 ):
     em = await emulator_factory()
@@ -295,6 +295,88 @@ async def test_a_local_input_removed_after_validation_fails_its_row(
     settings, requests = settings_for(spec, tmp_path / "out")
     (tmp_path / "images" / "a.png").unlink()
     stats = await run(settings, requests, em)
-    assert stats.failed == 1 and em.stats.submissions == 0
-    record = next(iter(last_records(tmp_path / "out").values()))
-    assert record["error"]["type"] == "input"
+    assert stats.failed == 0 and em.stats.submissions == 0
+    assert stats.stop_reason is not None and "a.png" in stats.stop_reason
+
+
+async def test_a_refused_key_charges_nothing_and_counts_no_duplicate(
+    write_spec, emulator_factory, tmp_path
+):
+    em = await emulator_factory(keys=frozenset({"right"}))
+    spec = write_spec(matrix={"seed": {"range": [0, 4]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=4)
+    with pytest.raises(AuthError):
+        await run(settings, requests, em, key="wrong")
+    statuses = [r["status"] for r in last_records(tmp_path / "out").values()]
+    assert "submitting" not in statuses and statuses == ["refused"]
+    stats = await run(settings, requests, em, key="right")  # the key is fixed
+    assert stats.ok == 5 and stats.possible_duplicates == 0 and stats.submitted == 5
+    for record in last_records(tmp_path / "out").values():
+        assert (record["attempts"], record["possible_duplicates"]) == (1, 0)
+
+
+async def test_429_refusals_are_counted_apart_from_attempts(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(faults=Faults(p_429=0.4), retry_after=0.01, seed=5)
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=4, retries=20)
+    stats = await run(settings, requests, em)
+    refused = stats.refused["429"]
+    assert stats.ok == 10 and refused > 0 and stats.possible_duplicates == 0
+    assert stats.submitted == em.stats.submissions == 10
+    assert stats.submissions == 10 + refused
+    for record in last_records(tmp_path / "out").values():
+        assert (record["attempts"], record["possible_duplicates"]) == (1, 0)
+
+
+async def test_resuming_in_sync_mode_polls_queued_rows(write_spec, emulator_factory, tmp_path):
+    em = await emulator_factory(latency=1.0)
+    spec = write_spec(matrix={"seed": {"range": [0, 3]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=4)
+    task = asyncio.create_task(run(settings, requests, em))
+    while em.stats.submissions < 4:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    sync = replace(settings, execution=replace(settings.execution, mode="sync"))
+    stats = await run(sync, requests, em)
+    assert stats.ok == 4 and stats.resumed == 4 and stats.submitted == 0
+    assert em.stats.submissions == 4 and em.stats.run_calls == 0
+
+
+async def test_another_backends_row_is_never_done(write_spec, emulator_factory, tmp_path):
+    """The row-level rule, under the folder-level refusal: a record made by another backend
+    is not this row's result, even when the executor is handed such a journal."""
+    import aiohttp
+
+    from runner.executor import Executor
+    from runner.falapi import FalClient, ServerConfig
+    from runner.jobs import RunOptions
+    from runner.manifest import Journal
+
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": [1, 2]})
+    settings, requests = settings_for(spec, tmp_path / "out")
+    local = replace(settings, backend="local")
+    await run_requests(local, requests)  # the embedded emulator made these two rows
+    assert {r["backend"] for r in last_records(tmp_path / "out").values()} == {"local"}
+    journal = Journal(tmp_path / "out")
+    config = ServerConfig(em.queue_url, em.run_url, em.queue_url, "k")
+    options = RunOptions(settings.endpoint, "fal", em.queue_url, "r1", settings.execution)
+    try:
+        async with aiohttp.ClientSession() as session:
+            stats = await Executor(FalClient(session, config), journal, options).run(requests)
+    finally:
+        journal.close()
+    assert (stats.skipped, stats.ok, em.stats.submissions) == (0, 2, 2)
+
+
+async def test_a_run_never_sends_more_than_the_validated_count(
+    write_spec, emulator_factory, tmp_path
+):
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=3)
+    stats = await run(replace(settings, count=4), requests, em)
+    assert stats.ok == 4 and em.stats.submissions == 4

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import runner
 from runner.errors import ManifestError
 from runner.manifest import (
     FAILED,
@@ -13,10 +14,12 @@ from runner.manifest import (
     SUBMITTING,
     Journal,
     KeyState,
+    RunLine,
     append_run,
     encode,
     latest,
     read_records,
+    read_runs,
 )
 
 
@@ -278,3 +281,26 @@ def test_resume_state_agrees_with_the_merged_records(tmp_path_factory, lines):
             expected = KeyState(OK, None, *list(expected.__dict__.values())[2:])
         assert state == expected
     journal.close()
+
+
+def test_run_lines_read_back_past_torn_ones(tmp_path):
+    assert read_runs(tmp_path) == []
+    append_run(tmp_path, {"event": "start", "run_id": "r1"})
+    with (tmp_path / "runs.jsonl").open("a") as fh:
+        fh.write('{"event": "end", "run_id"\n[1]\n')  # a torn line; not an object
+    append_run(tmp_path, {"event": "end", "run_id": "r1", "ok": 2})
+    assert read_runs(tmp_path) == [
+        {"event": "start", "run_id": "r1"},
+        {"event": "end", "run_id": "r1", "ok": 2},
+    ]
+
+
+async def test_a_run_writes_only_the_fields_runline_defines(write_spec, tmp_path):
+    checked = runner.check(write_spec(matrix={"seed": [1, 2]}))
+    spec = checked.spec
+    settings = runner.RunSettings(spec.endpoint, spec.backend, tmp_path / "out", spec.execution)
+    await runner.run_requests(settings, runner.expand(spec, checked.endpoint))
+    lines = read_runs(tmp_path / "out")
+    assert [line["event"] for line in lines] == ["start", "end"]
+    for line in lines:
+        assert set(line) <= set(RunLine.__annotations__), set(line) - set(RunLine.__annotations__)

@@ -11,6 +11,7 @@ import pytest
 
 from runner.cli import main
 from runner.merge import merge
+from runner.report import write_report
 
 from .conftest import last_records
 
@@ -30,6 +31,7 @@ def spec(write_spec: Any) -> Path:
     return write_spec(
         name="merge-me",
         matrix={"image_url": ["images/a.png", REMOTE], "strength": [0.5, 0.7, 0.9], "seed": [1, 2]},
+        report={"x": "seed", "y": "strength"},
     )
 
 
@@ -60,10 +62,12 @@ def test_a_merged_folder_is_a_run_folder(spec, tmp_path, capsys):
     merged = tmp_path / "merged"
     merge(parts, merged)
     capsys.readouterr()
+    assert write_report(merged).columns == "seed"  # the spec's report block, carried over
     assert run(spec, merged) == 1  # resume: the failed rows stay failed, nothing is sent
     assert runs_lines(merged)[-1]["submitted"] == 0 and runs_lines(merged)[-1]["skipped"] == 6
     assert main(["report", str(merged)]) == 0
-    assert "6 ok, 6 failed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "6 ok, 6 failed" in printed and "(laid out by strength × seed" in printed  # spec's axes
     assert "<h1>merge-me</h1>" in (merged / "report.html").read_text()
     assert (
         main(["export", str(merged), "--format", "jsonl", "--to", str(tmp_path / "m.jsonl")]) == 0

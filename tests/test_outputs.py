@@ -20,6 +20,7 @@ def test_saves_under_key_with_facts(tmp_path):
         "width": 20,
         "height": 10,
         "content_type": "image/png",
+        "bytes": len(data),
     }
     assert (tmp_path / out["file"]).read_bytes() == data
     assert not list((tmp_path / "images").glob("**/.*tmp"))
@@ -53,3 +54,13 @@ def test_unwritable_images_folder_is_a_manifest_error(tmp_path):
     (tmp_path / "images").write_text("a file where the folder should be")
     with pytest.raises(ManifestError, match="cannot write"):
         save_image(tmp_path, "abc", 0, png())
+
+
+def test_a_failed_write_leaves_no_tmp_file(tmp_path):
+    from runner.errors import ManifestError
+
+    folder = tmp_path / "images" / "ab"
+    (folder / "abc123-0.png").mkdir(parents=True)  # a folder in the way: the rename fails
+    with pytest.raises(ManifestError, match="cannot write"):
+        save_image(tmp_path, "abc123", 0, png())
+    assert [p.name for p in folder.iterdir()] == ["abc123-0.png"]

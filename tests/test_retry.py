@@ -3,14 +3,17 @@ from email.utils import format_datetime
 
 import pytest
 
-from runner.errors import CallError
+from runner.errors import AuthError, CallError
 from runner.retry import (
     MAX_RETRY_AFTER,
+    Decision,
     Verdict,
     backoff,
     decide,
+    failure_kind,
     is_retryable_result,
     parse_retry_after,
+    retried,
 )
 
 
@@ -79,3 +82,72 @@ def test_completed_errors():
     assert is_retryable_result(500, None)
     assert not is_retryable_result(422, None)
     assert not is_retryable_result(400, None)
+
+
+def test_a_refused_download_fails_the_request_not_the_run():
+    for status in (401, 403):
+        error = CallError("x", http_status=status)
+        assert decide(error, "download", 1).verdict is Verdict.FAIL
+
+
+class Flaky:
+    """A call failing with `errors` in turn, then answering "done"."""
+
+    def __init__(self, *errors: CallError) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+def soon(status: int | None = 503) -> CallError:
+    return CallError("x", http_status=status, retry_after=0.0, sent="no")
+
+
+async def test_retried_until_it_answers():
+    call = Flaky(soon(), soon(None), soon(429))
+    seen = []
+    result = await retried(call, "status", 8, lambda e, d, last: seen.append(last))
+    assert result == "done" and call.calls == 4 and seen == [False, False, False]
+
+
+async def test_retried_gives_up_after_the_attempts_with_the_last_error():
+    call = Flaky(*(soon() for _ in range(10)))
+    seen = []
+    with pytest.raises(CallError):
+        await retried(call, "status", 3, lambda e, d, last: seen.append(last))
+    assert call.calls == 3 and seen == [False, False, True]
+
+
+async def test_retried_stops_at_once_on_a_final_answer():
+    call = Flaky(CallError("bad", http_status=422))
+    with pytest.raises(CallError):
+        await retried(call, "submit", 8)
+    assert call.calls == 1
+    with pytest.raises(AuthError):
+        await retried(Flaky(CallError("key", http_status=401)), "status", 8)
+
+
+async def test_on_error_may_stop_the_retries():
+    class Refused(Exception):
+        pass
+
+    def refuse(error: CallError, decision: Decision, last: bool) -> None:
+        if decision.verdict is Verdict.AMBIGUOUS:
+            raise Refused
+
+    call = Flaky(CallError("dropped", sent="maybe", retry_after=0.0))
+    with pytest.raises(Refused):
+        await retried(call, "submit", 8, refuse)
+    assert call.calls == 1
+
+
+def test_failure_kinds():
+    assert failure_kind(422, "whatever") == "validation"
+    assert failure_kind(503, "runner_disconnected") == "runner_disconnected"
+    assert failure_kind(None) == "transport"
+    assert failure_kind(500) == "http"

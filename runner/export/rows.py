@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from ..endpoints import get_endpoint
-from ..manifest import FAILED, OK, RUNS, Record, latest
+from ..manifest import FAILED, OK, Record, latest, read_runs
 
 Status = Literal["ok", "failed", "all"]
 Kind = Literal["bool", "int", "float", "string", "null"]
@@ -260,16 +260,8 @@ def _spec_dirs(out_dir: Path) -> list[Path]:
     """Folders a spec-relative path may be relative to: the recorded specs' folders (as
     recorded, and from here), and the run folder's parent (a spec's default `output`)."""
     found: dict[Path, None] = {}
-    try:
-        lines = (out_dir / RUNS).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        lines = []
-    for line in reversed(lines):
-        try:
-            run = json.loads(line)
-        except ValueError:
-            continue
-        spec = run.get("spec") if isinstance(run, dict) else None
+    for run in reversed(read_runs(out_dir)):
+        spec = run.get("spec")
         if isinstance(spec, str) and spec:
             found[Path(os.path.abspath(Path(spec).parent))] = None
     found[out_dir.parent] = None

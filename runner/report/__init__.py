@@ -5,7 +5,6 @@ tables as labelled PNG grids (OUT/report.png, or OUT/report-001.png, … one per
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ManifestError
-from ..manifest import FAILED, MANIFEST, OK, RUNS, Record, latest
+from ..manifest import FAILED, MANIFEST, OK, Record, RunLine, latest, read_runs
 from .layout import Layout, canon, choose_layout, values, vars_of
 from .page import CSS, Page, label
 
@@ -85,22 +84,12 @@ def write_report(
     return summary
 
 
-def _last_run(out_dir: Path) -> dict[str, Any]:
-    try:
-        lines = (out_dir / RUNS).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return {}
-    for line in reversed(lines):
-        try:
-            found = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(found, dict):
-            return found
-    return {}
+def _last_run(out_dir: Path) -> RunLine:
+    runs = read_runs(out_dir)
+    return runs[-1] if runs else RunLine()
 
 
-def _title(out_dir: Path, run: dict[str, Any], records: Sequence[Record]) -> str:
+def _title(out_dir: Path, run: RunLine, records: Sequence[Record]) -> str:
     spec = run.get("spec")
     return str(run.get("name") or (PurePosixPath(str(spec)).stem if spec else "") or out_dir.name)
 
@@ -119,7 +108,7 @@ def _fixed_inputs(records: Sequence[Record]) -> dict[str, Any]:
 
 
 def _page(
-    out_dir: Path, records: list[Record], layout: Layout, run: dict[str, Any], s: ReportSummary
+    out_dir: Path, records: list[Record], layout: Layout, run: RunLine, s: ReportSummary
 ) -> str:
     name = _title(out_dir, run, records)
     endpoint = run.get("endpoint") or (records[0].get("endpoint") if records else "")

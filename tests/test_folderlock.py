@@ -1,0 +1,76 @@
+"""One run per output folder: two real `runner run` processes on one folder, and the lock's
+release when its holder dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.errors import UsageError
+from runner.folderlock import LOCK_FILE, locked
+
+from .test_crash import start_run, wait_for
+
+
+def test_a_second_run_on_the_same_folder_is_refused_at_once(
+    write_spec, tmp_path, threaded_emulator
+):
+    server = threaded_emulator(latency=8.0)  # 2 s a request at 10 steps
+    spec = write_spec(matrix={"seed": {"range": [0, 7]}}, backend="fal")
+    out = tmp_path / "out"
+    first = start_run(spec, out, server.env())
+    time.sleep(0.3)
+    second = start_run(spec, out, server.env())
+    _, err2 = second.communicate(timeout=30)
+    assert second.returncode == 2, err2
+    assert err2.count("\n") == 1 and "Traceback" not in err2
+    assert f"pid {first.pid}" in err2 and "in use by another run" in err2
+    _, err1 = first.communicate(timeout=60)
+    assert first.returncode == 0, err1
+    assert server.stats.submissions == 8 and server.stats.duplicate_submissions == 0
+
+
+def test_kill_9_releases_the_lock(write_spec, tmp_path, threaded_emulator):
+    server = threaded_emulator(latency=8.0)
+    spec = write_spec(matrix={"seed": {"range": [0, 3]}}, backend="fal")
+    out = tmp_path / "out"
+    first = start_run(spec, out, server.env())
+    wait_for(lambda: server.stats.submissions >= 1)
+    holder = json.loads((out / LOCK_FILE).read_text())
+    assert holder["pid"] == first.pid and holder["host"] and holder["started"]
+    first.kill()
+    first.communicate(timeout=10)
+    again = start_run(spec, out, server.env())  # no cleanup needed: the kernel dropped it
+    _, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+
+
+def test_lock_in_process_names_the_holder(tmp_path):
+    # flock locks belong to the open file: a second open in this process conflicts too
+    with (
+        locked(tmp_path / "o"),
+        pytest.raises(UsageError, match=rf"pid {os.getpid()} on .*--out"),
+        locked(tmp_path / "o"),
+    ):
+        pass
+    with locked(tmp_path / "o"):  # released on exit
+        pass
+
+
+def test_a_file_as_output_folder_is_a_usage_error(write_spec, tmp_path):
+    spec = write_spec()
+    (tmp_path / "afile").write_text("x")
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(spec), "--out", str(tmp_path / "afile")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "is a file" in proc.stderr

@@ -1,0 +1,60 @@
+"""Missing outputs: an `ok` row whose file is gone is fetched again from its recorded URL, or
+reported and marked failed when it cannot be; never silently "done"."""
+
+from __future__ import annotations
+
+import hashlib
+
+from runner.cli import main
+
+from .conftest import last_records
+
+
+def _run(spec, out, *more):
+    return main(["run", str(spec), "--out", str(out), "--no-progress", *more])
+
+
+def test_a_deleted_output_is_fetched_again(
+    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
+):
+    server = threaded_emulator()
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    out = tmp_path / "out"
+    assert _run(spec, out) == 0
+    record = next(iter(last_records(out).values()))
+    output = record["outputs"][0]
+    assert output["url"].startswith("http") and output["bytes"] > 0
+    (out / output["file"]).unlink()
+    capsys.readouterr()
+    assert _run(spec, out) == 0
+    assert "1 missing outputs fetched again" in capsys.readouterr().out
+    data = (out / output["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == output["sha256"]
+    assert server.stats.submissions == 2  # fetched, not paid again
+    assert last_records(out)[record["key"]]["status"] == "ok"
+
+
+def test_an_output_that_cannot_be_fetched_is_reported_not_hidden(
+    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
+):
+    server = threaded_emulator()
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    # sync_mode: outputs come back as data: URIs, which the manifest does not store
+    spec = write_spec(matrix={"seed": [1, 2]}, defaults={"sync_mode": True}, backend="fal")
+    out = tmp_path / "out"
+    assert _run(spec, out) == 0
+    record = next(iter(last_records(out).values()))
+    assert record["outputs"][0]["url"] is None
+    with open(out / record["outputs"][0]["file"], "r+b") as fh:
+        fh.truncate(10)  # damaged: the wrong size
+    capsys.readouterr()
+    assert _run(spec, out) == 1
+    printed = capsys.readouterr()
+    assert "1 outputs lost (marked failed)" in printed.out and "--retry-failed" in printed.err
+    lost = last_records(out)[record["key"]]
+    assert lost["status"] == "failed" and lost["error"]["type"] == "output_lost"
+    assert _run(spec, out, "--retry-failed") == 0
+    assert server.stats.submissions == 3
