@@ -334,3 +334,15 @@ def test_the_journal_s_input_files_path_finds_the_input(tmp_path):
     summary = export(out, "jsonl", tmp_path / "r.jsonl")
     assert (summary.inputs, summary.missing_inputs) == (1, 0)
     assert json.loads((tmp_path / "r.jsonl").read_text())["input"] == str(image)
+
+
+def test_nothing_to_export_is_a_usage_error(run, tmp_path, capsys):
+    dest = str(tmp_path / "ds")
+    argv = ["export", str(run), "--format", "imagefolder", "--to", dest, "--status", "failed"]
+    assert main(argv) == 2
+    assert "needs rows with an output image; for failed requests use" in capsys.readouterr().err
+    assert export(run, "jsonl", tmp_path / "f.jsonl", status="failed").rows == 2
+    empty = tmp_path / "empty"
+    _write(empty, [_record(empty, "k1", {"seed": 1}, status="submitted")])
+    assert main(["export", str(empty), "--format", "csv", "--to", str(tmp_path / "e.csv")]) == 2
+    assert "nothing to export: no ok requests in" in capsys.readouterr().err

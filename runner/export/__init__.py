@@ -54,6 +54,15 @@ def export(
         raise ManifestError(f"no {MANIFEST} in {out_dir}: run `runner run SPEC` first")
     _check_dest(dest, fmt)
     table = build_table(out_dir, status)
+    if not table.rows:
+        which = "" if status == "all" else f" {status}"
+        raise UsageError(f"nothing to export: no{which} requests in {out_dir} yet")
+    if fmt == "imagefolder" and not any(row.output for row in table.rows):
+        # `datasets` reads an imagefolder only when some row has an image
+        raise UsageError(
+            "--format imagefolder needs rows with an output image; "
+            "for failed requests use --format jsonl or csv"
+        )
     if fmt == "imagefolder":
         files = write_imagefolder(table, dest, folder_files)
     elif fmt == "parquet":
