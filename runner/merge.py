@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .attachments import INPUTS
 from .errors import ManifestError, UsageError
 from .export.files import link_or_copy
 from .manifest import (
@@ -67,6 +68,10 @@ def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
             journal.append(dict(record))  # type: ignore[arg-type]
     finally:
         journal.close()
+    for source in sources:  # inline (data: URI) inputs the runs kept, each once by content
+        for kept in sorted((source / INPUTS).glob("*")) if (source / INPUTS).is_dir() else []:
+            if kept.is_file() and not kept.name.startswith("."):
+                _place(source, out, f"{INPUTS}/{kept.name}")
     statuses = [r.get("status") for r, _ in chosen.values()]
     ok, failed = statuses.count(OK), statuses.count(FAILED)
     summary = MergeSummary(

@@ -3,6 +3,7 @@ run folder that report, export and a further run (resume) accept."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,11 @@ from typing import Any
 import pytest
 
 from runner.cli import main
+from runner.export import export
 from runner.merge import merge
 from runner.report import write_report
 
-from .conftest import last_records
+from .conftest import last_records, png_bytes
 
 REMOTE = "https://example.invalid/x.png"  # the offline emulator refuses it: failed rows
 
@@ -112,3 +114,17 @@ def test_merge_refuses_a_folder_in_use_or_not_a_run(spec, tmp_path, capsys):
     assert main(["merge", str(part), str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert main(["merge", str(part), "--out", str(part)]) == 2
+
+
+def test_inline_inputs_travel_with_the_merge(write_spec, tmp_path):
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes(20, 10)).decode()
+    spec = write_spec(matrix={"image_url": [uri], "seed": [1, 2, 3, 4]})
+    parts = [tmp_path / "p1", tmp_path / "p2"]
+    for i, part in enumerate(parts, 1):
+        run(spec, part, "--shard", f"{i}/2")
+    merged = tmp_path / "merged"
+    merge(parts, merged)
+    summary = export(merged, "jsonl", tmp_path / "rows.jsonl")
+    assert (summary.rows, summary.inputs) == (4, 4)
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert all(Path(r["input"]).is_relative_to(merged) for r in rows)

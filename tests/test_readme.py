@@ -155,7 +155,12 @@ def test_the_walkthrough_end_to_end(tmp_path, monkeypatch, threaded_emulator, ca
     server = threaded_emulator(keys=frozenset({"walk-key"}))
     for name, value in server.env("walk-key").items():
         monkeypatch.setenv(name, value)
-    assert on_fal[-2:] == ["--out", "runs/restyle-fal"] and "--backend" in on_fal
+    assert on_fal[on_fal.index("--out") + 1] == "runs/restyle-fal"
+    assert on_fal[on_fal.index("--backend") + 1] == "fal"
+    cap = on_fal.index("--max-usd") + 1
+    assert float(on_fal[cap]) >= 0.10  # the README's cap lets its own $0.10 estimate through
+    too_low = [*on_fal[:cap], "0.05", *on_fal[cap + 1 :], "--no-progress"]
+    assert main(too_low) == 2 and server.stats.submissions == 0
     assert main([*on_fal, "--no-progress"]) == 0
     fal = last_records(job / "runs/restyle-fal")
     assert len(fal) == 4 and {r["backend"] for r in fal.values()} == {"fal"}
