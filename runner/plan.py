@@ -3,10 +3,13 @@ first rows, and a cost estimate. One lazy pass over the expansion."""
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 from PIL import Image
 
@@ -24,7 +27,7 @@ class Plan:
     first: tuple[Request, ...]
     megapixels: int  # billed output megapixels (rounded up per image), estimated
     usd: float | None  # None when the endpoint has no price
-    # Requests whose input image is a URL or data: URI: its size is unknown, assumed 1 MP.
+    # Requests whose input image is a URL: its size is unknown before it is fetched, assumed 1 MP.
     unsized_inputs: int = 0
     # Seconds of fal processing for all requests together (the endpoint file's timing
     # assumption, scaled by megapixels and steps); None when the file states no timing.
@@ -72,7 +75,7 @@ def make_plan(
             first.append(request)
         mp = _output_megapixels(request)
         megapixels += mp
-        if len(request.files) < len(file_fields & request.input.keys()):
+        if len(request.files) + len(request.inline) < len(file_fields & request.input.keys()):
             unsized += 1
         steps = request.input.get(steps_field, steps_default) if steps_field else None
         steps_work += mp * (steps / reference_steps if isinstance(steps, int | float) else 1)
@@ -89,7 +92,32 @@ def _output_megapixels(request: Request) -> int:
     per_image = 1
     for path in request.files.values():
         per_image = max(per_image, _megapixels(path))
+    for field, uri in request.inline.items():
+        per_image = max(per_image, _inline_megapixels(str(request.input.get(field)), uri))
     return per_image * (images if isinstance(images, int) else 1)
+
+
+_INLINE: dict[str, int] = {}  # sha256 reference of a data: URI -> its billed megapixels
+
+
+def _inline_megapixels(digest: str, uri: str) -> int:
+    """A data: URI's image size, decoded once per distinct content."""
+    if digest not in _INLINE:
+        if len(_INLINE) >= 4096:
+            _INLINE.clear()
+        header, _, payload = uri.partition(",")
+        try:
+            data = (
+                base64.b64decode(payload)
+                if header.endswith(";base64")
+                else unquote_to_bytes(payload)
+            )
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+            _INLINE[digest] = billed_megapixels(width, height)
+        except (OSError, ValueError):
+            _INLINE[digest] = 1
+    return _INLINE[digest]
 
 
 @lru_cache(maxsize=4096)
@@ -119,8 +147,8 @@ def explain_cost(plan: Plan, endpoint: Endpoint, backend: str, concurrency: int)
     if plan.unsized_inputs:
         n = plan.unsized_inputs
         basis += (
-            f"; {n} {'request has' if n == 1 else 'requests have'} an input given as a URL or "
-            "data: URI, whose size is unknown before it is fetched: counted as 1 MP each"
+            f"; {n} {'request has' if n == 1 else 'requests have'} an input given as a URL, "
+            "whose size is unknown before it is fetched: counted as 1 MP each"
         )
     lines.append(basis)
     seconds = plan.seconds_at(concurrency)

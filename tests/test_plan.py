@@ -3,6 +3,7 @@ size, and the time on fal at the chosen concurrency (from the endpoint file's as
 
 from __future__ import annotations
 
+import base64
 import json
 
 from runner.cli import main
@@ -45,7 +46,7 @@ def test_url_inputs_are_counted_and_said(write_spec, capsys):
     )
     assert main(["plan", str(spec)]) == 0
     out = capsys.readouterr().out
-    assert "1 request has an input given as a URL or data: URI" in out
+    assert "1 request has an input given as a URL, whose size is unknown" in out
     assert "counted as 1 MP each" in out
     assert "free offline (backend local); on fal about $0.05" in out
     assert main(["plan", str(spec), "--json"]) == 0
@@ -68,3 +69,11 @@ def test_explain_without_a_price_says_so():
     free = replace(FLUX, usd_per_megapixel=None)
     lines = explain_cost(Plan(1, (), (), 1, None), free, "fal", 8)
     assert lines == ["cost estimate: unknown (the endpoint file states no price)"]
+
+
+def test_a_data_uri_input_is_measured(write_spec, capsys):
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes(1500, 1000)).decode()
+    spec = write_spec(defaults={"image_url": uri})  # 1.5 MP, billed as 2
+    assert main(["plan", str(spec), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["estimated_megapixels"] == 2 and plan["unsized_inputs"] == 0
