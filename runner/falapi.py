@@ -179,8 +179,10 @@ class FalClient:
                 ):
                     missing.append(True)
                     return
-                if resp.status >= 300:
+                if resp.status in (401, 403):
                     raise self._http.error(resp, await body_of(resp), op="status")
+                if resp.status >= 300:
+                    return  # the plain status call that follows is retried where it is made
                 data: list[str] = []
                 async for raw in resp.content:
                     line = raw.decode("utf-8", "replace").rstrip("\r\n")

@@ -13,6 +13,7 @@ from PIL import Image
 from runner.emulator import Faults
 from runner.errors import AuthError
 from runner.grid import expand
+from runner.http import GET_ATTEMPTS
 from runner.jobs import RunStats
 from runner.models import Request
 from runner.run import RunSettings, run_requests
@@ -171,6 +172,20 @@ async def test_deadline_cancels_and_records_timeout(write_spec, emulator_factory
     record = next(iter(last_records(tmp_path / "out").values()))
     assert record["error"]["type"] == "timeout"
     assert em.stats.cancels == 1
+
+
+async def test_a_failing_status_endpoint_costs_a_bounded_number_of_calls(
+    write_spec, emulator_factory, tmp_path
+):
+    faults = Faults(p_429=1.0, routes=frozenset({"status", "stream"}))
+    em = await emulator_factory(faults=faults, retry_after=0.01)
+    settings, requests = settings_for(write_spec(), tmp_path / "out", timeout=20)
+    stats = await run(settings, requests, em)
+    assert stats.failed == 1
+    record = next(iter(last_records(tmp_path / "out").values()))
+    assert (record["error"]["type"], record["error"]["http_status"]) == ("http", 429)
+    # one stream, then status calls retried where they are made, never retried again on top
+    assert (em.stats.requests["stream"], em.stats.requests["status"]) == (1, GET_ATTEMPTS)
 
 
 async def test_queue_timeout(write_spec, emulator_factory, tmp_path):
