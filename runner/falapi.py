@@ -179,10 +179,11 @@ class FalClient:
                 ):
                     missing.append(True)
                     return
-                if resp.status in (401, 403):
-                    raise self._http.error(resp, await body_of(resp), op="status")
                 if resp.status >= 300:
-                    return  # the plain status call that follows is retried where it is made
+                    # Raises AuthError for refused credentials (and counts a 429); any other
+                    # failure falls back to the plain status call, retried where it is made.
+                    self._http.error(resp, await body_of(resp), op="status")
+                    return
                 data: list[str] = []
                 async for raw in resp.content:
                     line = raw.decode("utf-8", "replace").rstrip("\r\n")
