@@ -214,7 +214,7 @@ async def _run_locked(
                     limit=settings.count,
                 )
                 executor = Executor(
-                    FalClient(session, server),
+                    FalClient(session, server, settings.execution.retries + 1),
                     journal,
                     options,
                     on_event,
