@@ -30,7 +30,8 @@ from .keys import request_key
 from .manifest import Record, latest, read_records
 from .models import Execution, Request, Spec
 from .plan import Plan, make_plan
-from .run import RunSettings, run_requests
+from .run import run_requests
+from .settings import RunSettings
 from .validate import Checked, check
 from .version import __version__
 

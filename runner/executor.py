@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 from .attachments import INPUTS, Attachments
 from .errors import AuthError, CallError, GridError, InputChanged
-from .falapi import FalClient, Handle, handle_for, request_headers
+from .falapi import FalClient, Handle, request_headers
 from .http import Reply, error_detail
-from .jobs import Failed, Job, RunOptions, RunStats, Stopped, error_info
+from .jobs import Failed, Job, RunStats, Stopped, error_info
 from .limits import SubmitGate
 from .manifest import (
     FAILED,
@@ -36,7 +36,7 @@ from .models import Request
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .repair import repair
 from .retry import Decision, Verdict, failure_kind, is_retryable_result, retried
-from .snapshot import InputSnapshot
+from .settings import RunSettings
 from .spending import billed_megapixels
 
 T = TypeVar("T")
@@ -53,16 +53,32 @@ class Executor:
         self,
         client: FalClient,
         journal: Journal,
-        options: RunOptions,
+        settings: RunSettings,
+        run_id: str,
         on_event: Callable[[str, RunStats], None] | None = None,
         *,
-        inputs: InputSnapshot | None = None,
+        server: str | None = None,
+        price: float | None = None,
         damaged: Mapping[str, Record] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
+        """`server`: the fal queue's origin, recorded with each row; `price`: USD per billed
+        megapixel (None: not counted); `damaged`: ok rows whose outputs must be fetched again;
+        `stop`: once set, no new submissions (requests in flight go on)."""
         self._client = self.client = client
         self._journal = journal
-        self._opt = options
-        self._exe = options.execution
+        self._settings = settings
+        self._exe = settings.execution
+        self._run_id, self._server = run_id, server
+        # What every record of this run says besides the request itself.
+        self._fixed: Record = {
+            "endpoint": settings.endpoint,
+            "backend": settings.backend,
+            "run_id": run_id,
+        }
+        if server is not None:
+            self._fixed["server"] = server
+        self._stop_event = stop
         self._gate = SubmitGate(self._exe.rate)
         self._headers = request_headers(self._exe)
         self._attachments = Attachments(client, journal.out_dir / INPUTS)
@@ -72,7 +88,7 @@ class Executor:
         # costs one refused call, not `concurrency` of them.
         self._probe = asyncio.Lock()
         self._proven = False
-        self._inputs = inputs
+        self._inputs = settings.inputs
         self._inputs_listed = False  # the {files} globs are listed again once, at the start
         self._damaged = damaged or {}
         self._taken = 0
@@ -80,9 +96,13 @@ class Executor:
         # A refused key stops new submissions at once, but the calls already under way are
         # let finish (each is then known refused or accepted, not left "maybe sent").
         self._auth_error: AuthError | None = None
-        self.stats = RunStats(usd_per_megapixel=options.usd_per_megapixel)
+        self.stats = RunStats(usd_per_megapixel=price)
 
-    def stop(self) -> None:
+    async def _stop_when_set(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stop()
+
+    def _stop(self) -> None:
         """Graceful stop: no new submissions; requests in flight go on."""
         if not self._stopping:
             self.stats.in_flight_at_stop = len(self._open)
@@ -100,8 +120,11 @@ class Executor:
     async def run(self, requests: Iterable[Request]) -> RunStats:
         rows = iter(requests)
         workers = self._exe.concurrency
-        if self._opt.limit is not None:  # never more workers than rows
-            workers = max(1, min(workers, self._opt.limit))
+        if self._settings.count is not None:  # never more workers than rows
+            workers = max(1, min(workers, self._settings.count))
+        stop = self._stop_event
+        watcher = asyncio.create_task(self._stop_when_set(stop)) if stop is not None else None
+        self._notify("started", self.stats)  # the live counters, before any request ends
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
@@ -109,6 +132,8 @@ class Executor:
         except BaseExceptionGroup as eg:  # surface the run-stopping error itself
             raise eg.exceptions[0] from None
         finally:
+            if watcher is not None:
+                watcher.cancel()
             self.stats.unfinished = len(self._open)
         if self._auth_error is not None:
             raise self._auth_error
@@ -117,7 +142,7 @@ class Executor:
     async def _worker(self, rows: Iterator[Request]) -> None:
         # All workers share one lazy iterator: a row is taken only when a worker is free.
         while not self._stopping:
-            if self._opt.limit is not None and self._taken >= self._opt.limit:
+            if self._settings.count is not None and self._taken >= self._settings.count:
                 return  # what was validated is all that is sent, whatever the files say now
             try:
                 request = next(rows, None)
@@ -143,11 +168,11 @@ class Executor:
             self.stats.skipped += 1
             self._notify("skipped", self.stats)
             return
-        if state is not None and state.status == FAILED and not self._opt.retry_failed:
+        if state is not None and state.status == FAILED and not self._settings.retry_failed:
             self.stats.failed_before += 1
             self._notify("skipped", self.stats)
             return
-        job = Job(request, self._opt)
+        job = Job(request, self._fixed)
         if state is not None:
             job.attempts, job.duplicates = state.attempts, state.possible_duplicates
             if state.request_id and (
@@ -155,7 +180,7 @@ class Executor:
             ):
                 # Queued earlier: polled by its id whatever --mode this run uses (a sync
                 # resubmission would pay again for a result the queue holds).
-                job.handle = handle_for(self._opt.queue_url, self._opt.endpoint, state.request_id)
+                job.handle = self._client.handle(self._settings.endpoint, state.request_id)
                 self._open.add(request.key)
                 self.stats.resumed += 1
             elif state.status == SUBMITTING:
@@ -189,13 +214,13 @@ class Executor:
     def _ours(self, state: KeyState) -> bool:
         """Whether a record was made by this run's backend and fal server (the endpoint is
         part of the key; a field a record lacks is not held against it)."""
-        return state.backend in (None, self._opt.backend) and (
-            None in (state.server, self._opt.server) or state.server == self._opt.server
+        return state.backend in (None, self._settings.backend) and (
+            None in (state.server, self._server) or state.server == self._server
         )
 
     async def _repair(self, key: str, record: Record) -> None:
         """An ok row whose file is gone: fetch it again, or mark the row failed (reported)."""
-        fixed = await repair(self._client, self._journal.out_dir, record, self._opt.run_id)
+        fixed = await repair(self._client, self._journal.out_dir, record, self._run_id)
         self._journal.append(fixed)
         if fixed["status"] == OK:
             self.stats.repaired += 1
@@ -247,14 +272,14 @@ class Executor:
             ) from None
 
     async def _submit(self, job: Job) -> None:
-        endpoint, headers = self._opt.endpoint, self._headers
+        endpoint, headers = self._settings.endpoint, self._headers
         job.handle = await self._send(job, lambda b: self._client.submit(endpoint, b, headers))
         job.submitted_at = utc_now()
         self._journal.append(job.record(SUBMITTED))
         self._open.add(job.request.key)
 
     async def _run_sync(self, job: Job) -> Reply:
-        endpoint, headers = self._opt.endpoint, self._headers
+        endpoint, headers = self._settings.endpoint, self._headers
         return await self._send(job, lambda b: self._client.run_sync(endpoint, b, headers))
 
     async def _send(self, job: Job, send: Callable[[Mapping[str, Any]], Awaitable[T]]) -> T:
@@ -351,7 +376,7 @@ class Executor:
         if last:
             return  # recorded as failed by _send
         if decision.verdict is Verdict.AMBIGUOUS:
-            if not self._opt.resubmit_ambiguous:
+            if not self._settings.resubmit_ambiguous:
                 raise Failed(
                     error_info(
                         "ambiguous",

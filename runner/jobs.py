@@ -1,4 +1,4 @@
-"""The executor's bookkeeping: run options and counters, and one request's progress through
+"""The executor's bookkeeping: the run's counters, and one request's progress through
 submit → wait → result with the manifest records it writes on the way."""
 
 from __future__ import annotations
@@ -9,21 +9,7 @@ from typing import Any
 
 from .falapi import Handle
 from .manifest import RESUME_FIELDS, ErrorInfo, Record
-from .models import Execution, Request
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    endpoint: str
-    backend: str
-    queue_url: str
-    run_id: str
-    execution: Execution
-    retry_failed: bool = False
-    resubmit_ambiguous: bool = True
-    usd_per_megapixel: float | None = None  # what fal charges (None: not counted, e.g. local)
-    server: str | None = None  # the fal queue's origin, recorded with each row (fal only)
-    limit: int | None = None  # the validated request count: never take more rows than this
+from .models import Request
 
 
 @dataclass
@@ -88,18 +74,15 @@ _MISSING = object()
 class Job:
     """One request's progress through the loop (mutable, private to the executor)."""
 
-    def __init__(self, request: Request, options: RunOptions) -> None:
+    def __init__(self, request: Request, fixed: Record) -> None:
+        """`fixed`: what every record of the run says (endpoint, backend, run_id, server)."""
         self.request = request
         self.base: Record = {
             "key": request.key,
-            "endpoint": options.endpoint,
-            "backend": options.backend,
-            "run_id": options.run_id,
+            **fixed,
             "input": dict(request.input),
             "vars": dict(request.vars),
         }
-        if options.server is not None:
-            self.base["server"] = options.server
         if request.files:  # where each sha256: input came from, so a row traces to its image
             self.base["input_files"] = {k: str(path) for k, path in request.files.items()}
         self.handle: Handle | None = None

@@ -92,15 +92,15 @@ def test_runs_file(tmp_path):
 
 # -- lean lines ----------------------------------------------------------------------------
 def _job(key="00c0ffee00c0ffee", backend="fal"):
-    from runner.jobs import Job, RunOptions
-    from runner.models import Execution, Request
+    from runner.jobs import Job
+    from runner.manifest import Record
+    from runner.models import Request
 
-    server = "https://q.example:443" if backend == "fal" else None
-    options = RunOptions(
-        "fal-ai/x", backend, "https://q.example", "run-1", Execution(), server=server
-    )
+    fixed: Record = {"endpoint": "fal-ai/x", "backend": backend, "run_id": "run-1"}
+    if backend == "fal":
+        fixed["server"] = "https://q.example:443"
     request = Request(key, {"prompt": "a cat", "seed": 1}, {"seed": 1})
-    return Job(request, options)
+    return Job(request, fixed)
 
 
 def _state(folder, key):
