@@ -33,7 +33,6 @@ from .errors import (
 from .folderlock import check_out_dir
 from .grid import Collapsed, expand
 from .grid import axes as grid_axes
-from .jobs import RunStats
 from .limits import MAX_CONCURRENCY
 from .manifest import MANIFEST
 from .models import Request
@@ -44,6 +43,7 @@ from .settings import RunSettings, with_overrides
 from .shards import Shard
 from .spec import read_spec
 from .spending import check_cap
+from .tracking import RunStats
 from .validate import Checked, check
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3

@@ -24,12 +24,12 @@ from .executor import Executor
 from .falapi import FalClient, ServerConfig
 from .folderlock import locked
 from .http import origin
-from .jobs import RunStats
 from .manifest import Journal, Record, RunLine, append_run, utc_now
 from .models import Request
 from .repair import find_damaged, outputs_intact
 from .settings import RunSettings
 from .statsfile import keep_writing, stats_document, write_stats
+from .tracking import RunStats
 from .urls import is_loopback
 from .version import __version__
 

@@ -13,10 +13,10 @@ from PIL import Image
 from runner.emulator import Faults
 from runner.errors import AuthError
 from runner.grid import expand
-from runner.jobs import RunStats
 from runner.models import Request
 from runner.run import run_requests
 from runner.settings import RunSettings
+from runner.tracking import RunStats
 from runner.validate import check
 
 from .conftest import fal_env, last_records

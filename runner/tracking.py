@@ -1,5 +1,5 @@
-"""The executor's bookkeeping: the run's counters, and one request's progress through
-submit → wait → result with the manifest records it writes on the way."""
+"""What the executor keeps track of: the run's counters (RunStats) and each request in flight
+(InFlight: its progress through submit → wait → result and the manifest records it writes)."""
 
 from __future__ import annotations
 
@@ -71,8 +71,9 @@ _ALWAYS = frozenset({"status", "request_id", "attempts", "possible_duplicates"})
 _MISSING = object()
 
 
-class Job:
-    """One request's progress through the loop (mutable, private to the executor)."""
+class InFlight:
+    """One request in flight through the loop, resumed or new (mutable, private to the
+    executor): its handle, its attempts and what its journal lines have said so far."""
 
     def __init__(self, request: Request, fixed: Record) -> None:
         """`fixed`: what every record of the run says (endpoint, backend, run_id, server)."""
@@ -112,7 +113,7 @@ class Job:
         if before is None or before.keys() - changing.keys():  # a field gone: say it all
             return {**self.base, **changing}  # type: ignore[typeddict-item]
         line: dict[str, Any] = {"key": self.base["key"]}
-        for name in RESUME_FIELDS:  # backend and server: fixed for the job, said on every line
+        for name in RESUME_FIELDS:  # backend and server: fixed for the flight, said on every line
             if name in self.base:
                 line[name] = self.base[name]  # type: ignore[literal-required]
         for name, value in changing.items():
