@@ -1,8 +1,10 @@
 """The scheduling loop: takes Requests lazily, runs each through submit → wait → result →
 download with `concurrency` workers, journals every state change before the next step, and
-gives RunStats. Per-request failures become `failed` records; only AuthError (401/403),
-ManifestError and cancellation stop the run at once. A changed input (or a grid error, which
-only a changed source file can cause after validation) stops new submissions gracefully."""
+gives RunStats. Per-request failures become `failed` records; only ManifestError and
+cancellation stop the run at once. A refused key (AuthError, 401/403) stops new submissions,
+lets the calls under way end (so none is left "maybe sent"), then is raised. A changed input
+(or a grid error, which only a changed source file can cause after validation) stops new
+submissions the same way, with RunStats.stop_reason."""
 
 from __future__ import annotations
 
@@ -72,6 +74,9 @@ class Executor:
         self._damaged = damaged or {}
         self._taken = 0
         self._open: set[str] = set()  # keys submitted and not yet finished
+        # A refused key stops new submissions at once, but the calls already under way are
+        # let finish (each is then known refused or accepted, not left "maybe sent").
+        self._auth_error: AuthError | None = None
         self.stats = RunStats(usd_per_megapixel=options.usd_per_megapixel)
 
     def stop(self) -> None:
@@ -102,6 +107,8 @@ class Executor:
             raise eg.exceptions[0] from None
         finally:
             self.stats.unfinished = len(self._open)
+        if self._auth_error is not None:
+            raise self._auth_error
         return self.stats
 
     async def _worker(self, rows: Iterator[Request]) -> None:
@@ -170,6 +177,9 @@ class Executor:
             self._notify("failed", self.stats)
         except Stopped:
             pass
+        except AuthError as error:
+            self._stopping = True
+            self._auth_error = self._auth_error or error
         finally:
             self.stats.in_flight -= 1
 

@@ -380,3 +380,25 @@ async def test_a_run_never_sends_more_than_the_validated_count(
     settings, requests = settings_for(spec, tmp_path / "out", concurrency=3)
     stats = await run(replace(settings, count=4), requests, em)
     assert stats.ok == 4 and em.stats.submissions == 4
+
+
+async def test_a_key_revoked_mid_run_leaves_nothing_maybe_sent(
+    write_spec, emulator_factory, tmp_path
+):
+    # every call stalls a little: at the revocation several submissions are under way
+    em = await emulator_factory(keys=frozenset({"test-key"}), faults=Faults(p_stall=1.0), stall=0.3)
+    spec = write_spec(matrix={"seed": {"range": [0, 11]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=6)
+    task = asyncio.create_task(run(settings, requests, em))
+    while em.stats.submissions < 3:
+        await asyncio.sleep(0.01)
+    em._state.settings = replace(em._state.settings, keys=frozenset({"new"}))  # revoked
+    with pytest.raises(AuthError):
+        await asyncio.wait_for(task, 10)
+    records = last_records(tmp_path / "out").values()
+    # every row is refused (nothing charged) or submitted (polled next time); none "maybe"
+    assert {r["status"] for r in records} <= {"submitted", "refused", "ok"}
+    em._state.settings = replace(em._state.settings, keys=frozenset({"test-key"}))
+    stats = await run(settings, requests, em)
+    assert stats.ok + stats.skipped == 12 and stats.possible_duplicates == 0
+    assert em.stats.duplicate_submissions == 0

@@ -209,6 +209,18 @@ def test_webdataset_loads_with_datasets(run, tmp_path):
     assert [r["json"]["key"] for r in data] == [r["key"] for r, _ in ok_outputs(run)]
 
 
+def test_webdataset_with_failed_rows_reads_with_webdataset(run, tmp_path):
+    dest = tmp_path / "wds"
+    export(run, "webdataset", dest, status="all")
+    with warnings.catch_warnings():  # webdataset 1.0 leaves its shard files to the collector
+        warnings.simplefilter("ignore", ResourceWarning)
+        samples = list(wds.WebDataset(str(dest / "00000.tar"), shardshuffle=False))
+        gc.collect()
+    assert len(samples) == 8
+    failed = [s for s in samples if not any(k.startswith("output.") for k in s)]
+    assert len(failed) == 2 and all(json.loads(s["json"])["status"] == "failed" for s in failed)
+
+
 def test_csv_and_jsonl_are_one_file_of_paths(run, tmp_path):
     export(run, "csv", tmp_path / "rows.csv", status="all")
     export(run, "jsonl", tmp_path / "rows.jsonl", status="all")
