@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -101,7 +102,10 @@ def read_spec(path: str | Path, *, out: Path | None = None) -> Loaded:
     if "endpoint" in bad or "endpoint" not in data:
         return Loaded(None, errors)
     usable = {k: v for k, v in data.items() if k not in bad or (k == "matrix" and not whole_matrix)}
-    grid_ok = not (bad & (_GRID_PARTS - {"matrix"})) and not whole_matrix and bad <= known
+    # An unknown top-level key that looks like a grid part (`matrx`) may hold its rows: the
+    # grid's own checks would then report what that typo causes, so they wait for its fix.
+    typos = {k for k in bad - known if difflib.get_close_matches(str(k), _GRID_PARTS, n=1)}
+    grid_ok = not (bad & (_GRID_PARTS - {"matrix"})) and not whole_matrix and not typos
     expand_ok = grid_ok and not broken and not bad & {"sample", "limits"}
     spec = _build(usable, path, raw, locate, out)
     return Loaded(spec, errors, broken, grid_ok, expand_ok)
@@ -219,8 +223,14 @@ def _rewrite(error: ValidationError) -> list[tuple[SpecPath, str]]:
         return [(path, f"{name}: {error.message}")]
     if kind == "additionalProperties" and isinstance(inst, dict):
         allowed = list(schema.get("properties", {}))
+        patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
         where = "" if not path else f" in {_where(path)}"
-        return [((*path, k), unknown_key(k, allowed, where)) for k in inst if k not in allowed]
+        extra = [k for k in inst if k not in allowed and not any(p.search(k) for p in patterns)]
+        out = [((*path, k), unknown_key(k, allowed, where)) for k in extra]
+        if not path:  # no close match: maybe a key to hold anchors
+            hint = "; keys starting with x- are ignored (a place for YAML anchors)"
+            out = [(p, m if "did you mean" in m else m + hint) for p, m in out]
+        return out
     if kind == "required" and isinstance(inst, dict):
         missing = [k for k in schema.get("required", []) if k not in inst]
         where = f" in {name}" if path else ""

@@ -166,3 +166,22 @@ def test_files_that_are_no_images_fail_at_validate(folder: Path) -> None:
         "5:15: b.png is not an image (no image format recognises it) (row 2)",
         "5:15: notes.txt is not an image (no image format recognises it) (row 3)",
     ]
+
+
+def test_x_keys_hold_anchors_and_a_misspelt_grid_part_waits(folder: Path) -> None:
+    text = (
+        "x-base: &base {image_url: images/a.png, prompt: '{who}'}\n"
+        "defaults:\n  <<: *base\n  strength: 0.5\nmatrix:\n  who: [a, b]\n"
+    )
+    path = folder / "ok.yaml"
+    path.write_text(HEAD + text)
+    assert check(path).count == 2
+    # `matrx` may hold the axes the templates use: their errors wait for the typo's fix...
+    assert [e.split(": ", 1)[1] for e in _errors(folder, text.replace("matrix", "matrx"))] == [
+        "unknown key 'matrx' (did you mean 'matrix'?)"
+    ]
+    # ...while an unrelated unknown key hides nothing
+    errors = _errors(
+        folder, text.replace("x-base", "base").replace("who: [a, b]", "who: [a, b]\n  mood: [x]")
+    )
+    assert len(errors) == 2 and "unknown key 'base'" in errors[0] and "axis 'mood'" in errors[1]
