@@ -37,8 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
 KEY = "bench-key"
-CONTENDERS = ("thin", "thin-sse", "runner", "fal-client")
-OTHERS = ("thin", "thin-sse", "fal-client")  # what the runner is compared with
+CONTENDERS = ("thin", "thin-sse", "thin-job", "runner", "fal-client")
+OTHERS = ("thin", "thin-sse", "thin-job", "fal-client")  # what the runner is compared with
 THIN_POLL = 0.05  # the thin loop's fixed status interval (seconds)
 CHILD_TIMEOUT = 300
 
@@ -79,15 +79,17 @@ def serve_main(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="bench_executor.py --_serve")
     for option in ("--tls-cert", "--tls-key"):
-        parser.add_argument(option, required=True)
+        parser.add_argument(option)  # neither: plain HTTP (--http)
     parser.add_argument("--latency", type=float, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     args = parser.parse_args(argv)
     settings = EmulatorSettings(latency=args.latency, concurrency=args.concurrency)
 
     async def main() -> None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.tls_cert, args.tls_key)
+        context = None
+        if args.tls_cert:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(args.tls_cert, args.tls_key)
         emulator = await Emulator(settings).start(ssl_context=context)
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
@@ -131,9 +133,12 @@ async def _call(fn: Any) -> Any:
 class Server:
     """The emulator subprocess, with stats queried over its stdin/stdout."""
 
-    def __init__(self, cert: Path, key: Path, latency: float, concurrency: int) -> None:
-        cmd = [sys.executable, __file__, "--_serve"]
-        cmd += ["--tls-cert", str(cert), "--tls-key", str(key), "--latency", str(latency)]
+    def __init__(
+        self, cert: Path | None, key: Path | None, latency: float, concurrency: int
+    ) -> None:
+        cmd = [sys.executable, __file__, "--_serve", "--latency", str(latency)]
+        if cert is not None and key is not None:
+            cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
         cmd += ["--concurrency", str(concurrency)]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
@@ -182,12 +187,20 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 
 
 # -- the contenders (child processes) ----------------------------------------------------
-async def thin(args: argparse.Namespace, image_uri: str, sse: bool = False) -> dict[str, Any]:
+async def thin(
+    args: argparse.Namespace, image_uri: str, sse: bool = False, job: bool = False
+) -> dict[str, Any]:
     """The honest minimum: submit, poll status every THIN_POLL s (or, with sse, read the
-    status stream until COMPLETED, as the runner does), result, download."""
+    status stream until COMPLETED, as the runner does), result, download. With job, also what
+    any batch job must do: write each image to a file and one flushed JSON line a request."""
     import ssl
 
     import aiohttp
+
+    out = Path(args.out)
+    if job:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+    journal = (out / "journal.jsonl").open("a") if job else None
 
     ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
     headers = {"Authorization": f"Key {KEY}"}
@@ -228,12 +241,19 @@ async def thin(args: argparse.Namespace, image_uri: str, sse: bool = False) -> d
             calls["download"] += 1
             async with session.get(result["images"][0]["url"]) as resp:
                 resp.raise_for_status()
-                if await resp.read():
-                    ok += 1
+                data = await resp.read()
+            if data:
+                ok += 1
+            if journal is not None:
+                (out / "images" / f"{i}.png").write_bytes(data)
+                journal.write(json.dumps({"i": i, "request_id": handle["request_id"]}) + "\n")
+                journal.flush()
 
     connector = aiohttp.TCPConnector(ssl=ctx, limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(one(session, i) for i in range(args.requests)))
+    if journal is not None:
+        journal.close()
     return {"ok": ok, "client_calls": calls}
 
 
@@ -260,7 +280,7 @@ async def product(args: argparse.Namespace, image_uri: str) -> dict[str, Any]:
         "FAL_REST_URL": args.queue_url,
     }
     stats = await runner.run_requests(settings, requests(), env=env)
-    images = len(list((Path(args.out) / "images").glob("*")))
+    images = sum(1 for p in (Path(args.out) / "images").rglob("*") if p.is_file())
     if images != stats.ok:
         raise RuntimeError(f"{stats.ok} requests ok but {images} images saved")
     return {"ok": stats.ok, "failed": stats.failed, "images_saved": images}
@@ -296,6 +316,7 @@ def client_main(args: argparse.Namespace) -> None:
     work = {
         "thin": thin,
         "thin-sse": lambda a, u: thin(a, u, sse=True),
+        "thin-job": lambda a, u: thin(a, u, sse=True, job=True),
         "runner": product,
         "fal-client": fal,
     }[args._client]
@@ -315,7 +336,7 @@ def client_main(args: argparse.Namespace) -> None:
     if args.profile:
         profiler.disable()
         stats = pstats.Stats(profiler, stream=sys.stderr)
-        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("tottime").print_stats(int(os.environ.get("BENCH_PROFILE_TOP", "25")))
         stats.sort_stats("cumulative").print_stats(40)
     print(json.dumps({**report, "wall": wall, "cpu": cpu}))
 
@@ -354,9 +375,11 @@ def run_contender(
     if name in args.profile_names:
         cmd += ["--profile", name]
     before = server.stats()
+    started = time.perf_counter()
     proc = subprocess.run(
         cmd, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT, cwd=ROOT
     )
+    wall_total = time.perf_counter() - started  # interpreter start and imports included
     after = server.stats()
     if proc.returncode != 0:
         raise RuntimeError(f"contender {name} failed:\n{proc.stderr[-3000:]}")
@@ -368,6 +391,8 @@ def run_contender(
     report.update(
         server=server_side,
         rps=n / report["wall"],
+        wall_total=wall_total,
+        rps_total=n / wall_total,
         cpu_ms_per_request=1000 * report["cpu"] / n,
         server_cpu_ms_per_request=1000 * server_side["cpu"] / n,
         http_requests=sum(server_side["requests"].values()),
@@ -384,7 +409,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp:
         folder = Path(tmp)
         tls = write_tls(folder)
-        server = Server(tls["cert"], tls["key"], args.latency, args.server_concurrency)
+        if args.http:
+            server = Server(None, None, args.latency, args.server_concurrency)
+        else:
+            server = Server(tls["cert"], tls["key"], args.latency, args.server_concurrency)
         try:
             results = {}
             for name in args.order:
@@ -394,6 +422,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     # each of C slots runs ceil(N/C) requests back to back, each at least `latency` long
     ideal = -(-args.requests // args.concurrency) * args.latency
     r = results["runner"]
+    others = [n for n in OTHERS if n in results]
     return {
         "settings": {
             "requests": args.requests,
@@ -406,8 +435,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "contenders": results,
         "ratios": {
-            **{f"runner/{n} throughput": r["rps"] / results[n]["rps"] for n in OTHERS},
-            **{f"runner/{n} client CPU": r["cpu"] / results[n]["cpu"] for n in OTHERS},
+            **{f"runner/{n} throughput": r["rps"] / results[n]["rps"] for n in others},
+            **{
+                f"runner/{n} throughput with start-up": r["rps_total"] / results[n]["rps_total"]
+                for n in others
+            },
+            **{f"runner/{n} client CPU": r["cpu"] / results[n]["cpu"] for n in others},
         },
     }
 
@@ -447,7 +480,8 @@ def main() -> None:
     parser.add_argument(
         "--order",
         default=",".join(CONTENDERS),
-        help=f"comma-separated run order (default {','.join(CONTENDERS)})",
+        help=f"comma-separated contenders in run order, runner among them (default "
+        f"{','.join(CONTENDERS)})",
     )
     parser.add_argument(
         "--profile",
@@ -455,6 +489,9 @@ def main() -> None:
         help="comma-separated contenders to run under cProfile (top functions on stderr)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--http", action="store_true", help="plain HTTP on loopback instead of HTTPS"
+    )
     # internal: one contender in a child process
     parser.add_argument("--_client", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--queue-url", help=argparse.SUPPRESS)
@@ -465,8 +502,10 @@ def main() -> None:
         client_main(args)
         return
     args.order = [n.strip() for n in args.order.split(",") if n.strip()]
-    if sorted(args.order) != sorted(CONTENDERS):
-        parser.error(f"--order must name each of {', '.join(CONTENDERS)} once")
+    if "runner" not in args.order or len(set(args.order)) != len(args.order):
+        parser.error("--order must name runner, and each contender at most once")
+    if set(args.order) - set(CONTENDERS):
+        parser.error(f"--order takes {', '.join(CONTENDERS)}")
     args.profile_names = {n.strip() for n in args.profile.split(",") if n.strip()}
     if args.requests < 1 or args.concurrency < 1:
         parser.error("--requests and --concurrency must be at least 1")

@@ -41,6 +41,9 @@ from .spending import billed_megapixels
 
 T = TypeVar("T")
 
+# Outputs up to this size are checked and written on the event loop (well under a millisecond).
+INLINE_SAVE_BYTES = 64 * 1024
+
 # Failures after which the request id is still worth polling (the server may have the result).
 _POLLABLE_ERRORS = frozenset({"download", "transport"})
 
@@ -414,7 +417,12 @@ class Executor:
                 raise Failed(error_info("output", f"image {index} has no url"))
             try:
                 data = await self._client.download(url, MAX_OUTPUT_BYTES)
-                saved = await asyncio.to_thread(save_image, self._journal.out_dir, key, index, data)
+                if len(data) <= INLINE_SAVE_BYTES:  # cheaper than a thread hand-off
+                    saved = save_image(self._journal.out_dir, key, index, data)
+                else:  # checking, hashing and writing a big image: off the event loop
+                    saved = await asyncio.to_thread(
+                        save_image, self._journal.out_dir, key, index, data
+                    )
                 # where to fetch it again if the file goes missing (a data: URI is not kept)
                 outputs.append(OutputFile(**saved, url=None if url.startswith("data:") else url))
             except CallError as error:

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -76,10 +77,18 @@ class FalClient:
         self._auth = {"Authorization": f"Key {config.key}"}
         # The key goes only to the configured hosts, whatever URLs a server hands back.
         self._trusted = {origin(u) for u in (config.queue_url, config.run_url, config.rest_url)}
+        self._trusted_prefixes = tuple(
+            f"{p.scheme}://{p.netloc}/"
+            for p in map(urlsplit, (config.queue_url, config.run_url, config.rest_url))
+            if "@" not in p.netloc
+        )
         self._sse = True  # cleared for good when the server has no status stream
 
     def _auth_for(self, url: str) -> dict[str, str]:
-        return dict(self._auth) if origin(url) in self._trusted else {}
+        # A URL spelled as a trusted origin plus a path is that origin: skip parsing it.
+        if url.startswith(self._trusted_prefixes) or origin(url) in self._trusted:
+            return dict(self._auth)
+        return {}
 
     @property
     def rate_limited(self) -> int:

@@ -80,6 +80,11 @@ def error_info(kind: str, message: str, http_status: int | None = None) -> Error
     return ErrorInfo(type=kind, message=message, http_status=http_status)
 
 
+# Fields every lean line repeats (with the key and backend): a key's last line is its state.
+_ALWAYS = frozenset({"status", "request_id", "attempts", "possible_duplicates"})
+_MISSING = object()
+
+
 class Job:
     """One request's progress through the loop (mutable, private to the executor)."""
 
@@ -104,28 +109,30 @@ class Job:
         self.counted_duplicate = False  # the submission under way was counted as one
         self.resubmitted: list[str] = []
         self.submitted_at: str | None = None  # wall clock of the last accepted submission
-        self._journaled: Record | None = None  # the record as the journal has it so far
+        self._journaled: dict[str, Any] | None = None  # the last line's changing fields
 
     def record(self, status: str, **extra: Any) -> Record:
         """The journal line for `status`: the full record the first time, afterwards the key,
         the status, the resume fields and what changed (readers merge; see manifest.py)."""
-        record: Record = {
-            **self.base,
+        changing: dict[str, Any] = {
             "status": status,
             "request_id": self.handle.request_id if self.handle else None,
             "attempts": self.attempts,
             "possible_duplicates": self.duplicates,
         }
         if self.submitted_at is not None:
-            record["submitted_at"] = self.submitted_at
+            changing["submitted_at"] = self.submitted_at
         if self.resubmitted:
-            record["resubmitted"] = list(self.resubmitted)
-        record.update(extra)  # type: ignore[typeddict-item]
-        before, self._journaled = self._journaled, record
-        if before is None or before.keys() - record.keys() - {"time"}:  # a field gone: repeat all
-            return record
-        line: Record = {"key": record["key"], "status": status}
-        for name, value in record.items():
-            if name in RESUME_FIELDS or name not in before or before[name] != value:  # type: ignore[literal-required]
-                line[name] = value  # type: ignore[literal-required]
-        return line
+            changing["resubmitted"] = list(self.resubmitted)
+        changing.update(extra)
+        before, self._journaled = self._journaled, changing
+        if before is None or before.keys() - changing.keys():  # a field gone: say it all
+            return {**self.base, **changing}  # type: ignore[typeddict-item]
+        line: dict[str, Any] = {"key": self.base["key"]}
+        for name in RESUME_FIELDS:  # backend and server: fixed for the job, said on every line
+            if name in self.base:
+                line[name] = self.base[name]  # type: ignore[literal-required]
+        for name, value in changing.items():
+            if name in _ALWAYS or before.get(name, _MISSING) != value:
+                line[name] = value
+        return line  # type: ignore[return-value]

@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, NotRequired, TypedDict
 
@@ -139,7 +138,13 @@ class KeyState:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now, UTC, ISO 8601 to the millisecond: 2026-11-25T13:45:00.123Z."""
+    now = time.time()
+    seconds = int(now)
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        + f".{int((now - seconds) * 1000):03d}Z"
+    )
 
 
 def encode(record: Record) -> bytes:

@@ -95,7 +95,10 @@ def _job(key="00c0ffee00c0ffee", backend="fal"):
     from runner.jobs import Job, RunOptions
     from runner.models import Execution, Request
 
-    options = RunOptions("fal-ai/x", backend, "https://q.example", "run-1", Execution())
+    server = "https://q.example:443" if backend == "fal" else None
+    options = RunOptions(
+        "fal-ai/x", backend, "https://q.example", "run-1", Execution(), server=server
+    )
     request = Request(key, {"prompt": "a cat", "seed": 1}, {"seed": 1})
     return Job(request, options)
 
@@ -134,12 +137,14 @@ def test_only_the_first_line_of_a_run_carries_the_input(tmp_path):
         (False, False)
     ] * 4
     for line in lines[1:]:  # every lean line still says the resume state
-        assert {"backend", "attempts", "possible_duplicates", "request_id"} <= line.keys()
+        assert {"backend", "server", "attempts", "possible_duplicates", "request_id"} <= line.keys()
+        assert line["server"] == "https://q.example:443"
         assert "endpoint" not in line and "run_id" not in line
-    assert list(lines[2])[:6] == [
+    assert list(lines[2])[:7] == [
         "key",
         "status",
         "backend",
+        "server",
         "attempts",
         "possible_duplicates",
         "request_id",
@@ -151,7 +156,7 @@ def test_merged_lean_lines_equal_the_full_record(tmp_path):
     job, fulls = _job(), []
     journal = Journal(tmp_path)
     for line in _journey(job):
-        fulls.append(dict(job._journaled))
+        fulls.append({**job.base, **job._journaled})
         journal.append(line)
     journal.close()
     merged = latest(tmp_path)["00c0ffee00c0ffee"]
@@ -175,7 +180,8 @@ def test_a_new_run_starts_the_record_afresh(tmp_path):
     record = latest(tmp_path)["00c0ffee00c0ffee"]
     assert record["status"] == SUBMITTING and "error" not in record
     assert record["backend"] == "fal"
-    assert _state(tmp_path, "00c0ffee00c0ffee") == KeyState(SUBMITTING, None, 2, 0, None, "fal")
+    expected = KeyState(SUBMITTING, None, 2, 0, None, "fal", "https://q.example:443")
+    assert _state(tmp_path, "00c0ffee00c0ffee") == expected
 
 
 OLD_LAYOUT = [  # as the runner wrote it before lean lines: every line whole, input first
@@ -276,6 +282,7 @@ def test_resume_state_agrees_with_the_merged_records(tmp_path_factory, lines):
             record.get("possible_duplicates", 0),
             record["error"]["type"] if "error" in record else None,
             record.get("backend"),
+            record.get("server"),
         )
         if state.status == OK:  # an ok row is never resumed: its request id is not kept
             expected = KeyState(OK, None, *list(expected.__dict__.values())[2:])
