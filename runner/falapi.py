@@ -213,9 +213,12 @@ class FalClient:
                 accept_error=True,
             )
 
-    async def download(self, url: str, max_bytes: int) -> bytes:
-        """An output's bytes (data: URI or http(s) URL), fetched without credentials."""
-        return await self._http.fetch(url, max_bytes)
+    async def download(self, url: str, max_bytes: int, attempts: int | None = None) -> bytes:
+        """An output's bytes (data: URI or http(s) URL), fetched without credentials;
+        `attempts` caps the tries (default: the usual GET policy)."""
+        if attempts is None:
+            return await self._http.fetch(url, max_bytes)
+        return await self._http.fetch(url, max_bytes, attempts)
 
     async def upload(self, data: bytes, content_type: str, file_name: str) -> str:
         """Put a local file on fal's storage (CDN v3 token flow, then the GCS fallback)."""

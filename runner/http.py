@@ -129,7 +129,7 @@ class Http:
             sent="no" if sure_not_accepted else "maybe",
         )
 
-    async def fetch(self, url: str, max_bytes: int) -> bytes:
+    async def fetch(self, url: str, max_bytes: int, attempts: int = GET_ATTEMPTS) -> bytes:
         """Bytes of an output: a data: URI, or an http(s) URL fetched WITHOUT credentials."""
         if url.startswith("data:"):
             header, _, payload = url.partition(",")
@@ -140,7 +140,7 @@ class Http:
             raise CallError("data: URI output is not base64")
         if urlsplit(url).scheme not in ("http", "https"):
             raise CallError(f"refusing to follow output URL with scheme {urlsplit(url).scheme!r}")
-        return await retried(lambda: self._download(url, max_bytes), "download", GET_ATTEMPTS)
+        return await retried(lambda: self._download(url, max_bytes), "download", attempts)
 
     async def _download(self, url: str, max_bytes: int) -> bytes:
         try:

@@ -18,6 +18,9 @@ from .jobs import error_info
 from .manifest import FAILED, MANIFEST, OutputFile, Record, merge, read_records
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 
+# A file fetched again is worth a retry, not the long patience of a fresh result: the URL may
+# be gone for good (past the server's retention, or a stopped emulator's port).
+REPAIR_ATTEMPTS = 2
 _KEY = re.compile(rb'"key":"([^"\\]+)"')
 _STATUS = re.compile(rb'"status":"([a-z]+)"')
 _OUTPUT = re.compile(rb'\{"file":"([^"\\]+)"[^{}]*\}')
@@ -80,7 +83,7 @@ async def repair(client: FalClient, out: Path, record: Record, run_id: str) -> R
         problem = "" if url else "no URL was recorded for it (an inline output)"
         if url:
             try:
-                data = await client.download(url, MAX_OUTPUT_BYTES)
+                data = await client.download(url, MAX_OUTPUT_BYTES, REPAIR_ATTEMPTS)
                 if hashlib.sha256(data).hexdigest() != output.get("sha256"):
                     raise NotAnImage("the URL now serves other bytes")
                 saved = await asyncio.to_thread(save_image, out, key, index, data)

@@ -58,3 +58,19 @@ def test_an_output_that_cannot_be_fetched_is_reported_not_hidden(
     assert lost["status"] == "failed" and lost["error"]["type"] == "output_lost"
     assert _run(spec, out, "--retry-failed") == 0
     assert server.stats.submissions == 3
+
+
+def test_offline_outputs_die_with_the_emulator_and_retry_failed_makes_them_again(
+    write_spec, tmp_path, capsys
+):
+    spec = write_spec(matrix={"seed": [1, 2]})  # backend local: a fresh emulator each run
+    out = tmp_path / "out"
+    assert _run(spec, out) == 0
+    for record in last_records(out).values():
+        (out / record["outputs"][0]["file"]).unlink()
+    capsys.readouterr()
+    assert _run(spec, out) == 1  # its URLs are gone with it: reported, never "done"
+    assert "2 outputs lost (marked failed)" in capsys.readouterr().out
+    assert _run(spec, out, "--retry-failed") == 0
+    for record in last_records(out).values():
+        assert (out / record["outputs"][0]["file"]).is_file()

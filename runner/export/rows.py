@@ -10,7 +10,7 @@ import hashlib
 import json
 import mimetypes
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -297,7 +297,3 @@ def _cast(value: Any, kind: Kind) -> Any:
     if kind == "string" and not isinstance(value, str):
         return json.dumps(value, ensure_ascii=False, sort_keys=False, default=str)
     return value
-
-
-def column_names(columns: Sequence[Column]) -> list[str]:
-    return [c.name for c in columns]
