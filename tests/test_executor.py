@@ -402,3 +402,19 @@ async def test_a_key_revoked_mid_run_leaves_nothing_maybe_sent(
     stats = await run(settings, requests, em)
     assert stats.ok + stats.skipped == 12 and stats.possible_duplicates == 0
     assert em.stats.duplicate_submissions == 0
+
+
+async def test_connection_refused_is_a_refusal_not_an_attempt(write_spec, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out", retries=1)
+    url = f"http://127.0.0.1:{port}"
+    env = {"FAL_KEY": "k", "FAL_QUEUE_URL": url, "FAL_RUN_URL": url, "FAL_REST_URL": url}
+    stats = await run_requests(settings, requests, env=env)
+    assert stats.failed == 1 and stats.submitted == 0 and stats.refused["connect"] == 2
+    record = next(iter(last_records(tmp_path / "out").values()))
+    assert (record["attempts"], record["possible_duplicates"]) == (0, 0)
