@@ -300,7 +300,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             "(moved or edited since the run): their input column is empty"
         )
     if done.missing_outputs:
-        _err(f"runner: {done.missing_outputs} ok rows have no image file in {args.out}")
+        _err(
+            f"runner: {done.missing_outputs} ok rows have no intact image file in {args.out} "
+            "(missing, or changed since the run): their image column is empty"
+        )
     return EXIT_OK
 
 

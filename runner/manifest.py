@@ -187,15 +187,15 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return None
 
 
-def read_records(out_dir: Path) -> Iterator[Record]:
+def read_records(out_dir: str | os.PathLike[str]) -> Iterator[Record]:
     """Every complete line of the journal as written, in order (lean lines stay lean)."""
-    for raw in _lines(out_dir):
+    for raw in _lines(Path(out_dir)):
         record = _parse(raw)
         if record is not None:
             yield record  # type: ignore[misc]
 
 
-def latest(out_dir: Path) -> dict[str, Record]:
+def latest(out_dir: str | os.PathLike[str]) -> dict[str, Record]:
     """The full current record of each key (lean lines merged), in first-seen order."""
     return merge(read_records(out_dir))
 

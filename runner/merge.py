@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .attachments import INPUTS
 from .errors import ManifestError, UsageError
@@ -49,8 +50,10 @@ def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
     chosen: dict[str, tuple[Record, Path]] = {}
     conflicts: list[str] = []
     replaced = 0
+    origins: dict[tuple[Any, Any], Path] = {}  # (backend, fal server) -> first folder with it
     for source in sources:
         for key, record in latest(source).items():
+            origins.setdefault((record.get("backend"), record.get("server")), source)
             held = chosen.get(key)
             if held is None:
                 chosen[key] = (record, source)
@@ -59,6 +62,7 @@ def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
                 replaced += 1
             elif _rank(record) == _rank(held[0]) == 0:
                 conflicts.append(key)
+    _one_backend(origins)
     images = 0
     journal = Journal(out)
     try:
@@ -98,6 +102,27 @@ def _check(sources: Sequence[Path], out: Path) -> None:
             raise UsageError(f"--out {out} is one of the folders to merge")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out} exists and is not an empty folder; name a new folder")
+
+
+def _one_backend(origins: dict[tuple[Any, Any], Path]) -> None:
+    """Refuse to mix backends (or fal servers): a row counts as done only for the backend that
+    made it, so a mixed folder is one no run accepts, and its export would pass the emulator's
+    pictures off as fal's."""
+    known = [(b, s, p) for (b, s), p in origins.items() if b is not None]
+    for i, (backend_a, server_a, path_a) in enumerate(known):
+        for backend_b, server_b, path_b in known[i + 1 :]:
+            if backend_a == backend_b and None in (server_a, server_b):
+                continue  # a server not recorded (older journals): trusted, as `run` does
+            if (backend_a, server_a) != (backend_b, server_b):
+                raise UsageError(
+                    f"{path_a} holds rows made by {_label(backend_a, server_a)} and {path_b} "
+                    f"rows made by {_label(backend_b, server_b)}: merge only folders of one "
+                    "backend (another backend's results never count as this one's)"
+                )
+
+
+def _label(backend: Any, server: Any) -> str:
+    return f"backend {backend}" + (f" at {server}" if server else "")
 
 
 def _rank(record: Record) -> int:

@@ -358,3 +358,23 @@ def test_nothing_to_export_is_a_usage_error(run, tmp_path, capsys):
     _write(empty, [_record(empty, "k1", {"seed": 1}, status="submitted")])
     assert main(["export", str(empty), "--format", "csv", "--to", str(tmp_path / "e.csv")]) == 2
     assert "nothing to export: no ok requests in" in capsys.readouterr().err
+
+
+def test_a_damaged_output_image_is_left_out_and_counted(run, tmp_path, capsys):
+    """An output file changed since the run (same size, one byte flipped) is no longer the
+    journaled result: exporting it would poison the dataset, so its image is left empty."""
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    record, index = ok_outputs(out)[0]
+    damaged = out / record["outputs"][index]["file"]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    dest = tmp_path / "rows.jsonl"
+    assert main(["export", str(out), "--format", "jsonl", "--to", str(dest)]) == 0
+    assert "1 ok rows have no intact image file" in capsys.readouterr().err
+    rows = {
+        (r["key"], r["output_index"]): r for r in map(json.loads, dest.read_text().splitlines())
+    }
+    assert rows[(record["key"], index)]["image"] is None
+    assert sum(r["image"] is not None for r in rows.values()) == len(ok_outputs(run)) - 1

@@ -51,6 +51,8 @@ def test_the_readme_library_script_runs(
     assert capsys.readouterr().out.startswith("2 ok; 2 rows in")
     records = runner.latest(tmp_path / "specs" / "runs" / "quickstart")
     assert [r["status"] for r in records.values()] == ["ok", "ok"]
+    # a folder given as a string, as a script would write it (was a TypeError)
+    assert runner.latest("specs/runs/quickstart") == records
 
 
 def imported_runner_modules(path: Path) -> set[str]:

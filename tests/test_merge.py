@@ -128,3 +128,20 @@ def test_inline_inputs_travel_with_the_merge(write_spec, tmp_path):
     assert (summary.rows, summary.inputs) == (4, 4)
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert all(Path(r["input"]).is_relative_to(merged) for r in rows)
+
+
+def test_merge_refuses_folders_made_by_different_backends(spec, tmp_path, capsys):
+    """The emulator's pictures merged with fal's would make a folder that no run accepts and a
+    dataset whose rows cannot be told apart: merge refuses it and names both."""
+    local, remote = tmp_path / "local", tmp_path / "fal"
+    run(spec, local, "--shard", "1/2")
+    run(spec, remote, "--shard", "2/2")
+    journal = remote / "manifest.jsonl"  # as if run with --backend fal against one server
+    journal.write_text(
+        journal.read_text().replace('"backend":"local"', '"backend":"fal","server":"https://q.x"')
+    )
+    merged = tmp_path / "merged"
+    assert main(["merge", str(local), str(remote), "--out", str(merged)]) == 2
+    err = capsys.readouterr().err
+    assert "backend local" in err and "backend fal at https://q.x" in err
+    assert not (merged / "manifest.jsonl").exists()

@@ -10,6 +10,7 @@ import hashlib
 import json
 import mimetypes
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -190,10 +191,32 @@ def _output_ref(out_dir: Path, key: str, index: int, output: Mapping[str, Any]) 
     if not rel or rel.startswith("/") or ":" in rel or "\\" in rel or ".." in parts:
         return None
     path = out_dir / rel
-    if not path.is_file():
+    if not path.is_file() or not _intact(path, output):
         return None
     ext = path.suffix.lstrip(".").lower() or _EXTENSIONS.get(str(output.get("content_type")), "")
     return ImageRef(f"{key}-{index}", ext or "png", path=path)
+
+
+def _intact(path: Path, output: Mapping[str, Any]) -> bool:
+    """The file is still the journaled result: an image edited or damaged since the run (even
+    at the same size) would put a picture the model never made into the dataset."""
+    size, digest = output.get("bytes"), output.get("sha256")
+    if isinstance(size, int) and path.stat().st_size != size:
+        return False
+    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        return True  # an old journal line without a digest: nothing to check against
+    return _file_sha256(path) == digest
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 class _InputFinder:
@@ -245,14 +268,7 @@ class _InputFinder:
 
     def _sha256(self, path: Path) -> str | None:
         if path not in self._hashes:
-            try:
-                digest = hashlib.sha256()
-                with path.open("rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        digest.update(chunk)
-                self._hashes[path] = digest.hexdigest()
-            except OSError:
-                self._hashes[path] = None
+            self._hashes[path] = _file_sha256(path)
         return self._hashes[path]
 
 
