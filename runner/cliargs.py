@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -242,17 +243,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _number(text: str, wanted: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+    return value
+
+
 def _probability(text: str) -> float:
-    value = float(text)
+    value = _number(text, "a probability within [0, 1]")
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a probability must be within [0, 1], got {text}")
+        raise argparse.ArgumentTypeError(f"must be a probability within [0, 1], got {text!r}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    value = _number(text, "a number of seconds, 0 or more")
+    if value < 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text!r}")
     return value
 
 

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
     folder = out_dir / shard
     name = f"{key}-{index}.{ext}"
     target = folder / name
-    tmp = folder / f".{name}.tmp"
+    # A temporary name of its own per write: a stopped run's thread may still be saving the
+    # same output while the resumed run saves it again.
+    tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as fh:

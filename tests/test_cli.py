@@ -333,3 +333,20 @@ def test_a_data_uri_input_is_sent_whole_and_journaled_as_its_sha256(write_spec, 
     assert inline and inline[0]["vars"]["image_url"] == f"sha256:{digest}"
     assert "base64" not in (out / "manifest.jsonl").read_text()
     assert (out / "inputs" / f"{digest}.png").read_bytes() == picture  # kept once, for export
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["serve", "--latency", "x"], "argument --latency: must be a number of seconds"),
+        (["serve", "--latency", "-1"], "argument --latency: must be a number of seconds"),
+        (["serve", "--p-429", "nan"], "argument --p-429: must be a probability within [0, 1]"),
+        (["serve", "--p-429", "2"], "argument --p-429: must be a probability within [0, 1]"),
+        (["plan", "x.yaml", "--rows", "0"], "argument --rows: must be a positive integer"),
+    ],
+)
+def test_argument_errors_say_what_is_wanted(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "invalid" not in err

@@ -64,3 +64,16 @@ def test_a_failed_write_leaves_no_tmp_file(tmp_path):
     with pytest.raises(ManifestError, match="cannot write"):
         save_image(tmp_path, "abc123", 0, png())
     assert [p.name for p in folder.iterdir()] == ["abc123-0.png"]
+
+
+def test_two_writers_of_one_output_both_succeed(tmp_path):
+    # A run stopped mid-save leaves its thread writing while the resumed run saves the same
+    # output: each write needs its own temporary file, or one replaces the other's away.
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = png_bytes(64, 64)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: save_image(tmp_path, "ab12", 0, data), range(400)))
+    assert {r["file"] for r in results} == {results[0]["file"]}
+    assert (tmp_path / results[0]["file"]).read_bytes() == data
+    assert not [p for p in tmp_path.rglob("*.tmp")]
