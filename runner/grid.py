@@ -55,7 +55,8 @@ def expand(
     grid = grid or RowGrid(spec, endpoint)
     rendered = _unique(spec, endpoint, grid, collapsed)
     if spec.sample is not None:
-        rendered = _bottom_k(rendered, _sample_size(spec), spec.sample.seed)
+        assert spec.sample.n >= 1, "the job schema requires sample.n >= 1"
+        rendered = _bottom_k(rendered, spec.sample.n, spec.sample.seed)
     for row, key, body, files, inline in rendered:
         variables, origins = grid.describe(row)
         try:
@@ -218,11 +219,3 @@ def _data_bytes(uri: str) -> bytes:
         except binascii.Error:
             return uri.encode()
     return unquote_to_bytes(payload)
-
-
-def _sample_size(spec: JobSpec) -> int:
-    assert spec.sample is not None
-    n = spec.sample.n
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise GridError(f"sample n must be a positive integer, got {n!r}", ("sample", "n"))
-    return n

@@ -23,7 +23,7 @@ from .models import Execution, JobSpec, Sample
 from .sources import SOURCE_KEYS as SOURCES
 from .yamlsource import Locator, YamlError, load_yaml
 
-_SOURCES_TEXT = "a list or one of {range}, {files}, {lines}, {csv}, {jsonl}"
+_SOURCES_TEXT = "a list or one of " + ", ".join("{" + k + "}" for k in SOURCES)
 _TYPES = {
     "integer": "an integer",
     "number": "a number",

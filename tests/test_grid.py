@@ -327,7 +327,6 @@ def test_sample_is_a_reproducible_ordered_subset() -> None:
             ("matrix", "look", 0, "num_inference_step"),
         ),
         ({"matrix": {"seed": {"range": [3, 0]}}}, "empty range", ("matrix", "seed", "range")),
-        ({"sample": Sample(0)}, "positive integer", ("sample", "n")),
     ],
 )
 def test_errors_come_before_the_first_request(
@@ -687,3 +686,34 @@ def test_an_empty_csv_cell_with_no_default_leaves_the_field_out(tmp_path: Path) 
     s = spec(tmp_path, defaults={"image_url": URL}, matrix={"r": {"csv": "rows.csv"}})
     a, b = run(s)  # was a KeyError: the csv column may hold templates, the cell held nothing
     assert "strength" not in a.input and b.input["strength"] == 0.5
+
+
+_var_names = st.sampled_from(["a", "b", "c"])
+_var_text = st.lists(
+    st.one_of(st.sampled_from(["x", " ", "cat", "0.5"]), _var_names.map("{{{}}}".format)),
+    max_size=3,
+).map("".join)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.dictionaries(_var_names, st.lists(_var_text, min_size=1, max_size=2, unique=True)),
+    st.dictionaries(_var_names, _var_text),
+    st.lists(_var_names, min_size=1, max_size=3).map(
+        lambda ns: " ".join("{" + n + "}" for n in ns)
+    ),
+)
+def test_no_request_body_holds_an_unrendered_name(
+    axes_values: dict[str, list[str]], defaults: dict[str, str], prompt: str
+) -> None:
+    """Whatever the variables hold and however they nest, a spec either fails before its first
+    request (undefined name, cycle, an axis nobody uses) or every body is fully rendered."""
+    s = spec(defaults={"image_url": URL, "prompt": prompt, **defaults}, matrix=axes_values)
+    try:
+        requests = run(s)
+    except GridError:
+        return
+    for request in requests:
+        assert "{" not in request.input["prompt"] and "}" not in request.input["prompt"]
+        for value in request.vars.values():
+            assert "{" not in str(value)

@@ -244,3 +244,12 @@ def test_a_bad_number_in_a_row_file_names_the_file_and_line(
     (tmp_path / name).write_text(content)
     e = error({name.split(".")[1]: name}, tmp_path)
     assert fragment in e.message
+
+
+def test_the_job_schema_lists_exactly_the_source_keys() -> None:
+    """SOURCE_KEYS is the one list; the schema's axis branches must say the same."""
+    from runner.sources import SOURCE_KEYS
+    from runner.spec import job_validator
+
+    branches = job_validator().schema["$defs"]["axis"]["oneOf"][1:]
+    assert [b["required"][0] for b in branches] == list(SOURCE_KEYS)
