@@ -89,3 +89,16 @@ def test_no_class_name_has_two_meanings() -> None:
             if isinstance(node, ast.ClassDef):
                 homes.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
     assert {name: where for name, where in homes.items() if len(where) > 1} == {}
+
+
+def test_the_cli_takes_the_library_through_its_public_names() -> None:
+    # Like any script: a name the surface offers is imported from `runner`, not its module.
+    tree = ast.parse((ROOT / "runner" / "cli.py").read_text(encoding="utf-8"))
+    reached = {
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        for alias in node.names
+        if alias.name in runner.__all__
+    }
+    assert reached == set()
