@@ -260,6 +260,8 @@ class Executor:
             except InputChanged as error:  # what was validated is what is sent, or nothing
                 self._halt(str(error))
                 raise Stopped from None
+            except CallError as error:  # the upload of a large local input failed: this row
+                raise Failed(error_info("upload", error.message, error.http_status)) from None
             try:
                 # Until one submission is accepted they go one at a time, and the
                 # `submitting` line is written only when this one really goes out.

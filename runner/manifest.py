@@ -63,9 +63,10 @@ class OutputFile(TypedDict):
 
 class ErrorInfo(TypedDict):
     # validation | timeout | queue_timeout | http | transport | download | output | input |
-    # ambiguous | refused (a submission turned away, nothing charged) | output_lost (an ok
-    # row's file is gone and could not be fetched again) | fal's own error type of a
-    # completed request (runner_disconnected, ...)
+    # upload (a large local input could not be put on storage) | ambiguous | refused (a
+    # submission turned away, nothing charged) | output_lost (an ok row's file is gone and
+    # could not be fetched again) | fal's own error type of a completed request
+    # (runner_disconnected, ...)
     type: str
     message: str
     http_status: int | None

@@ -418,3 +418,24 @@ async def test_connection_refused_is_a_refusal_not_an_attempt(write_spec, tmp_pa
     assert stats.failed == 1 and stats.submitted == 0 and stats.refused["connect"] == 2
     record = next(iter(last_records(tmp_path / "out").values()))
     assert (record["attempts"], record["possible_duplicates"]) == (0, 0)
+
+
+async def test_a_failed_upload_fails_its_row_not_the_run(
+    write_spec, emulator_factory, tmp_path, monkeypatch
+):
+    import socket
+
+    import runner.attachments as attachments
+
+    monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
+    em = await emulator_factory()
+    with socket.socket() as probe:  # the storage host: nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out")
+    env = {**fal_env(em), "FAL_REST_URL": f"http://127.0.0.1:{port}"}
+    stats = await run_requests(settings, requests, env=env)
+    assert stats.failed == 1 and em.stats.submissions == 0
+    record = next(iter(last_records(tmp_path / "out").values()))
+    assert record["error"]["type"] == "upload"
