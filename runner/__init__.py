@@ -15,6 +15,8 @@ from .errors import (
     BackendError,
     CallError,
     GridError,
+    GridErrors,
+    InputChanged,
     Interrupted,
     ManifestError,
     RunnerError,
@@ -26,7 +28,7 @@ from .grid import axes, expand
 from .jobs import RunStats
 from .keys import request_key
 from .manifest import Record, latest, read_records
-from .models import Execution, JobSpec, Request
+from .models import Execution, Request, Spec
 from .plan import Plan, make_plan
 from .run import RunSettings, run_requests
 from .validate import Checked, check
@@ -39,8 +41,9 @@ __all__ = [
     "Checked",
     "Execution",
     "GridError",
+    "GridErrors",
+    "InputChanged",
     "Interrupted",
-    "JobSpec",
     "ManifestError",
     "Plan",
     "Record",
@@ -48,6 +51,7 @@ __all__ = [
     "RunSettings",
     "RunStats",
     "RunnerError",
+    "Spec",
     "SpecError",
     "SpecErrors",
     "UsageError",

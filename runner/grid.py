@@ -1,4 +1,4 @@
-"""Grid expansion: a JobSpec and its Endpoint in, Requests out, lazily and in run order.
+"""Grid expansion: a Spec and its Endpoint in, Requests out, lazily and in run order.
 
     product of axes (first slowest) → exclude → include → render templates → build body
     → collapse identical requests (first stays) → sample
@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 from .endpoints import Endpoint
 from .errors import GridError
 from .keys import KeySet, canonical_json, file_sha256, is_remote, request_key
-from .models import JobSpec, Request
+from .models import Request, Spec
 from .rowgrid import Row, RowGrid
 from .sources import axis_source
 from .templates import TemplateError, render
@@ -44,7 +44,7 @@ class Collapsed:
 
 
 def expand(
-    spec: JobSpec,
+    spec: Spec,
     endpoint: Endpoint,
     grid: RowGrid | None = None,
     collapsed: Collapsed | None = None,
@@ -95,13 +95,13 @@ def _bottom_k(rendered: Iterator[_Rendered], n: int, seed: int) -> Iterator[_Ren
         yield item
 
 
-def axes(spec: JobSpec) -> list[tuple[str, int]]:
+def axes(spec: Spec) -> list[tuple[str, int]]:
     """(axis name, number of values) in matrix order, for `plan` output."""
     return [(name, len(axis_source(name, raw, spec.base_dir))) for name, raw in spec.matrix.items()]
 
 
 def _unique(
-    spec: JobSpec, endpoint: Endpoint, grid: RowGrid, collapsed: Collapsed | None = None
+    spec: Spec, endpoint: Endpoint, grid: RowGrid, collapsed: Collapsed | None = None
 ) -> Iterator[_Rendered]:
     """Rendered rows with repeated requests dropped (the first stays, order kept)."""
     seen = KeySet()

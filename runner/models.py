@@ -1,6 +1,6 @@
 """Small frozen value types handed from one pipeline stage to the next.
 
-spec.py builds a JobSpec; grid.py turns it into Requests; the executor turns each Request into
+spec.py builds a Spec; grid.py turns it into Requests; the executor turns each Request into
 manifest records (see manifest.py for the journal's line format).
 """
 
@@ -46,7 +46,7 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class JobSpec:
+class Spec:
     """A loaded, schema-valid job spec. Raw values keep their YAML order."""
 
     path: Path  # the spec file

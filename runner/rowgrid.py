@@ -1,4 +1,4 @@
-"""The checked grid of one spec: a JobSpec and its Endpoint in, a RowGrid that yields raw rows
+"""The checked grid of one spec: a Spec and its Endpoint in, a RowGrid that yields raw rows
 (pre-template) in run order: the product of the matrix axes minus `exclude`, then `include`.
 
 Every check that needs no iteration runs when the RowGrid is built, and all of them run, so
@@ -16,7 +16,7 @@ from typing import Any
 from .endpoints import Endpoint
 from .errors import GridError, GridErrors, SpecPath
 from .keys import canonical
-from .models import JobSpec
+from .models import Spec
 from .sources import ListSource, Source, axis_source
 from .templates import has_template, parse, render, undefined_message
 
@@ -59,7 +59,7 @@ class RowGrid:
     and the grid then only checks; `complete` says whether it can yield rows.
     """
 
-    def __init__(self, spec: JobSpec, endpoint: Endpoint, broken: Collection[str] = ()) -> None:
+    def __init__(self, spec: Spec, endpoint: Endpoint, broken: Collection[str] = ()) -> None:
         self.endpoint_id = endpoint.id
         self.fields = endpoint.fields
         self._problems: list[GridError] = []

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models import JobSpec
+from .models import Spec
 
 _TEXT_SOURCES = ("lines", "csv", "jsonl")
 
@@ -37,7 +37,7 @@ class InputSnapshot:
         self._globs = dict(globs)
 
     @classmethod
-    def take(cls, spec: JobSpec) -> InputSnapshot:
+    def take(cls, spec: Spec) -> InputSnapshot:
         files: dict[Path, _Print] = {}
         globs: dict[tuple[Path, str], tuple[str, ...]] = {}
         for raw in spec.matrix.values():

@@ -1,4 +1,4 @@
-"""Load a job spec: file -> safe YAML -> schema check (each error one located line) -> JobSpec.
+"""Load a job spec: file -> safe YAML -> schema check (each error one located line) -> Spec.
 
 Only the spec language is checked here; grid expansion and endpoint input checks are validate.py's.
 """
@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from .endpoints import all_endpoints, get_endpoint, schemas_dir
 from .errors import SpecError, SpecErrors, SpecPath
-from .models import Execution, JobSpec, Sample
+from .models import Execution, Sample, Spec
 from .sources import SOURCE_KEYS as SOURCES
 from .yamlsource import Locator, YamlError, load_yaml
 
@@ -43,10 +43,10 @@ def job_validator() -> Draft202012Validator:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A spec file read as far as it goes: the JobSpec built from its valid parts (None when
+    """A spec file read as far as it goes: the Spec built from its valid parts (None when
     there is no endpoint to check against), every schema error, and what they leave usable."""
 
-    spec: JobSpec | None
+    spec: Spec | None
     errors: tuple[SpecError, ...]
     broken_axes: frozenset[str] = frozenset()  # matrix axes the schema rejected
     grid_ok: bool = True  # defaults, matrix, exclude and include can be checked
@@ -56,7 +56,7 @@ class Loaded:
 _GRID_PARTS = {"defaults", "matrix", "exclude", "include"}
 
 
-def load_spec(path: str | Path, *, out: Path | None = None) -> JobSpec:
+def load_spec(path: str | Path, *, out: Path | None = None) -> Spec:
     """Read and check one spec file; raises SpecErrors (each located) when it is not valid."""
     loaded = read_spec(path, out=out)
     if loaded.errors:
@@ -93,7 +93,7 @@ def read_spec(path: str | Path, *, out: Path | None = None) -> Loaded:
         problems.append((("endpoint",), _unknown_endpoint(endpoint)))
     problems += _report_axes(data)
     errors = tuple(_located(problems, locate, file).errors) if problems else ()
-    # Each error's top-level key is left out of the JobSpec; a broken matrix axis is kept by
+    # Each error's top-level key is left out of the Spec; a broken matrix axis is kept by
     # name (the grid knows it exists but does not build it).
     bad = {p[0] for p, _ in problems if p}
     known = set(job_validator().schema["properties"])
@@ -131,9 +131,7 @@ def _read(path: Path, file: str) -> bytes:
     return raw
 
 
-def _build(
-    data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: Path | None
-) -> JobSpec:
+def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: Path | None) -> Spec:
     base = path.resolve().parent
     output = out if out is not None else base / data.get("output", f"runs/{path.stem}")
     sample = data.get("sample")
@@ -148,7 +146,7 @@ def _build(
         priority=ex.get("priority"),
         store_io=bool(ex.get("store_io", True)),
     )
-    return JobSpec(
+    return Spec(
         path=path,
         base_dir=base,
         sha256=hashlib.sha256(raw).hexdigest(),

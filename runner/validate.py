@@ -17,7 +17,7 @@ from .endpoints import Endpoint, get_endpoint
 from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
 from .grid import expand
 from .keys import canonical
-from .models import JobSpec, Location, Request
+from .models import Location, Request, Spec
 from .rowgrid import RowGrid
 from .snapshot import InputSnapshot
 from .spec import describe_error, label, read_spec
@@ -44,7 +44,7 @@ _SIMPLE = {
 class Checked:
     """A spec that passed every check, with its endpoint and number of requests."""
 
-    spec: JobSpec
+    spec: Spec
     endpoint: Endpoint
     count: int
     # Requests with an http(s) URL in a file field: the offline emulator refuses to fetch them.
@@ -96,7 +96,7 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
 
 
 def _expand(
-    spec: JobSpec, endpoint: Endpoint, grid: RowGrid, inputs: _InputChecker, found: _Found
+    spec: Spec, endpoint: Endpoint, grid: RowGrid, inputs: _InputChecker, found: _Found
 ) -> tuple[int, int]:
     """Expand the grid, checking each request; returns (requests, requests with a URL input)."""
     n, cap, remote = 0, spec.max_requests * COUNT_PAST_LIMIT, 0
@@ -142,7 +142,7 @@ def _is_url(value: Any) -> bool:
     return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
 
 
-def _has(spec: JobSpec, path: SpecPath) -> bool:
+def _has(spec: Spec, path: SpecPath) -> bool:
     """Whether the spec file spells out `path` (the locator knows every node it saw)."""
     return isinstance(spec.locate, Locator) and path in spec.locate
 
@@ -183,7 +183,7 @@ class _Found:
         return f"{self.file}:{loc.line}:{loc.col}: warning: {message}"
 
     def input_problem(
-        self, field: str | None, message: str, request: Request, row: int, spec: JobSpec
+        self, field: str | None, message: str, request: Request, row: int, spec: Spec
     ) -> None:
         origin = request.origins.get(field) if field else None
         if origin is None:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ def test_a_second_run_on_the_same_folder_is_refused_at_once(
     spec = write_spec(matrix={"seed": {"range": [0, 7]}}, backend="fal")
     out = tmp_path / "out"
     first = start_run(spec, out, server.env())
-    time.sleep(0.3)
+    wait_for(lambda: server.stats.submissions >= 1)  # it holds the lock by then
     second = start_run(spec, out, server.env())
     _, err2 = second.communicate(timeout=30)
     assert second.returncode == 2, err2

@@ -22,7 +22,7 @@ from runner.endpoints import Endpoint, get_endpoint
 from runner.errors import GridError
 from runner.grid import Collapsed, axes, expand
 from runner.keys import request_key
-from runner.models import JobSpec, Request, Sample
+from runner.models import Request, Sample, Spec
 
 _EP = get_endpoint("fal-ai/flux-1/dev/image-to-image")
 assert _EP is not None
@@ -35,8 +35,8 @@ def spec(
     matrix: Mapping[str, Any] | None = None,
     defaults: Mapping[str, Any] | None = None,
     **kw: Any,
-) -> JobSpec:
-    return JobSpec(
+) -> Spec:
+    return Spec(
         path=base / "job.yaml",
         base_dir=base,
         sha256="0" * 64,
@@ -51,11 +51,11 @@ def spec(
     )
 
 
-def run(s: JobSpec) -> list[Request]:
+def run(s: Spec) -> list[Request]:
     return list(expand(s, EP))
 
 
-def grid_error(s: JobSpec) -> GridError:
+def grid_error(s: Spec) -> GridError:
     it = expand(s, EP)  # a generator: nothing is checked until the first next()
     with pytest.raises(GridError) as e:
         next(it)
@@ -66,7 +66,7 @@ def grid_error(s: JobSpec) -> GridError:
 
 
 @pytest.fixture
-def example(tmp_path: Path) -> JobSpec:
+def example(tmp_path: Path) -> Spec:
     (tmp_path / "images").mkdir()
     for name in ("a", "b"):
         (tmp_path / "images" / f"{name}.png").write_bytes(name.encode() * 10)
@@ -92,7 +92,7 @@ def example(tmp_path: Path) -> JobSpec:
     )
 
 
-def test_contract_example(example: JobSpec) -> None:
+def test_contract_example(example: Spec) -> None:
     requests = run(example)
     product = 2 * 2 * 3 * 4 * 2 * 2
     excluded = 1 * 2 * 1 * 4 * 2 * 2
@@ -479,7 +479,7 @@ def test_collapsed_rows_are_counted_with_their_cause() -> None:
 # --- a million rows ----------------------------------------------------------------------------
 
 
-def million(tmp_path: Path) -> JobSpec:
+def million(tmp_path: Path) -> Spec:
     (tmp_path / "animals.txt").write_text("".join(f"animal {i}\n" for i in range(1000)))
     return spec(
         tmp_path,

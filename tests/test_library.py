@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 
 import runner
+from runner import errors
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,10 +27,13 @@ def test_all_is_exactly_the_public_names() -> None:
     assert all(hasattr(runner, name) for name in runner.__all__)
 
 
-def test_errors_are_one_tree() -> None:
-    errors = [getattr(runner, n) for n in runner.__all__ if n.endswith(("Error", "Errors"))]
-    errors.append(runner.Interrupted)
-    assert all(issubclass(e, runner.RunnerError) for e in errors)
+def test_the_whole_error_tree_is_public() -> None:
+    tree = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.RunnerError)
+    }
+    assert tree <= set(runner.__all__)
 
 
 def library_script() -> str:
