@@ -16,6 +16,7 @@ from typing import Any
 from .attachments import INPUTS
 from .errors import ManifestError, UsageError
 from .export.files import link_or_copy
+from .folderlock import LOCK_FILE, locked
 from .manifest import (
     FAILED,
     MANIFEST,
@@ -64,18 +65,19 @@ def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
                 conflicts.append(key)
     _one_backend(origins)
     images = 0
-    journal = Journal(out)
-    try:
-        for record, source in chosen.values():
-            for output in record.get("outputs") or [] if record.get("status") == OK else []:
-                images += _place(source, out, str(output.get("file") or ""))
-            journal.append(dict(record))  # type: ignore[arg-type]
-    finally:
-        journal.close()
-    for source in sources:  # inline (data: URI) inputs the runs kept, each once by content
-        for kept in sorted((source / INPUTS).glob("*")) if (source / INPUTS).is_dir() else []:
-            if kept.is_file() and not kept.name.startswith("."):
-                _place(source, out, f"{INPUTS}/{kept.name}")
+    with locked(out, "runner merge"):  # a run started on DIR meanwhile must not interleave
+        journal = Journal(out)
+        try:
+            for record, source in chosen.values():
+                for output in record.get("outputs") or [] if record.get("status") == OK else []:
+                    images += _place(source, out, str(output.get("file") or ""))
+                journal.append(dict(record))  # type: ignore[arg-type]
+        finally:
+            journal.close()
+        for source in sources:  # inline (data: URI) inputs the runs kept, each once by content
+            for kept in sorted((source / INPUTS).glob("*")) if (source / INPUTS).is_dir() else []:
+                if kept.is_file() and not kept.name.startswith("."):
+                    _place(source, out, f"{INPUTS}/{kept.name}")
     statuses = [r.get("status") for r, _ in chosen.values()]
     ok, failed = statuses.count(OK), statuses.count(FAILED)
     summary = MergeSummary(
@@ -100,7 +102,7 @@ def _check(sources: Sequence[Path], out: Path) -> None:
             raise UsageError(f"no {MANIFEST} in {source}: not a run folder")
         if source.resolve() == out.resolve():
             raise UsageError(f"--out {out} is one of the folders to merge")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
         raise UsageError(f"--out {out} exists and is not an empty folder; name a new folder")
 
 

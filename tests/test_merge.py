@@ -145,3 +145,12 @@ def test_merge_refuses_folders_made_by_different_backends(spec, tmp_path, capsys
     err = capsys.readouterr().err
     assert "backend local" in err and "backend fal at https://q.x" in err
     assert not (merged / "manifest.jsonl").exists()
+
+
+def test_merge_refuses_a_folder_a_run_is_using(spec, tmp_path):
+    from runner.errors import UsageError
+    from runner.folderlock import locked
+
+    assert run(spec, tmp_path / "a") == 1  # the remote input's rows fail offline
+    with locked(tmp_path / "merged"), pytest.raises(UsageError, match="in use by another run"):
+        merge([tmp_path / "a"], tmp_path / "merged")
