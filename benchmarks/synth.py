@@ -17,6 +17,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "fal-ai/flux-1/dev/image-to-image"
+# The run's fal server, as runner records it (scheme://host:port): a resume must point
+# FAL_QUEUE_URL at the same one, else no row counts as done (a port nothing listens on).
+QUEUE_URL, SERVER = "http://127.0.0.1:9", "http://127.0.0.1:9"
+PLACEHOLDER = b"synthetic output"  # the image files' content (only their size is checked)
 SEEDS = 1000
 
 
@@ -56,7 +60,7 @@ def _line(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def write_journal(spec: Path, layout: str = "lean") -> int:
+def write_journal(spec: Path, layout: str = "lean", files: bool = True) -> int:
     """Expands the spec and writes OUT/manifest.jsonl as a finished run leaves it: for each
     request a submitting, a submitted and an ok line, in the layout README's "Output"
     documents (or the older one). Returns the number of requests."""
@@ -70,11 +74,13 @@ def write_journal(spec: Path, layout: str = "lean") -> int:
     backend = checked.spec.backend
     t = "2026-01-01T00:00:00.000Z"
     n = 0
+    for i in range(256):
+        (out / "images" / f"{i:02x}").mkdir(parents=True, exist_ok=True)
     with (out / "manifest.jsonl").open("wb", buffering=1 << 20) as fh:
         for n, request in enumerate(runner.expand(checked.spec, checked.endpoint), 1):
             key = request.key
             rid = f"{hashlib.md5(key.encode()).hexdigest()[:8]}-0000-4000-8000-{n:012d}"
-            state = {"backend": backend, "attempts": 1, "possible_duplicates": 0}
+            state = {"backend": backend, "server": SERVER, "attempts": 1, "possible_duplicates": 0}
             context = {"endpoint": ENDPOINT, "run_id": run_id}
             payload = {
                 "input": dict(request.input),
@@ -87,7 +93,11 @@ def write_journal(spec: Path, layout: str = "lean") -> int:
                 "width": 1024,
                 "height": 768,
                 "content_type": "image/jpeg",
+                "bytes": len(PLACEHOLDER),
+                "url": f"https://v3.fal.media/files/synthetic/{key}.jpg",
             }
+            if files:  # the resume checks every output file is there, at its size
+                (out / output["file"]).write_bytes(PLACEHOLDER)
             result = {
                 "timings": {"inference": 1.234},
                 "seed": request.input.get("seed", 0),
@@ -95,7 +105,7 @@ def write_journal(spec: Path, layout: str = "lean") -> int:
             }
             head = {"key": key}
             if layout == "old":  # every line the whole record, input first (the old order)
-                whole = {**head, **context, "backend": backend, **payload}
+                whole = {**head, **context, "backend": backend, "server": SERVER, **payload}
                 whole.update(status="submitting", request_id=None, attempts=1)
                 whole.update(possible_duplicates=0, time=t)
                 fh.write(_line(whole))
@@ -133,9 +143,10 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--layout", choices=("lean", "old"), default="lean")
+    parser.add_argument("--no-files", action="store_true", help="no output files, journal only")
     args = parser.parse_args()
     spec = write_spec(args.folder, args.rows)
-    n = write_journal(spec, args.layout)
+    n = write_journal(spec, args.layout, files=not args.no_files)
     size = (spec.parent / "out" / "manifest.jsonl").stat().st_size
     print(f"{spec}: {n} requests, journal {size / 1e6:.0f} MB ({args.layout})")
 

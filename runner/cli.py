@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .cliargs import build_parser, serve_settings
+from .endpoints import get_endpoint
 from .errors import (
     AuthError,
     BackendError,
@@ -37,10 +38,11 @@ from .jobs import RunStats
 from .limits import MAX_CONCURRENCY
 from .manifest import MANIFEST
 from .models import Request
-from .plan import explain_cost, make_plan
+from .plan import Tally, explain_cost, make_plan
 from .progress import Progress, in_flight_note, summary_line
 from .run import RunSettings, run_requests, with_overrides
 from .shards import Shard
+from .spec import read_spec
 from .spending import check_cap
 from .validate import Checked, check
 
@@ -106,7 +108,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    checked = check(args.spec)
+    collapsed = Collapsed()
+    tally: Tally | None = None
+    if not args.jsonl:  # the plan is tallied during the check's pass over the grid
+        tally = _tally(args.spec, args.rows)
+    checked = check(args.spec, each=tally.add if tally else None, collapsed=collapsed)
     spec, endpoint = checked.spec, checked.endpoint
     _warn_spec(checked)
     _warn_remote(checked, spec.backend)
@@ -121,9 +127,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 + "\n"
             )
         return EXIT_OK
-    collapsed = Collapsed()
-    requests = expand(spec, endpoint, collapsed=collapsed)
-    plan = make_plan(requests, grid_axes(spec), endpoint, preview=args.rows)
+    plan = tally.plan(grid_axes(spec)) if tally else make_plan([], grid_axes(spec), endpoint)
     if args.json:
         print(
             json.dumps(
@@ -162,7 +166,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out_dir(args.out)  # a file named as --out is a usage mistake, before validating
-    checked = check(args.spec, out=args.out)
+    capped = _capped(args)  # a spending cap is tallied during the check's pass over the grid
+    shard: Shard | None = args.shard
+
+    def tally(request: Request) -> None:
+        if capped is not None and (shard is None or shard.holds(request.key)):
+            capped[1].add(request)
+
+    checked = check(args.spec, out=args.out, each=tally if capped else None)
     _warn_spec(checked)
     spec = checked.spec
     check_out_dir(spec.output)
@@ -190,10 +201,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if not args.allow_remote_fetch:
         _warn_remote(checked, settings.backend)
-    cap = args.max_usd if args.max_usd is not None else spec.max_usd
-    if cap is not None and settings.backend == "fal":  # one more pass, before anything is sent
-        plan = make_plan(_requests(checked, args.shard), (), checked.endpoint, preview=0)
-        check_cap(plan.usd, plan.megapixels, cap, plan.unsized_inputs)
+    if capped is not None:  # before anything is sent
+        plan = capped[1].plan(())
+        check_cap(plan.usd, plan.megapixels, capped[0], plan.unsized_inputs)
     requests = _requests(checked, args.shard)
     total = checked.count if args.shard is None else None
     progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
@@ -215,6 +225,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(f"runner: interrupted; {in_flight_note(stats)}. Run the same command again to resume.")
         return EXIT_STOPPED
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _capped(args: argparse.Namespace) -> tuple[float, Tally] | None:
+    """(cap, empty plan) when a spending cap applies: a fal run with limits.max_usd or
+    --max-usd; None otherwise (a local run is free)."""
+    spec = read_spec(args.spec, out=args.out).spec
+    if spec is None:
+        return None  # check reports why
+    cap = args.max_usd if args.max_usd is not None else spec.max_usd
+    endpoint = get_endpoint(spec.endpoint)
+    if cap is None or (args.backend or spec.backend) != "fal" or endpoint is None:
+        return None
+    return cap, Tally(endpoint, preview=0)
+
+
+def _tally(path: str, preview: int) -> Tally | None:
+    """An empty plan for the spec's endpoint (None if the spec does not name a known one:
+    check reports that)."""
+    loaded = read_spec(path)
+    endpoint = get_endpoint(loaded.spec.endpoint) if loaded.spec else None
+    return Tally(endpoint, preview) if endpoint else None
 
 
 def _requests(checked: Checked, shard: Shard | None) -> Iterator[Request]:

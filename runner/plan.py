@@ -61,29 +61,50 @@ def make_plan(
     endpoint: Endpoint,
     preview: int = PREVIEW_ROWS,
 ) -> Plan:
-    count, megapixels, unsized = 0, 0, 0
-    steps_work = 0.0  # sum of megapixels x steps / reference steps
-    timing = endpoint.timing
-    steps_field = timing.get("steps_field")
-    steps_default = endpoint.fields.get(steps_field, {}).get("default") if steps_field else None
-    reference_steps = timing.get("reference_steps") or steps_default or 1
-    file_fields = endpoint.file_fields
-    first: list[Request] = []
+    tally = Tally(endpoint, preview)
     for request in requests:
-        count += 1
-        if len(first) < preview:
-            first.append(request)
+        tally.add(request)
+    return tally.plan(axes)
+
+
+class Tally:
+    """A plan built one request at a time, so it can ride along another pass over the grid
+    (`check(..., each=tally.add)`) instead of expanding the grid once more."""
+
+    def __init__(self, endpoint: Endpoint, preview: int = PREVIEW_ROWS) -> None:
+        self.endpoint, self.preview = endpoint, preview
+        self.count, self.megapixels, self.unsized = 0, 0, 0
+        self.steps_work = 0.0  # sum of megapixels x steps / reference steps
+        timing = endpoint.timing
+        self.steps_field = timing.get("steps_field")
+        fields = endpoint.fields
+        self.steps_default = (
+            fields.get(self.steps_field, {}).get("default") if self.steps_field else None
+        )
+        self.reference_steps = timing.get("reference_steps") or self.steps_default or 1
+        self.first: list[Request] = []
+
+    def add(self, request: Request) -> None:
+        self.count += 1
+        if len(self.first) < self.preview:
+            self.first.append(request)
         mp = _output_megapixels(request)
-        megapixels += mp
+        self.megapixels += mp
+        file_fields = self.endpoint.file_fields
         if len(request.files) + len(request.inline) < len(file_fields & request.input.keys()):
-            unsized += 1
-        steps = request.input.get(steps_field, steps_default) if steps_field else None
-        steps_work += mp * (steps / reference_steps if isinstance(steps, int | float) else 1)
-    price = endpoint.usd_per_megapixel
-    usd = round(megapixels * price, 4) if price is not None else None
-    per_request = timing.get("seconds_per_request")
-    work = steps_work * per_request if isinstance(per_request, int | float) else None
-    return Plan(count, tuple(axes), tuple(first), megapixels, usd, unsized, work)
+            self.unsized += 1
+        steps_field = self.steps_field
+        steps = request.input.get(steps_field, self.steps_default) if steps_field else None
+        ratio = steps / self.reference_steps if isinstance(steps, int | float) else 1
+        self.steps_work += mp * ratio
+
+    def plan(self, axes: Iterable[tuple[str, int]]) -> Plan:
+        price = self.endpoint.usd_per_megapixel
+        usd = round(self.megapixels * price, 4) if price is not None else None
+        per_request = self.endpoint.timing.get("seconds_per_request")
+        work = self.steps_work * per_request if isinstance(per_request, int | float) else None
+        first = tuple(self.first)
+        return Plan(self.count, tuple(axes), first, self.megapixels, usd, self.unsized, work)
 
 
 def _output_megapixels(request: Request) -> int:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .endpoints import Endpoint, get_endpoint
 from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
-from .grid import expand
+from .grid import Collapsed, expand
 from .keys import canonical
 from .models import Location, Request, Spec
 from .rowgrid import RowGrid
@@ -54,7 +54,13 @@ class Checked:
     inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
 
 
-def check(path: str | Path, *, out: Path | None = None) -> Checked:
+def check(
+    path: str | Path,
+    *,
+    out: Path | None = None,
+    each: Callable[[Request], None] | None = None,
+    collapsed: Collapsed | None = None,
+) -> Checked:
     """The whole `runner validate` pipeline for one spec; raises SpecErrors on any problem.
 
     Every independent problem is found in one pass: schema errors do not stop the checks of
@@ -86,7 +92,7 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
             found.add(exc.path, exc.message)
     n, remote = 0, 0
     if grid is not None and loaded.expand_ok:
-        n, remote = _expand(spec, endpoint, grid, inputs, found)
+        n, remote = _expand(spec, endpoint, grid, inputs, found, each, collapsed)
     if found.errors:
         raise found.as_error()
     warnings = (
@@ -96,14 +102,23 @@ def check(path: str | Path, *, out: Path | None = None) -> Checked:
 
 
 def _expand(
-    spec: Spec, endpoint: Endpoint, grid: RowGrid, inputs: _InputChecker, found: _Found
+    spec: Spec,
+    endpoint: Endpoint,
+    grid: RowGrid,
+    inputs: _InputChecker,
+    found: _Found,
+    each: Callable[[Request], None] | None = None,
+    collapsed: Collapsed | None = None,
 ) -> tuple[int, int]:
-    """Expand the grid, checking each request; returns (requests, requests with a URL input)."""
+    """Expand the grid, checking each request (and handing it to `each`, so a plan needs no
+    second pass); returns (requests, requests with a URL input)."""
     n, cap, remote = 0, spec.max_requests * COUNT_PAST_LIMIT, 0
     file_fields = endpoint.file_fields
     try:
-        for request in expand(spec, endpoint, grid):
+        for request in expand(spec, endpoint, grid, collapsed):
             n += 1
+            if each is not None:
+                each(request)
             for f in file_fields:
                 if _is_url(request.input.get(f)):
                     remote += 1
@@ -114,7 +129,7 @@ def _expand(
                 for field, file in request.files.items():
                     if (problem := _not_an_image(file)) is not None:
                         found.input_problem(field, problem, request, n, spec)
-            if n >= cap or (found.full() and n >= spec.max_requests):
+            if n >= cap or (n >= spec.max_requests and found.full()):
                 break
     except GridError as exc:
         found.add(exc.path, exc.message)
@@ -214,6 +229,16 @@ def _row(n: int, values: Mapping[str, Any], skip: set[str | None]) -> str:
     return f" (row {n}: {', '.join(shown)}{more})" if shown else f" (row {n})"
 
 
+# Values checked once per distinct value: scalars keyed by (type, value) as they are (1, 1.0
+# and True are different inputs), anything else by its JSON text.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CACHED = 65_536
+
+
+def _key(name: str, value: Any) -> tuple[str, type, Any]:
+    return (name, value.__class__, json.dumps(value, sort_keys=True, default=str))
+
+
 class _InputChecker:
     """Checks request bodies against the endpoint's input schema, each distinct value once."""
 
@@ -225,7 +250,7 @@ class _InputChecker:
         self.required: list[str] = list(schema.get("required", []))
         self.fields = endpoint.fields
         self.validators = {k: Draft202012Validator(v) for k, v in self.fields.items()}
-        self.cache: dict[tuple[str, str], list[str]] = {}
+        self.cache: dict[tuple[str, type, Any], list[str]] = {}
 
     def problems(self, body: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         if not self.simple:
@@ -241,17 +266,22 @@ class _InputChecker:
                 if self.closed:
                     out.append((name, f"'{name}' is not an input of {self.endpoint.id}"))
                 continue
-            key = (name, json.dumps(value, sort_keys=True, default=str))  # inline: hot loop
+            key = (
+                (name, value.__class__, value) if value.__class__ in _SCALARS else _key(name, value)
+            )
             found = self.cache.get(key)
             if found is None:
                 found = self.field_problems(name, value)
-            out.extend((name, m) for m in found)
+            if found:  # most values are fine: no generator for them
+                out.extend((name, m) for m in found)
         return out
 
     def field_problems(self, name: str, value: Any) -> list[str]:
         """What is wrong with one value of the input field `name` (cached per value)."""
-        key = (name, json.dumps(value, sort_keys=True, default=str))
+        key = (name, value.__class__, value) if value.__class__ in _SCALARS else _key(name, value)
         if key not in self.cache:
+            if len(self.cache) >= _CACHED:  # a million distinct seeds must not pile up
+                self.cache.clear()
             found = self.validators[name].iter_errors(value)
             self.cache[key] = [self._describe(e, name)[1] for e in found]
         return self.cache[key]
