@@ -35,7 +35,7 @@ from .manifest import (
 from .models import Request
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .repair import repair
-from .retry import Verdict, backoff, decide, is_retryable_result
+from .retry import Decision, Verdict, failure_kind, is_retryable_result, retried
 from .snapshot import InputSnapshot
 from .spending import billed_megapixels
 
@@ -209,8 +209,8 @@ class Executor:
 
     async def _until_result(self, job: Job) -> Reply:
         """Submit (or resume) and wait, resubmitting only what is safe, until a final reply."""
-        tries = 0
-        while True:
+
+        async def attempt() -> Reply:
             if job.handle is None and self._exe.mode == "queue":
                 await self._submit(job)
             reply = await self._wait(job)
@@ -220,22 +220,31 @@ class Executor:
             if reply.error_type == "request_timeout" and self._exe.queue_timeout is not None:
                 # the server enforced our own X-Fal-Request-Timeout: honour it, no retry
                 raise Failed(error_info("queue_timeout", detail, status))
-            if status == 404 and job.handle is not None:
-                reason = "result no longer on the server (404): submitted again"
-            elif is_retryable_result(status, reply.error_type):
-                reason = f"server failure {reply.error_type or status}: submitted again"
-            else:
-                kind = "validation" if status == 422 else reply.error_type or "http"
-                raise Failed(error_info(kind, detail, status))
-            tries += 1
-            if tries > self._exe.retries:
-                kind = reply.error_type or "http"
-                raise Failed(error_info(kind, f"gave up after {tries} tries: {detail}", status))
-            job.resubmitted.append(reason)
+            lost = status == 404 and job.handle is not None
+            if not lost and not is_retryable_result(status, reply.error_type):
+                raise Failed(error_info(failure_kind(status, reply.error_type), detail, status))
+            raise CallError(detail, http_status=status, error_type=reply.error_type, sent="no")
+
+        def resubmit(error: CallError, decision: Decision, last: bool) -> None:
+            if last:
+                return
+            job.resubmitted.append(
+                "result no longer on the server (404): submitted again"
+                if error.http_status == 404
+                else f"server failure {error.error_type or error.http_status}: submitted again"
+            )
             job.handle = None
             self.stats.retrying += 1
             self._notify("retrying", self.stats)
-            await asyncio.sleep(backoff(tries))
+
+        tries = self._exe.retries + 1
+        try:
+            return await retried(attempt, "resubmit", tries, resubmit)
+        except CallError as error:
+            kind, status = failure_kind(error.http_status, error.error_type), error.http_status
+            raise Failed(
+                error_info(kind, f"gave up after {tries} tries: {error}", status)
+            ) from None
 
     async def _submit(self, job: Job) -> None:
         endpoint, headers = self._opt.endpoint, self._headers
@@ -250,8 +259,8 @@ class Executor:
 
     async def _send(self, job: Job, send: Callable[[Mapping[str, Any]], Awaitable[T]]) -> T:
         """One submission (queue submit or sync run), retried per the policy."""
-        tries = 0
-        while True:
+
+        async def attempt() -> T:
             if self._stopping:
                 raise Stopped  # never start a submission after Ctrl-C
             await self._gate.admit()
@@ -277,10 +286,18 @@ class Executor:
                     self._proven = True
                     return result
             except CallError as error:
-                tries += 1
                 if error.sent == "no":  # a definite refusal: nothing was charged
                     self._refused(job, str(error.http_status or "connect"), error)
-                await self._after_failed_send(job, error, tries)
+                raise
+
+        def after_failure(error: CallError, decision: Decision, last: bool) -> None:
+            self._after_failed_send(job, error, decision, last)
+
+        try:
+            return await retried(attempt, "submit", self._exe.retries + 1, after_failure)
+        except CallError as error:
+            kind = failure_kind(error.http_status)
+            raise Failed(error_info(kind, error.message, error.http_status)) from None
 
     def _check_inputs(self) -> None:
         """Before each submission: a stat per source file (and the globs once per run)."""
@@ -324,20 +341,15 @@ class Executor:
         if job.handle is None:
             self._open.discard(job.request.key)
 
-    async def _after_failed_send(self, job: Job, error: CallError, tries: int) -> None:
-        """A submit (or sync run) call failed: retry, count a possible duplicate, or fail."""
-        decision = decide(error, "submit", tries)
-        if decision.verdict is Verdict.AUTH:
-            raise AuthError(str(error), error.http_status)
+    def _after_failed_send(
+        self, job: Job, error: CallError, decision: Decision, last: bool
+    ) -> None:
+        """A submit (or sync run) call failed: pause everyone on a 429; before a retry, count a
+        possible duplicate or refuse to resubmit an ambiguous one."""
         if error.http_status == 429:
             self._gate.pause(decision.wait)  # the limit is the account's: everyone waits
-        if decision.verdict is Verdict.FAIL or tries > self._exe.retries:
-            kind = (
-                "validation"
-                if error.http_status == 422
-                else ("transport" if error.http_status is None else "http")
-            )
-            raise Failed(error_info(kind, error.message, error.http_status))
+        if last:
+            return  # recorded as failed by _send
         if decision.verdict is Verdict.AMBIGUOUS:
             if not self._opt.resubmit_ambiguous:
                 raise Failed(
@@ -350,7 +362,6 @@ class Executor:
             job.uncertain = True
         self.stats.retrying += 1
         self._notify("retrying", self.stats)
-        await asyncio.sleep(decision.wait)
 
     async def _wait(self, job: Job) -> Reply:
         """Wait for the request to complete, within its deadline, and fetch the reply."""
@@ -386,26 +397,21 @@ class Executor:
         )
 
     async def _poll_until_done(self, handle: Handle, queue_cap: asyncio.Timeout) -> Reply:
-        tries = 0
-        while True:
-            try:
-                async with aclosing(self._client.watch(handle)) as statuses:
-                    async for status in statuses:
-                        if status.state != "IN_QUEUE":
-                            queue_cap.reschedule(None)
-                queue_cap.reschedule(None)
-                return await self._client.result(handle)
-            except CallError as error:
-                if error.http_status == 404:
-                    return Reply(404, {"detail": error.message})
-                tries += 1
-                decision = decide(error, "status", tries)
-                if decision.verdict is Verdict.AUTH:
-                    raise AuthError(str(error)) from None
-                if decision.verdict is not Verdict.RETRY:
-                    raise Failed(error_info("http", error.message, error.http_status)) from None
-                self.stats.retrying += 1
-                await asyncio.sleep(decision.wait)  # the deadline in _wait bounds this loop
+        """Statuses until COMPLETED, then the result. Each call is retried where it is made
+        (Http.get): one that still fails fails the request, so a broken status endpoint costs
+        a bounded number of calls. A 404 is a lost result, which _until_result resubmits."""
+        try:
+            async with aclosing(self._client.watch(handle)) as statuses:
+                async for status in statuses:
+                    if status.state != "IN_QUEUE":
+                        queue_cap.reschedule(None)
+            queue_cap.reschedule(None)
+            return await self._client.result(handle)
+        except CallError as error:
+            if error.http_status == 404:
+                return Reply(404, {"detail": error.message})
+            kind = failure_kind(error.http_status)
+            raise Failed(error_info(kind, error.message, error.http_status)) from None
 
     async def _save(self, key: str, reply: Reply) -> tuple[list[OutputFile], dict[str, Any]]:
         body = reply.body if isinstance(reply.body, dict) else {}

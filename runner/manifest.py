@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NotRequired, TypedDict
@@ -220,7 +220,9 @@ _State = tuple[str, str | None, int, int, str | None, str | None, str | None]
 _PREFIX, _STATUS_AT, _OK_AT = b'{"key":"', b'","status":"', b'ok",'
 
 
-def read_state(out_dir: Path) -> dict[bytes, _State]:
+def read_state(
+    out_dir: Path, intact: Callable[[bytes], bool] | None = None, damaged: set[bytes] | None = None
+) -> dict[bytes, _State]:
     """The resume state of every key in the journal: its last line says it all.
 
     Most lines are taken without a JSON parse: a line in the current layout gives its key and
@@ -228,7 +230,10 @@ def read_state(out_dir: Path) -> dict[bytes, _State]:
     same on most lines) are parsed once per distinct value. Any other line is kept as it is
     until the end, and parsed only if it is still its key's last line (a request in flight
     or failed). Lines in the older layout, or with odd keys, are parsed as they come.
+    With `intact` (a check of an ok line's output files), the keys whose last line is ok with
+    an output not intact are put in `damaged`, in the same pass.
     """
+    damaged = set() if damaged is None else damaged
     last: dict[bytes, _State | bytes] = {}
     ok_states: dict[bytes, _State | None] = {}
     for raw in _lines(out_dir):
@@ -243,12 +248,21 @@ def read_state(out_dir: Path) -> dict[bytes, _State]:
                         ok_states.clear()
                     state = ok_states[fields] = _ok_state(fields)
                 last[raw[8:24]] = raw if state is None else state
+                if intact is not None and not intact(raw):
+                    damaged.add(raw[8:24])
+                    continue
             else:
                 last[raw[8:24]] = raw
+            damaged.discard(raw[8:24])
             continue
         record = _parse(raw)
         if record is not None:
-            last[record["key"].encode()] = _state_of(record)
+            key = record["key"].encode()
+            last[key] = _state_of(record)
+            if intact is not None and record.get("status") == OK and not intact(raw):
+                damaged.add(key)
+            else:
+                damaged.discard(key)
     for key, value in last.items():
         if isinstance(value, bytes):
             record = _parse(value)
@@ -285,10 +299,13 @@ class Journal:
     lines it appends are not kept in memory (a million-request run stays small).
     """
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, intact: Callable[[bytes], bool] | None = None) -> None:
         self.out_dir = out_dir
         self.path = out_dir / MANIFEST
-        self._state = read_state(out_dir)
+        found: set[bytes] = set()
+        self._state = read_state(out_dir, intact, found)
+        # ok rows whose output files are not intact (with `intact`: see read_state)
+        self.damaged = {key.decode() for key in found}
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()

@@ -28,7 +28,7 @@ from .http import origin
 from .jobs import RunOptions, RunStats
 from .manifest import Journal, Record, append_run, utc_now
 from .models import Execution, Request
-from .repair import find_damaged
+from .repair import find_damaged, outputs_intact
 from .snapshot import InputSnapshot
 from .statsfile import keep_writing, stats_document, write_stats
 from .urls import is_loopback
@@ -122,10 +122,10 @@ async def run_requests(
         else None
     )
     with locked(settings.out):
-        journal = Journal(settings.out)
+        journal = Journal(settings.out, outputs_intact(settings.out))
         try:
             _refuse_other_backends(settings, journal, server_id)
-            damaged = find_damaged(settings.out)
+            damaged = find_damaged(settings.out, journal.damaged)
             return await _run_locked(
                 settings, requests, journal, damaged, server_id, env, on_start, on_event
             )
@@ -214,7 +214,7 @@ async def _run_locked(
                     limit=settings.count,
                 )
                 executor = Executor(
-                    FalClient(session, server),
+                    FalClient(session, server, settings.execution.retries + 1),
                     journal,
                     options,
                     on_event,

@@ -173,6 +173,21 @@ async def test_deadline_cancels_and_records_timeout(write_spec, emulator_factory
     assert em.stats.cancels == 1
 
 
+async def test_a_failing_status_endpoint_costs_a_bounded_number_of_calls(
+    write_spec, emulator_factory, tmp_path
+):
+    faults = Faults(p_429=1.0, routes=frozenset({"status", "stream"}))
+    em = await emulator_factory(faults=faults, retry_after=0.01)
+    settings, requests = settings_for(write_spec(), tmp_path / "out", timeout=20)
+    stats = await run(settings, requests, em)
+    assert stats.failed == 1
+    record = next(iter(last_records(tmp_path / "out").values()))
+    assert (record["error"]["type"], record["error"]["http_status"]) == ("http", 429)
+    # one stream, then status calls retried where they are made, never retried again on top
+    calls = settings.execution.retries + 1
+    assert (em.stats.requests["stream"], em.stats.requests["status"]) == (1, calls)
+
+
 async def test_queue_timeout(write_spec, emulator_factory, tmp_path):
     em = await emulator_factory(queue_wait=30)
     spec = write_spec()

@@ -76,3 +76,25 @@ async def test_an_old_flat_run_folder_resumes_and_reports(write_spec, emulator_f
         assert (out / record["outputs"][0]["file"]).is_file()
         assert record["outputs"][0]["file"] in page
     assert sum("/" in r["outputs"][0]["file"][len("images/") :] for r in records.values()) == 2
+
+
+async def test_the_journal_read_finds_damaged_outputs_in_the_same_pass(
+    write_spec, emulator_factory, tmp_path
+):
+    from runner.manifest import Journal
+    from runner.repair import find_damaged, outputs_intact
+
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": {"range": [0, 5]}})
+    out = tmp_path / "out"
+    settings, requests = settings_for(spec, out, concurrency=3)
+    await run(settings, requests, em)
+    records = last_records(out)
+    gone, short = (records[r.key]["outputs"][0]["file"] for r in requests[:2])
+    (out / gone).unlink()
+    (out / short).write_bytes(b"short")
+    journal = Journal(out, outputs_intact(out))
+    journal.close()
+    expected = {requests[0].key, requests[1].key}
+    assert journal.damaged == expected == set(find_damaged(out))
+    assert set(find_damaged(out, journal.damaged)) == expected
