@@ -25,12 +25,13 @@ from .errors import (
     UsageError,
 )
 from .grid import axes, expand
-from .jobs import RunStats
 from .keys import request_key
 from .manifest import Record, latest, read_records
 from .models import Execution, Request, Spec
 from .plan import Plan, make_plan
-from .run import RunSettings, run_requests
+from .run import run_requests
+from .settings import RunSettings
+from .tracking import RunStats
 from .validate import Checked, check
 from .version import __version__
 

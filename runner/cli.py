@@ -30,20 +30,20 @@ from .errors import (
     SpecError,
     UsageError,
 )
-from .executor import Executor
 from .folderlock import check_out_dir
 from .grid import Collapsed, expand
 from .grid import axes as grid_axes
-from .jobs import RunStats
 from .limits import MAX_CONCURRENCY
 from .manifest import MANIFEST
 from .models import Request
 from .plan import Tally, explain_cost, make_plan
 from .progress import Progress, in_flight_note, summary_line
-from .run import RunSettings, run_requests, with_overrides
+from .run import run_requests
+from .settings import RunSettings, with_overrides
 from .shards import Shard
 from .spec import read_spec
 from .spending import check_cap
+from .tracking import RunStats
 from .validate import Checked, check
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
@@ -259,15 +259,15 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
-    holder: dict[str, Executor] = {}
+    stop = asyncio.Event()
+    stats = RunStats()  # the run's live counters once it reports them (its "started" event)
     presses = 0
 
     def on_sigint() -> None:
         nonlocal presses
         presses += 1
-        executor = holder.get("executor")
-        if presses == 1 and executor is not None:
-            executor.stop()
+        if presses == 1:
+            stop.set()
             _err(
                 "\nrunner: stopping: no new submissions; waiting for requests in flight "
                 f"(at most {GRACE_SECONDS:g} s; Ctrl-C again to stop now)"
@@ -276,15 +276,15 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
         else:
             main_task.cancel()
 
-    def on_start(executor: Executor) -> None:
-        holder["executor"] = executor
+    def on_event(event: str, live: RunStats) -> None:
+        nonlocal stats
+        stats = live
+        progress.update(event, live)
 
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
-        return await run_requests(settings, requests, on_start=on_start, on_event=progress.update)
-    except asyncio.CancelledError:
-        executor = holder.get("executor")
-        stats = executor.stats if executor else RunStats()
+        return await run_requests(settings, requests, stop=stop, on_event=on_event)
+    except asyncio.CancelledError:  # a second Ctrl-C, or the grace period ran out
         stats.interrupted = True
         return stats
     finally:
