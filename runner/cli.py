@@ -1,5 +1,6 @@
-"""The command line: `runner validate | plan | run | report | fields | schema | serve`. The one
-place that prints and the one place where errors become exit codes:
+"""The command line: `runner validate | plan | run | report | export | merge | fields | schema |
+serve` (grammar in cliargs.py). The one place that prints and the one place where errors
+become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
     1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
@@ -18,33 +19,39 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .cliargs import build_parser, serve_settings
-from .endpoints import get_endpoint
-from .errors import (
+# The library's own names, as a script would import them (runner/__init__.py); the rest are
+# the commands' helpers (grammar, progress bar, caps, shards), which the library does not offer.
+from . import (
     AuthError,
     BackendError,
+    Checked,
     InputChanged,
     Interrupted,
     ManifestError,
+    Request,
     RunnerError,
+    RunSettings,
+    RunStats,
     SpecError,
     UsageError,
+    check,
+    expand,
+    make_plan,
+    run_requests,
 )
+from . import axes as grid_axes
+from .cliargs import build_parser, serve_settings
+from .endpoints import get_endpoint
 from .folderlock import check_out_dir
-from .grid import Collapsed, expand
-from .grid import axes as grid_axes
+from .grid import Collapsed
 from .limits import MAX_CONCURRENCY
 from .manifest import MANIFEST
-from .models import Request
-from .plan import Tally, explain_cost, make_plan
+from .plan import Tally, explain_cost
 from .progress import Progress, in_flight_note, summary_line
-from .run import run_requests
-from .settings import RunSettings, with_overrides
+from .settings import with_overrides
 from .shards import Shard
 from .spec import read_spec
 from .spending import check_cap
-from .tracking import RunStats
-from .validate import Checked, check
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
