@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .errors import CallError
-from .http import Http, Reply, body_of, origin
+from .http import GET_ATTEMPTS, Http, Reply, body_of, origin
 from .models import Execution
 from .urls import request_url
 
@@ -70,9 +70,12 @@ def handle_for(queue_url: str, endpoint_id: str, request_id: str) -> Handle:
 
 
 class FalClient:
-    def __init__(self, session: aiohttp.ClientSession, config: ServerConfig) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, config: ServerConfig, attempts: int = GET_ATTEMPTS
+    ) -> None:
+        """`attempts`: the calls a status, result or download call may take, retries included."""
         self._session = session
-        self._http = Http(session, self.redact)
+        self._http = Http(session, self.redact, attempts)
         self._config = config
         self._auth = {"Authorization": f"Key {config.key}"}
         # The key goes only to the configured hosts, whatever URLs a server hands back.
@@ -83,6 +86,10 @@ class FalClient:
             if "@" not in p.netloc
         )
         self._sse = True  # cleared for good when the server has no status stream
+
+    def handle(self, endpoint_id: str, request_id: str) -> Handle:
+        """A queued request's handle from its id (when resuming from the journal)."""
+        return handle_for(self._config.queue_url, endpoint_id, request_id)
 
     def _auth_for(self, url: str) -> dict[str, str]:
         # A URL spelled as a trusted origin plus a path is that origin: skip parsing it.
@@ -180,7 +187,10 @@ class FalClient:
                     missing.append(True)
                     return
                 if resp.status >= 300:
-                    raise self._http.error(resp, await body_of(resp), op="status")
+                    # Raises AuthError for refused credentials (and counts a 429); any other
+                    # failure falls back to the plain status call, retried where it is made.
+                    self._http.error(resp, await body_of(resp), op="status")
+                    return
                 data: list[str] = []
                 async for raw in resp.content:
                     line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -216,8 +226,6 @@ class FalClient:
     async def download(self, url: str, max_bytes: int, attempts: int | None = None) -> bytes:
         """An output's bytes (data: URI or http(s) URL), fetched without credentials;
         `attempts` caps the tries (default: the usual GET policy)."""
-        if attempts is None:
-            return await self._http.fetch(url, max_bytes)
         return await self._http.fetch(url, max_bytes, attempts)
 
     async def upload(self, data: bytes, content_type: str, file_name: str) -> str:

@@ -53,9 +53,15 @@ def error_detail(body: Any) -> str:
 
 
 class Http:
-    def __init__(self, session: aiohttp.ClientSession, redact: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        redact: Callable[[str], str],
+        attempts: int = GET_ATTEMPTS,
+    ) -> None:
         self.session = session
         self._redact = redact
+        self.attempts = attempts  # calls a GET or a download may take, retries included
         self.rate_limited = 0  # 429 answers seen, every call (for OUT/stats.json)
 
     async def get(
@@ -67,13 +73,13 @@ class Http:
         params: Mapping[str, str] | None = None,
         accept_error: bool = False,
     ) -> Reply:
-        """A GET retried per the policy (retry.py), GET_ATTEMPTS calls at most."""
+        """A GET retried per the policy (retry.py), `attempts` calls at most."""
         return await retried(
             lambda: self.call(
                 "GET", url, headers=dict(headers), params=params, op=op, accept_error=accept_error
             ),
             op,
-            GET_ATTEMPTS,
+            self.attempts,
         )
 
     async def call(
@@ -129,7 +135,7 @@ class Http:
             sent="no" if sure_not_accepted else "maybe",
         )
 
-    async def fetch(self, url: str, max_bytes: int, attempts: int = GET_ATTEMPTS) -> bytes:
+    async def fetch(self, url: str, max_bytes: int, attempts: int | None = None) -> bytes:
         """Bytes of an output: a data: URI, or an http(s) URL fetched WITHOUT credentials."""
         if url.startswith("data:"):
             header, _, payload = url.partition(",")
@@ -140,7 +146,9 @@ class Http:
             raise CallError("data: URI output is not base64")
         if urlsplit(url).scheme not in ("http", "https"):
             raise CallError(f"refusing to follow output URL with scheme {urlsplit(url).scheme!r}")
-        return await retried(lambda: self._download(url, max_bytes), "download", attempts)
+        return await retried(
+            lambda: self._download(url, max_bytes), "download", attempts or self.attempts
+        )
 
     async def _download(self, url: str, max_bytes: int) -> bytes:
         try:

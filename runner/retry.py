@@ -61,7 +61,11 @@ class Decision:
 
 
 def decide(error: CallError, op: str, attempt: int) -> Decision:
-    """What to do after `op` ("submit", "status", "result", "cancel", "download") failed."""
+    """What to do after `op` ("submit", "status", "result", "cancel", "download") failed, or
+    after a request completed with a failure that is safe to submit again ("resubmit": an
+    unbilled infrastructure error or a lost result, as the executor found)."""
+    if op == "resubmit":
+        return Decision(Verdict.RETRY, backoff(attempt))
     status = error.http_status
     if status in (401, 403):
         # An output URL carries no key (a CDN's 403 is that file's problem, not the run's)
@@ -100,7 +104,7 @@ async def retried(
             failures += 1
             decision = decide(error, op, failures)
             if decision.verdict is Verdict.AUTH:
-                raise AuthError(str(error)) from None
+                raise AuthError(str(error), error.http_status) from None
             last = decision.verdict is Verdict.FAIL or failures >= attempts
             if on_error is not None:
                 on_error(error, decision, last)

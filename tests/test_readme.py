@@ -184,3 +184,22 @@ def test_the_walkthrough_end_to_end(tmp_path, monkeypatch, threaded_emulator, ca
     for line in lines:
         source, *_, image = line.split(" ")
         assert Path(source).parent == job / "photos" and Path(image).is_file()
+
+
+def test_the_exit_codes_the_readme_lists(write_spec, tmp_path, threaded_emulator, monkeypatch):
+    stated = dict(re.findall(r"\*\*(\d)\*\* ([^;*]+)", section("Command line")))
+    assert set(stated) == {"0", "1", "2", "3"}
+    assert "ok" in stated["0"] and "failed" in stated["1"]
+    assert "nothing sent" in stated["2"] and "stopped early" in stated["3"]
+    ok = write_spec("ok.yaml")
+    assert main(["run", str(ok), "--out", str(tmp_path / "0"), "--no-progress"]) == 0
+    remote = write_spec("remote.yaml", defaults={"image_url": "https://example.com/a.png"})
+    assert main(["run", str(remote), "--out", str(tmp_path / "1"), "--no-progress"]) == 1
+    bad = write_spec("bad.yaml", defaults={"strength": 7})
+    assert main(["run", str(bad), "--out", str(tmp_path / "2"), "--no-progress"]) == 2
+    assert not (tmp_path / "2").exists()  # nothing sent, nothing written
+    server = threaded_emulator(keys=frozenset({"right"}))
+    for name, value in server.env("wrong").items():
+        monkeypatch.setenv(name, value)
+    argv = ["run", str(ok), "--backend", "fal", "--out", str(tmp_path / "3"), "--no-progress"]
+    assert main(argv) == 3
