@@ -1,5 +1,6 @@
-"""The command line: `runner validate | plan | run | report | fields | schema | serve`. The one
-place that prints and the one place where errors become exit codes:
+"""The command line: `runner validate | plan | run | report | export | merge | fields | schema |
+serve` (grammar in cliargs.py). The one place that prints and the one place where errors
+become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
     1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
