@@ -1,6 +1,7 @@
 """runner: a declarative batch runner for fal's image-to-image endpoints.
 
-The public surface (`__all__`; the rest of the package is internal):
+The public surface (`__all__`; the rest of the package is internal, and cli.py imports these
+names from here like any script):
 
     check(path) -> Checked            load a spec and check it all: schema, grid, endpoint inputs
     expand(spec, endpoint)            the spec's Requests, lazily, in run order
@@ -25,12 +26,13 @@ from .errors import (
     UsageError,
 )
 from .grid import axes, expand
-from .jobs import RunStats
 from .keys import request_key
 from .manifest import Record, latest, read_records
 from .models import Execution, Request, Spec
 from .plan import Plan, make_plan
-from .run import RunSettings, run_requests
+from .run import run_requests
+from .settings import RunSettings
+from .tracking import RunStats
 from .validate import Checked, check
 from .version import __version__
 

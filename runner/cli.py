@@ -1,5 +1,6 @@
-"""The command line: `runner validate | plan | run | report | fields | schema | serve`. The one
-place that prints and the one place where errors become exit codes:
+"""The command line: `runner validate | plan | run | report | export | merge | fields | schema |
+serve` (grammar in cliargs.py). The one place that prints and the one place where errors
+become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
     1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
@@ -18,33 +19,39 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .cliargs import build_parser, serve_settings
-from .endpoints import get_endpoint
-from .errors import (
+# The library's own names, as a script would import them (runner/__init__.py); the rest are
+# the commands' helpers (grammar, progress bar, caps, shards), which the library does not offer.
+from . import (
     AuthError,
     BackendError,
+    Checked,
     InputChanged,
     Interrupted,
     ManifestError,
+    Request,
     RunnerError,
+    RunSettings,
+    RunStats,
     SpecError,
     UsageError,
+    check,
+    expand,
+    make_plan,
+    run_requests,
 )
-from .executor import Executor
+from . import axes as grid_axes
+from .cliargs import build_parser, serve_settings
+from .endpoints import get_endpoint
 from .folderlock import check_out_dir
-from .grid import Collapsed, expand
-from .grid import axes as grid_axes
-from .jobs import RunStats
+from .grid import Collapsed
 from .limits import MAX_CONCURRENCY
 from .manifest import MANIFEST
-from .models import Request
-from .plan import Tally, explain_cost, make_plan
+from .plan import Tally, explain_cost
 from .progress import Progress, in_flight_note, summary_line
-from .run import RunSettings, run_requests, with_overrides
+from .settings import with_overrides
 from .shards import Shard
 from .spec import read_spec
 from .spending import check_cap
-from .validate import Checked, check
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
@@ -259,15 +266,15 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
-    holder: dict[str, Executor] = {}
+    stop = asyncio.Event()
+    stats = RunStats()  # the run's live counters once it reports them (its "started" event)
     presses = 0
 
     def on_sigint() -> None:
         nonlocal presses
         presses += 1
-        executor = holder.get("executor")
-        if presses == 1 and executor is not None:
-            executor.stop()
+        if presses == 1:
+            stop.set()
             _err(
                 "\nrunner: stopping: no new submissions; waiting for requests in flight "
                 f"(at most {GRACE_SECONDS:g} s; Ctrl-C again to stop now)"
@@ -276,15 +283,15 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
         else:
             main_task.cancel()
 
-    def on_start(executor: Executor) -> None:
-        holder["executor"] = executor
+    def on_event(event: str, live: RunStats) -> None:
+        nonlocal stats
+        stats = live
+        progress.update(event, live)
 
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
-        return await run_requests(settings, requests, on_start=on_start, on_event=progress.update)
-    except asyncio.CancelledError:
-        executor = holder.get("executor")
-        stats = executor.stats if executor else RunStats()
+        return await run_requests(settings, requests, stop=stop, on_event=on_event)
+    except asyncio.CancelledError:  # a second Ctrl-C, or the grace period ran out
         stats.interrupted = True
         return stats
     finally:

@@ -16,9 +16,8 @@ from typing import Any, TypeVar
 
 from .attachments import INPUTS, Attachments
 from .errors import AuthError, CallError, GridError, InputChanged
-from .falapi import FalClient, Handle, handle_for, request_headers
+from .falapi import FalClient, Handle, request_headers
 from .http import Reply, error_detail
-from .jobs import Failed, Job, RunOptions, RunStats, Stopped, error_info
 from .limits import SubmitGate
 from .manifest import (
     FAILED,
@@ -36,8 +35,9 @@ from .models import Request
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .repair import repair
 from .retry import Decision, Verdict, failure_kind, is_retryable_result, retried
-from .snapshot import InputSnapshot
+from .settings import RunSettings
 from .spending import billed_megapixels
+from .tracking import Failed, InFlight, RunStats, Stopped, error_info
 
 T = TypeVar("T")
 
@@ -53,16 +53,32 @@ class Executor:
         self,
         client: FalClient,
         journal: Journal,
-        options: RunOptions,
+        settings: RunSettings,
+        run_id: str,
         on_event: Callable[[str, RunStats], None] | None = None,
         *,
-        inputs: InputSnapshot | None = None,
+        server: str | None = None,
+        price: float | None = None,
         damaged: Mapping[str, Record] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
+        """`server`: the fal queue's origin, recorded with each row; `price`: USD per billed
+        megapixel (None: not counted); `damaged`: ok rows whose outputs must be fetched again;
+        `stop`: once set, no new submissions (requests in flight go on)."""
         self._client = self.client = client
         self._journal = journal
-        self._opt = options
-        self._exe = options.execution
+        self._settings = settings
+        self._exe = settings.execution
+        self._run_id, self._server = run_id, server
+        # What every record of this run says besides the request itself.
+        self._fixed: Record = {
+            "endpoint": settings.endpoint,
+            "backend": settings.backend,
+            "run_id": run_id,
+        }
+        if server is not None:
+            self._fixed["server"] = server
+        self._stop_event = stop
         self._gate = SubmitGate(self._exe.rate)
         self._headers = request_headers(self._exe)
         self._attachments = Attachments(client, journal.out_dir / INPUTS)
@@ -72,7 +88,7 @@ class Executor:
         # costs one refused call, not `concurrency` of them.
         self._probe = asyncio.Lock()
         self._proven = False
-        self._inputs = inputs
+        self._inputs = settings.inputs
         self._inputs_listed = False  # the {files} globs are listed again once, at the start
         self._damaged = damaged or {}
         self._taken = 0
@@ -80,9 +96,13 @@ class Executor:
         # A refused key stops new submissions at once, but the calls already under way are
         # let finish (each is then known refused or accepted, not left "maybe sent").
         self._auth_error: AuthError | None = None
-        self.stats = RunStats(usd_per_megapixel=options.usd_per_megapixel)
+        self.stats = RunStats(usd_per_megapixel=price)
 
-    def stop(self) -> None:
+    async def _stop_when_set(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stop()
+
+    def _stop(self) -> None:
         """Graceful stop: no new submissions; requests in flight go on."""
         if not self._stopping:
             self.stats.in_flight_at_stop = len(self._open)
@@ -100,8 +120,11 @@ class Executor:
     async def run(self, requests: Iterable[Request]) -> RunStats:
         rows = iter(requests)
         workers = self._exe.concurrency
-        if self._opt.limit is not None:  # never more workers than rows
-            workers = max(1, min(workers, self._opt.limit))
+        if self._settings.count is not None:  # never more workers than rows
+            workers = max(1, min(workers, self._settings.count))
+        stop = self._stop_event
+        watcher = asyncio.create_task(self._stop_when_set(stop)) if stop is not None else None
+        self._notify("started", self.stats)  # the live counters, before any request ends
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
@@ -109,6 +132,8 @@ class Executor:
         except BaseExceptionGroup as eg:  # surface the run-stopping error itself
             raise eg.exceptions[0] from None
         finally:
+            if watcher is not None:
+                watcher.cancel()
             self.stats.unfinished = len(self._open)
         if self._auth_error is not None:
             raise self._auth_error
@@ -117,7 +142,7 @@ class Executor:
     async def _worker(self, rows: Iterator[Request]) -> None:
         # All workers share one lazy iterator: a row is taken only when a worker is free.
         while not self._stopping:
-            if self._opt.limit is not None and self._taken >= self._opt.limit:
+            if self._settings.count is not None and self._taken >= self._settings.count:
                 return  # what was validated is all that is sent, whatever the files say now
             try:
                 request = next(rows, None)
@@ -143,28 +168,28 @@ class Executor:
             self.stats.skipped += 1
             self._notify("skipped", self.stats)
             return
-        if state is not None and state.status == FAILED and not self._opt.retry_failed:
+        if state is not None and state.status == FAILED and not self._settings.retry_failed:
             self.stats.failed_before += 1
             self._notify("skipped", self.stats)
             return
-        job = Job(request, self._opt)
+        flight = InFlight(request, self._fixed)
         if state is not None:
-            job.attempts, job.duplicates = state.attempts, state.possible_duplicates
+            flight.attempts, flight.duplicates = state.attempts, state.possible_duplicates
             if state.request_id and (
                 state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS
             ):
                 # Queued earlier: polled by its id whatever --mode this run uses (a sync
                 # resubmission would pay again for a result the queue holds).
-                job.handle = handle_for(self._opt.queue_url, self._opt.endpoint, state.request_id)
+                flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
                 self._open.add(request.key)
                 self.stats.resumed += 1
             elif state.status == SUBMITTING:
-                job.uncertain = True  # a crash hit between sending and journaling: may be paid
+                flight.uncertain = True  # a crash hit between sending and journaling: may be paid
         self.stats.in_flight += 1
         try:
-            reply = await self._until_result(job)
+            reply = await self._until_result(flight)
             outputs, extras = await self._save(request.key, reply)
-            self._journal.append(job.record(OK, outputs=outputs, result=extras))
+            self._journal.append(flight.record(OK, outputs=outputs, result=extras))
             self._open.discard(request.key)
             self.stats.megapixels += sum(
                 billed_megapixels(o["width"], o["height"]) for o in outputs
@@ -172,7 +197,7 @@ class Executor:
             self.stats.ok += 1
             self._notify("ok", self.stats)
         except Failed as failure:
-            self._journal.append(job.record(FAILED, error=failure.info))
+            self._journal.append(flight.record(FAILED, error=failure.info))
             self._open.discard(request.key)
             self.stats.failed += 1
             kind = failure.info["type"]
@@ -189,13 +214,13 @@ class Executor:
     def _ours(self, state: KeyState) -> bool:
         """Whether a record was made by this run's backend and fal server (the endpoint is
         part of the key; a field a record lacks is not held against it)."""
-        return state.backend in (None, self._opt.backend) and (
-            None in (state.server, self._opt.server) or state.server == self._opt.server
+        return state.backend in (None, self._settings.backend) and (
+            None in (state.server, self._server) or state.server == self._server
         )
 
     async def _repair(self, key: str, record: Record) -> None:
         """An ok row whose file is gone: fetch it again, or mark the row failed (reported)."""
-        fixed = await repair(self._client, self._journal.out_dir, record, self._opt.run_id)
+        fixed = await repair(self._client, self._journal.out_dir, record, self._run_id)
         self._journal.append(fixed)
         if fixed["status"] == OK:
             self.stats.repaired += 1
@@ -207,20 +232,20 @@ class Executor:
             self.stats.errors["output_lost"] = self.stats.errors.get("output_lost", 0) + 1
             self._notify("failed", self.stats)
 
-    async def _until_result(self, job: Job) -> Reply:
+    async def _until_result(self, flight: InFlight) -> Reply:
         """Submit (or resume) and wait, resubmitting only what is safe, until a final reply."""
 
         async def attempt() -> Reply:
-            if job.handle is None and self._exe.mode == "queue":
-                await self._submit(job)
-            reply = await self._wait(job)
+            if flight.handle is None and self._exe.mode == "queue":
+                await self._submit(flight)
+            reply = await self._wait(flight)
             if reply.ok:
                 return reply
             detail, status = self._client.redact(error_detail(reply.body)), reply.http_status
             if reply.error_type == "request_timeout" and self._exe.queue_timeout is not None:
                 # the server enforced our own X-Fal-Request-Timeout: honour it, no retry
                 raise Failed(error_info("queue_timeout", detail, status))
-            lost = status == 404 and job.handle is not None
+            lost = status == 404 and flight.handle is not None
             if not lost and not is_retryable_result(status, reply.error_type):
                 raise Failed(error_info(failure_kind(status, reply.error_type), detail, status))
             raise CallError(detail, http_status=status, error_type=reply.error_type, sent="no")
@@ -228,12 +253,12 @@ class Executor:
         def resubmit(error: CallError, decision: Decision, last: bool) -> None:
             if last:
                 return
-            job.resubmitted.append(
+            flight.resubmitted.append(
                 "result no longer on the server (404): submitted again"
                 if error.http_status == 404
                 else f"server failure {error.error_type or error.http_status}: submitted again"
             )
-            job.handle = None
+            flight.handle = None
             self.stats.retrying += 1
             self._notify("retrying", self.stats)
 
@@ -246,18 +271,20 @@ class Executor:
                 error_info(kind, f"gave up after {tries} tries: {error}", status)
             ) from None
 
-    async def _submit(self, job: Job) -> None:
-        endpoint, headers = self._opt.endpoint, self._headers
-        job.handle = await self._send(job, lambda b: self._client.submit(endpoint, b, headers))
-        job.submitted_at = utc_now()
-        self._journal.append(job.record(SUBMITTED))
-        self._open.add(job.request.key)
+    async def _submit(self, flight: InFlight) -> None:
+        endpoint, headers = self._settings.endpoint, self._headers
+        flight.handle = await self._send(
+            flight, lambda b: self._client.submit(endpoint, b, headers)
+        )
+        flight.submitted_at = utc_now()
+        self._journal.append(flight.record(SUBMITTED))
+        self._open.add(flight.request.key)
 
-    async def _run_sync(self, job: Job) -> Reply:
-        endpoint, headers = self._opt.endpoint, self._headers
-        return await self._send(job, lambda b: self._client.run_sync(endpoint, b, headers))
+    async def _run_sync(self, flight: InFlight) -> Reply:
+        endpoint, headers = self._settings.endpoint, self._headers
+        return await self._send(flight, lambda b: self._client.run_sync(endpoint, b, headers))
 
-    async def _send(self, job: Job, send: Callable[[Mapping[str, Any]], Awaitable[T]]) -> T:
+    async def _send(self, flight: InFlight, send: Callable[[Mapping[str, Any]], Awaitable[T]]) -> T:
         """One submission (queue submit or sync run), retried per the policy."""
 
         async def attempt() -> T:
@@ -265,7 +292,7 @@ class Executor:
                 raise Stopped  # never start a submission after Ctrl-C
             await self._gate.admit()
             try:
-                body = await self._attachments.body(job.request)
+                body = await self._attachments.body(flight.request)
             except InputChanged as error:  # what was validated is what is sent, or nothing
                 self._halt(str(error))
                 raise Stopped from None
@@ -276,22 +303,22 @@ class Executor:
                 # `submitting` line is written only when this one really goes out.
                 async with self._probe if not self._proven else contextlib.nullcontext():
                     self._check_inputs()
-                    self._begin_submission(job)
+                    self._begin_submission(flight)
                     try:
                         result = await send(body)
                     except AuthError as error:
                         self._stopping = True  # a task waiting on the probe must not send
-                        self._refused(job, str(error.http_status or "auth"), error)
+                        self._refused(flight, str(error.http_status or "auth"), error)
                         raise
                     self._proven = True
                     return result
             except CallError as error:
                 if error.sent == "no":  # a definite refusal: nothing was charged
-                    self._refused(job, str(error.http_status or "connect"), error)
+                    self._refused(flight, str(error.http_status or "connect"), error)
                 raise
 
         def after_failure(error: CallError, decision: Decision, last: bool) -> None:
-            self._after_failed_send(job, error, decision, last)
+            self._after_failed_send(flight, error, decision, last)
 
         try:
             return await retried(attempt, "submit", self._exe.retries + 1, after_failure)
@@ -311,38 +338,38 @@ class Executor:
             self._halt(changed)
             raise Stopped
 
-    def _begin_submission(self, job: Job) -> None:
-        job.counted_duplicate = job.uncertain
-        if job.uncertain:
-            job.duplicates += 1
+    def _begin_submission(self, flight: InFlight) -> None:
+        flight.counted_duplicate = flight.uncertain
+        if flight.uncertain:
+            flight.duplicates += 1
             self.stats.possible_duplicates += 1
-            job.uncertain = False
-            job.resubmitted.append("the previous submission may have been accepted: sent again")
-        job.attempts += 1
+            flight.uncertain = False
+            flight.resubmitted.append("the previous submission may have been accepted: sent again")
+        flight.attempts += 1
         self.stats.submitted += 1
-        self._journal.append(job.record(SUBMITTING))
-        self._open.add(job.request.key)
+        self._journal.append(flight.record(SUBMITTING))
+        self._open.add(flight.request.key)
 
-    def _refused(self, job: Job, reason: str, error: Exception) -> None:
+    def _refused(self, flight: InFlight, reason: str, error: Exception) -> None:
         """Undo what _begin_submission counted: a refused submission charged nothing. The
         journal goes back to the row's state before it (`submitting` when an earlier ambiguous
         send may still have been accepted, else `refused`: sent as new on resume)."""
-        if job.counted_duplicate:
-            job.duplicates -= 1
+        if flight.counted_duplicate:
+            flight.duplicates -= 1
             self.stats.possible_duplicates -= 1
-            job.uncertain = True
-        job.counted_duplicate = False
-        job.attempts -= 1
+            flight.uncertain = True
+        flight.counted_duplicate = False
+        flight.attempts -= 1
         self.stats.submitted -= 1
         self.stats.refused[reason] += 1
         status = error.http_status if isinstance(error, CallError | AuthError) else None
         info = error_info("refused", self._client.redact(str(error)), status)
-        self._journal.append(job.record(SUBMITTING if job.uncertain else REFUSED, error=info))
-        if job.handle is None:
-            self._open.discard(job.request.key)
+        self._journal.append(flight.record(SUBMITTING if flight.uncertain else REFUSED, error=info))
+        if flight.handle is None:
+            self._open.discard(flight.request.key)
 
     def _after_failed_send(
-        self, job: Job, error: CallError, decision: Decision, last: bool
+        self, flight: InFlight, error: CallError, decision: Decision, last: bool
     ) -> None:
         """A submit (or sync run) call failed: pause everyone on a 429; before a retry, count a
         possible duplicate or refuse to resubmit an ambiguous one."""
@@ -351,7 +378,7 @@ class Executor:
         if last:
             return  # recorded as failed by _send
         if decision.verdict is Verdict.AMBIGUOUS:
-            if not self._opt.resubmit_ambiguous:
+            if not self._settings.resubmit_ambiguous:
                 raise Failed(
                     error_info(
                         "ambiguous",
@@ -359,37 +386,37 @@ class Executor:
                         "accepted it, not resubmitted (--no-resubmit-ambiguous)",
                     )
                 )
-            job.uncertain = True
+            flight.uncertain = True
         self.stats.retrying += 1
         self._notify("retrying", self.stats)
 
-    async def _wait(self, job: Job) -> Reply:
+    async def _wait(self, flight: InFlight) -> Reply:
         """Wait for the request to complete, within its deadline, and fetch the reply."""
         try:
             async with asyncio.timeout(self._exe.timeout):
-                if job.handle is None:  # only sync mode gets here without a request id
-                    return await self._run_sync(job)
-                return await self._poll(job)  # a queued request, whatever the mode now
+                if flight.handle is None:  # only sync mode gets here without a request id
+                    return await self._run_sync(flight)
+                return await self._poll(flight)  # a queued request, whatever the mode now
         except TimeoutError:
-            if job.handle is not None:
-                await self._client.cancel(job.handle)
+            if flight.handle is not None:
+                await self._client.cancel(flight.handle)
             raise Failed(
                 error_info(
                     "timeout", f"no result within {self._exe.timeout:g} s (cancelled on the server)"
                 )
             ) from None
 
-    async def _poll(self, job: Job) -> Reply:
-        assert job.handle is not None
+    async def _poll(self, flight: InFlight) -> Reply:
+        assert flight.handle is not None
         # The IN_QUEUE cap is a timer, not a check on status events: a stream may be silent.
         queue_cap = asyncio.timeout(self._exe.queue_timeout)
         try:
             async with queue_cap:
-                return await self._poll_until_done(job.handle, queue_cap)
+                return await self._poll_until_done(flight.handle, queue_cap)
         except TimeoutError:
             if not queue_cap.expired():
                 raise  # the request's own deadline: handled by _wait
-        await self._client.cancel(job.handle)
+        await self._client.cancel(flight.handle)
         raise Failed(
             error_info(
                 "queue_timeout", f"still queued after {self._exe.queue_timeout:g} s (cancelled)"

@@ -87,6 +87,10 @@ class FalClient:
         )
         self._sse = True  # cleared for good when the server has no status stream
 
+    def handle(self, endpoint_id: str, request_id: str) -> Handle:
+        """A queued request's handle from its id (when resuming from the journal)."""
+        return handle_for(self._config.queue_url, endpoint_id, request_id)
+
     def _auth_for(self, url: str) -> dict[str, str]:
         # A URL spelled as a trusted origin plus a path is that origin: skip parsing it.
         if url.startswith(self._trusted_prefixes) or origin(url) in self._trusted:

@@ -389,8 +389,8 @@ def read_runs(out_dir: Path) -> list[RunLine]:
     return lines
 
 
-def append_run(out_dir: Path, info: Mapping[str, Any]) -> None:
-    """One line per invocation in OUT/runs.jsonl (a RunLine): spec hash, tool version, counts."""
+def append_run(out_dir: Path, info: RunLine) -> None:
+    """One line per invocation in OUT/runs.jsonl: spec hash, tool version, counts."""
     try:
         with (out_dir / RUNS).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(info, ensure_ascii=False, separators=(",", ":")) + "\n")

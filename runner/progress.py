@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .jobs import RunStats
+from .tracking import RunStats
 
 
 class Progress:

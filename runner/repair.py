@@ -15,9 +15,9 @@ from typing import Any, cast
 
 from .errors import CallError, ManifestError
 from .falapi import FalClient
-from .jobs import error_info
 from .manifest import FAILED, MANIFEST, OutputFile, Record, merge, read_records
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
+from .tracking import error_info
 
 # A file fetched again is worth a retry, not the long patience of a fresh result: the URL may
 # be gone for good (past the server's retention, or a stopped emulator's port).

@@ -151,6 +151,11 @@ class RowGrid:
         for name, value in variables.items():
             if name not in self.fields and name not in literal and has_template(value):
                 variables[name] = render(value, row.values, name, literal)
+            elif name in self.objects and isinstance(value, dict):  # an object axis's variables
+                variables[name] = {
+                    f: render(v, row.values, f) if f not in self.fields and has_template(v) else v
+                    for f, v in value.items()
+                }
 
     def warnings(self) -> list[tuple[SpecPath, str]]:
         """After a full pass over rows(): (where, what) for what is suspicious but allowed."""

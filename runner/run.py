@@ -13,7 +13,6 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,39 +24,18 @@ from .executor import Executor
 from .falapi import FalClient, ServerConfig
 from .folderlock import locked
 from .http import origin
-from .jobs import RunOptions, RunStats
-from .manifest import Journal, Record, append_run, utc_now
-from .models import Execution, Request
+from .manifest import Journal, Record, RunLine, append_run, utc_now
+from .models import Request
 from .repair import find_damaged, outputs_intact
-from .snapshot import InputSnapshot
+from .settings import RunSettings
 from .statsfile import keep_writing, stats_document, write_stats
+from .tracking import RunStats
 from .urls import is_loopback
 from .version import __version__
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_RUN_URL = "https://fal.run"
 DEFAULT_REST_URL = "https://rest.fal.ai"
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything a run needs besides the requests themselves."""
-
-    endpoint: str
-    backend: str  # "local" | "fal"
-    out: Path
-    execution: Execution
-    spec_path: str = ""
-    spec_sha256: str = ""
-    name: str | None = None  # the spec's label, for reports
-    retry_failed: bool = False
-    resubmit_ambiguous: bool = True
-    shard: str | None = None  # "I/N" of `--shard`, recorded in runs.jsonl
-    report: Mapping[str, str] | None = None  # the spec's `report: {x, y}`, for `runner report`
-    # backend local only: let the emulator fetch http(s) image URLs (network access)
-    allow_remote_fetch: bool = False
-    count: int | None = None  # the validated request count: the run never takes more rows
-    inputs: InputSnapshot | None = None  # the source files as validated, re-checked
 
 
 def fal_key(env: Mapping[str, str]) -> str:
@@ -111,10 +89,11 @@ async def run_requests(
     requests: Iterable[Request],
     *,
     env: Mapping[str, str] | None = None,
-    on_start: Callable[[Executor], None] | None = None,
+    stop: asyncio.Event | None = None,
     on_event: Callable[[str, RunStats], None] | None = None,
 ) -> RunStats:
-    """Run (or resume) every request into settings.out; returns the stats."""
+    """Run (or resume) every request into settings.out; returns the stats. Setting `stop`
+    ends new submissions while the requests in flight go on (a graceful stop)."""
     env = os.environ if env is None else env
     server_id = (
         origin(server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL))
@@ -127,7 +106,7 @@ async def run_requests(
             _refuse_other_backends(settings, journal, server_id)
             damaged = find_damaged(settings.out, journal.damaged)
             return await _run_locked(
-                settings, requests, journal, damaged, server_id, env, on_start, on_event
+                settings, requests, journal, damaged, server_id, env, stop, on_event
             )
         finally:
             journal.close()
@@ -172,26 +151,26 @@ async def _run_locked(
     damaged: Mapping[str, Record],
     server_id: str | None,
     env: Mapping[str, str],
-    on_start: Callable[[Executor], None] | None,
+    stop: asyncio.Event | None,
     on_event: Callable[[str, RunStats], None] | None,
 ) -> RunStats:
     started = time.monotonic()
     run_id = utc_now().replace(":", "").replace("-", "")[:15] + "-" + secrets.token_hex(3)
     async with backend_server(settings.backend, env, settings.allow_remote_fetch) as server:
-        info = {
-            "run_id": run_id,
-            "name": settings.name,
-            "spec": settings.spec_path,
-            "spec_sha256": settings.spec_sha256,
-            "runner_version": __version__,
-            "endpoint": settings.endpoint,
-            "backend": settings.backend,
-            "server": server_id,
-            "started": utc_now(),
-            "host": socket.gethostname(),
-            "shard": settings.shard,
-            "report": dict(settings.report) if settings.report else None,
-        }
+        info = RunLine(
+            run_id=run_id,
+            name=settings.name,
+            spec=settings.spec_path,
+            spec_sha256=settings.spec_sha256,
+            runner_version=__version__,
+            endpoint=settings.endpoint,
+            backend=settings.backend,
+            server=server_id,
+            started=utc_now(),
+            host=socket.gethostname(),
+            shard=settings.shard,
+            report=dict(settings.report) if settings.report else None,
+        )
         append_run(settings.out, {**info, "event": "start"})
         concurrency = settings.execution.concurrency
         if settings.count is not None:  # never more connections (or workers) than rows
@@ -201,28 +180,17 @@ async def _run_locked(
         executor: Executor | None = None
         try:
             async with aiohttp.ClientSession(connector=connector, trust_env=trust_env) as session:
-                options = RunOptions(
-                    settings.endpoint,
-                    settings.backend,
-                    server.queue_url,
-                    run_id,
-                    settings.execution,
-                    settings.retry_failed,
-                    settings.resubmit_ambiguous,
-                    _price(settings),
-                    server=server_id,
-                    limit=settings.count,
-                )
                 executor = Executor(
                     FalClient(session, server, settings.execution.retries + 1),
                     journal,
-                    options,
+                    settings,
+                    run_id,
                     on_event,
-                    inputs=settings.inputs,
+                    server=server_id,
+                    price=_price(settings),
                     damaged=damaged,
+                    stop=stop,
                 )
-                if on_start is not None:
-                    on_start(executor)
                 client, stats_now = executor.client, executor.stats
                 writer = asyncio.create_task(
                     keep_writing(
@@ -241,36 +209,23 @@ async def _run_locked(
             seen_429 = executor.client.rate_limited if executor else 0
             elapsed = time.monotonic() - started
             write_stats(settings.out, stats_document(stats, info, elapsed, True, seen_429))
-            append_run(
-                settings.out,
-                {
-                    **info,
-                    "event": "end",
-                    "finished": utc_now(),
-                    "ok": stats.ok,
-                    "failed": stats.failed,
-                    "skipped": stats.skipped,
-                    "submitted": stats.submitted,
-                    "refused": sum(stats.refused.values()),
-                    "repaired": stats.repaired,
-                    "possible_duplicates": stats.possible_duplicates,
-                    "interrupted": stats.interrupted,
-                    "stop_reason": stats.stop_reason,
-                },
+            end = RunLine(
+                event="end",
+                finished=utc_now(),
+                ok=stats.ok,
+                failed=stats.failed,
+                skipped=stats.skipped,
+                submitted=stats.submitted,
+                refused=sum(stats.refused.values()),
+                repaired=stats.repaired,
+                possible_duplicates=stats.possible_duplicates,
+                interrupted=stats.interrupted,
+                stop_reason=stats.stop_reason,
             )
+            append_run(settings.out, {**info, **end})
 
 
 def _price(settings: RunSettings) -> float | None:
     """USD per billed megapixel, for the spend shown during a fal run (local runs are free)."""
     endpoint = get_endpoint(settings.endpoint)
     return endpoint.usd_per_megapixel if endpoint and settings.backend == "fal" else None
-
-
-def with_overrides(
-    execution: Execution, concurrency: int | None = None, mode: str | None = None
-) -> Execution:
-    if concurrency is not None:
-        execution = replace(execution, concurrency=concurrency)
-    if mode is not None:
-        execution = replace(execution, mode=mode)  # type: ignore[arg-type]
-    return execution

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .jobs import RunStats
 from .manifest import utc_now
+from .tracking import RunStats
 
 STATS = "stats.json"
 INTERVAL = 2.0  # seconds between rewrites during a run

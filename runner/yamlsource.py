@@ -19,6 +19,9 @@ _PLAIN_TAGS = {_T + t for t in ("str", "int", "float", "bool", "null")}
 # YAML 1.1 reads these as booleans; a sweep over [yes, no] silently becoming True/False is a
 # classic trap, so they must be written as true/false or quoted.
 _AMBIGUOUS_BOOLS = {"yes", "no", "on", "off"}
+# YAML 1.1 numbers nobody means: base 60 (`12:30` is 750, a time in a prompt) and a leading
+# zero (`010` is octal 8). YAML 1.2 reads neither so; rather than guess, both must be quoted.
+_YAML11_ONLY = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|0[0-9_]+)$")
 # Alias expansion guard ("billion laughs"); long value lists belong in {lines}/{csv} files.
 _MAX_NODES = 200_000
 
@@ -287,4 +290,10 @@ class _Builder:
             raise YamlError(f"invalid value '{node.value}'", *_start(node)) from None
         if isinstance(value, float) and not math.isfinite(value):
             raise YamlError(f"'{node.value}' is not a finite number", *_start(node))
+        if plain and node.tag in (_T + "int", _T + "float") and _YAML11_ONLY.match(node.value):
+            raise YamlError(
+                f"'{node.value}' is read by YAML 1.1 as the number {value} (base 60 or octal): "
+                f"quote it to keep the text ('{node.value}'), or write the number you mean",
+                *_start(node),
+            )
         return value

@@ -350,3 +350,11 @@ def test_argument_errors_say_what_is_wanted(argv, message, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and "invalid" not in err
+
+
+def test_the_module_docstring_names_every_command():
+    import runner.cli
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # argparse has no public way
+    named = runner.cli.__doc__.split("(grammar")[0].replace("`", " ").replace("|", " ").split()
+    assert set(commands) <= set(named), named

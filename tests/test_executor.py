@@ -13,9 +13,10 @@ from PIL import Image
 from runner.emulator import Faults
 from runner.errors import AuthError
 from runner.grid import expand
-from runner.jobs import RunStats
 from runner.models import Request
-from runner.run import RunSettings, run_requests
+from runner.run import run_requests
+from runner.settings import RunSettings
+from runner.tracking import RunStats
 from runner.validate import check
 
 from .conftest import fal_env, last_records
@@ -217,6 +218,23 @@ async def test_interrupted_run_resumes_by_request_id(write_spec, emulator_factor
     assert em.stats.submissions == 8
 
 
+async def test_a_stop_event_ends_submissions_and_lets_requests_in_flight_finish(
+    write_spec, emulator_factory, tmp_path
+):
+    em = await emulator_factory(latency=2.0)  # 0.5 s a request at 10 steps
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=2)
+    stop = asyncio.Event()
+
+    def on_event(event: str, stats: RunStats) -> None:
+        if event == "ok":
+            stop.set()  # as the first Ctrl-C does
+
+    stats = await run(settings, requests, em, stop=stop, on_event=on_event)
+    assert stats.interrupted and stats.ok == em.stats.submissions < 10
+    assert {r["status"] for r in last_records(tmp_path / "out").values()} == {"ok"}
+
+
 async def test_sync_mode(write_spec, emulator_factory, tmp_path):
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": [1, 2]})
@@ -367,7 +385,6 @@ async def test_another_backends_row_is_never_done(write_spec, emulator_factory, 
 
     from runner.executor import Executor
     from runner.falapi import FalClient, ServerConfig
-    from runner.jobs import RunOptions
     from runner.manifest import Journal
 
     em = await emulator_factory()
@@ -378,10 +395,10 @@ async def test_another_backends_row_is_never_done(write_spec, emulator_factory, 
     assert {r["backend"] for r in last_records(tmp_path / "out").values()} == {"local"}
     journal = Journal(tmp_path / "out")
     config = ServerConfig(em.queue_url, em.run_url, em.queue_url, "k")
-    options = RunOptions(settings.endpoint, "fal", em.queue_url, "r1", settings.execution)
     try:
         async with aiohttp.ClientSession() as session:
-            stats = await Executor(FalClient(session, config), journal, options).run(requests)
+            executor = Executor(FalClient(session, config), journal, settings, "r1")
+            stats = await executor.run(requests)
     finally:
         journal.close()
     assert (stats.skipped, stats.ok, em.stats.submissions) == (0, 2, 2)

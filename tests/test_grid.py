@@ -564,6 +564,12 @@ def test_vars_show_what_an_object_axis_overrode() -> None:
     requests = run(s)
     assert [r.input["prompt"] for r in requests] == ["ink", "oil", "chalk"]
     assert all("style" not in r.vars for r in requests)  # the default's "plain" was not used
+    paired = spec(
+        defaults={"image_url": URL, "prompt": "{style}"},
+        matrix={"look": [{"style": "{tone} ink", "seed": 1}], "tone": ["dark"]},
+    )
+    [r] = run(paired)
+    assert r.vars["look"] == {"style": "dark ink", "seed": 1}  # rendered inside the mapping too
 
 
 @pytest.mark.parametrize(

@@ -79,3 +79,26 @@ BENCHMARKS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p.name != "
 def test_benchmarks_use_only_the_public_surface(path: Path) -> None:
     # runner.emulator is a public package of its own (with its own __all__)
     assert imported_runner_modules(path) <= {"runner", "runner.emulator"}
+
+
+def test_no_class_name_has_two_meanings() -> None:
+    # Two Plans and three Jobs once made a newcomer stumble: one name, one concept.
+    homes: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "runner").rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                homes.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: where for name, where in homes.items() if len(where) > 1} == {}
+
+
+def test_the_cli_takes_the_library_through_its_public_names() -> None:
+    # Like any script: a name the surface offers is imported from `runner`, not its module.
+    tree = ast.parse((ROOT / "runner" / "cli.py").read_text(encoding="utf-8"))
+    reached = {
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        for alias in node.names
+        if alias.name in runner.__all__
+    }
+    assert reached == set()

@@ -91,16 +91,16 @@ def test_runs_file(tmp_path):
 
 
 # -- lean lines ----------------------------------------------------------------------------
-def _job(key="00c0ffee00c0ffee", backend="fal"):
-    from runner.jobs import Job, RunOptions
-    from runner.models import Execution, Request
+def _flight(key="00c0ffee00c0ffee", backend="fal"):
+    from runner.manifest import Record
+    from runner.models import Request
+    from runner.tracking import InFlight
 
-    server = "https://q.example:443" if backend == "fal" else None
-    options = RunOptions(
-        "fal-ai/x", backend, "https://q.example", "run-1", Execution(), server=server
-    )
+    fixed: Record = {"endpoint": "fal-ai/x", "backend": backend, "run_id": "run-1"}
+    if backend == "fal":
+        fixed["server"] = "https://q.example:443"
     request = Request(key, {"prompt": "a cat", "seed": 1}, {"seed": 1})
-    return Job(request, options)
+    return InFlight(request, fixed)
 
 
 def _state(folder, key):
@@ -109,27 +109,27 @@ def _state(folder, key):
     return journal.state(key)
 
 
-def _journey(job):
+def _journey(flight):
     """The lines one request writes when its first result is lost and it is sent again."""
     from runner.falapi import handle_for
 
-    job.attempts = 1
-    yield job.record(SUBMITTING)
-    job.handle, job.submitted_at = handle_for("https://q", "fal-ai/x", "r-1"), "T1"
-    yield job.record(SUBMITTED)
-    job.handle = None
-    job.resubmitted.append("result no longer on the server (404): submitted again")
-    job.attempts = 2
-    yield job.record(SUBMITTING)
-    job.handle, job.submitted_at = handle_for("https://q", "fal-ai/x", "r-2"), "T2"
-    yield job.record(SUBMITTED)
+    flight.attempts = 1
+    yield flight.record(SUBMITTING)
+    flight.handle, flight.submitted_at = handle_for("https://q", "fal-ai/x", "r-1"), "T1"
+    yield flight.record(SUBMITTED)
+    flight.handle = None
+    flight.resubmitted.append("result no longer on the server (404): submitted again")
+    flight.attempts = 2
+    yield flight.record(SUBMITTING)
+    flight.handle, flight.submitted_at = handle_for("https://q", "fal-ai/x", "r-2"), "T2"
+    yield flight.record(SUBMITTED)
     outputs = [{"file": "images/00/x-0.png", "sha256": "s", "width": 1, "height": 1}]
-    yield job.record(OK, outputs=outputs, result={"seed": 1})
+    yield flight.record(OK, outputs=outputs, result={"seed": 1})
 
 
 def test_only_the_first_line_of_a_run_carries_the_input(tmp_path):
     journal = Journal(tmp_path)
-    for line in _journey(_job()):
+    for line in _journey(_flight()):
         journal.append(line)
     journal.close()
     lines = [json.loads(x) for x in (tmp_path / "manifest.jsonl").read_text().splitlines()]
@@ -153,10 +153,10 @@ def test_only_the_first_line_of_a_run_carries_the_input(tmp_path):
 
 def test_merged_lean_lines_equal_the_full_record(tmp_path):
     """The merge of a run's lines is the record the old writer put on its last line."""
-    job, fulls = _job(), []
+    flight, fulls = _flight(), []
     journal = Journal(tmp_path)
-    for line in _journey(job):
-        fulls.append({**job.base, **job._journaled})
+    for line in _journey(flight):
+        fulls.append({**flight.base, **flight._journaled})
         journal.append(line)
     journal.close()
     merged = latest(tmp_path)["00c0ffee00c0ffee"]
@@ -169,11 +169,11 @@ def test_merged_lean_lines_equal_the_full_record(tmp_path):
 
 def test_a_new_run_starts_the_record_afresh(tmp_path):
     journal = Journal(tmp_path)
-    first = _job(backend="local")
+    first = _flight(backend="local")
     first.attempts = 1
     journal.append(first.record(SUBMITTING))
     journal.append(first.record(FAILED, error={"type": "http", "message": "x", "http_status": 500}))
-    second = _job()
+    second = _flight()
     second.attempts = 2
     journal.append(second.record(SUBMITTING))
     journal.close()
@@ -214,7 +214,7 @@ def test_old_layout_journals_still_read(tmp_path):
 
 def test_torn_lean_line_is_ignored(tmp_path):
     journal = Journal(tmp_path)
-    lines = list(_journey(_job()))
+    lines = list(_journey(_flight()))
     for line in lines[:2]:
         journal.append(line)
     journal.close()
@@ -226,7 +226,7 @@ def test_torn_lean_line_is_ignored(tmp_path):
 
 def test_state_is_what_was_read_not_what_is_appended(tmp_path):
     journal = Journal(tmp_path)
-    for line in _journey(_job()):
+    for line in _journey(_flight()):
         journal.append(line)
     assert journal.state("00c0ffee00c0ffee") is None  # not kept: memory stays flat
     journal.close()
@@ -243,18 +243,18 @@ def journals(draw):
     lines = []
     for _ in range(draw(st.integers(0, 12))):
         key = draw(st.sampled_from(_KEYS))
-        job = _job(key, backend=draw(st.sampled_from(["fal", "local"])))
-        job.attempts = draw(st.integers(0, 3))
-        job.duplicates = draw(st.integers(0, 2))
-        steps = list(_journey(job))[: draw(st.integers(1, 5))]
+        flight = _flight(key, backend=draw(st.sampled_from(["fal", "local"])))
+        flight.attempts = draw(st.integers(0, 3))
+        flight.duplicates = draw(st.integers(0, 2))
+        steps = list(_journey(flight))[: draw(st.integers(1, 5))]
         if draw(st.booleans()):
             error = {"type": draw(st.sampled_from(["http", "download"])), "message": "m"}
-            steps.append(job.record(FAILED, error={**error, "http_status": None}))
+            steps.append(flight.record(FAILED, error={**error, "http_status": None}))
         old = draw(st.booleans())
         for step in steps:
             step["time"] = "t"
             if old:  # the pre-lean layout: the whole record, input first
-                text = json.dumps({**job.base, **step}, separators=(",", ":"))
+                text = json.dumps({**flight.base, **step}, separators=(",", ":"))
             else:
                 text = encode(step).decode().rstrip("\n")
             lines.append(text)

@@ -77,6 +77,11 @@ def test_empty_document_is_none() -> None:
         ("a:\n  b: 1\n c: 2\n", (3, 2), "invalid YAML"),
         ("x: yes\n", (1, 4), "ambiguous value 'yes'"),
         ("x: .inf\n", (1, 4), "not a finite number"),
+        # YAML 1.1 reads these as numbers nobody meant: 12:30 is 750 (base 60), 010 is 8
+        ("when: [9:05, 12:30]\n", (1, 8), "'9:05' is read by YAML 1.1 as the number 545"),
+        ("x: 1:30.5\n", (1, 4), "'1:30.5' is read by YAML 1.1 as the number 90.5"),
+        ("seed: 010\n", (1, 7), "'010' is read by YAML 1.1 as the number 8"),
+        ("seed: -0_17\n", (1, 7), "'-0_17' is read by YAML 1.1 as the number -15"),
         ("? [a]\n: 1\n", (1, 3), "mapping key must be a plain name"),
         ("x: &a [*a]\n", (1, 4), "alias refers to the node that contains it"),
         ("x: \x07\n", (1, 4), "control character U+0007"),
@@ -91,6 +96,11 @@ def test_located_errors(text: str, where: tuple[int, int], message: str) -> None
 
 def test_quoted_yes_is_a_string() -> None:
     assert load_yaml("x: 'yes'\ny: \"no\"\n")[0] == {"x": "yes", "y": "no"}
+
+
+def test_quoted_times_and_zero_padded_numbers_stay_text_and_plain_numbers_stay_numbers() -> None:
+    data, _ = load_yaml("a: '12:30'\nb: \"010\"\nc: 0\nd: 0.5\ne: 10\nf: -0\ng: 0.05\n")
+    assert data == {"a": "12:30", "b": "010", "c": 0, "d": 0.5, "e": 10, "f": 0, "g": 0.05}
 
 
 def test_deep_nesting_and_alias_bombs_are_errors_not_crashes() -> None:

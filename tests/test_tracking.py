@@ -1,5 +1,5 @@
-"""The records a request's Job writes: a local input is traceable to its file (path beside the
-sha256 that stands for it in `input`); remote inputs carry no path."""
+"""The records a request in flight writes: a local input is traceable to its file (path beside
+the sha256 that stands for it in `input`); remote inputs carry no path."""
 
 from __future__ import annotations
 

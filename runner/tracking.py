@@ -1,5 +1,5 @@
-"""The executor's bookkeeping: run options and counters, and one request's progress through
-submit → wait → result with the manifest records it writes on the way."""
+"""What the executor keeps track of: the run's counters (RunStats) and each request in flight
+(InFlight: its progress through submit → wait → result and the manifest records it writes)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,7 @@ from typing import Any
 
 from .falapi import Handle
 from .manifest import RESUME_FIELDS, ErrorInfo, Record
-from .models import Execution, Request
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    endpoint: str
-    backend: str
-    queue_url: str
-    run_id: str
-    execution: Execution
-    retry_failed: bool = False
-    resubmit_ambiguous: bool = True
-    usd_per_megapixel: float | None = None  # what fal charges (None: not counted, e.g. local)
-    server: str | None = None  # the fal queue's origin, recorded with each row (fal only)
-    limit: int | None = None  # the validated request count: never take more rows than this
+from .models import Request
 
 
 @dataclass
@@ -85,21 +71,19 @@ _ALWAYS = frozenset({"status", "request_id", "attempts", "possible_duplicates"})
 _MISSING = object()
 
 
-class Job:
-    """One request's progress through the loop (mutable, private to the executor)."""
+class InFlight:
+    """One request in flight through the loop, resumed or new (mutable, private to the
+    executor): its handle, its attempts and what its journal lines have said so far."""
 
-    def __init__(self, request: Request, options: RunOptions) -> None:
+    def __init__(self, request: Request, fixed: Record) -> None:
+        """`fixed`: what every record of the run says (endpoint, backend, run_id, server)."""
         self.request = request
         self.base: Record = {
             "key": request.key,
-            "endpoint": options.endpoint,
-            "backend": options.backend,
-            "run_id": options.run_id,
+            **fixed,
             "input": dict(request.input),
             "vars": dict(request.vars),
         }
-        if options.server is not None:
-            self.base["server"] = options.server
         if request.files:  # where each sha256: input came from, so a row traces to its image
             self.base["input_files"] = {k: str(path) for k, path in request.files.items()}
         self.handle: Handle | None = None
@@ -129,7 +113,7 @@ class Job:
         if before is None or before.keys() - changing.keys():  # a field gone: say it all
             return {**self.base, **changing}  # type: ignore[typeddict-item]
         line: dict[str, Any] = {"key": self.base["key"]}
-        for name in RESUME_FIELDS:  # backend and server: fixed for the job, said on every line
+        for name in RESUME_FIELDS:  # backend and server: fixed for the flight, said on every line
             if name in self.base:
                 line[name] = self.base[name]  # type: ignore[literal-required]
         for name, value in changing.items():
