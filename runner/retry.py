@@ -5,7 +5,7 @@ the one loop that applies it (`retried`), and the failure kind a request is reco
 | operation        | retried on                                                        |
 |------------------|-------------------------------------------------------------------|
 | status, result,  | transport errors, timeouts, 408, 409, 429, any 5xx                |
-| cancel, download |                                                                   |
+| download         | (a cancel is sent once, best effort: the deadline is recorded)    |
 | submit           | only when the server surely did not accept it: connection refused,|
 |                  | 408, 429, ingress 5xx, 5xx with an error body. A drop or timeout  |
 |                  | after sending is *ambiguous*: resubmitted and counted as a        |

@@ -70,12 +70,7 @@ def imported_runner_modules(path: Path) -> set[str]:
     return {m for m in found if m == "runner" or m.startswith("runner.")}
 
 
-# synth.py forges a finished run's journal line by line with the executor's own record
-# builder (no server, a million rows): internals on purpose, not a user of the library.
-BENCHMARKS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p.name != "synth.py")
-
-
-@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
 def test_benchmarks_use_only_the_public_surface(path: Path) -> None:
     # runner.emulator is a public package of its own (with its own __all__)
     assert imported_runner_modules(path) <= {"runner", "runner.emulator"}
