@@ -188,7 +188,8 @@ def bench(args: argparse.Namespace) -> tuple[list[list[str]], str]:
     resume_cmd = runner_cli("run", str(spec), "--no-progress")
     resumes = repeat(n, lambda: measure(resume_cmd, FAL_ENV))
     for r in resumes:  # a no-op: every row already done, nothing submitted
-        if f"{args.rows} already done" not in r["stdout"] or " 0 submitted" not in r["stdout"]:
+        said = r["stdout"]
+        if f"{args.rows} already done" not in said or " 0 submission" not in said:
             raise RuntimeError(f"the resume was not a no-op: {r['stdout']}")
     walls, rss = [r["wall"] for r in resumes], [r["rss_mb"] for r in resumes]
     add(
