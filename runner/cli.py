@@ -396,7 +396,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .emulator import serve_forever
+    from .emulator import Stats, serve_forever, served_line
 
     def ready(queue_url: str, run_url: str) -> None:
         print(f"queue: {queue_url}", flush=True)
@@ -411,19 +411,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for flag, pem in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if pem and not os.path.isfile(pem):
             raise UsageError(f"{flag}: no such file: {pem}")
+
+    def stopped(stats: Stats) -> None:
+        print(served_line(stats), flush=True)  # to count against a run's rows
+
+    async def serve() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # `kill`
+        await serve_forever(
+            settings,
+            args.host,
+            args.port,
+            args.run_port,
+            args.tls_cert,
+            args.tls_key,
+            ready,
+            stopped,
+        )
+
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(
-                serve_forever(
-                    settings,
-                    args.host,
-                    args.port,
-                    args.run_port,
-                    args.tls_cert,
-                    args.tls_key,
-                    ready,
-                )
-            )
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(serve())
     except OSError as error:  # port in use, address not here, unreadable or bad certificate
         raise UsageError(
             f"cannot serve on {args.host} (--port {args.port}, --run-port {args.run_port}): "

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from runner.emulator import Emulator, EmulatorSettings, Faults, serve_forever
+from runner.emulator import Emulator, EmulatorSettings, Faults, serve_forever, served_line
 
 from .conftest import png_data_uri
 
@@ -174,3 +174,27 @@ async def test_serve_forever_reports_urls_until_cancelled(http: aiohttp.ClientSe
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_serve_forever_says_what_it_served_when_stopped(http: aiohttp.ClientSession) -> None:
+    """`runner serve` is how a person rehearses failures: on Ctrl-C it must say how many
+    submissions it accepted (and how many repeated a body), to count against the rows."""
+    ready: asyncio.Queue[str] = asyncio.Queue()
+    served: list[str] = []
+    task = asyncio.create_task(
+        serve_forever(
+            EmulatorSettings(latency=0.01),
+            on_ready=lambda q, r: ready.put_nowait(q),
+            on_stop=lambda stats: served.append(served_line(stats)),
+        )
+    )
+    queue_url = await asyncio.wait_for(ready.get(), 5)
+    for _ in range(2):  # the same body twice: one duplicate
+        async with http.post(f"{queue_url}/{ENDPOINT}", json=inputs()) as resp:
+            assert resp.status == 200
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert served == [
+        "served: 2 queue submissions accepted (1 repeating an earlier body), 0 sync runs, 0 uploads"
+    ]

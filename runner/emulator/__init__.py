@@ -1,7 +1,7 @@
 """An offline, fal-compatible service for tests and demos: a queue app and a run app on
 loopback, a deterministic CPU image-to-image model, and seeded fault injection."""
 
-from .server import Emulator, serve_forever
+from .server import Emulator, serve_forever, served_line
 from .settings import EmulatorSettings, Faults
 from .stats import Stats
 
@@ -11,4 +11,5 @@ __all__ = [
     "Faults",
     "Stats",
     "serve_forever",
+    "served_line",
 ]

@@ -130,8 +130,10 @@ async def serve_forever(
     certfile: str | None = None,
     keyfile: str | None = None,
     on_ready: Callable[[str, str], None] | None = None,
+    on_stop: Callable[[Stats], None] | None = None,
 ) -> None:
-    """Serve both apps (HTTPS when certfile is given) until cancelled; on_ready(queue, run)."""
+    """Serve both apps (HTTPS when certfile is given) until cancelled; on_ready(queue, run),
+    then on_stop(stats) with what was served."""
     context = None
     if certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -143,4 +145,16 @@ async def serve_forever(
             on_ready(emulator.queue_url, emulator.run_url)
         await asyncio.Event().wait()
     finally:
+        stats = emulator.stats  # stop() lets go of the state that holds them
         await emulator.stop()
+        if on_stop is not None:
+            on_stop(stats)
+
+
+def served_line(stats: Stats) -> str:
+    """What a standalone emulator served, to count against a run's rows."""
+    return (
+        f"served: {stats.submissions} queue submissions accepted "
+        f"({stats.duplicate_submissions} repeating an earlier body), {stats.run_calls} sync "
+        f"runs, {stats.uploads} uploads"
+    )
