@@ -309,10 +309,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         layout += f", {summary.tables} tables by {' × '.join(summary.pages)}"
     if summary.captions:
         layout += f", {' · '.join(summary.captions)} under each image"
-    print(
-        f"{summary.path}: {summary.ok} ok, {summary.failed} failed, {summary.pending} pending "
-        f"(laid out by {layout})"
+    missing = (
+        f", {summary.missing} image{'' if summary.missing == 1 else 's'} missing"
+        if summary.missing
+        else ""
     )
+    print(
+        f"{summary.path}: {summary.ok} ok, {summary.failed} failed, {summary.pending} pending"
+        f"{missing} (laid out by {layout})"
+    )
+    if summary.missing:
+        _err("runner: images are missing: `runner run` on the spec fetches them again")
     for png in summary.pngs:
         print(png)
     return EXIT_OK

@@ -264,3 +264,30 @@ def test_end_to_end_from_a_real_run(tmp_path, capsys):
             src = re.search(r'<img [^>]*src="([^"]+)"', cell)
             assert src and (out / src[1]).is_file()
     assert "<h1>sweep</h1>" in page and "a red square" in page
+
+
+def test_the_report_line_says_how_many_images_are_missing(tmp_path, capsys):
+    """An ok row whose image was deleted shows as `missing` inside the page; the command line
+    must say so too, rather than a clean "4 ok" over a report that links to nothing."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(png_bytes())
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "endpoint": "fal-ai/flux-1/dev/image-to-image",
+                "defaults": {"image_url": "images/a.png", "prompt": "p", "num_inference_steps": 10},
+                "matrix": {"seed": [1, 2]},
+            }
+        )
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    gone = [p for p in (out / "images").rglob("*.*") if p.is_file()][0]
+    gone.unlink()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 ok, 0 failed, 0 pending, 1 image missing" in printed
+    assert write_report(out).missing == 1

@@ -33,6 +33,16 @@ class ReportSummary:
     captions: tuple[str, ...] = ()  # axes shown under each image inside its cell
     tables: int = 1
     pngs: tuple[Path, ...] = ()
+    missing: int = 0  # output images of ok rows whose file is not in the folder
+
+
+def _missing_images(out_dir: Path, records: list[Record]) -> int:
+    return sum(
+        not (isinstance(o, dict) and o.get("file") and (out_dir / str(o["file"])).is_file())
+        for r in records
+        if r.get("status") == OK
+        for o in r.get("outputs") or []
+    )
 
 
 def write_report(
@@ -73,6 +83,7 @@ def write_report(
         layout.captions,
         len(layout.tables),
         pngs,
+        _missing_images(out_dir, records),
     )
     page = _page(out_dir, records, layout, run, summary)
     tmp = path.with_name(REPORT + ".tmp")
