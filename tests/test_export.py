@@ -378,3 +378,17 @@ def test_a_damaged_output_image_is_left_out_and_counted(run, tmp_path, capsys):
     }
     assert rows[(record["key"], index)]["image"] is None
     assert sum(r["image"] is not None for r in rows.values()) == len(ok_outputs(run)) - 1
+
+
+@pytest.mark.parametrize("target", ["manifest.jsonl", "runs.jsonl", "rows.csv", "ds"])
+def test_an_export_never_writes_into_the_run_folder(run, tmp_path, capsys, target):
+    """`--to OUT/manifest.jsonl` replaced the journal with a csv: every paid result's record
+    gone. Nothing of an export goes inside the run folder it reads."""
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    journal = (out / "manifest.jsonl").read_bytes()
+    fmt = "imagefolder" if target == "ds" else "csv"
+    assert main(["export", str(out), "--format", fmt, "--to", str(out / target)]) == 2
+    assert "inside the run folder" in capsys.readouterr().err
+    assert (out / "manifest.jsonl").read_bytes() == journal
+    assert not (out / "rows.csv").exists() and not (out / "ds").exists()

@@ -52,7 +52,7 @@ def export(
         raise UsageError("--shard-size must be at least 1")
     if not (out_dir / MANIFEST).is_file():
         raise ManifestError(f"no {MANIFEST} in {out_dir}: run `runner run SPEC` first")
-    _check_dest(dest, fmt)
+    _check_dest(dest, fmt, out_dir)
     table = build_table(out_dir, status)
     if not table.rows:
         which = "" if status == "all" else f" {status}"
@@ -76,7 +76,13 @@ def export(
     return _summary(table, dest, fmt, files)
 
 
-def _check_dest(dest: Path, fmt: str) -> None:
+def _check_dest(dest: Path, fmt: str, out_dir: Path) -> None:
+    # csv/jsonl replace DEST: inside the run folder that could be its journal (every paid
+    # result's record), and anything else there mixes with what runs, merges and reports read
+    if dest.resolve().is_relative_to(out_dir.resolve()):
+        raise UsageError(
+            f"--to {dest} is inside the run folder {out_dir}; write the export outside it"
+        )
     if fmt in FILE_FORMATS:
         if dest.is_dir():
             raise UsageError(f"--to {dest} is a folder; --format {fmt} writes one file")
