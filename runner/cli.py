@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 # The library's own names, as a script would import them (runner/__init__.py); the rest are
@@ -43,7 +43,7 @@ from . import axes as grid_axes
 from .cliargs import build_parser, serve_settings
 from .endpoints import get_endpoint
 from .folderlock import check_out_dir
-from .grid import Collapsed
+from .grid import Collapsed, Replay
 from .manifest import MANIFEST
 from .plan import Tally, explain_cost
 from .progress import Progress, in_flight_note, summary_line
@@ -175,11 +175,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     capped = _capped(args)  # a spending cap is tallied during the check's pass over the grid
     shard: Shard | None = args.shard
 
-    def tally(request: Request) -> None:
+    replay = Replay(lambda: expand(checked.spec, checked.endpoint), shard.holds if shard else None)
+
+    def each(request: Request) -> None:
+        replay.add(request)  # the run replays these keys: no second expansion for done rows
         if capped is not None and (shard is None or shard.holds(request.key)):
             capped[1].add(request)
 
-    checked = check(args.spec, out=args.out, each=tally if capped else None)
+    checked = check(args.spec, out=args.out, each=each)
     _warn_spec(checked)
     spec = checked.spec
     check_out_dir(spec.output)
@@ -205,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if capped is not None:  # before anything is sent
         plan = capped[1].plan(())
         check_cap(plan.usd, plan.megapixels, capped[0], plan.unsized_inputs)
-    requests = _requests(checked, args.shard)
+    requests = replay
     total = checked.count if args.shard is None else None
     progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
     started = time.monotonic()
@@ -247,12 +250,6 @@ def _tally(path: str, preview: int) -> Tally | None:
     loaded = read_spec(path)
     endpoint = get_endpoint(loaded.spec.endpoint) if loaded.spec else None
     return Tally(endpoint, preview) if endpoint else None
-
-
-def _requests(checked: Checked, shard: Shard | None) -> Iterator[Request]:
-    requests = expand(checked.spec, checked.endpoint)
-    # a shard is taken after sampling and limits, which see the whole grid
-    return requests if shard is None else shard.select(requests)
 
 
 async def _run_interruptible(settings: RunSettings, requests: Any, progress: Progress) -> RunStats:

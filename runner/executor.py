@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from .attachments import INPUTS, Attachments
 from .errors import AuthError, CallError, GridError, InputChanged
 from .falapi import FalClient, Handle, request_headers
+from .grid import Replay
 from .http import Reply, error_detail
 from .limits import SubmitGate
 from .manifest import (
@@ -118,7 +119,10 @@ class Executor:
         self._stopping = True
 
     async def run(self, requests: Iterable[Request]) -> RunStats:
-        rows = iter(requests)
+        # A Replay of validation's keys expands the grid only for rows this run will send.
+        rows = (
+            requests.rows(self._needs_request) if isinstance(requests, Replay) else iter(requests)
+        )
         workers = self._exe.concurrency
         if self._settings.count is not None:  # never more workers than rows
             workers = max(1, min(workers, self._settings.count))
@@ -210,6 +214,16 @@ class Executor:
             self._auth_error = self._auth_error or error
         finally:
             self.stats.in_flight -= 1
+
+    def _needs_request(self, key: str) -> bool:
+        """Whether _process needs more of this row than its key: not for a row it skips (ok,
+        or failed without --retry-failed) or repairs (ok with a damaged output)."""
+        state = self._journal.state(key)
+        if state is None or not self._ours(state):
+            return True
+        return not (
+            state.status == OK or (state.status == FAILED and not self._settings.retry_failed)
+        )
 
     def _ours(self, state: KeyState) -> bool:
         """Whether a record was made by this run's backend and fal server (the endpoint is

@@ -13,7 +13,8 @@ import binascii
 import hashlib
 import heapq
 import os
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,13 @@ from urllib.parse import unquote_to_bytes
 
 from .endpoints import Endpoint
 from .errors import GridError
-from .keys import KeySet, canonical_json, file_sha256, is_remote, request_key
+from .keys import KEY_HEX, KeySet, canonical_json, file_sha256, is_remote, request_key
 from .models import Request, Spec
 from .rowgrid import Row, RowGrid
 from .sources import axis_source
 from .templates import TemplateError, render
 
-__all__ = ["Collapsed", "axes", "expand"]
+__all__ = ["Collapsed", "Replay", "axes", "expand"]
 
 # A rendered row: the row, its key, the body as journaled, local files, inline data: URIs.
 _Rendered = tuple[Row, str, dict[str, Any], dict[str, Path], dict[str, str]]
@@ -66,6 +67,52 @@ def expand(
         if inline:  # vars name inline data by its sha256 too: no image bytes in the journal
             _inline_refs(variables, inline, body)
         yield Request(key, body, variables, files, origins, inline)
+
+
+class Replay:
+    """The keys of a spec's requests in run order, recorded during validation's pass, so a
+    resume need not expand and hash the grid again for rows the journal has settled.
+
+    rows(needed) yields a key-only Request (no body, vars or origins) for each key that
+    `needed` says the run will not send, and the full Request otherwise: the grid is expanded
+    again, lazily, only as far as the last row that is sent. A key that the new expansion
+    does not reach means the spec's inputs changed since validation: a GridError."""
+
+    def __init__(
+        self,
+        expansion: Callable[[], Iterator[Request]],
+        keep: Callable[[str], bool] | None = None,
+    ) -> None:
+        self._expansion = expansion
+        self._keep = keep  # a shard's part: other keys are not this run's rows
+        self._keys = array("Q")  # 8 bytes a row, not a str object
+
+    def add(self, request: Request) -> None:
+        """Record the next request's key (an `each` callback of validate.check)."""
+        self._keys.append(int(request.key, 16))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[Request]:
+        return self.rows(lambda key: True)
+
+    def rows(self, needed: Callable[[str], bool]) -> Iterator[Request]:
+        full: Iterator[Request] | None = None
+        for value in self._keys:
+            key = f"{value:0{KEY_HEX}x}"
+            if self._keep is not None and not self._keep(key):
+                continue
+            if not needed(key):
+                yield Request(key, {}, {})
+                continue
+            full = full or self._expansion()
+            for request in full:
+                if request.key == key:
+                    yield request
+                    break
+            else:
+                raise GridError(f"request {key} is no longer in the grid", ())
 
 
 def _inline_refs(variables: dict[str, Any], inline: dict[str, str], body: dict[str, Any]) -> None:

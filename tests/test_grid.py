@@ -723,3 +723,39 @@ def test_no_request_body_holds_an_unrendered_name(
         assert "{" not in request.input["prompt"] and "}" not in request.input["prompt"]
         for value in request.vars.values():
             assert "{" not in str(value)
+
+
+def test_replay_expands_only_as_far_as_the_last_row_sent() -> None:
+    s = spec(matrix={"prompt": ["a", "b", "c"], "seed": [1, 2]})
+    full = run(s)
+    calls = []
+
+    def expansion() -> Any:
+        calls.append(1)
+        return expand(s, get_endpoint(s.endpoint))
+
+    replay = grid.Replay(expansion)
+    for request in full:
+        replay.add(request)
+    assert [r for r in replay] == full  # iterating it yields the whole requests
+    settled = {r.key for r in full[:4]}
+    calls.clear()
+    rows = list(replay.rows(lambda key: key not in settled))
+    assert [r.key for r in rows] == [r.key for r in full]
+    assert all(r.input == {} for r in rows[:4]) and rows[4:] == full[4:]
+    assert len(calls) == 1
+    calls.clear()
+    assert all(r.input == {} for r in replay.rows(lambda key: False))
+    assert calls == []  # nothing to send: the grid is not expanded again
+    keep = grid.Replay(expansion, keep=lambda key: key == full[2].key)
+    for request in full:
+        keep.add(request)
+    assert list(keep.rows(lambda key: True)) == [full[2]]
+
+
+def test_replay_of_a_key_the_grid_no_longer_makes_is_a_grid_error() -> None:
+    s = spec(matrix={"prompt": ["a", "b"]})
+    replay = grid.Replay(lambda: expand(s, get_endpoint(s.endpoint)))
+    replay.add(Request("0123456789abcdef", {}, {}))
+    with pytest.raises(GridError, match="no longer in the grid"):
+        list(replay)
