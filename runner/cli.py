@@ -217,7 +217,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary_line(stats, settings.out, time.monotonic() - started, total))
     failed = stats.failed + stats.failed_before
     if failed and not stats.interrupted and stats.stop_reason is None:
-        again = f"runner run {args.spec}" + (f" --out {args.out}" if args.out else "")
+        # the same part of the same job on the same backend: the rest of the command as given
+        again = " ".join(
+            [f"runner run {args.spec}"]
+            + ([f"--out {args.out}"] if args.out else [])
+            + ([f"--backend {args.backend}"] if args.backend else [])
+            + ([f"--shard {args.shard}"] if args.shard else [])
+            + (["--allow-remote-fetch"] if args.allow_remote_fetch else [])
+        )
         _err(f"runner: {failed} failed rows remain; to submit them again: {again} --retry-failed")
     if stats.stop_reason is not None:
         _err(

@@ -269,6 +269,19 @@ def test_summary_separates_rows_from_submissions_and_says_how_to_retry(
     assert f"runner run {spec} --out {out} --retry-failed" in captured.err
 
 
+def test_the_retry_hint_repeats_the_backend_and_the_shard(write_spec, tmp_path, capsys):
+    """The hint is a command people paste: without `--shard` it would run every part of the
+    job into this part's folder (paying again for rows other machines run), and without
+    `--backend` it would meet the folder-of-another-backend refusal."""
+    remote = "https://example.invalid/x.png"  # the offline emulator refuses it: failed rows
+    spec = write_spec(matrix={"image_url": [remote], "seed": list(range(40))})
+    out = str(tmp_path / "part1")
+    args = ["run", str(spec), "--out", out, "--no-progress", "--backend", "local"]
+    assert main([*args, "--shard", "1/2"]) == 1
+    err = capsys.readouterr().err
+    assert f"runner run {spec} --out {out} --backend local --shard 1/2 --retry-failed" in err
+
+
 def test_serve_arguments_become_settings() -> None:
     parser = build_parser()
     args = parser.parse_args(
