@@ -44,7 +44,6 @@ from .cliargs import build_parser, serve_settings
 from .endpoints import get_endpoint
 from .folderlock import check_out_dir
 from .grid import Collapsed, Replay
-from .limits import MAX_CONCURRENCY
 from .manifest import MANIFEST
 from .plan import Tally, explain_cost
 from .progress import Progress, in_flight_note, summary_line
@@ -188,11 +187,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = checked.spec
     check_out_dir(spec.output)
     execution = with_overrides(spec.execution, args.concurrency, args.mode)
-    if execution.concurrency > MAX_CONCURRENCY:
-        raise UsageError(
-            f"execution.concurrency {execution.concurrency} is above the ceiling of "
-            f"{MAX_CONCURRENCY} requests in flight"
-        )
     settings = RunSettings(
         endpoint=spec.endpoint,
         backend=args.backend or spec.backend,

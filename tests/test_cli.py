@@ -174,8 +174,22 @@ def test_concurrency_is_bounded_and_argument_errors_read_plainly(write_spec, tmp
         err = capsys.readouterr().err
         assert message in err and "_positive_int" not in err and "invalid" not in err
     too_many = write_spec("many.yaml", matrix={"seed": [1, 2]}, execution={"concurrency": 5000})
+    assert main(["validate", str(too_many)]) == 2  # validate says so, not only run
+    assert "many.yaml:" in (err := capsys.readouterr().err) and "at most 1024" in err
     assert main(["run", str(too_many), "--out", str(tmp_path / "o")]) == 2
-    assert "ceiling of 1024" in capsys.readouterr().err
+    assert "at most 1024, got 5000" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_schema_and_the_command_line_share_the_concurrency_ceiling():
+    import json
+
+    from runner.endpoints import schemas_dir
+    from runner.limits import MAX_CONCURRENCY
+
+    schema = json.loads((schemas_dir() / "job.schema.json").read_text())
+    concurrency = schema["properties"]["execution"]["properties"]["concurrency"]
+    assert concurrency["maximum"] == MAX_CONCURRENCY
 
 
 def test_never_more_workers_than_rows(write_spec, tmp_path, monkeypatch):
