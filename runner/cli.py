@@ -44,7 +44,7 @@ from .cliargs import build_parser, serve_settings
 from .endpoints import get_endpoint
 from .folderlock import check_out_dir
 from .grid import Collapsed, Replay
-from .manifest import MANIFEST
+from .manifest import FAILED, MANIFEST, OK, SUBMITTED, read_state
 from .plan import Tally, explain_cost
 from .progress import Progress, in_flight_note, summary_line
 from .settings import with_overrides
@@ -179,7 +179,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def each(request: Request) -> None:
         replay.add(request)  # the run replays these keys: no second expansion for done rows
-        if capped is not None and (shard is None or shard.holds(request.key)):
+        if (
+            capped is not None
+            and (shard is None or shard.holds(request.key))
+            and request.key.encode() not in capped[2]  # paid for already
+        ):
             capped[1].add(request)
 
     checked = check(args.spec, out=args.out, each=each)
@@ -238,9 +242,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _capped(args: argparse.Namespace) -> tuple[float, Tally] | None:
-    """(cap, empty plan) when a spending cap applies: a fal run with limits.max_usd or
-    --max-usd; None otherwise (a local run is free)."""
+def _capped(args: argparse.Namespace) -> tuple[float, Tally, set[bytes]] | None:
+    """(cap, empty plan, keys already paid for) when a spending cap applies: a fal run with
+    limits.max_usd or --max-usd; None otherwise (a local run is free). The cap is on what
+    this run may still spend: rows the folder already holds as ok or accepted (and failed
+    ones, unless --retry-failed) cost nothing more, so resuming a grown job is not refused
+    for the part already paid."""
     spec = read_spec(args.spec, out=args.out).spec
     if spec is None:
         return None  # check reports why
@@ -248,7 +255,9 @@ def _capped(args: argparse.Namespace) -> tuple[float, Tally] | None:
     endpoint = get_endpoint(spec.endpoint)
     if cap is None or (args.backend or spec.backend) != "fal" or endpoint is None:
         return None
-    return cap, Tally(endpoint, preview=0)
+    settled = {OK, SUBMITTED} if args.retry_failed else {OK, SUBMITTED, FAILED}
+    paid = {key for key, state in read_state(spec.output).items() if state[0] in settled}
+    return cap, Tally(endpoint, preview=0), paid
 
 
 def _tally(path: str, preview: int) -> Tally | None:

@@ -26,7 +26,8 @@ def check_cap(usd: float | None, megapixels: int, cap: float, unsized: int = 0) 
     if usd > cap:
         guess = f"; {unsized} inputs of unknown size counted as 1 MP each" if unsized else ""
         raise UsageError(
-            f"estimated cost ${usd:.2f} ({megapixels} output megapixels{guess}) exceeds the "
+            f"estimated cost ${usd:.2f} of the rows still to run ({megapixels} output "
+            f"megapixels{guess}) exceeds the "
             f"spending cap ${cap:g} (limits.max_usd or --max-usd); nothing was sent. Raise "
             "the cap, or run fewer rows (sample, --shard)"
         )

@@ -47,7 +47,7 @@ def test_a_run_over_its_cap_is_refused_with_nothing_sent(
     out = tmp_path / "out"
     assert fal_run(spec, out, server, monkeypatch) == 2
     err = capsys.readouterr().err
-    assert "estimated cost $0.30 (12 output megapixels)" in err
+    assert "estimated cost $0.30 of the rows still to run (12 output megapixels)" in err
     assert "exceeds the spending cap $0.25" in err and "nothing was sent" in err
     assert sum(server.stats.requests.values()) == 0 and not out.exists()
     # --max-usd overrides the spec, both ways
@@ -123,3 +123,24 @@ async def test_stats_json_is_rewritten_while_the_run_goes(
     await run(settings, requests, em, on_event=on_event)
     assert seen and all(not s["finished"] for s in seen)
     assert seen[-1]["counts"]["ok"] >= 2  # snapshots follow the run
+
+
+def test_the_cap_is_on_what_is_still_to_run(
+    write_spec, tmp_path, threaded_emulator, monkeypatch, capsys
+):
+    server = threaded_emulator()
+    out = tmp_path / "out"
+    spec = write_spec(matrix={"seed": {"range": [1, 12]}})  # $0.30
+    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.30") == 0
+    # the job grows by 4 rows ($0.10 more, $0.40 in all): a $0.25 cap lets the rest run
+    spec = write_spec(matrix={"seed": {"range": [1, 16]}})
+    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.25") == 0
+    assert server.stats.submissions == 16
+    # a finished job resumes under any cap, sending nothing
+    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.01") == 0
+    assert server.stats.submissions == 16
+    # a cap below what is still to run is still refused
+    spec = write_spec(matrix={"seed": {"range": [1, 24]}})  # 8 new rows: $0.20
+    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.15") == 2
+    assert "estimated cost $0.20 of the rows still to run" in capsys.readouterr().err
+    assert server.stats.submissions == 16
