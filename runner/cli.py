@@ -219,6 +219,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats = asyncio.run(_run_interruptible(settings, requests, progress))
     progress.close()
     print(summary_line(stats, settings.out, time.monotonic() - started, total))
+    if stats.elsewhere:
+        _err(
+            f"runner: note: {settings.out} also holds {stats.elsewhere} rows this run does not "
+            "make (from an earlier version of the spec, or another shard); report and export "
+            "include them. HINT: a new --out keeps versions apart"
+        )
     failed = stats.failed + stats.failed_before
     if failed and not stats.interrupted and stats.stop_reason is None:
         # the same part of the same job on the same backend: the rest of the command as given

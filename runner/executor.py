@@ -93,6 +93,7 @@ class Executor:
         self._inputs_listed = False  # the {files} globs are listed again once, at the start
         self._damaged = damaged or {}
         self._taken = 0
+        self._known = 0  # rows of this run the journal already held
         self._open: set[str] = set()  # keys submitted and not yet finished
         # A refused key stops new submissions at once, but the calls already under way are
         # let finish (each is then known refused or accepted, not left "maybe sent").
@@ -141,6 +142,8 @@ class Executor:
             self.stats.unfinished = len(self._open)
         if self._auth_error is not None:
             raise self._auth_error
+        if not self._stopping:  # every row was taken: the journal's other keys are not ours
+            self.stats.elsewhere = self._journal.rows - self._known
         return self.stats
 
     async def _worker(self, rows: Iterator[Request]) -> None:
@@ -163,6 +166,7 @@ class Executor:
 
     async def _process(self, request: Request) -> None:
         state = self._journal.state(request.key)
+        self._known += state is not None
         if state is not None and not self._ours(state):
             state = None  # another backend's (or endpoint's) record is never this row's result
         if state is not None and state.status == OK:

@@ -316,6 +316,11 @@ class Journal:
             ) from None
         self._last_sync = time.monotonic()
 
+    @property
+    def rows(self) -> int:
+        """How many keys the journal held when it was opened."""
+        return len(self._state)
+
     def state(self, key: str) -> KeyState | None:
         found = self._state.get(key.encode())
         return None if found is None else KeyState(*found)

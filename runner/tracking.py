@@ -32,6 +32,9 @@ class RunStats:
     stop_reason: str | None = None  # why the run stopped sending (an input changed)
     errors: dict[str, int] = field(default_factory=dict)  # failed rows by error type
     megapixels: int = 0  # billed output megapixels received in this run
+    # rows the folder holds that this run does not make (an earlier version of the spec,
+    # another shard); known only when the run went through all its rows
+    elsewhere: int | None = None
     usd_per_megapixel: float | None = None
 
     @property

@@ -385,3 +385,15 @@ def test_the_module_docstring_names_every_command():
     commands = build_parser()._subparsers._group_actions[0].choices  # argparse has no public way
     named = runner.cli.__doc__.split("(grammar")[0].replace("`", " ").replace("|", " ").split()
     assert set(commands) <= set(named), named
+
+
+def test_a_run_says_when_the_folder_holds_rows_its_spec_does_not_make(write_spec, tmp_path, capsys):
+    out = tmp_path / "out"
+    spec = write_spec(matrix={"seed": [1, 2]}, defaults={"strength": 0.8})
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "also holds" not in capsys.readouterr().err
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0  # a resume
+    assert "also holds" not in capsys.readouterr().err
+    spec = write_spec(matrix={"seed": [1, 2, 3]}, defaults={"strength": 0.5})  # edited
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "also holds 2 rows this run does not make" in capsys.readouterr().err
