@@ -12,6 +12,7 @@ import base64
 import hashlib
 import mimetypes
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,9 @@ class Attachments:
     def __init__(self, client: FalClient, inputs_dir: Path | None = None) -> None:
         self._client = client
         self._cache: OrderedDict[str, str] = OrderedDict()  # "sha256:<hex>" -> URI sent
+        # One read (and upload) per file at a time: requests that need a file being read or
+        # uploaded wait for that one instead of uploading the same bytes again.
+        self._pending: dict[str, asyncio.Task[str]] = {}
         self._inputs_dir = inputs_dir
 
     async def body(self, request: Request) -> Mapping[str, Any]:
@@ -52,6 +56,15 @@ class Attachments:
         if ref in self._cache:
             self._cache.move_to_end(ref)
             return self._cache[ref]
+        task = self._pending.get(ref)
+        if task is None:
+            task = asyncio.create_task(self._make_uri(ref, path))
+            self._pending[ref] = task
+            task.add_done_callback(lambda _: self._pending.pop(ref, None))
+        # shielded: one waiter's cancellation (Ctrl-C) must not cancel the others' upload
+        return await asyncio.shield(task)
+
+    async def _make_uri(self, ref: str, path: Path) -> str:
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
@@ -86,7 +99,7 @@ def keep_inline(folder: Path, ref: str, uri: str) -> None:
         data = base64.b64decode(payload, validate=True)
     except ValueError:
         return
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)

@@ -264,6 +264,19 @@ async def test_large_local_file_is_uploaded(write_spec, emulator_factory, tmp_pa
     assert stats.ok == 1 and em.stats.uploads == 1
 
 
+async def test_one_large_file_is_uploaded_once_for_all_its_requests(
+    write_spec, emulator_factory, tmp_path, monkeypatch
+):
+    import runner.attachments as attachments
+
+    monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
+    em = await emulator_factory(latency=0.2)
+    spec = write_spec(matrix={"seed": {"range": [1, 6]}})  # six rows, one image
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=6)
+    stats = await run(settings, requests, em)
+    assert stats.ok == 6 and em.stats.uploads == 1
+
+
 async def test_disk_full_mid_run_stops_with_a_resumable_journal(
     write_spec, emulator_factory, tmp_path, monkeypatch
 ):
