@@ -206,6 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shard=str(args.shard) if args.shard else None,
         report=spec.report or None,
         allow_remote_fetch=args.allow_remote_fetch,
+        max_usd=capped[0] if capped is not None else None,
     )
     if not args.allow_remote_fetch:
         _warn_remote(checked, settings.backend)
@@ -239,7 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if stats.stop_reason is not None:
         _err(
             f"runner: stopped: {stats.stop_reason}; no more submissions "
-            f"(what was sent is journaled). Check the file, then run again to go on."
+            f"(what was sent is journaled). Once that is dealt with, run again to go on."
         )
         return EXIT_STOPPED
     if stats.interrupted:

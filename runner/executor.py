@@ -345,8 +345,16 @@ class Executor:
             raise Failed(error_info(kind, error.message, error.http_status)) from None
 
     def _check_inputs(self) -> None:
-        """Before each submission: a stat per source file (and the globs once per run)."""
+        """Before each submission: the spending cap, and a stat per source file (and the
+        globs once per run)."""
         if self._stopping:
+            raise Stopped
+        cap, spent = self._settings.max_usd, self.stats.usd
+        if cap is not None and spent is not None and spent >= cap:
+            self._halt(
+                f"the spending cap ${cap:g} is reached (${spent:.2f} billed for this run's "
+                "outputs; requests in flight finish); raise --max-usd or limits.max_usd to go on"
+            )
             raise Stopped
         if self._inputs is None:
             return

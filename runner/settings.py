@@ -30,6 +30,9 @@ class RunSettings:
     allow_remote_fetch: bool = False
     count: int | None = None  # the validated request count: the run never takes more rows
     inputs: InputSnapshot | None = None  # the source files as validated, re-checked
+    # fal only: no new submission once this run's outputs are billed at this many US dollars
+    # (the estimate was checked before the run; this holds when the estimate was short)
+    max_usd: float | None = None
 
 
 def with_overrides(

@@ -484,3 +484,15 @@ async def test_a_failed_upload_fails_its_row_not_the_run(
     assert stats.failed == 1 and em.stats.submissions == 0
     record = next(iter(last_records(tmp_path / "out").values()))
     assert record["error"]["type"] == "upload"
+
+
+async def test_the_spending_cap_holds_at_run_time_when_the_estimate_was_short(
+    write_spec, emulator_factory, tmp_path
+):
+    # the estimate counts what it can see; the outputs received are what fal bills
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": {"range": [1, 6]}})  # 1 MP each: $0.025 a request
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=1)
+    stats = await run(replace(settings, max_usd=0.05), requests, em)
+    assert stats.ok == 2 and em.stats.submissions == 2
+    assert stats.stop_reason is not None and "spending cap $0.05 is reached" in stats.stop_reason
