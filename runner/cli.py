@@ -28,7 +28,6 @@ from . import (
     InputChanged,
     Interrupted,
     ManifestError,
-    Request,
     RunnerError,
     RunSettings,
     RunStats,
@@ -45,7 +44,7 @@ from .endpoints import get_endpoint
 from .folderlock import check_out_dir
 from .grid import Collapsed, Replay
 from .manifest import FAILED, MANIFEST, OK, SUBMITTED, read_state
-from .plan import Tally, explain_cost
+from .plan import Cost, Tally, explain_cost
 from .progress import Progress, in_flight_note, summary_line
 from .settings import with_overrides
 from .shards import Shard
@@ -118,7 +117,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     tally: Tally | None = None
     if not args.jsonl:  # the plan is tallied during the check's pass over the grid
         tally = _tally(args.spec, args.rows)
-    checked = check(args.spec, each=tally.add if tally else None, collapsed=collapsed)
+    checked = check(
+        args.spec,
+        each=tally.count if tally else None,
+        collapsed=collapsed,
+        preview=tally.preview if tally else 0,
+    )
+    if tally:
+        tally.first = list(checked.first)
     spec, endpoint = checked.spec, checked.endpoint
     _warn_spec(checked)
     _warn_remote(checked, spec.backend)
@@ -177,14 +183,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     replay = Replay(lambda: expand(checked.spec, checked.endpoint), shard.holds if shard else None)
 
-    def each(request: Request) -> None:
-        replay.add(request)  # the run replays these keys: no second expansion for done rows
+    def each(key: str, cost: Cost) -> None:
+        replay.add(key)  # the run replays these keys: no second expansion for done rows
         if (
             capped is not None
-            and (shard is None or shard.holds(request.key))
-            and request.key.encode() not in capped[2]  # paid for already
+            and (shard is None or shard.holds(key))
+            and key.encode() not in capped[2]  # paid for already
         ):
-            capped[1].add(request)
+            capped[1].count(key, cost)
 
     checked = check(args.spec, out=args.out, each=each)
     _warn_spec(checked)

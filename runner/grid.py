@@ -28,7 +28,7 @@ from .rowgrid import Row, RowGrid
 from .sources import axis_source
 from .templates import TemplateError, render
 
-__all__ = ["Collapsed", "Replay", "axes", "expand"]
+__all__ = ["Collapsed", "LocalFiles", "Replay", "axes", "expand"]
 
 # A rendered row: the row, its key, the body as journaled, local files, inline data: URIs.
 _Rendered = tuple[Row, str, dict[str, Any], dict[str, Path], dict[str, str]]
@@ -87,9 +87,9 @@ class Replay:
         self._keep = keep  # a shard's part: other keys are not this run's rows
         self._keys = array("Q")  # 8 bytes a row, not a str object
 
-    def add(self, request: Request) -> None:
-        """Record the next request's key (an `each` callback of validate.check)."""
-        self._keys.append(int(request.key, 16))
+    def add(self, key: str) -> None:
+        """Record the next request's key (from validate.check's `each`)."""
+        self._keys.append(int(key, 16))
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -153,7 +153,7 @@ def _unique(
     """Rendered rows with repeated requests dropped (the first stays, order kept)."""
     seen = KeySet()
     fields, endpoint_id = endpoint.fields, endpoint.id
-    local = _LocalFiles(spec.base_dir)
+    local = LocalFiles(spec.base_dir)
     causes = _Causes(grid) if collapsed is not None else None
     for row in grid.rows():
         values = row.values
@@ -227,7 +227,7 @@ def _repeated(values: Any) -> set[int]:
     return out
 
 
-class _LocalFiles:
+class LocalFiles:
     """File field values -> (journaled "sha256:<hex>", what is sent): a local file's absolute
     path, or a data: URI itself (hashed by its decoded content, so the manifest never holds
     image bytes); None for http(s) URLs.

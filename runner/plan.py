@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from PIL import Image
@@ -67,55 +68,112 @@ def make_plan(
     return tally.plan(axes)
 
 
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one request adds to a plan."""
+
+    megapixels: int  # billed output megapixels (an input of unknown size counts as 1)
+    unsized: bool  # an input given as a URL: its size is unknown before it is fetched
+    work: float  # megapixels x steps / the endpoint's reference steps: the time estimate's unit
+
+
+class Pricing:
+    """The cost of requests to one endpoint, from the few body fields billing reads (file
+    inputs, `num_images`, the steps field): each field value gives a fact, and a request's
+    facts give its Cost, computed once per distinct set of facts."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.file_fields = endpoint.file_fields
+        timing = endpoint.timing
+        self.steps_field: str | None = timing.get("steps_field")
+        steps_default = (
+            endpoint.fields.get(self.steps_field, {}).get("default") if self.steps_field else None
+        )
+        self.steps_default = steps_default
+        self.reference_steps = timing.get("reference_steps") or steps_default or 1
+        self.billed = self.file_fields | {"num_images"}
+        if self.steps_field:
+            self.billed |= {self.steps_field}
+        self._memo: dict[tuple[tuple[str, Any], ...], Cost] = {}
+
+    def fact(self, field: str, value: Any, local: Path | str | None) -> Any:
+        """What the value of a billed `field` says: a file input's megapixels (None: a URL,
+        size unknown), else the value itself. `local`: the file's path or data: URI."""
+        if field not in self.file_fields:
+            return value
+        if isinstance(local, Path):
+            return _megapixels(local)
+        if isinstance(local, str):
+            return _inline_megapixels(str(value), local)
+        return None
+
+    def cost(self, facts: tuple[tuple[str, Any], ...]) -> Cost:
+        """The Cost of a request whose billed fields give `facts` ((field, fact), sorted)."""
+        try:
+            return self._memo[facts]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable (and so invalid) value: no memo
+            return self._cost(dict(facts))
+        if len(self._memo) >= 4096:
+            self._memo.clear()
+        found = self._memo[facts] = self._cost(dict(facts))
+        return found
+
+    def of(self, request: Request) -> Cost:
+        body, files, inline = request.input, request.files, request.inline
+        facts = tuple(
+            (f, self.fact(f, body[f], files.get(f) or inline.get(f)))
+            for f in sorted(self.billed & body.keys())
+        )
+        return self.cost(facts)
+
+    def _cost(self, facts: dict[str, Any]) -> Cost:
+        # Outputs keep the input's size; an input of unknown size (a URL) counts as 1 megapixel.
+        per_image, unsized = 1, False
+        for f in self.file_fields & facts.keys():
+            if facts[f] is None:
+                unsized = True
+            else:
+                per_image = max(per_image, facts[f])
+        images = facts.get("num_images", 1)
+        mp = per_image * (images if isinstance(images, int) else 1)
+        steps = facts.get(self.steps_field, self.steps_default) if self.steps_field else None
+        ratio = steps / self.reference_steps if isinstance(steps, int | float) else 1
+        return Cost(mp, unsized, mp * ratio)
+
+
 class Tally:
     """A plan built one request at a time, so it can ride along another pass over the grid
-    (`check(..., each=tally.add)`) instead of expanding the grid once more."""
+    (`check(..., each=tally.count)`) instead of expanding the grid once more."""
 
     def __init__(self, endpoint: Endpoint, preview: int = PREVIEW_ROWS) -> None:
         self.endpoint, self.preview = endpoint, preview
-        self.count, self.megapixels, self.unsized = 0, 0, 0
-        self.steps_work = 0.0  # sum of megapixels x steps / reference steps
-        timing = endpoint.timing
-        self.steps_field = timing.get("steps_field")
-        fields = endpoint.fields
-        self.steps_default = (
-            fields.get(self.steps_field, {}).get("default") if self.steps_field else None
-        )
-        self.reference_steps = timing.get("reference_steps") or self.steps_default or 1
+        self.pricing = Pricing(endpoint)
+        self.rows, self.megapixels, self.unsized = 0, 0, 0
+        self.work = 0.0  # sum of megapixels x steps / reference steps
         self.first: list[Request] = []
 
     def add(self, request: Request) -> None:
-        self.count += 1
+        """Count a request and keep it among the first rows shown."""
         if len(self.first) < self.preview:
             self.first.append(request)
-        mp = _output_megapixels(request)
-        self.megapixels += mp
-        file_fields = self.endpoint.file_fields
-        if len(request.files) + len(request.inline) < len(file_fields & request.input.keys()):
-            self.unsized += 1
-        steps_field = self.steps_field
-        steps = request.input.get(steps_field, self.steps_default) if steps_field else None
-        ratio = steps / self.reference_steps if isinstance(steps, int | float) else 1
-        self.steps_work += mp * ratio
+        self.count(request.key, self.pricing.of(request))
+
+    def count(self, key: str, cost: Cost) -> None:
+        """Count a request by its cost alone (the first rows come from elsewhere)."""
+        self.rows += 1
+        self.megapixels += cost.megapixels
+        self.unsized += cost.unsized
+        self.work += cost.work
 
     def plan(self, axes: Iterable[tuple[str, int]]) -> Plan:
         price = self.endpoint.usd_per_megapixel
         usd = round(self.megapixels * price, 4) if price is not None else None
         per_request = self.endpoint.timing.get("seconds_per_request")
-        work = self.steps_work * per_request if isinstance(per_request, int | float) else None
-        first = tuple(self.first)
-        return Plan(self.count, tuple(axes), first, self.megapixels, usd, self.unsized, work)
-
-
-def _output_megapixels(request: Request) -> int:
-    """Outputs keep the input's size; an input of unknown size (a URL) counts as 1 megapixel."""
-    images = request.input.get("num_images", 1)
-    per_image = 1
-    for path in request.files.values():
-        per_image = max(per_image, _megapixels(path))
-    for field, uri in request.inline.items():
-        per_image = max(per_image, _inline_megapixels(str(request.input.get(field)), uri))
-    return per_image * (images if isinstance(images, int) else 1)
+        work = self.work * per_request if isinstance(per_request, int | float) else None
+        first = tuple(self.first[: self.preview])
+        return Plan(self.rows, tuple(axes), first, self.megapixels, usd, self.unsized, work)
 
 
 _INLINE: dict[str, int] = {}  # sha256 reference of a data: URI -> its billed megapixels

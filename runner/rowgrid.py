@@ -93,9 +93,11 @@ class RowGrid:
             for j, raw in enumerate(spec.include)
             if (row := self._try(self._include, j, raw, known | set(self.fields))) is not None
         ]
+        # Per name, the names its templates read (None: an axis's fields cannot be seen).
+        self.uses: dict[str, set[str]] | None = None
         if not any(getattr(s, "opaque", False) for _, s in self.axes):
             before = len(self._problems)
-            uses = self._check_templates(owner)
+            uses = self.uses = self._check_templates(owner)
             used = _closure(uses, self.fields)
             if len(self._problems) == before:  # a misspelt name makes its axis look unused
                 self._check_unused(owner, spec.include, used)

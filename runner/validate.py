@@ -3,6 +3,7 @@ with every problem located at the YAML node it comes from: schema, grid, limits,
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
 from .grid import Collapsed, expand
 from .keys import canonical
 from .models import Location, Request, Spec
+from .plan import Cost, Pricing
+from .product import compile_product
 from .rowgrid import RowGrid
 from .snapshot import InputSnapshot
 from .spec import describe_error, label, read_spec
@@ -52,16 +55,21 @@ class Checked:
     # Located lines, `file:line:col: warning: ...`: worth saying, not worth refusing the spec.
     warnings: tuple[str, ...] = ()
     inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
+    first: tuple[Request, ...] = ()  # the first `preview` requests
 
 
 def check(
     path: str | Path,
     *,
     out: Path | None = None,
-    each: Callable[[Request], None] | None = None,
+    each: Callable[[str, Cost], None] | None = None,
     collapsed: Collapsed | None = None,
+    preview: int = 0,
 ) -> Checked:
     """The whole `runner validate` pipeline for one spec; raises SpecErrors on any problem.
+    `each` is told every request's key and cost, in run order, during the one pass over the
+    grid; `collapsed` counts the rows that repeat a request; Checked.first holds the first
+    `preview` requests.
 
     Every independent problem is found in one pass: schema errors do not stop the checks of
     what they leave intact (the defaults' values, template names, the other axes); only checks
@@ -90,15 +98,15 @@ def check(
                 found.add(e.path, e.message)
         except GridError as exc:
             found.add(exc.path, exc.message)
-    n, remote = 0, 0
+    n, remote, first = 0, 0, tuple[Request, ...]()
     if grid is not None and loaded.expand_ok:
-        n, remote = _expand(spec, endpoint, grid, inputs, found, each, collapsed)
+        n, remote, first = _expand(spec, endpoint, grid, inputs, found, each, collapsed, preview)
     if found.errors:
         raise found.as_error()
     warnings = (
         tuple(found.warning(path, message) for path, message in grid.warnings()) if grid else ()
     )
-    return Checked(spec, endpoint, n, remote, warnings, snapshot)
+    return Checked(spec, endpoint, n, remote, warnings, snapshot, first)
 
 
 def _expand(
@@ -107,18 +115,36 @@ def _expand(
     grid: RowGrid,
     inputs: _InputChecker,
     found: _Found,
-    each: Callable[[Request], None] | None = None,
+    each: Callable[[str, Cost], None] | None = None,
     collapsed: Collapsed | None = None,
-) -> tuple[int, int]:
-    """Expand the grid, checking each request (and handing it to `each`, so a plan needs no
-    second pass); returns (requests, requests with a URL input)."""
+    preview: int = 0,
+) -> tuple[int, int, tuple[Request, ...]]:
+    """Expand the grid, checking each request (and handing its key and cost to `each`, so a
+    plan or a run needs no second pass); returns (requests, requests with a URL input, the
+    first `preview` requests). A plain product grid is checked per axis value instead of per
+    row (product.py); any other grid, or one with a problem to report, row by row."""
+    compiled = (
+        compile_product(spec, endpoint, grid, inputs.field_problems, _not_an_image)
+        if inputs.simple
+        else None
+    )
+    if compiled is not None and compiled.count <= spec.max_requests:
+        if each is not None:
+            for key, cost in compiled.rows():
+                each(key, cost)
+        first = tuple(itertools.islice(expand(spec, endpoint, grid), preview)) if preview else ()
+        return compiled.count, compiled.remote, first
     n, cap, remote = 0, spec.max_requests * COUNT_PAST_LIMIT, 0
     file_fields = endpoint.file_fields
+    pricing = Pricing(endpoint)
+    kept: list[Request] = []
     try:
         for request in expand(spec, endpoint, grid, collapsed):
             n += 1
             if each is not None:
-                each(request)
+                each(request.key, pricing.of(request))
+            if len(kept) < preview:
+                kept.append(request)
             for f in file_fields:
                 if _is_url(request.input.get(f)):
                     remote += 1
@@ -138,7 +164,7 @@ def _expand(
         limit = f"more than limits.max_requests ({spec.max_requests})"
         size = f"at least {n}" if n >= cap else str(n)
         found.add(where, f"the grid has {size} requests, {limit}")
-    return n, remote
+    return n, remote, tuple(kept)
 
 
 @lru_cache(maxsize=4096)

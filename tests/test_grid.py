@@ -736,7 +736,7 @@ def test_replay_expands_only_as_far_as_the_last_row_sent() -> None:
 
     replay = grid.Replay(expansion)
     for request in full:
-        replay.add(request)
+        replay.add(request.key)
     assert [r for r in replay] == full  # iterating it yields the whole requests
     settled = {r.key for r in full[:4]}
     calls.clear()
@@ -749,13 +749,13 @@ def test_replay_expands_only_as_far_as_the_last_row_sent() -> None:
     assert calls == []  # nothing to send: the grid is not expanded again
     keep = grid.Replay(expansion, keep=lambda key: key == full[2].key)
     for request in full:
-        keep.add(request)
+        keep.add(request.key)
     assert list(keep.rows(lambda key: True)) == [full[2]]
 
 
 def test_replay_of_a_key_the_grid_no_longer_makes_is_a_grid_error() -> None:
     s = spec(matrix={"prompt": ["a", "b"]})
     replay = grid.Replay(lambda: expand(s, get_endpoint(s.endpoint)))
-    replay.add(Request("0123456789abcdef", {}, {}))
+    replay.add("0123456789abcdef")
     with pytest.raises(GridError, match="no longer in the grid"):
         list(replay)
