@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from .attachments import INPUTS, Attachments
 from .errors import AuthError, CallError, GridError, InputChanged
 from .falapi import FalClient, Handle, request_headers
-from .grid import Replay
+from .grid import FULL, HANDLED, KEY_ONLY, Replay
 from .http import Reply, error_detail
 from .limits import SubmitGate
 from .manifest import (
@@ -47,6 +47,8 @@ INLINE_SAVE_BYTES = 64 * 1024
 
 # Failures after which the request id is still worth polling (the server may have the result).
 _POLLABLE_ERRORS = frozenset({"download", "transport"})
+# Settled rows of a resume are announced to the progress display in batches of this many.
+_ANNOUNCE_EVERY = 1024
 
 
 class Executor:
@@ -94,6 +96,7 @@ class Executor:
         self._damaged = damaged or {}
         self._taken = 0
         self._known = 0  # rows of this run the journal already held
+        self._unannounced = 0  # settled rows counted since the last "skipped" event
         self._open: set[str] = set()  # keys submitted and not yet finished
         # A refused key stops new submissions at once, but the calls already under way are
         # let finish (each is then known refused or accepted, not left "maybe sent").
@@ -121,9 +124,7 @@ class Executor:
 
     async def run(self, requests: Iterable[Request]) -> RunStats:
         # A Replay of validation's keys expands the grid only for rows this run will send.
-        rows = (
-            requests.rows(self._needs_request) if isinstance(requests, Replay) else iter(requests)
-        )
+        rows = requests.rows(self._settle) if isinstance(requests, Replay) else iter(requests)
         workers = self._exe.concurrency
         if self._settings.count is not None:  # never more workers than rows
             workers = max(1, min(workers, self._settings.count))
@@ -140,6 +141,8 @@ class Executor:
             if watcher is not None:
                 watcher.cancel()
             self.stats.unfinished = len(self._open)
+            if self._unannounced:
+                self._notify("skipped", self.stats)
         if self._auth_error is not None:
             raise self._auth_error
         if not self._stopping:  # every row was taken: the journal's other keys are not ours
@@ -219,15 +222,29 @@ class Executor:
         finally:
             self.stats.in_flight -= 1
 
-    def _needs_request(self, key: str) -> bool:
-        """Whether _process needs more of this row than its key: not for a row it skips (ok,
-        or failed without --retry-failed) or repairs (ok with a damaged output)."""
+    def _settle(self, key: str) -> int:
+        """What _process needs of a replayed row: nothing for a row the journal has settled
+        (ok, or failed without --retry-failed), counted here and now, without a Request or a
+        coroutine (a resume of a million done rows is mostly this); its key for a row to
+        repair (ok with a damaged output); else the whole request."""
         state = self._journal.state(key)
         if state is None or not self._ours(state):
-            return True
-        return not (
-            state.status == OK or (state.status == FAILED and not self._settings.retry_failed)
-        )
+            return FULL
+        if state.status == OK:
+            if key in self._damaged:
+                return KEY_ONLY
+            self.stats.skipped += 1
+        elif state.status == FAILED and not self._settings.retry_failed:
+            self.stats.failed_before += 1
+        else:
+            return FULL
+        self._taken += 1
+        self._known += 1
+        self._unannounced += 1
+        if self._unannounced >= _ANNOUNCE_EVERY:  # progress moves, without an event a row
+            self._unannounced = 0
+            self._notify("skipped", self.stats)
+        return HANDLED
 
     def _ours(self, state: KeyState) -> bool:
         """Whether a record was made by this run's backend and fal server (the endpoint is

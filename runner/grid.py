@@ -28,7 +28,7 @@ from .rowgrid import Row, RowGrid
 from .sources import axis_source
 from .templates import TemplateError, render
 
-__all__ = ["Collapsed", "LocalFiles", "Replay", "axes", "expand"]
+__all__ = ["FULL", "HANDLED", "KEY_ONLY", "Collapsed", "LocalFiles", "Replay", "axes", "expand"]
 
 # A rendered row: the row, its key, the body as journaled, local files, inline data: URIs.
 _Rendered = tuple[Row, str, dict[str, Any], dict[str, Path], dict[str, str]]
@@ -69,14 +69,19 @@ def expand(
         yield Request(key, body, variables, files, origins, inline)
 
 
+# What a run needs of a row it replays (Replay.rows): the whole request, its key alone, or
+# nothing (the run has dealt with the row already: a settled row is only counted).
+FULL, KEY_ONLY, HANDLED = 0, 1, 2
+
+
 class Replay:
     """The keys of a spec's requests in run order, recorded during validation's pass, so a
     resume need not expand and hash the grid again for rows the journal has settled.
 
-    rows(needed) yields a key-only Request (no body, vars or origins) for each key that
-    `needed` says the run will not send, and the full Request otherwise: the grid is expanded
-    again, lazily, only as far as the last row that is sent. A key that the new expansion
-    does not reach means the spec's inputs changed since validation: a GridError."""
+    rows(need) asks `need` what the run needs of each key: FULL yields the full Request (the
+    grid is expanded again, lazily, only as far as the last row that is sent), KEY_ONLY a
+    key-only Request (no body, vars or origins), HANDLED nothing. A key that the new
+    expansion does not reach means the spec's inputs changed since validation: a GridError."""
 
     def __init__(
         self,
@@ -95,15 +100,19 @@ class Replay:
         return len(self._keys)
 
     def __iter__(self) -> Iterator[Request]:
-        return self.rows(lambda key: True)
+        return self.rows(lambda key: FULL)
 
-    def rows(self, needed: Callable[[str], bool]) -> Iterator[Request]:
+    def rows(self, need: Callable[[str], int]) -> Iterator[Request]:
         full: Iterator[Request] | None = None
+        keep = self._keep
         for value in self._keys:
             key = f"{value:0{KEY_HEX}x}"
-            if self._keep is not None and not self._keep(key):
+            if keep is not None and not keep(key):
                 continue
-            if not needed(key):
+            wanted = need(key)
+            if wanted == HANDLED:
+                continue
+            if wanted == KEY_ONLY:
                 yield Request(key, {}, {})
                 continue
             full = full or self._expansion()

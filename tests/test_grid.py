@@ -740,17 +740,20 @@ def test_replay_expands_only_as_far_as_the_last_row_sent() -> None:
     assert [r for r in replay] == full  # iterating it yields the whole requests
     settled = {r.key for r in full[:4]}
     calls.clear()
-    rows = list(replay.rows(lambda key: key not in settled))
+    rows = list(replay.rows(lambda key: grid.KEY_ONLY if key in settled else grid.FULL))
     assert [r.key for r in rows] == [r.key for r in full]
     assert all(r.input == {} for r in rows[:4]) and rows[4:] == full[4:]
     assert len(calls) == 1
     calls.clear()
-    assert all(r.input == {} for r in replay.rows(lambda key: False))
+    assert all(r.input == {} for r in replay.rows(lambda key: grid.KEY_ONLY))
     assert calls == []  # nothing to send: the grid is not expanded again
     keep = grid.Replay(expansion, keep=lambda key: key == full[2].key)
     for request in full:
         keep.add(request.key)
-    assert list(keep.rows(lambda key: True)) == [full[2]]
+    assert list(keep.rows(lambda key: grid.FULL)) == [full[2]]
+    calls.clear()
+    handled = list(replay.rows(lambda key: grid.HANDLED if key in settled else grid.FULL))
+    assert handled == full[4:] and len(calls) == 1  # a handled row yields nothing
 
 
 def test_replay_of_a_key_the_grid_no_longer_makes_is_a_grid_error() -> None:
