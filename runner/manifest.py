@@ -24,12 +24,12 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, NotRequired, TypedDict
+from typing import Any, BinaryIO, NamedTuple, NotRequired, TypedDict
 
 from .errors import ManifestError
+from .outputcheck import HELPER_FROM, HelperFailed, OutputCheck
 
 MANIFEST = "manifest.jsonl"
 RUNS = "runs.jsonl"
@@ -127,8 +127,10 @@ class RunLine(TypedDict, total=False):
     conflicts: int
 
 
-@dataclass(frozen=True)
-class KeyState:
+class KeyState(NamedTuple):
+    """A key's resume state, from its last journal line: a tuple, since a million of them
+    are held at once (an ok row's is shared with every row whose line says the same)."""
+
     status: str
     request_id: str | None
     attempts: int
@@ -214,15 +216,10 @@ def merge(records: Iterable[Record]) -> dict[str, Record]:
     return state
 
 
-# The resume's state of a key, as a tuple (a KeyState costs several times the memory):
-# (status, request_id, attempts, possible_duplicates, error_type, backend, server)
-_State = tuple[str, str | None, int, int, str | None, str | None, str | None]
 _PREFIX, _STATUS_AT, _OK_AT = b'{"key":"', b'","status":"', b'ok",'
 
 
-def read_state(
-    out_dir: Path, intact: Callable[[bytes], bool] | None = None, damaged: set[bytes] | None = None
-) -> dict[bytes, _State]:
+def read_state(out_dir: Path, check: OutputCheck | None = None) -> dict[bytes, KeyState]:
     """The resume state of every key in the journal: its last line says it all.
 
     Most lines are taken without a JSON parse: a line in the current layout gives its key and
@@ -230,12 +227,10 @@ def read_state(
     same on most lines) are parsed once per distinct value. Any other line is kept as it is
     until the end, and parsed only if it is still its key's last line (a request in flight
     or failed). Lines in the older layout, or with odd keys, are parsed as they come.
-    With `intact` (a check of an ok line's output files), the keys whose last line is ok with
-    an output not intact are put in `damaged`, in the same pass.
+    `check` is shown every ok line, in order, to check its output files in the same pass.
     """
-    damaged = set() if damaged is None else damaged
-    last: dict[bytes, _State | bytes] = {}
-    ok_states: dict[bytes, _State | None] = {}
+    last: dict[bytes, KeyState | bytes] = {}
+    ok_states: dict[bytes, KeyState | None] = {}
     for raw in _lines(out_dir):
         if raw[24:36] == _STATUS_AT and raw.startswith(_PREFIX):
             if raw[36:40] == _OK_AT:
@@ -248,21 +243,17 @@ def read_state(
                         ok_states.clear()
                     state = ok_states[fields] = _ok_state(fields)
                 last[raw[8:24]] = raw if state is None else state
-                if intact is not None and not intact(raw):
-                    damaged.add(raw[8:24])
-                    continue
+                if check is not None:
+                    check.see(raw[8:24], raw)
             else:
                 last[raw[8:24]] = raw
-            damaged.discard(raw[8:24])
             continue
         record = _parse(raw)
         if record is not None:
             key = record["key"].encode()
             last[key] = _state_of(record)
-            if intact is not None and record.get("status") == OK and not intact(raw):
-                damaged.add(key)
-            else:
-                damaged.discard(key)
+            if check is not None and record.get("status") == OK:
+                check.see(key, raw)
     for key, value in last.items():
         if isinstance(value, bytes):
             record = _parse(value)
@@ -270,7 +261,29 @@ def read_state(
     return last  # type: ignore[return-value]
 
 
-def _ok_state(fields: bytes) -> _State | None:
+def _read_checked(out_dir: Path) -> tuple[dict[bytes, KeyState], set[str]]:
+    """read_state with every ok row's output files checked: (state, the ok rows whose last
+    line names a missing or resized file)."""
+    path = out_dir / MANIFEST
+    try:
+        big = path.stat().st_size >= HELPER_FROM
+    except OSError:
+        big = False
+    for helper in (big, False) if big else (False,):
+        check = OutputCheck(out_dir, helper)
+        try:
+            state = read_state(out_dir, check)
+            found = check.damaged()
+        except HelperFailed:
+            continue  # the helper died: check again, in this process
+        finally:
+            check.close()
+        damaged = {key.decode() for key in found if key in state and state[key][0] == OK}
+        return state, damaged
+    raise AssertionError("the check in this process has no helper to fail")
+
+
+def _ok_state(fields: bytes) -> KeyState | None:
     try:
         values = json.loads(b"{" + fields + b"}")
     except ValueError:
@@ -278,10 +291,10 @@ def _ok_state(fields: bytes) -> _State | None:
     return _state_of({**values, "status": OK}) if isinstance(values, dict) else None
 
 
-def _state_of(record: Mapping[str, Any]) -> _State:
+def _state_of(record: Mapping[str, Any]) -> KeyState:
     error, status = record.get("error"), str(record.get("status", FAILED))
     attempts, dups = record.get("attempts", 0), record.get("possible_duplicates", 0)
-    return (
+    return KeyState(
         status,
         None if status == OK else record.get("request_id"),  # an ok row is never polled again
         attempts if isinstance(attempts, int) else 0,
@@ -299,13 +312,15 @@ class Journal:
     lines it appends are not kept in memory (a million-request run stays small).
     """
 
-    def __init__(self, out_dir: Path, intact: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(self, out_dir: Path, check_outputs: bool = False) -> None:
         self.out_dir = out_dir
         self.path = out_dir / MANIFEST
-        found: set[bytes] = set()
-        self._state = read_state(out_dir, intact, found)
-        # ok rows whose output files are not intact (with `intact`: see read_state)
-        self.damaged = {key.decode() for key in found}
+        # With check_outputs, the ok rows whose output files are missing or resized.
+        self.damaged: set[str] = set()
+        if check_outputs:
+            self._state, self.damaged = _read_checked(out_dir)
+        else:
+            self._state = read_state(out_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
@@ -322,8 +337,7 @@ class Journal:
         return len(self._state)
 
     def state(self, key: str) -> KeyState | None:
-        found = self._state.get(key.encode())
-        return None if found is None else KeyState(*found)
+        return self._state.get(key.encode())
 
     def origins(self) -> Counter[tuple[str | None, str | None]]:
         """How many rows each (backend, server) made, by their last line."""

@@ -1,5 +1,5 @@
-"""Missing outputs: finds the `ok` rows whose image file is gone or has the wrong size (one pass
-over the journal, a stat per file), and fetches them again from the URL each output records.
+"""Missing outputs: the `ok` rows whose image file is gone or has the wrong size (found as the
+journal is read: outputcheck.py) are fetched again from the URL each output records.
 Gives the record to journal: `ok` again when every file is back, else `failed` (type
 `output_lost`) so the row is never silently "done"."""
 
@@ -8,79 +8,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from .errors import CallError, ManifestError
+from .errors import CallError
 from .falapi import FalClient
-from .manifest import FAILED, MANIFEST, OutputFile, Record, merge, read_records
+from .manifest import FAILED, OutputFile, Record, merge, read_records
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .tracking import error_info
 
 # A file fetched again is worth a retry, not the long patience of a fresh result: the URL may
 # be gone for good (past the server's retention, or a stopped emulator's port).
 REPAIR_ATTEMPTS = 2
-_KEY = re.compile(rb'"key":"([^"\\]+)"')
-_STATUS = re.compile(rb'"status":"([a-z]+)"')
-_OUTPUT = re.compile(rb'\{"file":"([^"\\]+)"[^{}]*\}')
-_BYTES = re.compile(rb'"bytes":(\d+)')
 
 
-def outputs_intact(out_dir: Path) -> Callable[[bytes], bool]:
-    """A check of one `ok` journal line (its bytes): every output file it names is there, at
-    its recorded size. No JSON parse, a stat per file: for the journal's own read pass."""
-    folder = os.fsdecode(out_dir) + os.sep
-
-    def intact(raw: bytes) -> bool:
-        for entry in _OUTPUT.finditer(raw):
-            try:
-                size = os.stat(folder + entry.group(1).decode()).st_size
-            except (OSError, ValueError):
-                return False
-            want = _BYTES.search(entry.group(0))
-            if want is not None and size != int(want.group(1)):
-                return False
-        return True
-
-    return intact
-
-
-def find_damaged(out_dir: Path, keys: set[str] | None = None) -> dict[str, Record]:
-    """The current record of each row whose last line is `ok` with a file missing or of the
-    wrong size. One pass over the journal's bytes (no JSON parse of a healthy line) and a
-    stat per output file; the few damaged rows are then read in full. `keys`: those rows,
-    found already (Journal(out, outputs_intact(out)).damaged), so no pass is needed."""
-    damaged: set[str] = set()
-    path = out_dir / MANIFEST
-    if not path.exists():
+def find_damaged(out_dir: Path, keys: set[str]) -> dict[str, Record]:
+    """The current record of each of `keys`: the rows whose outputs the journal's read found
+    missing or resized (Journal(out, check_outputs=True).damaged)."""
+    if not keys:
         return {}
-    if keys is not None:
-        return {k: r for k, r in merge(read_records(out_dir)).items() if k in keys} if keys else {}
-    try:
-        with path.open("rb", buffering=1 << 20) as fh:
-            for raw in fh:
-                key, status = _KEY.search(raw), _STATUS.search(raw)
-                if key is None or status is None or not raw.endswith(b"\n"):
-                    continue
-                name = key.group(1).decode()
-                if status.group(1) == b"ok" and any(
-                    not _intact_raw(out_dir, m.group(0), m.group(1)) for m in _OUTPUT.finditer(raw)
-                ):
-                    damaged.add(name)
-                else:
-                    damaged.discard(name)
-    except OSError as exc:
-        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not damaged:
-        return {}
-    return {k: r for k, r in merge(read_records(out_dir)).items() if k in damaged}
-
-
-def _intact_raw(out: Path, entry: bytes, file: bytes) -> bool:
-    size = _BYTES.search(entry)
-    return _intact(out, {"file": file.decode(), "bytes": int(size.group(1)) if size else None})
+    return {k: r for k, r in merge(read_records(out_dir)).items() if k in keys}
 
 
 def _intact(out: Path, output: Any) -> bool:

@@ -26,7 +26,7 @@ from .folderlock import locked
 from .http import origin
 from .manifest import Journal, Record, RunLine, append_run, utc_now
 from .models import Request
-from .repair import find_damaged, outputs_intact
+from .repair import find_damaged
 from .settings import RunSettings
 from .statsfile import keep_writing, stats_document, write_stats
 from .tracking import RunStats
@@ -101,7 +101,7 @@ async def run_requests(
         else None
     )
     with locked(settings.out):
-        journal = Journal(settings.out, outputs_intact(settings.out))
+        journal = Journal(settings.out, check_outputs=True)
         try:
             _refuse_other_backends(settings, journal, server_id)
             damaged = find_damaged(settings.out, journal.damaged)

@@ -285,7 +285,7 @@ def test_resume_state_agrees_with_the_merged_records(tmp_path_factory, lines):
             record.get("server"),
         )
         if state.status == OK:  # an ok row is never resumed: its request id is not kept
-            expected = KeyState(OK, None, *list(expected.__dict__.values())[2:])
+            expected = KeyState(OK, None, *expected[2:])
         assert state == expected
     journal.close()
 

@@ -79,10 +79,10 @@ async def test_an_old_flat_run_folder_resumes_and_reports(write_spec, emulator_f
 
 
 async def test_the_journal_read_finds_damaged_outputs_in_the_same_pass(
-    write_spec, emulator_factory, tmp_path
+    write_spec, emulator_factory, tmp_path, monkeypatch
 ):
     from runner.manifest import Journal
-    from runner.repair import find_damaged, outputs_intact
+    from runner.repair import find_damaged
 
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": {"range": [0, 5]}})
@@ -93,8 +93,10 @@ async def test_the_journal_read_finds_damaged_outputs_in_the_same_pass(
     gone, short = (records[r.key]["outputs"][0]["file"] for r in requests[:2])
     (out / gone).unlink()
     (out / short).write_bytes(b"short")
-    journal = Journal(out, outputs_intact(out))
-    journal.close()
     expected = {requests[0].key, requests[1].key}
-    assert journal.damaged == expected == set(find_damaged(out))
+    for helper in (False, True):  # checked in this process, and by a helper process
+        monkeypatch.setattr("runner.manifest.HELPER_FROM", 0 if helper else 1 << 40)
+        journal = Journal(out, check_outputs=True)
+        journal.close()
+        assert journal.damaged == expected
     assert set(find_damaged(out, journal.damaged)) == expected

@@ -1,0 +1,167 @@
+"""The output files that `ok` journal lines name, checked against the size each line records:
+the journal's reader shows each ok line (`see`), and `damaged` then gives the keys whose last
+ok line names a file that is missing or of another size.
+
+A stat costs microseconds of kernel time, and a million-row journal names a million files: so
+for a large journal a helper process does the checks while the reader goes on parsing (this
+file, run as a script: it imports only the standard library). Each ok line goes to it as a
+record `key NUL line` (a journal line holds no newline and no NUL: its newline ends the
+record), and it writes back the damaged keys when its input ends. If the helper cannot
+start, the check is done here; if it fails later, `damaged` raises HelperFailed and the
+reader starts again without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HELPER_FROM = 16 << 20  # journal bytes from which a helper is worth its start (~20 ms)
+_BATCH = 1 << 16  # record bytes sent at a time
+_PIPE_BYTES = 1 << 20  # asked of the kernel for the pipe to the helper, so writes rarely wait
+_FILE = b'{"file":"'  # an output's first field, as the journal writes it
+_DIGITS = re.compile(rb"\d+")
+
+
+class HelperFailed(Exception):
+    """The helper process died or answered nonsense: check again without it."""
+
+
+def _check(damaged: set[bytes], folder: bytes, key: bytes, raw: bytes) -> None:
+    """One ok line of `key`: damaged if an output file it names is missing or of another
+    size than it records, else not (a later line replaces an earlier one's verdict).
+    Searched with bytes.find, not a regex or a JSON parse: a million lines, one stat each."""
+    at = raw.find(_FILE)
+    while at >= 0:
+        start = at + len(_FILE)
+        end = raw.find(b'"', start)
+        close = raw.find(b"}", end)  # the end of this output's object
+        name = raw[start:end]
+        if end > start and b"\\" not in name:  # an escaped name is none this runner wrote
+            try:
+                found = os.stat(folder + name).st_size
+            except (OSError, ValueError):
+                damaged.add(key)
+                return
+            size = raw.find(b'"bytes":', end, close)
+            digits = _DIGITS.match(raw, size + 8) if size >= 0 else None
+            if digits is not None and int(digits[0]) != found:
+                damaged.add(key)
+                return
+        at = raw.find(_FILE, close) if close >= 0 else -1
+    damaged.discard(key)
+
+
+class OutputCheck:
+    """Checks the outputs of the ok lines shown to it, in journal order."""
+
+    def __init__(self, out_dir: Path, helper: bool = False) -> None:
+        self._folder = os.fsencode(out_dir) + os.sep.encode()
+        self._damaged: set[bytes] = set()
+        self._batch: list[bytes] = []
+        self._size = 0
+        # The helper reads a newline-ended folder name: a name with a newline is checked here.
+        helper = helper and b"\n" not in self._folder
+        self._helper = _start(self._folder) if helper else None
+
+    def see(self, key: bytes, raw: bytes) -> None:
+        """An ok line of `key` (its bytes, as in the journal)."""
+        if self._helper is None:
+            _check(self._damaged, self._folder, key, raw)
+            return
+        # The line as it is (it ends with its newline): no work here, where the parse waits.
+        record = key + b"\0" + raw
+        self._batch.append(record)
+        self._size += len(record)
+        if self._size >= _BATCH:
+            self._send()
+
+    def damaged(self) -> set[bytes]:
+        """The keys whose last ok line names a missing or resized file."""
+        helper = self._helper
+        if helper is None:
+            return self._damaged
+        self._send()
+        self._helper = None
+        try:
+            answer, _ = helper.communicate()  # closes its input: it answers, then exits
+        except OSError:
+            _stop(helper)
+            raise HelperFailed from None
+        if helper.returncode != 0 or not answer.startswith(b"\0"):
+            raise HelperFailed
+        return set(answer.split(b"\0")[1:-1])
+
+    def _send(self) -> None:
+        helper = self._helper
+        if helper is None or not self._batch:
+            return
+        assert helper.stdin is not None
+        with contextlib.suppress(OSError):  # it died: damaged() says so
+            helper.stdin.write(b"".join(self._batch))
+        self._batch.clear()
+        self._size = 0
+
+    def close(self) -> None:
+        """Stop the helper, if one is still running (the reader failed)."""
+        if self._helper is not None:
+            _stop(self._helper)
+            self._helper = None
+
+
+def _stop(helper: subprocess.Popen[bytes]) -> None:
+    helper.kill()
+    helper.communicate()  # reaps it and closes the pipes
+
+
+def _start(folder: bytes) -> subprocess.Popen[bytes] | None:
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-I", "-S", os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError:
+        return None  # no interpreter to start: the reader checks the files itself
+    assert helper.stdin is not None
+    if sys.platform == "linux":
+        try:
+            import fcntl
+
+            fcntl.fcntl(helper.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        except (OSError, AttributeError):
+            pass  # the default pipe (64 KB) only makes the reader wait more often
+    try:
+        helper.stdin.write(folder + b"\n")  # the output folder (a path holds no newline)
+    except OSError:
+        _stop(helper)
+        return None
+    return helper
+
+
+def _serve() -> None:
+    """The helper: the folder, then records, on stdin; "\\0" and then each damaged key
+    followed by "\\0" on stdout (the leading "\\0" tells an empty answer from a dead helper)."""
+    damaged: set[bytes] = set()
+    folder, rest = b"", b""
+    while chunk := os.read(0, 1 << 20):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        if not folder:
+            folder = lines.pop(0)
+        for line in lines:
+            key, _, raw = line.partition(b"\0")
+            _check(damaged, folder, key, raw)
+    if rest:
+        sys.exit(1)  # a torn record: the reader died mid-write
+    sys.stdout.buffer.write(b"\0" + b"".join(key + b"\0" for key in damaged))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve()
