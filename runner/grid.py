@@ -63,7 +63,7 @@ def expand(
         try:
             grid.render_vars(row, variables)
         except TemplateError as e:
-            raise GridError(e.message, origins.get(e.key, ())) from None
+            raise grid.template_error(row, e) from None
         if inline:  # vars name inline data by its sha256 too: no image bytes in the journal
             _inline_refs(variables, inline, body)
         yield Request(key, body, variables, files, origins, inline)
@@ -164,7 +164,7 @@ def _unique(
             try:
                 body[k] = render(body[k], values, k, grid.literal_for(row))
             except TemplateError as e:  # origins are built only now, for the error's location
-                raise GridError(e.message, grid.describe(row)[1][e.key]) from None
+                raise grid.template_error(row, e) from None
         files: dict[str, Path] = {}
         inline: dict[str, str] = {}
         for k in endpoint.file_fields & body.keys():

@@ -694,6 +694,61 @@ def test_an_empty_csv_cell_with_no_default_leaves_the_field_out(tmp_path: Path) 
     assert "strength" not in a.input and b.input["strength"] == 0.5
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "source"),
+    [
+        ("rows.csv", "prompt,seed\na {tag} dog,1\na cat,2\n", {"csv": "rows.csv"}),
+        (
+            "rows.jsonl",
+            '{"prompt": "a {tag} dog", "seed": 1}\n{"prompt": "a cat", "seed": 2}\n',
+            {"jsonl": "rows.jsonl"},
+        ),
+        ("", "", [{"prompt": "a {tag} dog", "seed": 1}, {"prompt": "a cat", "seed": 2}]),
+    ],
+)
+def test_vars_of_an_object_axis_hold_what_the_row_sent(
+    tmp_path: Path, name: str, text: str, source: Any
+) -> None:
+    if name:
+        (tmp_path / name).write_text(text)
+    s = spec(tmp_path, defaults={"image_url": URL, "tag": "red"}, matrix={"r": source})
+    a, b = run(s)
+    assert a.input["prompt"] == "a red dog"
+    assert a.vars == {"tag": "red", "r": {"prompt": "a red dog", "seed": 1}}  # was "a {tag} dog"
+    assert b.vars["r"] == {"prompt": "a cat", "seed": 2}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "axis", "where"),
+    [
+        ("rows.csv", "prompt,seed\na cat,1\n\na {tagz} dog,2\n", {"csv": "rows.csv"}, 4),
+        # a quoted cell over two lines: the row's last line, as csv counts them
+        ("rows.csv", 'prompt,seed\n"a\ncat",1\na {tagz} dog,2\n', {"csv": "rows.csv"}, 4),
+        (
+            "rows.jsonl",
+            '{"prompt": "a cat", "seed": 1}\n{"prompt": "a {tagz} dog", "seed": 2}\n',
+            {"jsonl": "rows.jsonl"},
+            2,
+        ),
+        ("prompts.txt", "a cat\n\n\na {tagz} dog\n", {"lines": "prompts.txt"}, 4),
+        # found only when the row renders: an empty cell leaves 'animal' unset in row 2
+        ("rows.csv", "prompt,animal\na {animal},owl\nb {animal},\n", {"csv": "rows.csv"}, 3),
+    ],
+)
+def test_an_undefined_name_in_a_file_row_names_the_file_and_line(
+    tmp_path: Path, name: str, text: str, axis: Any, where: int
+) -> None:
+    (tmp_path / name).write_text(text)
+    s = spec(tmp_path, defaults={"image_url": URL, "tag": "red"}, matrix={"r": axis})
+    if "lines" in axis:
+        s = spec(tmp_path, defaults={"image_url": URL, "tag": "red"}, matrix={"prompt": axis})
+    with pytest.raises(GridError) as info:
+        run(s)
+    e = info.value
+    assert e.message.startswith(f"{name} line {where}: undefined template variable"), e.message
+    assert e.path[-1] in ("csv", "jsonl", "lines")
+
+
 _var_names = st.sampled_from(["a", "b", "c"])
 _var_text = st.lists(
     st.one_of(st.sampled_from(["x", " ", "cat", "0.5"]), _var_names.map("{{{}}}".format)),
