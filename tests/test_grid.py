@@ -476,6 +476,25 @@ def test_collapsed_rows_are_counted_with_their_cause() -> None:
     assert collapsed.by == {"strength": 3, "seed": 2, "include": 1}
 
 
+def test_rows_collapsed_by_identical_image_files_say_so(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):  # three names, one picture
+        (tmp_path / f"{name}.png").write_bytes(b"same bytes")
+    (tmp_path / "d.png").write_bytes(b"other bytes")
+    collapsed = Collapsed()
+    s = spec(
+        tmp_path,
+        defaults={"tag": "p"},
+        matrix={"image_url": {"files": "*.png"}, "seed": [1, 2], "prompt": ["p", "{tag}"]},
+    )
+    assert len(list(expand(s, EP, collapsed=collapsed))) == 4  # a and d, by 2 seeds
+    # b and c were counted as "templates": no axis repeats a value, the files' bytes are alike
+    assert collapsed.by == {
+        "templates": 4,  # "{tag}" renders as "p" (on a and d)
+        "identical input files (a.png = b.png)": 4,
+        "identical input files (a.png = c.png)": 4,
+    }
+
+
 # --- a million rows ----------------------------------------------------------------------------
 
 
