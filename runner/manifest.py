@@ -306,6 +306,7 @@ class Journal:
         self._state = read_state(out_dir, intact, found)
         # ok rows whose output files are not intact (with `intact`: see read_state)
         self.damaged = {key.decode() for key in found}
+        self._made = not self.path.exists()  # so a journal left empty is not left behind
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
@@ -342,13 +343,18 @@ class Journal:
                 f"cannot write the journal {self.path}: {exc.strerror or exc}"
             ) from None
 
-    def close(self) -> None:
+    def close(self, keep_empty: bool = True) -> None:
+        """`keep_empty=False`: a journal this object created and nobody wrote to is removed
+        (a run refused before its first line leaves no empty manifest.jsonl behind)."""
         # Failures here were already reported by append; the journal stays resumable.
         with contextlib.suppress(OSError, ValueError):
             self._fh.flush()
             os.fsync(self._fh.fileno())
         with contextlib.suppress(OSError):
             self._fh.close()
+        with contextlib.suppress(OSError):
+            if not keep_empty and self._made and self.path.stat().st_size == 0:
+                self.path.unlink()
 
     def _drop_torn_tail(self) -> None:
         """A crash can leave half a line: cut it so the next line starts clean."""

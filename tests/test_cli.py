@@ -60,13 +60,21 @@ def test_run_fal_backend_needs_a_key(write_spec, tmp_path, monkeypatch, capsys):
     spec = write_spec()
     assert main(["run", str(spec), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
     assert "FAL_KEY" in capsys.readouterr().err
+    # refused before the folder is touched: no folder (was: one with an empty manifest.jsonl)
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    assert main(["run", str(spec), "--backend", "fal", "--out", str(tmp_path / "mine")]) == 2
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
-def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name", ["FAL_QUEUE_URL", "FAL_RUN_URL", "FAL_REST_URL"])
+def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys, name):
     monkeypatch.setenv("FAL_KEY", "k")
-    monkeypatch.setenv("FAL_QUEUE_URL", "http://example.com")
+    monkeypatch.setenv(name, "http://example.com")
     assert main(["run", str(write_spec()), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
     assert "https" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing left behind by a refused run
 
 
 def test_fal_backend_against_a_server(write_spec, tmp_path, monkeypatch, threaded_emulator):
