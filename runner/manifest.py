@@ -326,6 +326,10 @@ class Journal:
         found = self._state.get(key.encode())
         return None if found is None else KeyState(*found)
 
+    def flagged(self) -> int:
+        """How many rows the journal held, when opened, flagged as possibly charged twice."""
+        return sum(1 for state in self._state.values() if state[3])
+
     def origins(self) -> Counter[tuple[str | None, str | None]]:
         """How many rows each (backend, server) made, by their last line."""
         return Counter((state[5], state[6]) for state in self._state.values())

@@ -112,6 +112,7 @@ async def run_requests(
             stats = await _run_locked(
                 settings, requests, journal, damaged, server_id, env, stop, on_event
             )
+            stats.flagged_before = journal.flagged()  # the resume repeats them (kill -9...)
             ran = True
             return stats
         finally:

@@ -405,3 +405,25 @@ def test_a_run_says_when_the_folder_holds_rows_its_spec_does_not_make(write_spec
     spec = write_spec(matrix={"seed": [1, 2, 3]}, defaults={"strength": 0.5})  # edited
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
     assert "also holds 2 rows this run does not make" in capsys.readouterr().err
+
+
+def test_a_resume_repeats_the_rows_flagged_as_possibly_charged_twice(write_spec, tmp_path, capsys):
+    """kill -9 between sending and journaling leaves a `submitting` line: the next run sends
+    that row again and flags it, and says so; a later resume, with nothing left to send,
+    said only "already done" (the flag was in the journal alone)."""
+    spec = write_spec(matrix={"seed": [1, 2, 3]})
+    out = tmp_path / "o"
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    key = next(iter(last_records(out)))
+    crash = {"key": key, "status": "submitting", "backend": "local", "attempts": 1}
+    with (out / "manifest.jsonl").open("a") as journal:
+        journal.write(json.dumps({**crash, "possible_duplicates": 0}) + "\n")
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "1 possibly charged twice" in capsys.readouterr().out
+    assert last_records(out)[key]["possible_duplicates"] == 1
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    line = capsys.readouterr().out
+    assert (
+        "3 already done, 1 in the folder flagged as possibly charged twice; 0 submissions" in line
+    )
