@@ -77,24 +77,18 @@ def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys, 
     assert not (tmp_path / "o").exists()  # nothing left behind by a refused run
 
 
-def test_fal_backend_against_a_server(write_spec, tmp_path, monkeypatch, threaded_emulator):
-    server = threaded_emulator(keys=frozenset({"k-1"}))
-    for name, value in server.env("k-1").items():
-        monkeypatch.setenv(name, value)
+def test_fal_backend_against_a_server(write_spec, tmp_path, fal_server):
+    server = fal_server("k-1", keys=frozenset({"k-1"}))
     spec = write_spec(matrix={"seed": {"range": [0, 7]}}, backend="fal")
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert server.stats.submissions == 8 and server.stats.duplicate_submissions == 0
     assert len(last_records(tmp_path / "o")) == 8
 
 
-def test_failed_rows_exit_1_and_retry_failed(
-    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
-):
+def test_failed_rows_exit_1_and_retry_failed(write_spec, tmp_path, fal_server, capsys):
     from runner.emulator import Faults
 
-    server = threaded_emulator(faults=Faults(p_infra_error=1.0))
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+    server = fal_server(faults=Faults(p_infra_error=1.0))
     spec = write_spec(matrix={"seed": [1, 2]}, backend="fal", execution={"retries": 0})
     out = str(tmp_path / "o")
     assert main(["run", spec.as_posix(), "--out", out, "--no-progress"]) == 1
@@ -105,12 +99,10 @@ def test_failed_rows_exit_1_and_retry_failed(
     capsys.readouterr()
 
 
-def test_wrong_key_exits_3_fast(write_spec, tmp_path, monkeypatch, threaded_emulator, capsys):
+def test_wrong_key_exits_3_fast(write_spec, tmp_path, fal_server, capsys):
     import time
 
-    server = threaded_emulator(keys=frozenset({"right"}))
-    for name, value in server.env("sk-wrong-0123456789").items():
-        monkeypatch.setenv(name, value)
+    server = fal_server("sk-wrong-0123456789", keys=frozenset({"right"}))
     spec = write_spec(matrix={"seed": {"range": [0, 99]}}, backend="fal")
     start = time.monotonic()
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 3
@@ -141,7 +133,7 @@ def test_report_command(write_spec, tmp_path, capsys):
 
 
 def test_quickstart_then_fal_never_counts_the_emulators_pictures(
-    tmp_path, monkeypatch, threaded_emulator, capsys
+    tmp_path, monkeypatch, fal_server, capsys
 ):
     import shutil
     from pathlib import Path
@@ -152,9 +144,7 @@ def test_quickstart_then_fal_never_counts_the_emulators_pictures(
     monkeypatch.chdir(tmp_path)
     spec = "specs/quickstart.yaml"
     assert main(["run", spec, "--no-progress"]) == 0  # the quick start, offline
-    server = threaded_emulator()
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+    server = fal_server()
     capsys.readouterr()
     assert main(["run", spec, "--backend", "fal", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -262,13 +252,11 @@ def test_serve_on_a_port_in_use_is_one_line(capsys):
 
 
 def test_summary_separates_rows_from_submissions_and_says_how_to_retry(
-    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
+    write_spec, tmp_path, fal_server, capsys
 ):
     from runner.emulator import Faults
 
-    server = threaded_emulator(faults=Faults(p_infra_error=1.0))
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+    fal_server(faults=Faults(p_infra_error=1.0))  # every request ends in an infra error
     spec = write_spec(matrix={"seed": [1, 2]}, backend="fal", execution={"retries": 0})
     out = str(tmp_path / "o")
     assert main(["run", str(spec), "--out", out, "--no-progress"]) == 1
