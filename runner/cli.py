@@ -182,13 +182,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     shard: Shard | None = args.shard
 
     replay = Replay(lambda: expand(checked.spec, checked.endpoint), shard.holds if shard else None)
+    rows = 0  # this run's rows: a shard's are counted in the same pass, chosen by key
 
     def each(key: str, cost: Cost) -> None:
+        nonlocal rows
         replay.add(key)  # the run replays these keys: no second expansion for done rows
+        mine = shard is None or shard.holds(key)
+        rows += mine
         if (
-            capped is not None
-            and (shard is None or shard.holds(key))
-            and key.encode() not in capped[2]  # paid for already
+            capped is not None and mine and key.encode() not in capped[2]  # paid for already
         ):
             capped[1].count(key, cost)
 
@@ -207,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=spec.name,
         retry_failed=args.retry_failed,
         resubmit_ambiguous=not args.no_resubmit_ambiguous,
-        count=checked.count,
+        count=rows,  # what was validated (for a shard: its part) is all that is sent
         inputs=checked.inputs,
         shard=str(args.shard) if args.shard else None,
         report=spec.report or None,
@@ -220,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan = capped[1].plan(())
         check_cap(plan.usd, plan.megapixels, capped[0], plan.unsized_inputs)
     requests = replay
-    total = checked.count if args.shard is None else None
+    total = rows  # the summary's "N requests:" head, a shard's part alike
     progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
     started = time.monotonic()
     stats = asyncio.run(_run_interruptible(settings, requests, progress))

@@ -63,7 +63,7 @@ def expand(
         try:
             grid.render_vars(row, variables)
         except TemplateError as e:
-            raise GridError(e.message, origins.get(e.key, ())) from None
+            raise grid.template_error(row, e) from None
         if inline:  # vars name inline data by its sha256 too: no image bytes in the journal
             _inline_refs(variables, inline, body)
         yield Request(key, body, variables, files, origins, inline)
@@ -173,9 +173,10 @@ def _unique(
             try:
                 body[k] = render(body[k], values, k, grid.literal_for(row))
             except TemplateError as e:  # origins are built only now, for the error's location
-                raise GridError(e.message, grid.describe(row)[1][e.key]) from None
+                raise grid.template_error(row, e) from None
         files: dict[str, Path] = {}
         inline: dict[str, str] = {}
+        named: list[tuple[str, str]] = []  # (sha256 ref, name as written), for the causes only
         for k in endpoint.file_fields & body.keys():
             try:
                 found = local.resolve(body[k])
@@ -185,6 +186,8 @@ def _unique(
                 ) from None
             if found is not None:
                 ref, where = found
+                if causes is not None:
+                    named.append((ref, body[k] if isinstance(where, Path) else "a data: URI"))
                 if isinstance(where, Path):
                     files[k] = where
                 else:
@@ -195,23 +198,35 @@ def _unique(
         except (TypeError, ValueError) as e:
             raise GridError(f"request body is not JSON: {e}", ()) from None
         if seen.add(key):
+            if causes is not None:
+                causes.saw(named)
             yield row, key, body, files, inline
         elif collapsed is not None and causes is not None:
             collapsed.rows += 1
-            for cause in causes.of(row):
+            for cause in causes.of(row, named):
                 collapsed.by[cause] = collapsed.by.get(cause, 0) + 1
 
 
 class _Causes:
     """Why a row repeated an earlier request: the axes whose value in it repeats an earlier
-    value of that axis, else "include" (an include row), else "templates" (rendered alike).
+    value of that axis, else "include" (an include row), else an input file whose bytes are
+    those of another file an earlier request sent, else "templates" (rendered alike).
     Each axis's repeated positions are found on the first collapse, in one pass, hashed."""
+
+    MAX_PAIRS = 3  # named pairs of identical files; past them, one "(others)" count
 
     def __init__(self, grid: RowGrid) -> None:
         self._grid = grid
         self._repeats: list[set[int]] | None = None
+        self._first_name: dict[str, str] = {}  # sha256 ref -> the first name sent with it
+        self._pairs: set[str] = set()
 
-    def of(self, row: Row) -> list[str]:
+    def saw(self, named: list[tuple[str, str]]) -> None:
+        """A request that was sent: the names its input files went by."""
+        for ref, name in named:
+            self._first_name.setdefault(ref, name)
+
+    def of(self, row: Row, named: list[tuple[str, str]]) -> list[str]:
         if row.fixed is not None:
             return ["include"]
         if self._repeats is None:
@@ -223,7 +238,19 @@ class _Causes:
             )
             if i in repeats
         ]
-        return names or ["templates"]
+        return names or self._same_files(named) or ["templates"]
+
+    def _same_files(self, named: list[tuple[str, str]]) -> list[str]:
+        """Two differently named files with the same bytes are one input: its request too."""
+        for ref, name in named:
+            first = self._first_name.get(ref, name)
+            if first != name:
+                pair = f"identical input files ({first} = {name})"
+                if pair in self._pairs or len(self._pairs) < self.MAX_PAIRS:
+                    self._pairs.add(pair)
+                    return [pair]
+                return ["identical input files (others)"]
+        return []
 
 
 def _repeated(values: Any) -> set[int]:

@@ -321,6 +321,7 @@ class Journal:
             self._state, self.damaged = _read_checked(out_dir)
         else:
             self._state = read_state(out_dir)
+        self._made = not self.path.exists()  # so a journal left empty is not left behind
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
@@ -339,6 +340,10 @@ class Journal:
     def state(self, key: str) -> KeyState | None:
         return self._state.get(key.encode())
 
+    def flagged(self) -> int:
+        """How many rows the journal held, when opened, flagged as possibly charged twice."""
+        return sum(1 for state in self._state.values() if state[3])
+
     def origins(self) -> Counter[tuple[str | None, str | None]]:
         """How many rows each (backend, server) made, by their last line."""
         return Counter((state[5], state[6]) for state in self._state.values())
@@ -356,13 +361,18 @@ class Journal:
                 f"cannot write the journal {self.path}: {exc.strerror or exc}"
             ) from None
 
-    def close(self) -> None:
+    def close(self, keep_empty: bool = True) -> None:
+        """`keep_empty=False`: a journal this object created and nobody wrote to is removed
+        (a run refused before its first line leaves no empty manifest.jsonl behind)."""
         # Failures here were already reported by append; the journal stays resumable.
         with contextlib.suppress(OSError, ValueError):
             self._fh.flush()
             os.fsync(self._fh.fileno())
         with contextlib.suppress(OSError):
             self._fh.close()
+        with contextlib.suppress(OSError):
+            if not keep_empty and self._made and self.path.stat().st_size == 0:
+                self.path.unlink()
 
     def _drop_torn_tail(self) -> None:
         """A crash can leave half a line: cut it so the next line starts clean."""

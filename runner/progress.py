@@ -51,6 +51,8 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
         rows.append(f"{stats.lost} outputs lost (marked failed)")
     if total is not None and total > ok + failed:
         rows.append(f"{total - ok - failed} not run")
+    if stats.flagged_before:  # an earlier run killed mid-send said so only in its own summary
+        rows.append(f"{stats.flagged_before} in the folder flagged as possibly charged twice")
     sends = f"{stats.submissions} submissions"
     if stats.refused:
         refused = ", ".join(

@@ -8,8 +8,9 @@ Every check that needs no iteration runs when the RowGrid is built, and all of t
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from .errors import GridError, GridErrors, SpecPath
 from .keys import canonical
 from .models import Spec
 from .sources import ListSource, Source, axis_source
-from .templates import has_template, parse, render, undefined_message
+from .templates import TemplateError, has_template, parse, render, undefined_message
 
 _END: Any = object()
 REPEAT_HINT = "HINT: to repeat a request, sweep 'seed'"
@@ -147,15 +148,27 @@ class RowGrid:
                     origins[f] = source.origin(i, f)
         return variables, origins
 
+    def template_error(self, row: Row, error: TemplateError) -> GridError:
+        """A row's template error, at the spec node of the value that failed; a value from a
+        file source also names its row there ("rows.csv line 3: ...")."""
+        message = error.message
+        for (name, source), (i, _) in zip(self.axes, row.combo):  # noqa: B905 (include: no combo)
+            if error.key == name or error.key in (source.fields or ()):
+                where = source.row_place(i)
+                message = f"{where}: {message}" if where else message
+        return GridError(message, self.describe(row)[1].get(error.key, ()))
+
     def render_vars(self, row: Row, variables: dict[str, Any]) -> None:
         """Replace each variable that is a template by its rendered value: what the row used."""
         literal = self.literal_for(row)
         for name, value in variables.items():
             if name not in self.fields and name not in literal and has_template(value):
                 variables[name] = render(value, row.values, name, literal)
-            elif name in self.objects and isinstance(value, dict):  # an object axis's variables
+            elif name in self.objects and isinstance(value, dict):
+                # An object axis's fields, endpoint fields too: a csv row's "a {tag} dog" went
+                # into the body rendered, so its vars say what the row really sent.
                 variables[name] = {
-                    f: render(v, row.values, f) if f not in self.fields and has_template(v) else v
+                    f: render(v, row.values, f, literal) if has_template(v) else v
                     for f, v in value.items()
                 }
 
@@ -264,8 +277,10 @@ class RowGrid:
                 for value, path in _literal_values(key, source, self.defaults):
                     uses.setdefault(key, set()).update(self._names(value, path, self.product_keys))
                 if source is not None and not isinstance(source, ListSource):
-                    names = source.names.get(key if source.fields else None, frozenset())
-                    self._undefined(names, source.origin(0), self.product_keys)
+                    field = key if source.fields else None
+                    names = source.names.get(field, frozenset())
+                    place = partial(source.row_place, None, field)  # the file row, by name
+                    self._undefined(names, source.origin(0), self.product_keys, place)
                     uses.setdefault(key, set()).update(names)
         for row in self.include:
             origins = row.fixed[1] if row.fixed else {}
@@ -282,10 +297,18 @@ class RowGrid:
         self._undefined(template.names, path, defined)
         return set(template.names)
 
-    def _undefined(self, names: Iterable[str], path: SpecPath, defined: Collection[str]) -> None:
+    def _undefined(
+        self,
+        names: Iterable[str],
+        path: SpecPath,
+        defined: Collection[str],
+        place: Callable[[str], str] = lambda name: "",
+    ) -> None:
         for name in sorted(names):
             if name not in defined:
-                self._problems.append(GridError(undefined_message(name, defined), path))
+                message = undefined_message(name, defined)
+                where = place(name)  # a file source's "rows.csv line 3"
+                self._problems.append(GridError(f"{where}: {message}" if where else message, path))
                 return
 
     def _check_unused(

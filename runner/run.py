@@ -61,6 +61,17 @@ def server_url(env: Mapping[str, str], name: str, default: str) -> str:
     raise UsageError(f"{name}={url!r} must be an https:// URL (plain http only on loopback)")
 
 
+def fal_server(env: Mapping[str, str]) -> ServerConfig:
+    """fal.ai (or the FAL_*_URL servers) and the key, from the environment; UsageError when
+    the key is missing or a URL is not allowed."""
+    return ServerConfig(
+        queue_url=server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL),
+        run_url=server_url(env, "FAL_RUN_URL", DEFAULT_RUN_URL),
+        rest_url=server_url(env, "FAL_REST_URL", DEFAULT_REST_URL),
+        key=fal_key(env),
+    )
+
+
 @contextlib.asynccontextmanager
 async def backend_server(
     backend: str, env: Mapping[str, str], allow_remote_fetch: bool = False
@@ -69,12 +80,7 @@ async def backend_server(
     requires a one-time key, so the local run authenticates exactly like a fal run. The
     emulator fetches http(s) inputs only with `allow_remote_fetch` (offline by default)."""
     if backend == "fal":
-        yield ServerConfig(
-            queue_url=server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL),
-            run_url=server_url(env, "FAL_RUN_URL", DEFAULT_RUN_URL),
-            rest_url=server_url(env, "FAL_REST_URL", DEFAULT_REST_URL),
-            key=fal_key(env),
-        )
+        yield fal_server(env)
         return
     from .emulator import Emulator, EmulatorSettings
 
@@ -95,21 +101,22 @@ async def run_requests(
     """Run (or resume) every request into settings.out; returns the stats. Setting `stop`
     ends new submissions while the requests in flight go on (a graceful stop)."""
     env = os.environ if env is None else env
-    server_id = (
-        origin(server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL))
-        if settings.backend == "fal"
-        else None
-    )
+    # A missing key or a bad URL is refused before the output folder is made or touched.
+    server_id = origin(fal_server(env).queue_url) if settings.backend == "fal" else None
     with locked(settings.out):
         journal = Journal(settings.out, check_outputs=True)
+        ran = False
         try:
             _refuse_other_backends(settings, journal, server_id)
             damaged = find_damaged(settings.out, journal.damaged)
-            return await _run_locked(
+            stats = await _run_locked(
                 settings, requests, journal, damaged, server_id, env, stop, on_event
             )
+            stats.flagged_before = journal.flagged()  # the resume repeats them (kill -9...)
+            ran = True
+            return stats
         finally:
-            journal.close()
+            journal.close(keep_empty=ran)  # a run refused or broken off before its first line
 
 
 def _refuse_other_backends(settings: RunSettings, journal: Journal, server: str | None) -> None:

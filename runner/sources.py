@@ -41,6 +41,9 @@ class Source:
         self.path = path
         self.fields = fields
         self.names: dict[str | None, frozenset[str]] = {}
+        # (field, name) -> the file line where a value first used the name: errors name the row
+        self.first_use: dict[tuple[str | None, str], int] = {}
+        self._line = 0  # the file line of the row being read (file sources)
 
     def __iter__(self) -> Iterator[Any]:
         raise NotImplementedError
@@ -52,6 +55,11 @@ class Source:
         """The YAML path of the node that supplied value `index` (file rows: the source node)."""
         return (*self.path, self.kind)
 
+    def row_place(self, index: int | None = None, field: str | None = None, name: str = "") -> str:
+        """Where in its file a row is, "rows.csv line 3", for an error's message ("" for values
+        written in the spec): row `index`, or the first row whose `field` uses the name."""
+        return ""
+
     def _note_names(self, field: str | None, value: Any) -> None:
         """Remember the template names a value uses; a bad template is reported where it renders."""
         if has_template(value):
@@ -60,6 +68,8 @@ class Source:
             except GridError:
                 return
             self.names[field] = self.names.get(field, frozenset()) | used
+            for name in used:
+                self.first_use.setdefault((field, name), self._line)
 
 
 def axis_source(name: str, raw: Any, base_dir: Path, booleans: Collection[str] = ()) -> Source:
@@ -218,6 +228,12 @@ class _FileSource(Source):
     def _error(self, message: str) -> GridError:
         return GridError(message, self.origin(0))
 
+    def row_place(self, index: int | None = None, field: str | None = None, name: str = "") -> str:
+        line = self.first_use.get((field, name)) if index is None else None
+        if index is not None:  # only for an error: read the file again as far as the row
+            line = next((self._line for i, _ in enumerate(self._read()) if i == index), None)
+        return f"{self._file.name} line {line}" if line else ""
+
 
 class LinesSource(_FileSource):
     """One value per non-empty line, trailing whitespace stripped."""
@@ -226,7 +242,7 @@ class LinesSource(_FileSource):
 
     def _read(self) -> Iterator[str]:
         with open(self._file, encoding="utf-8-sig") as f:
-            for line in f:
+            for self._line, line in enumerate(f, 1):
                 if not line.isspace():
                     yield line.rstrip()
 
@@ -268,6 +284,7 @@ class CsvSource(_RowSource):
                         f"unequal paired rows: {name} line {reader.line_num} has {len(cells)} "
                         f"values, the header has {len(header)}"
                     )
+                self._line = reader.line_num
                 row: dict[str, Any] = {}
                 for column, text, boolean in zip(header, cells, bools, strict=True):
                     if text:
@@ -297,6 +314,7 @@ class JsonlSource(_RowSource):
             for number, line in enumerate(f, 1):
                 if line.isspace():
                     continue
+                self._line = number
                 where = f"{self._file.name} line {number}"
                 try:
                     row = json.loads(line, parse_constant=_no_constant, parse_float=_finite)

@@ -142,3 +142,19 @@ def threaded_emulator() -> Any:
     yield make
     for emulator in made:
         emulator.close()
+
+
+@pytest.fixture
+def fal_server(threaded_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A threaded emulator that `runner run --backend fal` reaches as it would reach fal.ai:
+    FAL_KEY and the FAL_*_URL variables point at it, for this test only. `key` is the key the
+    environment holds (the server takes `keys`, by default test-key); the rest are its
+    EmulatorSettings."""
+
+    def start(key: str = "test-key", **settings: Any) -> ThreadedEmulator:
+        server: ThreadedEmulator = threaded_emulator(**settings)
+        for name, value in server.env(key).items():
+            monkeypatch.setenv(name, value)
+        return server
+
+    return start

@@ -60,33 +60,35 @@ def test_run_fal_backend_needs_a_key(write_spec, tmp_path, monkeypatch, capsys):
     spec = write_spec()
     assert main(["run", str(spec), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
     assert "FAL_KEY" in capsys.readouterr().err
+    # refused before the folder is touched: no folder (was: one with an empty manifest.jsonl)
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    assert main(["run", str(spec), "--backend", "fal", "--out", str(tmp_path / "mine")]) == 2
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
-def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name", ["FAL_QUEUE_URL", "FAL_RUN_URL", "FAL_REST_URL"])
+def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys, name):
     monkeypatch.setenv("FAL_KEY", "k")
-    monkeypatch.setenv("FAL_QUEUE_URL", "http://example.com")
+    monkeypatch.setenv(name, "http://example.com")
     assert main(["run", str(write_spec()), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
     assert "https" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing left behind by a refused run
 
 
-def test_fal_backend_against_a_server(write_spec, tmp_path, monkeypatch, threaded_emulator):
-    server = threaded_emulator(keys=frozenset({"k-1"}))
-    for name, value in server.env("k-1").items():
-        monkeypatch.setenv(name, value)
+def test_fal_backend_against_a_server(write_spec, tmp_path, fal_server):
+    server = fal_server("k-1", keys=frozenset({"k-1"}))
     spec = write_spec(matrix={"seed": {"range": [0, 7]}}, backend="fal")
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert server.stats.submissions == 8 and server.stats.duplicate_submissions == 0
     assert len(last_records(tmp_path / "o")) == 8
 
 
-def test_failed_rows_exit_1_and_retry_failed(
-    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
-):
+def test_failed_rows_exit_1_and_retry_failed(write_spec, tmp_path, fal_server, capsys):
     from runner.emulator import Faults
 
-    server = threaded_emulator(faults=Faults(p_infra_error=1.0))
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+    server = fal_server(faults=Faults(p_infra_error=1.0))
     spec = write_spec(matrix={"seed": [1, 2]}, backend="fal", execution={"retries": 0})
     out = str(tmp_path / "o")
     assert main(["run", spec.as_posix(), "--out", out, "--no-progress"]) == 1
@@ -97,12 +99,10 @@ def test_failed_rows_exit_1_and_retry_failed(
     capsys.readouterr()
 
 
-def test_wrong_key_exits_3_fast(write_spec, tmp_path, monkeypatch, threaded_emulator, capsys):
+def test_wrong_key_exits_3_fast(write_spec, tmp_path, fal_server, capsys):
     import time
 
-    server = threaded_emulator(keys=frozenset({"right"}))
-    for name, value in server.env("sk-wrong-0123456789").items():
-        monkeypatch.setenv(name, value)
+    server = fal_server("sk-wrong-0123456789", keys=frozenset({"right"}))
     spec = write_spec(matrix={"seed": {"range": [0, 99]}}, backend="fal")
     start = time.monotonic()
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 3
@@ -133,7 +133,7 @@ def test_report_command(write_spec, tmp_path, capsys):
 
 
 def test_quickstart_then_fal_never_counts_the_emulators_pictures(
-    tmp_path, monkeypatch, threaded_emulator, capsys
+    tmp_path, monkeypatch, fal_server, capsys
 ):
     import shutil
     from pathlib import Path
@@ -144,9 +144,7 @@ def test_quickstart_then_fal_never_counts_the_emulators_pictures(
     monkeypatch.chdir(tmp_path)
     spec = "specs/quickstart.yaml"
     assert main(["run", spec, "--no-progress"]) == 0  # the quick start, offline
-    server = threaded_emulator()
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+    server = fal_server()
     capsys.readouterr()
     assert main(["run", spec, "--backend", "fal", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -254,13 +252,11 @@ def test_serve_on_a_port_in_use_is_one_line(capsys):
 
 
 def test_summary_separates_rows_from_submissions_and_says_how_to_retry(
-    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
+    write_spec, tmp_path, fal_server, capsys
 ):
     from runner.emulator import Faults
 
-    server = threaded_emulator(faults=Faults(p_infra_error=1.0))
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+    fal_server(faults=Faults(p_infra_error=1.0))  # every request ends in an infra error
     spec = write_spec(matrix={"seed": [1, 2]}, backend="fal", execution={"retries": 0})
     out = str(tmp_path / "o")
     assert main(["run", str(spec), "--out", out, "--no-progress"]) == 1
@@ -397,3 +393,25 @@ def test_a_run_says_when_the_folder_holds_rows_its_spec_does_not_make(write_spec
     spec = write_spec(matrix={"seed": [1, 2, 3]}, defaults={"strength": 0.5})  # edited
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
     assert "also holds 2 rows this run does not make" in capsys.readouterr().err
+
+
+def test_a_resume_repeats_the_rows_flagged_as_possibly_charged_twice(write_spec, tmp_path, capsys):
+    """kill -9 between sending and journaling leaves a `submitting` line: the next run sends
+    that row again and flags it, and says so; a later resume, with nothing left to send,
+    said only "already done" (the flag was in the journal alone)."""
+    spec = write_spec(matrix={"seed": [1, 2, 3]})
+    out = tmp_path / "o"
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    key = next(iter(last_records(out)))
+    crash = {"key": key, "status": "submitting", "backend": "local", "attempts": 1}
+    with (out / "manifest.jsonl").open("a") as journal:
+        journal.write(json.dumps({**crash, "possible_duplicates": 0}) + "\n")
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "1 possibly charged twice" in capsys.readouterr().out
+    assert last_records(out)[key]["possible_duplicates"] == 1
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    line = capsys.readouterr().out
+    assert (
+        "3 already done, 1 in the folder flagged as possibly charged twice; 0 submissions" in line
+    )

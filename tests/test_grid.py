@@ -476,6 +476,25 @@ def test_collapsed_rows_are_counted_with_their_cause() -> None:
     assert collapsed.by == {"strength": 3, "seed": 2, "include": 1}
 
 
+def test_rows_collapsed_by_identical_image_files_say_so(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):  # three names, one picture
+        (tmp_path / f"{name}.png").write_bytes(b"same bytes")
+    (tmp_path / "d.png").write_bytes(b"other bytes")
+    collapsed = Collapsed()
+    s = spec(
+        tmp_path,
+        defaults={"tag": "p"},
+        matrix={"image_url": {"files": "*.png"}, "seed": [1, 2], "prompt": ["p", "{tag}"]},
+    )
+    assert len(list(expand(s, EP, collapsed=collapsed))) == 4  # a and d, by 2 seeds
+    # b and c were counted as "templates": no axis repeats a value, the files' bytes are alike
+    assert collapsed.by == {
+        "templates": 4,  # "{tag}" renders as "p" (on a and d)
+        "identical input files (a.png = b.png)": 4,
+        "identical input files (a.png = c.png)": 4,
+    }
+
+
 # --- a million rows ----------------------------------------------------------------------------
 
 
@@ -692,6 +711,61 @@ def test_an_empty_csv_cell_with_no_default_leaves_the_field_out(tmp_path: Path) 
     s = spec(tmp_path, defaults={"image_url": URL}, matrix={"r": {"csv": "rows.csv"}})
     a, b = run(s)  # was a KeyError: the csv column may hold templates, the cell held nothing
     assert "strength" not in a.input and b.input["strength"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "source"),
+    [
+        ("rows.csv", "prompt,seed\na {tag} dog,1\na cat,2\n", {"csv": "rows.csv"}),
+        (
+            "rows.jsonl",
+            '{"prompt": "a {tag} dog", "seed": 1}\n{"prompt": "a cat", "seed": 2}\n',
+            {"jsonl": "rows.jsonl"},
+        ),
+        ("", "", [{"prompt": "a {tag} dog", "seed": 1}, {"prompt": "a cat", "seed": 2}]),
+    ],
+)
+def test_vars_of_an_object_axis_hold_what_the_row_sent(
+    tmp_path: Path, name: str, text: str, source: Any
+) -> None:
+    if name:
+        (tmp_path / name).write_text(text)
+    s = spec(tmp_path, defaults={"image_url": URL, "tag": "red"}, matrix={"r": source})
+    a, b = run(s)
+    assert a.input["prompt"] == "a red dog"
+    assert a.vars == {"tag": "red", "r": {"prompt": "a red dog", "seed": 1}}  # was "a {tag} dog"
+    assert b.vars["r"] == {"prompt": "a cat", "seed": 2}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "axis", "where"),
+    [
+        ("rows.csv", "prompt,seed\na cat,1\n\na {tagz} dog,2\n", {"csv": "rows.csv"}, 4),
+        # a quoted cell over two lines: the row's last line, as csv counts them
+        ("rows.csv", 'prompt,seed\n"a\ncat",1\na {tagz} dog,2\n', {"csv": "rows.csv"}, 4),
+        (
+            "rows.jsonl",
+            '{"prompt": "a cat", "seed": 1}\n{"prompt": "a {tagz} dog", "seed": 2}\n',
+            {"jsonl": "rows.jsonl"},
+            2,
+        ),
+        ("prompts.txt", "a cat\n\n\na {tagz} dog\n", {"lines": "prompts.txt"}, 4),
+        # found only when the row renders: an empty cell leaves 'animal' unset in row 2
+        ("rows.csv", "prompt,animal\na {animal},owl\nb {animal},\n", {"csv": "rows.csv"}, 3),
+    ],
+)
+def test_an_undefined_name_in_a_file_row_names_the_file_and_line(
+    tmp_path: Path, name: str, text: str, axis: Any, where: int
+) -> None:
+    (tmp_path / name).write_text(text)
+    s = spec(tmp_path, defaults={"image_url": URL, "tag": "red"}, matrix={"r": axis})
+    if "lines" in axis:
+        s = spec(tmp_path, defaults={"image_url": URL, "tag": "red"}, matrix={"prompt": axis})
+    with pytest.raises(GridError) as info:
+        run(s)
+    e = info.value
+    assert e.message.startswith(f"{name} line {where}: undefined template variable"), e.message
+    assert e.path[-1] in ("csv", "jsonl", "lines")
 
 
 _var_names = st.sampled_from(["a", "b", "c"])

@@ -44,6 +44,21 @@ def test_last_line_wins_and_state_survives_reopen(tmp_path):
     assert all("time" in r for r in read_records(tmp_path))
 
 
+def test_a_refused_run_leaves_no_empty_journal(tmp_path):
+    Journal(tmp_path / "new").close(keep_empty=False)  # a run refused before its first line
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "manifest.jsonl").exists()
+    Journal(tmp_path / "new").close()  # a run with no row to send (an empty shard) keeps it
+    assert (tmp_path / "new" / "manifest.jsonl").read_bytes() == b""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.jsonl").write_bytes(b"")  # there before: never removed
+    Journal(tmp_path / "old").close(keep_empty=False)
+    assert (tmp_path / "old" / "manifest.jsonl").exists()
+    journal = Journal(tmp_path / "written")
+    journal.append({"key": "a", "status": OK})
+    journal.close(keep_empty=False)
+    assert [r["key"] for r in read_records(tmp_path / "written")] == ["a"]
+
+
 def test_torn_last_line_is_ignored_and_cut(tmp_path):
     journal = Journal(tmp_path)
     journal.append({"key": "a", "status": SUBMITTED, "request_id": "r1"})

@@ -124,7 +124,7 @@ def _photo(path: Path, color: tuple[int, int, int]) -> None:
     Image.new("RGB", (1000, 900), color).save(path, quality=85)
 
 
-def test_the_walkthrough_end_to_end(tmp_path, monkeypatch, threaded_emulator, capsys):
+def test_the_walkthrough_end_to_end(tmp_path, monkeypatch, fal_server, capsys):
     walk = section("Walkthrough")
     (spec_text,) = blocks(walk, "yaml")
     home = tmp_path / "home"
@@ -152,9 +152,7 @@ def test_the_walkthrough_end_to_end(tmp_path, monkeypatch, threaded_emulator, ca
     assert main(offline) == 0
     assert len(last_records(job / "runs/restyle")) == 4
 
-    server = threaded_emulator(keys=frozenset({"walk-key"}))
-    for name, value in server.env("walk-key").items():
-        monkeypatch.setenv(name, value)
+    server = fal_server("walk-key", keys=frozenset({"walk-key"}))
     assert on_fal[on_fal.index("--out") + 1] == "runs/restyle-fal"
     assert on_fal[on_fal.index("--backend") + 1] == "fal"
     cap = on_fal.index("--max-usd") + 1
@@ -186,7 +184,7 @@ def test_the_walkthrough_end_to_end(tmp_path, monkeypatch, threaded_emulator, ca
         assert Path(source).parent == job / "photos" and Path(image).is_file()
 
 
-def test_the_exit_codes_the_readme_lists(write_spec, tmp_path, threaded_emulator, monkeypatch):
+def test_the_exit_codes_the_readme_lists(write_spec, tmp_path, fal_server):
     stated = dict(re.findall(r"\*\*(\d)\*\* ([^;*]+)", section("Command line")))
     assert set(stated) == {"0", "1", "2", "3"}
     assert "ok" in stated["0"] and "failed" in stated["1"]
@@ -198,8 +196,6 @@ def test_the_exit_codes_the_readme_lists(write_spec, tmp_path, threaded_emulator
     bad = write_spec("bad.yaml", defaults={"strength": 7})
     assert main(["run", str(bad), "--out", str(tmp_path / "2"), "--no-progress"]) == 2
     assert not (tmp_path / "2").exists()  # nothing sent, nothing written
-    server = threaded_emulator(keys=frozenset({"right"}))
-    for name, value in server.env("wrong").items():
-        monkeypatch.setenv(name, value)
+    fal_server("wrong", keys=frozenset({"right"}))  # a key the server refuses
     argv = ["run", str(ok), "--backend", "fal", "--out", str(tmp_path / "3"), "--no-progress"]
     assert main(argv) == 3

@@ -14,12 +14,8 @@ def _run(spec, out, *more):
     return main(["run", str(spec), "--out", str(out), "--no-progress", *more])
 
 
-def test_a_deleted_output_is_fetched_again(
-    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
-):
-    server = threaded_emulator()
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+def test_a_deleted_output_is_fetched_again(write_spec, tmp_path, fal_server, capsys):
+    server = fal_server()
     spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
     out = tmp_path / "out"
     assert _run(spec, out) == 0
@@ -37,11 +33,9 @@ def test_a_deleted_output_is_fetched_again(
 
 
 def test_an_output_that_cannot_be_fetched_is_reported_not_hidden(
-    write_spec, tmp_path, monkeypatch, threaded_emulator, capsys
+    write_spec, tmp_path, fal_server, capsys
 ):
-    server = threaded_emulator()
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+    server = fal_server()
     # sync_mode: outputs come back as data: URIs, which the manifest does not store
     spec = write_spec(matrix={"seed": [1, 2]}, defaults={"sync_mode": True}, backend="fal")
     out = tmp_path / "out"

@@ -8,15 +8,14 @@ from runner.cli import main
 from runner.emulator import Faults
 
 
-def test_key_is_found_nowhere(write_spec, tmp_path, monkeypatch, threaded_emulator, capfd):
+def test_key_is_found_nowhere(write_spec, tmp_path, monkeypatch, fal_server, capfd):
     key = f"sk-leakcheck-{uuid.uuid4().hex}"
-    server = threaded_emulator(
+    server = fal_server(
+        key,
         keys=frozenset({key}),
         faults=Faults(p_429=0.2, p_500=0.1, p_503_ingress=0.1, p_infra_error=0.2),
         retry_after=0.1,
     )
-    for name, value in server.env(key).items():
-        monkeypatch.setenv(name, value)
     spec = write_spec(matrix={"seed": {"range": [0, 9]}}, backend="fal", execution={"retries": 1})
     out = tmp_path / "out"
     main(["run", str(spec), "--out", str(out), "--no-progress"])

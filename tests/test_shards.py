@@ -46,3 +46,18 @@ def test_sampling_sees_the_whole_grid_before_sharding(write_spec, tmp_path):
         runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
         assert runs[0]["shard"] == f"{i}/3"
     assert sum(len(p) for p in parts) == 12 and set().union(*parts) == set(last_records(whole))
+
+
+def test_a_shard_summary_says_how_many_requests_its_part_has(write_spec, tmp_path, capsys):
+    spec = write_spec(matrix={"seed": list(range(9))})
+    sizes = []
+    for i in (1, 2, 3):
+        out = tmp_path / f"part{i}"
+        assert (
+            main(["run", str(spec), "--out", str(out), "--no-progress", "--shard", f"{i}/3"]) == 0
+        )
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        n = len(last_records(out))
+        sizes.append(n)
+        assert line.startswith(f"{n} requests: {n} ok, 0 failed;"), line  # had no head
+    assert sum(sizes) == 9

@@ -32,41 +32,38 @@ def test_plan_bills_a_1024_square_input_as_one_megapixel(write_spec, tmp_path, c
     assert plan["estimated_megapixels"] == 2 and plan["estimated_usd"] == 0.05
 
 
-def fal_run(spec, out, server, monkeypatch, *extra):
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
+def fal_run(spec, out, *extra):
+    """`runner run --backend fal`, against the server the `fal_server` fixture started."""
     return main(["run", str(spec), "--out", str(out), "--no-progress", "--backend", "fal", *extra])
 
 
-def test_a_run_over_its_cap_is_refused_with_nothing_sent(
-    write_spec, tmp_path, threaded_emulator, monkeypatch, capsys
-):
-    server = threaded_emulator()
+def test_a_run_over_its_cap_is_refused_with_nothing_sent(write_spec, tmp_path, fal_server, capsys):
+    server = fal_server()
     # 12 rows of a 48x32 input: 12 MP at $0.025 = $0.30
     spec = write_spec(matrix={"seed": {"range": [1, 12]}}, limits={"max_usd": 0.25})
     out = tmp_path / "out"
-    assert fal_run(spec, out, server, monkeypatch) == 2
+    assert fal_run(spec, out) == 2
     err = capsys.readouterr().err
     assert "estimated cost $0.30 of the rows still to run (12 output megapixels)" in err
     assert "exceeds the spending cap $0.25" in err and "nothing was sent" in err
     assert sum(server.stats.requests.values()) == 0 and not out.exists()
     # --max-usd overrides the spec, both ways
-    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.1") == 2
+    assert fal_run(spec, out, "--max-usd", "0.1") == 2
     assert sum(server.stats.requests.values()) == 0
-    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.30") == 0
+    assert fal_run(spec, out, "--max-usd", "0.30") == 0
     assert server.stats.submissions == 12
     assert "about $0.30 spent (12 MP)" in capsys.readouterr().out
 
 
 def test_the_cap_counts_only_this_shard_and_not_a_local_run(
-    write_spec, tmp_path, threaded_emulator, monkeypatch, capsys
+    write_spec, tmp_path, fal_server, capsys
 ):
-    server = threaded_emulator()
+    server = fal_server()
     spec = write_spec(matrix={"seed": {"range": [1, 12]}}, limits={"max_usd": 0.25})
     out = tmp_path / "out"
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0  # local: free
     assert "spent" not in capsys.readouterr().out
-    assert fal_run(spec, tmp_path / "part", server, monkeypatch, "--shard", "1/3") == 0
+    assert fal_run(spec, tmp_path / "part", "--shard", "1/3") == 0
     assert 0 < server.stats.submissions < 10
 
 
@@ -125,22 +122,20 @@ async def test_stats_json_is_rewritten_while_the_run_goes(
     assert seen[-1]["counts"]["ok"] >= 2  # snapshots follow the run
 
 
-def test_the_cap_is_on_what_is_still_to_run(
-    write_spec, tmp_path, threaded_emulator, monkeypatch, capsys
-):
-    server = threaded_emulator()
+def test_the_cap_is_on_what_is_still_to_run(write_spec, tmp_path, fal_server, capsys):
+    server = fal_server()
     out = tmp_path / "out"
     spec = write_spec(matrix={"seed": {"range": [1, 12]}})  # $0.30
-    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.30") == 0
+    assert fal_run(spec, out, "--max-usd", "0.30") == 0
     # the job grows by 4 rows ($0.10 more, $0.40 in all): a $0.25 cap lets the rest run
     spec = write_spec(matrix={"seed": {"range": [1, 16]}})
-    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.25") == 0
+    assert fal_run(spec, out, "--max-usd", "0.25") == 0
     assert server.stats.submissions == 16
     # a finished job resumes under any cap, sending nothing
-    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.01") == 0
+    assert fal_run(spec, out, "--max-usd", "0.01") == 0
     assert server.stats.submissions == 16
     # a cap below what is still to run is still refused
     spec = write_spec(matrix={"seed": {"range": [1, 24]}})  # 8 new rows: $0.20
-    assert fal_run(spec, out, server, monkeypatch, "--max-usd", "0.15") == 2
+    assert fal_run(spec, out, "--max-usd", "0.15") == 2
     assert "estimated cost $0.20 of the rows still to run" in capsys.readouterr().err
     assert server.stats.submissions == 16

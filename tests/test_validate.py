@@ -152,6 +152,13 @@ def test_grid_errors_are_located(folder: Path) -> None:
     assert line.startswith("5:16: undefined template variable 'animl' (did you mean 'animal'?)")
 
 
+def test_an_undefined_name_in_a_csv_row_names_the_file_and_line(folder: Path) -> None:
+    (folder / "rows.csv").write_text("prompt,seed\na cat,1\na {tagz} dog,2\n")
+    text = "defaults: {image_url: images/a.png, tag2: red}\nmatrix:\n  r: {csv: rows.csv}\n"
+    [line] = _errors(folder, text)
+    assert line.startswith("5:7: rows.csv line 3: undefined template variable 'tagz' (did you")
+
+
 def test_out_is_passed_through(folder: Path) -> None:
     path = folder / "ok.yaml"
     path.write_text(HEAD + "defaults: {image_url: images/a.png, prompt: a cat}\n")

@@ -1,0 +1,15 @@
+"""The run's summary line (progress.summary_line): rows apart from submissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.progress import summary_line
+from runner.tracking import RunStats
+
+
+def test_the_summary_counts_the_rows_a_stopped_run_did_not_reach():
+    stats = RunStats(ok=2, skipped=1, submitted=2)
+    line = summary_line(stats, Path("out"), 1.0, total=5)  # a run's, or a shard's, row count
+    assert line.startswith("5 requests: 3 ok, 0 failed, 1 already done, 2 not run; 2 submissions")
+    assert summary_line(stats, Path("out"), 1.0, total=3).startswith("3 requests: 3 ok, 0 fail")
