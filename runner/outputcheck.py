@@ -5,8 +5,9 @@ ok line names a file that is missing or of another size.
 A stat costs microseconds of kernel time, and a million-row journal names a million files: so
 for a large journal a helper process does the checks while the reader goes on parsing (this
 file, run as a script: it imports only the standard library). Each ok line goes to it as a
-record `key NUL line` (a journal line holds no newline and no NUL: its newline ends the
-record), and it writes back the damaged keys when its input ends. If the helper cannot
+record, `key NUL size NUL file ...` and a newline (a journal's names hold neither), found
+here, so both processes have about as much to do; it writes back the damaged keys when its
+input ends. If the helper cannot
 start, the check is done here; if it fails later, `damaged` raises HelperFailed and the
 reader starts again without it.
 """
@@ -18,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 HELPER_FROM = 16 << 20  # journal bytes from which a helper is worth its start (~20 ms)
@@ -31,10 +33,10 @@ class HelperFailed(Exception):
     """The helper process died or answered nonsense: check again without it."""
 
 
-def _check(damaged: set[bytes], folder: bytes, key: bytes, raw: bytes) -> None:
-    """One ok line of `key`: damaged if an output file it names is missing or of another
-    size than it records, else not (a later line replaces an earlier one's verdict).
-    Searched with bytes.find, not a regex or a JSON parse: a million lines, one stat each."""
+def _outputs(raw: bytes) -> list[tuple[bytes, int]]:
+    """(file, recorded size or -1) of each output an ok journal line names. Found with
+    bytes.find, not a regex or a JSON parse: a million-row journal has a million such lines."""
+    found = []
     at = raw.find(_FILE)
     while at >= 0:
         start = at + len(_FILE)
@@ -42,18 +44,23 @@ def _check(damaged: set[bytes], folder: bytes, key: bytes, raw: bytes) -> None:
         close = raw.find(b"}", end)  # the end of this output's object
         name = raw[start:end]
         if end > start and b"\\" not in name:  # an escaped name is none this runner wrote
-            try:
-                found = os.stat(folder + name).st_size
-            except (OSError, ValueError):
-                damaged.add(key)
-                return
             size = raw.find(b'"bytes":', end, close)
             digits = _DIGITS.match(raw, size + 8) if size >= 0 else None
-            if digits is not None and int(digits[0]) != found:
-                damaged.add(key)
-                return
+            found.append((name, int(digits[0]) if digits else -1))
         at = raw.find(_FILE, close) if close >= 0 else -1
-    damaged.discard(key)
+    return found
+
+
+def _intact(folder: bytes, files: Iterable[tuple[bytes, int]]) -> bool:
+    """Whether every file is there (in `folder`), at its recorded size where one is."""
+    for name, size in files:
+        try:
+            found = os.stat(folder + name).st_size
+        except (OSError, ValueError):
+            return False
+        if size >= 0 and found != size:
+            return False
+    return True
 
 
 class OutputCheck:
@@ -69,12 +76,19 @@ class OutputCheck:
         self._helper = _start(self._folder) if helper else None
 
     def see(self, key: bytes, raw: bytes) -> None:
-        """An ok line of `key` (its bytes, as in the journal)."""
+        """An ok line of `key` (its bytes, as in the journal): a later line of a key replaces
+        the verdict on an earlier one."""
+        files = _outputs(raw)
         if self._helper is None:
-            _check(self._damaged, self._folder, key, raw)
+            if _intact(self._folder, files):
+                self._damaged.discard(key)
+            else:
+                self._damaged.add(key)
             return
-        # The line as it is (it ends with its newline): no work here, where the parse waits.
-        record = key + b"\0" + raw
+        if len(files) == 1:  # most lines: one output
+            record = b"%s\0%d\0%s\n" % (key, files[0][1], files[0][0])
+        else:
+            record = key + b"".join(b"\0%d\0%s" % (size, name) for name, size in files) + b"\n"
         self._batch.append(record)
         self._size += len(record)
         if self._size >= _BATCH:
@@ -155,8 +169,11 @@ def _serve() -> None:
         if not folder:
             folder = lines.pop(0)
         for line in lines:
-            key, _, raw = line.partition(b"\0")
-            _check(damaged, folder, key, raw)
+            key, *fields = line.split(b"\0")  # key, then size and file of each output
+            if _intact(folder, zip(fields[1::2], map(int, fields[::2]), strict=True)):
+                damaged.discard(key)
+            else:
+                damaged.add(key)
     if rest:
         sys.exit(1)  # a torn record: the reader died mid-write
     sys.stdout.buffer.write(b"\0" + b"".join(key + b"\0" for key in damaged))
