@@ -24,19 +24,20 @@ PLACEHOLDER = b"synthetic output"  # the image files' content (only their size i
 SEEDS = 1000
 
 
-def write_spec(folder: Path, rows: int, backend: str = "fal") -> Path:
-    """folder/job.yaml: ceil(rows / 1000) prompts x 1000 seeds (a prompts file, a range)."""
+def write_spec(folder: Path, rows: int, backend: str = "fal", seeds: int = SEEDS) -> Path:
+    """folder/job.yaml: ceil(rows / seeds) prompts x `seeds` seeds (a prompts file, a range):
+    1000 x 1000 for a million rows by default; seeds=1 makes one axis of `rows` lines."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="PNG")
     (folder / "input.png").write_bytes(buffer.getvalue())
-    prompts = max(1, -(-rows // SEEDS))
+    prompts = max(1, -(-rows // seeds))
     (folder / "prompts.txt").write_text(
         "".join(f"a lighthouse in a storm number {i}, oil painting\n" for i in range(prompts))
     )
-    seeds = min(rows, SEEDS)
+    seeds = min(rows, seeds)
     (folder / "job.yaml").write_text(
         f"""version: 1
 name: synthetic
