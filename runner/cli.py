@@ -38,7 +38,6 @@ from . import (
     make_plan,
     run_requests,
 )
-from . import axes as grid_axes
 from .cliargs import build_parser, serve_settings
 from .endpoints import get_endpoint
 from .folderlock import check_out_dir
@@ -139,7 +138,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 + "\n"
             )
         return EXIT_OK
-    plan = tally.plan(grid_axes(spec)) if tally else make_plan([], grid_axes(spec), endpoint)
+    plan = tally.plan(checked.axes) if tally else make_plan([], checked.axes, endpoint)
     if args.json:
         print(
             json.dumps(

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import json.encoder
 import math
+import operator
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ from .templates import TemplateError, render
 
 __all__ = ["Compiled", "compile_product"]
 
+_string = json.encoder.encode_basestring  # what canonical_json gives for a str (ensure_ascii off)
 _URL_PREFIXES = ("http://", "https://")  # a URL input the server fetches (data: is inline)
 MAX_VALUES = 100_000  # axis values held at once (each with its slot texts): beyond, row by row
 
@@ -42,39 +47,44 @@ _Part = tuple[tuple[str, ...], tuple[tuple[str, Any], ...], bool]
 @dataclass(frozen=True)
 class Compiled:
     """The requests of a plain product grid, by key and cost: `count` of them, `remote` with
-    an http(s) URL input."""
+    an http(s) URL input; rows() gives (key, cost) of each, in run order."""
 
     count: int
     remote: int
-    frame: str  # the canonical request text, with {i[0][k]} for slot k of axis i
-    axes: tuple[tuple[_Part, ...], ...]  # per axis, per value
-    constant: _Part
-    pricing: Pricing
+    rows: Callable[[], Iterator[tuple[str, Cost]]]
 
-    def rows(self) -> Iterator[tuple[str, Cost]]:
-        """(key, cost) of every request, in run order."""
-        fill, sha256 = self.frame.format, hashlib.sha256
-        cost = self._coster()
-        for combo in itertools.product(*self.axes):
+
+def _filled(
+    frame: str, axes: Sequence[Sequence[_Part]], cost: Callable[[Sequence[_Part]], Cost]
+) -> Callable[[], Iterator[tuple[str, Cost]]]:
+    """The rows of a grid whose axes' parts are all held: the frame filled per row."""
+
+    def rows() -> Iterator[tuple[str, Cost]]:
+        fill, sha256 = frame.format, hashlib.sha256
+        for combo in itertools.product(*axes):
             yield sha256(fill(*combo).encode()).hexdigest()[:KEY_HEX], cost(combo)
 
-    def _coster(self) -> Callable[[Sequence[_Part]], Cost]:
-        """A row's cost from its parts: one Cost when no axis sets a billed field, else the
-        facts of the axes that do, merged (each field has one setter)."""
-        billed = [i for i, values in enumerate(self.axes) if any(v[1] for v in values)]
-        base = self.constant[1]
-        if not billed:
-            fixed = self.pricing.cost(base)
-            return lambda combo: fixed
-        price = self.pricing.cost
+    return rows
 
-        def cost(combo: Sequence[_Part]) -> Cost:
-            facts = list(base)
-            for i in billed:
-                facts.extend(combo[i][1])
-            return price(tuple(sorted(facts)))
 
-        return cost
+def _coster(
+    billed: Sequence[int], constant: _Part, pricing: Pricing
+) -> Callable[[Sequence[_Part]], Cost]:
+    """A row's cost from its parts: the constant facts and those of the `billed` axes (the
+    ones that set a field billing reads), merged (each field has one setter)."""
+    base = constant[1]
+    if not billed:
+        fixed = pricing.cost(base)
+        return lambda combo: fixed
+    price = pricing.cost
+
+    def cost(combo: Sequence[_Part]) -> Cost:
+        facts = list(base)
+        for i in billed:
+            facts.extend(combo[i][1])
+        return price(tuple(sorted(facts)))
+
+    return cost
 
 
 def compile_product(
@@ -96,8 +106,9 @@ def compile_product(
         or grid.uses is None
     ):
         return None
-    if sum(len(source) for _, source in grid.axes) > MAX_VALUES:
-        return None
+    sizes = sorted(len(source) for _, source in grid.axes)
+    if sum(sizes[:-1]) > MAX_VALUES or math.prod(sizes) > spec.max_requests:
+        return None  # only one axis may be too long to hold; the reference says what is over
     try:
         return _Compiler(spec, endpoint, grid, problems, not_an_image).compile()
     except _NotPlain:
@@ -123,6 +134,7 @@ class _Compiler:
         self.pricing = Pricing(endpoint)
         assert grid.uses is not None
         self.uses = grid.uses
+        self.labels = {f: canonical_json(f) + ":" for f in endpoint.fields}  # '"seed":'
         # which axis sets each row name (plain axes by their name, object axes their fields)
         self.owner: dict[str, int] = {}
         for i, (name, source) in enumerate(grid.axes):
@@ -143,18 +155,67 @@ class _Compiler:
             raise _NotPlain  # an axis that sets no field alone
         fixed = sorted(f for f in names if setter[f] is None)
         constant = self._part(fixed, dict(grid.defaults))
-        axes = tuple(self._values(i, slots[i]) for i in range(len(grid.axes)))
         if any(r not in names for r in self.endpoint.input_schema.get("required", ())):
             raise _NotPlain  # the reference reports the missing field
         frame = self._frame(
             sorted(names), setter, slots, dict(zip(fixed, constant[0], strict=True))
         )
-        count = math.prod(len(v) for v in axes)
-        if constant[2]:
-            remote = count
-        else:
-            remote = count - math.prod(sum(not v[2] for v in values) for values in axes)
-        return Compiled(count, remote, frame, axes, constant, self.pricing)
+        sizes = [len(source) for _, source in grid.axes]
+        if sum(sizes) <= MAX_VALUES:
+            axes = tuple(tuple(self._values(i, slots[i], distinct=True)) for i in range(len(sizes)))
+            count = math.prod(len(v) for v in axes)
+            local = math.prod(sum(not v[2] for v in values) for values in axes)
+            remote = count if constant[2] else count - local
+            cost = _coster(self._billed(slots), constant, self.pricing)
+            return Compiled(count, remote, _filled(frame, axes, cost))
+        return self._streamed(frame, slots, constant, sizes.index(max(sizes)))
+
+    def _streamed(self, frame: str, slots: list[list[str]], constant: _Part, long: int) -> Compiled:
+        """The grid with one axis too long to hold its parts: each of its values' parts is
+        worked out as it comes, and every row's key kept (8 bytes a row), so that they are
+        checked distinct before any is handed on (two alike: the reference collapses them)."""
+        held = [
+            () if i == long else tuple(self._values(i, slots[i], distinct=True))
+            for i in range(len(self.grid.axes))
+        ]
+        before, after = held[:long], held[long + 1 :]
+        fill, sha256 = frame.format, hashlib.sha256
+        cost = _coster(self._billed(slots), constant, self.pricing)
+        fixed = cost(()) if not self._billed(slots) else None
+        keys = array("Q")
+        append, to_int = keys.append, int.from_bytes
+        costs: list[Cost] = []
+        local = 0  # the long axis's values with no URL input
+        inners = list(itertools.product(*after))  # held axes: a few combinations
+        for n, outer in enumerate(itertools.product(*before)):
+            for part in self._values(long, slots[long]):
+                local += n == 0 and not part[2]
+                for inner in inners:
+                    combo = (*outer, part, *inner)
+                    append(to_int(sha256(fill(*combo).encode()).digest()[:8], "big"))
+                    if fixed is None:
+                        costs.append(cost(combo))
+        ordered = sorted(keys)
+        if any(map(operator.eq, ordered, itertools.islice(ordered, 1, None))):
+            raise _NotPlain  # two rows make one request: the reference collapses them
+        del ordered
+        count = len(keys)
+        local *= math.prod(sum(not v[2] for v in values) for values in before + after)
+        remote = count if constant[2] else count - local
+
+        def rows() -> Iterator[tuple[str, Cost]]:
+            if fixed is not None:
+                for value in keys:
+                    yield f"{value:0{KEY_HEX}x}", fixed
+                return
+            for value, row_cost in zip(keys, costs, strict=True):
+                yield f"{value:0{KEY_HEX}x}", row_cost
+
+        return Compiled(count, remote, rows)
+
+    def _billed(self, slots: list[list[str]]) -> list[int]:
+        """The axes that set a field billing reads."""
+        return [i for i, fields in enumerate(slots) if self.pricing.billed & set(fields)]
 
     def _axes_of(self, key: str) -> set[int]:
         """The axes whose values `key`'s value depends on: its setter, and the setters of every
@@ -173,9 +234,10 @@ class _Compiler:
             todo.extend(self.uses.get(name, ()))
         return found
 
-    def _values(self, i: int, slots: list[str]) -> tuple[_Part, ...]:
+    def _values(self, i: int, slots: list[str], distinct: bool = False) -> Iterator[_Part]:
+        """The parts of axis i's values, in order; with `distinct`, two alike (two values that
+        make one request) mean the reference must collapse them."""
         name, source = self.grid.axes[i]
-        parts: list[_Part] = []
         seen: set[tuple[str, ...]] = set()
         for value in source:
             row = dict(self.grid.defaults)
@@ -184,11 +246,11 @@ class _Compiler:
             else:
                 row.update(value)
             part = self._part(slots, row)
-            if part[0] in seen:
-                raise _NotPlain  # two values make one request: the reference counts collapses
-            seen.add(part[0])
-            parts.append(part)
-        return tuple(parts)
+            if distinct:
+                if part[0] in seen:
+                    raise _NotPlain
+                seen.add(part[0])
+            yield part
 
     def _part(self, slots: list[str], row: Mapping[str, Any]) -> _Part:
         """One axis value's slot texts ("name":value, sorted by name), billed facts and
@@ -224,10 +286,11 @@ class _Compiler:
                 raise _NotPlain
             if f in self.pricing.billed:
                 facts.append((f, self.pricing.fact(f, value, local)))
-            try:
-                texts.append(canonical_json(f) + ":" + canonical_json(value))
+            try:  # a string (most values) straight through the C encoder canonical_json uses
+                text = _string(value) if type(value) is str else canonical_json(value)
             except (TypeError, ValueError):
                 raise _NotPlain from None
+            texts.append(self.labels[f] + text)
         return tuple(texts), tuple(facts), remote
 
     def _frame(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,6 +57,7 @@ class Checked:
     warnings: tuple[str, ...] = ()
     inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
     first: tuple[Request, ...] = ()  # the first `preview` requests
+    axes: tuple[tuple[str, int], ...] = ()  # (matrix axis, number of values), in matrix order
 
 
 def check(
@@ -106,7 +108,8 @@ def check(
     warnings = (
         tuple(found.warning(path, message) for path, message in grid.warnings()) if grid else ()
     )
-    return Checked(spec, endpoint, n, remote, warnings, snapshot, first)
+    sizes = tuple((name, len(source)) for name, source in grid.axes) if grid else ()
+    return Checked(spec, endpoint, n, remote, warnings, snapshot, first, sizes)
 
 
 def _expand(
@@ -128,7 +131,7 @@ def _expand(
         if inputs.simple
         else None
     )
-    if compiled is not None and compiled.count <= spec.max_requests:
+    if compiled is not None:
         if each is not None:
             for key, cost in compiled.rows():
                 each(key, cost)
@@ -261,6 +264,51 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 _CACHED = 65_536
 
 
+# Field-schema keywords that only annotate: they never make a value invalid.
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment"})
+
+
+def _plain_check(schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    """For a field schema of a plain type with bounds (string with lengths, integer or number
+    with minimum/maximum, boolean, null, or a list of those types), a test that a value
+    plainly satisfies it; None for any other schema. The test may say False of a valid
+    value (jsonschema then decides), never True of an invalid one."""
+    extra = {k for k in schema if k not in _ANNOTATIONS and not k.startswith("x-")}
+    if not extra <= {"type", "minLength", "maxLength", "minimum", "maximum"}:
+        return None
+    types = schema.get("type")
+    kinds = [types] if isinstance(types, str) else types
+    if not isinstance(kinds, list) or not kinds:
+        return None
+    low, high = schema.get("minimum"), schema.get("maximum")
+    shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
+    if not all(isinstance(b, int | float) for b in (low, high) if b is not None):
+        return None
+    if not isinstance(shortest, int) or not isinstance(longest, int | None):
+        return None
+    wanted = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+    if not set(kinds) <= {*wanted, "null"}:
+        return None
+
+    def fine(value: Any) -> bool:
+        if value is None:
+            return "null" in kinds
+        if isinstance(value, bool):
+            return "boolean" in kinds
+        if isinstance(value, str):
+            return (
+                "string" in kinds
+                and shortest <= len(value)
+                and (longest is None or len(value) <= longest)
+            )
+        number = (type(value) is int and ("integer" in kinds or "number" in kinds)) or (
+            type(value) is float and "number" in kinds and math.isfinite(value)
+        )
+        return number and (low is None or value >= low) and (high is None or value <= high)
+
+    return fine
+
+
 def _key(name: str, value: Any) -> tuple[str, type, Any]:
     return (name, value.__class__, json.dumps(value, sort_keys=True, default=str))
 
@@ -276,6 +324,7 @@ class _InputChecker:
         self.required: list[str] = list(schema.get("required", []))
         self.fields = endpoint.fields
         self.validators = {k: Draft202012Validator(v) for k, v in self.fields.items()}
+        self.plain = {k: f for k, v in self.fields.items() if (f := _plain_check(v)) is not None}
         self.cache: dict[tuple[str, type, Any], list[str]] = {}
 
     def problems(self, body: Mapping[str, Any]) -> list[tuple[str | None, str]]:
@@ -304,6 +353,9 @@ class _InputChecker:
 
     def field_problems(self, name: str, value: Any) -> list[str]:
         """What is wrong with one value of the input field `name` (cached per value)."""
+        plainly_fine = self.plain.get(name)
+        if plainly_fine is not None and plainly_fine(value):
+            return []  # a million distinct prompts need no million jsonschema runs
         key = (name, value.__class__, value) if value.__class__ in _SCALARS else _key(name, value)
         if key not in self.cache:
             if len(self.cache) >= _CACHED:  # a million distinct seeds must not pile up

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from runner import validate
+from runner import product, validate
 from runner.cli import main
 from runner.endpoints import get_endpoint
 from runner.errors import GridError
@@ -133,12 +133,25 @@ def specs(draw: st.DrawFn, base: Path) -> Any:
     return spec(base, matrix=matrix, defaults=defaults)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.parametrize("held", [100_000, 3])  # 3: the longest axis is mostly streamed
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_a_compiled_grid_makes_the_reference_keys_costs_and_counts(
-    images: Path, data: st.DataObject
+    images: Path, held: int, data: st.DataObject
 ) -> None:
-    agree(data.draw(specs(images)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(product, "MAX_VALUES", held)
+        agree(data.draw(specs(images)))
+
+
+def test_a_long_axis_with_two_alike_values_is_left_to_the_reference(
+    images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(product, "MAX_VALUES", 2)
+    s = spec(images, matrix={"prompt": ["a", "b", "c", "b"], "seed": [1, 2]})
+    assert compiled(s) is None
+    s = spec(images, matrix={"prompt": ["a", "b", "c", "d"], "seed": [1, 2]})
+    assert agree(s) is not None
 
 
 def test_the_grids_people_sweep_compile(images: Path) -> None:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
+from runner import validate
+from runner.endpoints import get_endpoint
 from runner.errors import SpecErrors
 from runner.validate import MAX_ERRORS, Checked, check
 
 from .conftest import png_bytes
+
+EP = get_endpoint("fal-ai/flux-1/dev/image-to-image")
+assert EP is not None
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 HEAD = "version: 1\nendpoint: fal-ai/flux-1/dev/image-to-image\n"
@@ -192,3 +201,34 @@ def test_x_keys_hold_anchors_and_a_misspelt_grid_part_waits(folder: Path) -> Non
         folder, text.replace("x-base", "base").replace("who: [a, b]", "who: [a, b]\n  mood: [x]")
     )
     assert len(errors) == 2 and "unknown key 'base'" in errors[0] and "axis 'mood'" in errors[1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            "image_url",
+            "prompt",
+            "strength",
+            "num_inference_steps",
+            "seed",
+            "sync_mode",
+            "num_images",
+        ]
+    ),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 80),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=3),
+        st.lists(st.integers(), max_size=2),
+    ),
+)
+def test_the_plain_field_check_never_passes_what_the_schema_refuses(field: str, value: Any) -> None:
+    """The shortcut in front of jsonschema may decline a valid value, never accept a bad one."""
+    schema = EP.fields[field]
+    fine = validate._plain_check(schema)
+    assert fine is not None  # these fields' schemas are all plain
+    if fine(value):
+        assert not list(Draft202012Validator(schema).iter_errors(value)), (field, value)
