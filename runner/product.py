@@ -6,9 +6,12 @@ template reads), a request's canonical JSON is a fixed frame with slots, each ax
 filling its own slots: templates, file hashes, the input schema and billing are then worked
 out once per axis value, and a row costs one str.format and one sha256. When each axis's
 values fill their slots with distinct text, no two rows can make one request, so no set of
-seen keys is kept either. Any other grid (include, exclude, sample, a field that two axes
-set, a value some check refuses, a very long axis) gets None: grid.expand, the reference,
-does the work row by row, and reports the errors. Tests check both give the same keys.
+seen keys is kept either. One axis may be too long to hold (a file of a million prompts):
+its values are worked out as they come, and the rows' keys (8 bytes each) are checked
+distinct before any is handed on. Any other grid (include, exclude, sample, a field that two
+axes set, two values alike, a value some check refuses) gets None: grid.expand, the
+reference, does the work row by row, and reports the errors. Tests check both give the same
+keys.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ __all__ = ["Compiled", "compile_product"]
 
 _string = json.encoder.encode_basestring  # what canonical_json gives for a str (ensure_ascii off)
 _URL_PREFIXES = ("http://", "https://")  # a URL input the server fetches (data: is inline)
-MAX_VALUES = 100_000  # axis values held at once (each with its slot texts): beyond, row by row
+MAX_VALUES = 100_000  # axis values held at once (each with its slot texts); one axis may be longer
 
 # What one axis value (or the constant part) gives: its slot texts, its billed facts, whether
 # a file input is an http(s) URL.
