@@ -5,9 +5,9 @@ benchmarks/README.md as a table (medians of several runs, min-max).
 
 What is measured (each in a fresh process; peak RSS is that process's own):
 
-* journal read: the resume state of a 1,000,000-request run folder's journal alone (limit 5 s,
-  250 MB), and opening that folder for a resume, `run_requests` with no requests: the same
-  read and the check of every output file, a stat each (held to the same limit);
+* journal read: opening a 1,000,000-request run folder for a resume, `run_requests` with no
+  requests: the journal's resume state and the check of every output file, a stat each
+  (limit 5 s, 250 MB);
 * no-op resume: `runner run SPEC` on that finished folder, grid expansion and validation
   included: nothing is sent (limit 10 s);
 * plan: `runner plan SPEC` of the 1,000,000-row grid, 1,000 prompts x 1,000 seeds, and of a
@@ -91,14 +91,6 @@ def open_for_resume(out: str) -> None:
     stats = asyncio.run(runner.run_requests(settings, [], env=FAL_ENV))
     if stats.failed or stats.submitted:
         raise SystemExit(f"opening the folder changed it: {stats}")
-
-
-def read_journal(out: str) -> None:
-    """`--_journal OUT`: the resume state of the journal alone (no output file checked)."""
-    from runner.manifest import read_state
-
-    if not read_state(Path(out)):
-        raise SystemExit(f"no journal in {out}")
 
 
 def synthetic(workdir: Path, rows: int) -> Path:
@@ -187,14 +179,6 @@ def bench(args: argparse.Namespace) -> tuple[list[list[str]], str]:
         rows.append([what, limit, figure, "met" if ok else "NOT met"])
         print(f"{what}: {figure} (limit {limit}) {'met' if ok else 'NOT met'}", flush=True)
 
-    journal = repeat(n, lambda: measure([sys.executable, __file__, "--_journal", out]))
-    walls, rss = [r["wall"] for r in journal], [r["rss_mb"] for r in journal]
-    add(
-        f"read the journal of a {k}-request run folder (resume state, in a fresh process)",
-        "≤ 5 s, ≤ 250 MB",
-        f"{spread(walls, '.2f')} s, {spread(rss, '.0f')} MB",
-        statistics.median(walls) <= 5 and max(rss) <= 250,
-    )
     read = repeat(n, lambda: measure([sys.executable, __file__, "--_open", out], FAL_ENV))
     walls, rss = [r["wall"] for r in read], [r["rss_mb"] for r in read]
     add(
@@ -275,10 +259,6 @@ def write_readme(rows: list[list[str]], described: str, command: str) -> None:
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--_measure":
         measure_main(sys.argv[3:])
-        return
-    if len(sys.argv) > 2 and sys.argv[1] == "--_journal":
-        sys.path.insert(0, str(ROOT))
-        read_journal(sys.argv[2])
         return
     if len(sys.argv) > 2 and sys.argv[1] == "--_open":
         sys.path.insert(0, str(ROOT))
