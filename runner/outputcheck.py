@@ -139,6 +139,7 @@ def _start(folder: bytes) -> subprocess.Popen[bytes] | None:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            env={},  # it needs nothing from the environment (the API key stays out of it)
         )
     except OSError:
         return None  # no interpreter to start: the reader checks the files itself
