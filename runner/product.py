@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from .endpoints import Endpoint
+from .errors import GridError
 from .grid import LocalFiles
 from .keys import KEY_HEX, canonical_json
 from .models import Spec
 from .plan import Cost, Pricing
 from .rowgrid import RowGrid
-from .templates import TemplateError, render
+from .templates import TemplateError, has_template, parse, render
 
 __all__ = ["Compiled", "compile_product"]
 
@@ -232,10 +233,23 @@ class _Compiler:
             seen.add(name)
             if name in self.owner:
                 found.add(self.owner[name])
+                todo.extend(self._default_names(name))
             if name == key and key not in self.grid.templated:
                 continue  # a field that never renders reads no names
             todo.extend(self.uses.get(name, ()))
         return found
+
+    def _default_names(self, name: str) -> frozenset[str]:
+        """The names read by the default of `name` where an axis may leave it unset: an empty
+        csv cell keeps the default, whose template (uses leaves it out) may read another axis."""
+        source = self.grid.axes[self.owner[name]][1]
+        default = self.grid.defaults.get(name)
+        if source.kind != "csv" or not isinstance(default, str) or not has_template(default):
+            return frozenset()
+        try:
+            return parse(default).names
+        except GridError:
+            raise _NotPlain from None
 
     def _values(self, i: int, slots: list[str], distinct: bool = False) -> Iterator[_Part]:
         """The parts of axis i's values, in order; with `distinct`, two alike (two values that

@@ -219,3 +219,23 @@ def test_plan_says_the_same_with_and_without_the_fast_path(
     slow = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert len(expanded) == 5 + 2000
     assert fast == slow and fast["count"] == 2000
+
+
+def test_an_empty_csv_cell_whose_default_reads_another_axis(tmp_path: Path) -> None:
+    """An empty cell leaves the default in place, and the default's template may read another
+    axis: the field then depends on two axes (found by a hostile user: the fast path rendered
+    the default with the default's seed, and the run halted with "no longer in the grid")."""
+    (tmp_path / "prompts.csv").write_text("prompt,strength\ncat,0.5\n,0.6\n")
+    (tmp_path / "tags.csv").write_text("tag,strength\ncat,0.5\n,0.6\n")
+    for rows, defaults in (
+        ("prompts.csv", {"prompt": "a {seed}", "seed": 0}),  # the field itself
+        ("tags.csv", {"prompt": "a {tag}", "tag": "{seed} style", "seed": 0}),  # a variable
+    ):
+        s = spec(
+            tmp_path,
+            matrix={"rows": {"csv": rows}, "seed": [1, 2]},
+            defaults={"image_url": URL, **defaults},
+        )
+        reference = [r.key for r in expand(s, EP)]
+        found = compiled(s)
+        assert found is None or [k for k, _ in found.rows()] == reference
