@@ -194,7 +194,7 @@ def _inline_megapixels(digest: str, uri: str) -> int:
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
             _INLINE[digest] = billed_megapixels(width, height)
-        except (OSError, ValueError):
+        except (OSError, ValueError, Image.DecompressionBombError):
             _INLINE[digest] = 1
     return _INLINE[digest]
 
@@ -204,7 +204,7 @@ def _megapixels(path: Path) -> int:
     try:
         with Image.open(path) as img:  # reads the header only
             width, height = img.size
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):  # validation says what it is
         return 1
     return billed_megapixels(width, height)
 

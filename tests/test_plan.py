@@ -77,3 +77,27 @@ def test_a_data_uri_input_is_measured(write_spec, capsys):
     assert main(["plan", str(spec), "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["estimated_megapixels"] == 2 and plan["unsized_inputs"] == 0
+
+
+def _header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (PIL refuses to open a very large one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_an_input_too_large_to_open_is_a_located_error_not_a_crash(write_spec, tmp_path, capsys):
+    # Found by a hostile user: plan and run priced each row before checking its image, and
+    # PIL's DecompressionBombError (400 MP) escaped as a traceback; validate said where.
+    (tmp_path / "images" / "huge.png").write_bytes(_header_only_png(20000, 20000))
+    spec = write_spec(matrix={"image_url": ["images/a.png", "images/huge.png"]})
+    for command in ("validate", "plan"):
+        assert main([command, str(spec)]) == 2
+        err = capsys.readouterr().err
+        assert "huge.png is not an image" in err and "(row 2)" in err
