@@ -9,9 +9,9 @@ values fill their slots with distinct text, no two rows can make one request, so
 seen keys is kept either. One axis may be too long to hold (a file of a million prompts):
 its values are worked out as they come, and the rows' keys (8 bytes each) are checked
 distinct before any is handed on. Any other grid (include, exclude, sample, a field that two
-axes set, two values alike, a value some check refuses) gets None: grid.expand, the
-reference, does the work row by row, and reports the errors. Tests check both give the same
-keys.
+axes set, two values alike, a value some check refuses, a variable that cannot render) gets
+None: grid.expand, the reference, does the work row by row, and reports the errors. Tests
+check both give the same keys.
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ class _Compiler:
         if not all(slots):
             raise _NotPlain  # an axis that sets no field alone
         fixed = sorted(f for f in names if setter[f] is None)
-        constant = self._part(fixed, dict(grid.defaults))
+        self._variables()
+        constant = self._part(fixed, dict(grid.defaults), self.renders[None])
         if any(r not in names for r in self.endpoint.input_schema.get("required", ())):
             raise _NotPlain  # the reference reports the missing field
         frame = self._frame(
@@ -234,7 +235,7 @@ class _Compiler:
             if name in self.owner:
                 found.add(self.owner[name])
                 todo.extend(self._default_names(name))
-            if name == key and key not in self.grid.templated:
+            if name == key and key in self.endpoint.fields and key not in self.grid.templated:
                 continue  # a field that never renders reads no names
             todo.extend(self.uses.get(name, ()))
         return found
@@ -251,6 +252,21 @@ class _Compiler:
         except GridError:
             raise _NotPlain from None
 
+    def _variables(self) -> None:
+        """Which variables of the defaults each axis's values (None: the constant part) must
+        render: every row renders them for its vars, read by a field or not, and one that
+        cannot render (a cycle) is the reference's error. A variable that reads two axes is
+        rendered per row only: the reference's."""
+        self.renders: dict[int | None, list[str]] = {None: []}
+        self.renders.update((i, []) for i in range(len(self.grid.axes)))
+        for name, value in self.grid.product_def_vars.items():
+            if name in self.grid.literal or not has_template(value):
+                continue
+            axes = self._axes_of(name)
+            if len(axes) > 1:
+                raise _NotPlain
+            self.renders[next(iter(axes), None)].append(name)
+
     def _values(self, i: int, slots: list[str], distinct: bool = False) -> Iterator[_Part]:
         """The parts of axis i's values, in order; with `distinct`, two alike (two values that
         make one request) mean the reference must collapse them."""
@@ -262,14 +278,18 @@ class _Compiler:
                 row[name] = value
             else:
                 row.update(value)
-            part = self._part(slots, row)
+            own = (name,) if source.fields is None else value.keys()
+            renders = [
+                n for n in own if n not in self.endpoint.fields and n not in self.grid.literal
+            ]
+            part = self._part(slots, row, [*renders, *self.renders[i]])
             if distinct:
                 if part[0] in seen:
                     raise _NotPlain
                 seen.add(part[0])
             yield part
 
-    def _part(self, slots: list[str], row: Mapping[str, Any]) -> _Part:
+    def _part(self, slots: list[str], row: Mapping[str, Any], renders: Sequence[str] = ()) -> _Part:
         """One axis value's slot texts ("name":value, sorted by name), billed facts and
         whether it gives a URL input. Every row sets every slot's field: a field that some
         rows leave unset (an empty csv cell, no default) has no fixed frame."""
@@ -277,6 +297,12 @@ class _Compiler:
         facts: list[tuple[str, Any]] = []
         remote = False
         grid = self.grid
+        for name in renders:  # variables: only whether they render
+            if isinstance(row[name], str) and has_template(row[name]):
+                try:
+                    render(row[name], row, name, grid.literal)
+                except TemplateError:
+                    raise _NotPlain from None
         for f in slots:
             if f not in row:
                 raise _NotPlain

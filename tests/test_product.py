@@ -239,3 +239,21 @@ def test_an_empty_csv_cell_whose_default_reads_another_axis(tmp_path: Path) -> N
         reference = [r.key for r in expand(s, EP)]
         found = compiled(s)
         assert found is None or [k for k, _ in found.rows()] == reference
+
+
+def test_a_variable_that_fails_to_render_is_left_to_the_reference(tmp_path: Path) -> None:
+    """Every row renders its variables (its vars say what it used), those no field reads
+    too: one that cannot render (a cycle) is the reference's error (found by a hostile user:
+    validate said ok, then the run halted, saying the spec's inputs had changed)."""
+    cases = [
+        ({"seed": [1, 2]}, {"prompt": "p", "mood": "a {mood}"}),  # no field reads it
+        (  # the second row's prompt does not read v, its vars do
+            {"look": [{"prompt": "{v}", "tag": "a"}, {"prompt": "plain", "tag": "{v}"}]},
+            {"v": "{tag}"},
+        ),
+    ]
+    for matrix, defaults in cases:
+        s = spec(tmp_path, matrix=matrix, defaults={"image_url": URL, **defaults})
+        with pytest.raises(GridError, match="template cycle"):
+            list(expand(s, EP))
+        assert compiled(s) is None
