@@ -15,6 +15,7 @@ reader starts again without it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ HELPER_FROM = 16 << 20  # journal bytes from which a helper is worth its start (
 _BATCH = 1 << 16  # record bytes sent at a time
 _PIPE_BYTES = 1 << 20  # asked of the kernel for the pipe to the helper, so writes rarely wait
 _FILE = b'{"file":"'  # an output's first field, as the journal writes it
+_OUTPUTS = b'"outputs":[' + _FILE  # the outputs as this runner writes them
 _DIGITS = re.compile(rb"\d+")
 
 
@@ -35,9 +37,13 @@ class HelperFailed(Exception):
 
 def _outputs(raw: bytes) -> list[tuple[bytes, int]]:
     """(file, recorded size or -1) of each output an ok journal line names. Found with
-    bytes.find, not a regex or a JSON parse: a million-row journal has a million such lines."""
+    bytes.find, not a regex or a JSON parse: a million-row journal has a million such lines.
+    A line spelt otherwise (another tool's spaces or key order) is parsed."""
     found = []
-    at = raw.find(_FILE)
+    at = raw.find(_OUTPUTS)
+    if at < 0:
+        return _parsed(raw) if b'"outputs"' in raw else []
+    at += len(_OUTPUTS) - len(_FILE)
     while at >= 0:
         start = at + len(_FILE)
         end = raw.find(b'"', start)
@@ -48,6 +54,21 @@ def _outputs(raw: bytes) -> list[tuple[bytes, int]]:
             digits = _DIGITS.match(raw, size + 8) if size >= 0 else None
             found.append((name, int(digits[0]) if digits else -1))
         at = raw.find(_FILE, close) if close >= 0 else -1
+    return found
+
+
+def _parsed(raw: bytes) -> list[tuple[bytes, int]]:
+    """_outputs of a line not in this runner's spelling, by a JSON parse."""
+    try:
+        outputs = json.loads(raw).get("outputs")
+    except (ValueError, AttributeError):
+        return []
+    found = []
+    for output in outputs if isinstance(outputs, list) else ():
+        name = output.get("file") if isinstance(output, dict) else None
+        if isinstance(name, str) and name and not {"\0", "\n"} & set(name):
+            size = output.get("bytes")
+            found.append((os.fsencode(name), size if type(size) is int else -1))
     return found
 
 

@@ -140,3 +140,27 @@ def test_a_folder_name_with_a_newline_is_checked_here(tmp_path: Path) -> None:
     odd.mkdir()
     check = OutputCheck(odd, helper=True)
     assert check._helper is None  # the helper reads the folder as one line
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_an_ok_line_in_another_json_spelling_is_checked_too(tmp_path: Path, helper: bool) -> None:
+    """A journal line is JSON (README: "the rule for reading it"): one rewritten by another
+    tool (spaces, sorted keys) names its outputs all the same (found by a hostile user: its
+    missing file was not seen, and the row stayed done)."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "here.png").write_bytes(b"x" * 5)
+    outputs = [{"file": "images/gone.png", "sha256": "0" * 64, "bytes": 2}]
+    record = {"key": "k000000000000001", "status": "ok", "backend": "local", "attempts": 1}
+    intact = {**record, "key": "k000000000000002"}
+    lines = [
+        json.dumps({**record, "outputs": outputs}),  # json.dumps's own spacing
+        json.dumps({**intact, "outputs": [{"file": "images/here.png", "bytes": 5}]}),
+        dumps({**record, "key": "k000000000000003", "outputs": outputs}).replace(
+            '{"file":"images/gone.png","sha256":"' + "0" * 64 + '",',
+            '{"sha256":"' + "0" * 64 + '","file":"images/gone.png",',  # file not first
+        ),
+    ]
+    (tmp_path / MANIFEST).write_text("".join(line + "\n" for line in lines))
+    check = OutputCheck(tmp_path, helper)
+    read_state(tmp_path, check)
+    assert {k.decode() for k in check.damaged()} == {"k000000000000001", "k000000000000003"}
