@@ -331,6 +331,7 @@ class _Compiler:
                 facts.append((f, self.pricing.fact(f, value, local)))
             try:  # a string (most values) straight through the C encoder canonical_json uses
                 text = _string(value) if type(value) is str else canonical_json(value)
+                text.isascii() or text.encode()  # a lone surrogate is no UTF-8: no key
             except (TypeError, ValueError):
                 raise _NotPlain from None
             texts.append(self.labels[f] + text)

@@ -257,3 +257,12 @@ def test_a_variable_that_fails_to_render_is_left_to_the_reference(tmp_path: Path
         with pytest.raises(GridError, match="template cycle"):
             list(expand(s, EP))
         assert compiled(s) is None
+
+
+def test_a_value_that_is_no_utf8_is_left_to_the_reference(tmp_path: Path) -> None:
+    """A lone surrogate ("\\uD800" in YAML) cannot be hashed as UTF-8: the reference reports
+    it (found by a hostile user: validate said ok, plan and run crashed with a traceback)."""
+    s = spec(tmp_path, matrix={"prompt": ["ok", "bad \ud800"], "seed": [1, 2]})
+    with pytest.raises(GridError, match="not JSON"):
+        list(expand(s, EP))
+    assert compiled(s) is None
