@@ -171,6 +171,9 @@ def _expand(
     return n, remote, tuple(kept)
 
 
+_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 0  # PIL refuses an image of twice as many
+
+
 @lru_cache(maxsize=4096)
 def _not_an_image(path: Path) -> str | None:
     """Why a local input file is no image the server could read (its header only), or None:
@@ -178,7 +181,9 @@ def _not_an_image(path: Path) -> str | None:
     try:
         with Image.open(path) as img:
             img.size  # noqa: B018 (the header is parsed by now)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        return f"{path.name} is too large an image to read (over {2 * _MAX_PIXELS} pixels)"
+    except (OSError, ValueError):
         return f"{path.name} is not an image (no image format recognises it)"
     return None
 

@@ -100,4 +100,5 @@ def test_an_input_too_large_to_open_is_a_located_error_not_a_crash(write_spec, t
     for command in ("validate", "plan"):
         assert main([command, str(spec)]) == 2
         err = capsys.readouterr().err
-        assert "huge.png is not an image" in err and "(row 2)" in err
+        assert "huge.png is too large an image to read (over 178956970 pixels)" in err
+        assert "(row 2)" in err and "Traceback" not in err
