@@ -23,7 +23,7 @@ import json.encoder
 import math
 import operator
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,17 +272,21 @@ class _Compiler:
         make one request) mean the reference must collapse them."""
         name, source = self.grid.axes[i]
         seen: set[tuple[str, ...]] = set()
+
+        def variables(names: Iterable[str]) -> list[str]:  # the row's names it renders
+            fields, literal = self.endpoint.fields, self.grid.literal
+            return [n for n in names if n not in fields and n not in literal] + self.renders[i]
+
+        plain = variables([name]) if source.fields is None else []  # the same for every value
         for value in source:
             row = dict(self.grid.defaults)
             if source.fields is None:
                 row[name] = value
+                renders = plain
             else:
                 row.update(value)
-            own = (name,) if source.fields is None else value.keys()
-            renders = [
-                n for n in own if n not in self.endpoint.fields and n not in self.grid.literal
-            ]
-            part = self._part(slots, row, [*renders, *self.renders[i]])
+                renders = variables(value.keys())
+            part = self._part(slots, row, renders)
             if distinct:
                 if part[0] in seen:
                     raise _NotPlain
@@ -297,23 +301,25 @@ class _Compiler:
         facts: list[tuple[str, Any]] = []
         remote = False
         grid = self.grid
+        literal, templated = grid.literal, grid.templated  # locals: a million values come here
+        file_fields, billed, labels = self.endpoint.file_fields, self.pricing.billed, self.labels
         for name in renders:  # variables: only whether they render
             if isinstance(row[name], str) and has_template(row[name]):
                 try:
-                    render(row[name], row, name, grid.literal)
+                    render(row[name], row, name, literal)
                 except TemplateError:
                     raise _NotPlain from None
         for f in slots:
             if f not in row:
                 raise _NotPlain
             value = row[f]
-            if f in grid.templated:
+            if f in templated:
                 try:
-                    value = render(value, row, f, grid.literal)
+                    value = render(value, row, f, literal)
                 except TemplateError:
                     raise _NotPlain from None
             local: Path | str | None = None
-            if f in self.endpoint.file_fields:
+            if f in file_fields:
                 try:
                     found = self.local.resolve(value)
                 except OSError:
@@ -327,14 +333,14 @@ class _Compiler:
                 )
             if self.problems(f, value):
                 raise _NotPlain
-            if f in self.pricing.billed:
+            if f in billed:
                 facts.append((f, self.pricing.fact(f, value, local)))
             try:  # a string (most values) straight through the C encoder canonical_json uses
                 text = _string(value) if type(value) is str else canonical_json(value)
                 text.isascii() or text.encode()  # a lone surrogate is no UTF-8: no key
             except (TypeError, ValueError):
                 raise _NotPlain from None
-            texts.append(self.labels[f] + text)
+            texts.append(labels[f] + text)
         return tuple(texts), tuple(facts), remote
 
     def _frame(
