@@ -59,6 +59,11 @@ def request_key(endpoint_id: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_HEX]
 
 
+def is_url(value: object) -> bool:
+    """True for an http(s) URL: an input the server fetches itself (its size is unknown here)."""
+    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
+
+
 def is_remote(value: object) -> bool:
     """True for values the server fetches or decodes itself (URLs, data: URIs): no local file."""
     return isinstance(value, str) and value[:8].lower().startswith(_REMOTE_PREFIXES)

@@ -31,7 +31,7 @@ from typing import Any
 from .endpoints import Endpoint
 from .errors import GridError
 from .grid import LocalFiles
-from .keys import KEY_HEX, canonical_json
+from .keys import KEY_HEX, canonical_json, is_url
 from .models import Spec
 from .plan import Cost, Pricing
 from .rowgrid import RowGrid
@@ -40,7 +40,6 @@ from .templates import TemplateError, has_template, parse, render
 __all__ = ["Compiled", "compile_product"]
 
 _string = json.encoder.encode_basestring  # what canonical_json gives for a str (ensure_ascii off)
-_URL_PREFIXES = ("http://", "https://")  # a URL input the server fetches (data: is inline)
 MAX_VALUES = 100_000  # axis values held at once (each with its slot texts); one axis may be longer
 
 # What one axis value (or the constant part) gives: its slot texts, its billed facts, whether
@@ -185,8 +184,9 @@ class _Compiler:
         ]
         before, after = held[:long], held[long + 1 :]
         fill, sha256 = frame.format, hashlib.sha256
-        cost = _coster(self._billed(slots), constant, self.pricing)
-        fixed = cost(()) if not self._billed(slots) else None
+        billed = self._billed(slots)
+        cost = _coster(billed, constant, self.pricing)
+        fixed = None if billed else cost(())  # one cost for every row: none kept per row
         keys = array("Q")
         append, to_int = keys.append, int.from_bytes
         costs: list[Cost] = []
@@ -209,11 +209,8 @@ class _Compiler:
         remote = count if constant[2] else count - local
 
         def rows() -> Iterator[tuple[str, Cost]]:
-            if fixed is not None:
-                for value in keys:
-                    yield f"{value:0{KEY_HEX}x}", fixed
-                return
-            for value, row_cost in zip(keys, costs, strict=True):
+            row_costs = costs if fixed is None else itertools.repeat(fixed, len(keys))
+            for value, row_cost in zip(keys, row_costs, strict=True):
                 yield f"{value:0{KEY_HEX}x}", row_cost
 
         return Compiled(count, remote, rows)
@@ -328,9 +325,7 @@ class _Compiler:
                     value, local = found
                     if isinstance(local, Path) and self.not_an_image(local) is not None:
                         raise _NotPlain
-                remote = remote or (
-                    isinstance(value, str) and value[:8].lower().startswith(_URL_PREFIXES)
-                )
+                remote = remote or is_url(value)
             if self.problems(f, value):
                 raise _NotPlain
             if f in billed:

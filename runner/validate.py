@@ -18,7 +18,7 @@ from PIL import Image
 from .endpoints import Endpoint, get_endpoint
 from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
 from .grid import Collapsed, expand
-from .keys import canonical
+from .keys import canonical, is_url
 from .models import Location, Request, Spec
 from .plan import Cost, Pricing
 from .product import compile_product
@@ -150,7 +150,7 @@ def _expand(
             if len(kept) < preview:
                 kept.append(request)
             for f in file_fields:
-                if _is_url(request.input.get(f)):
+                if is_url(request.input.get(f)):
                     remote += 1
                     break
             if n <= spec.max_requests:
@@ -186,10 +186,6 @@ def _not_an_image(path: Path) -> str | None:
     except (OSError, ValueError):
         return f"{path.name} is not an image (no image format recognises it)"
     return None
-
-
-def _is_url(value: Any) -> bool:
-    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
 
 
 def _has(spec: Spec, path: SpecPath) -> bool:
