@@ -200,23 +200,19 @@ def bench(args: argparse.Namespace) -> tuple[list[list[str]], str]:
         f"{spread(walls, '.1f')} s, {spread(rss, '.0f')} MB",
         statistics.median(walls) <= 10,
     )
-    plans = repeat(n, lambda: measure(runner_cli("plan", str(spec))))
-    walls = [r["wall"] for r in plans]
-    add(
-        f"`runner plan` of {k} rows ({args.rows // 1000:,} prompts × 1,000 seeds)",
-        "≤ 5 s",
-        f"{spread(walls, '.1f')} s",
-        statistics.median(walls) <= 5,
-    )
     lines = write_spec(workdir / f"lines-{args.rows}", args.rows, seeds=1)
-    plans = repeat(n, lambda: measure(runner_cli("plan", str(lines))))
-    walls = [r["wall"] for r in plans]
-    add(
-        f"`runner plan` of {k} rows (one axis: a file of {k} prompt lines)",
-        "≤ 5 s",
-        f"{spread(walls, '.1f')} s",
-        statistics.median(walls) <= 5,
-    )
+    for shape, grid_spec in (
+        (f"{args.rows // 1000:,} prompts × 1,000 seeds", spec),
+        (f"one axis: a file of {k} prompt lines", lines),
+    ):
+        plans = repeat(n, lambda path=grid_spec: measure(runner_cli("plan", str(path))))
+        walls = [r["wall"] for r in plans]
+        add(
+            f"`runner plan` of {k} rows ({shape})",
+            "≤ 5 s",
+            f"{spread(walls, '.1f')} s",
+            statistics.median(walls) <= 5,
+        )
     small, large = args.memory_sizes
     mem_small = repeat(n, lambda: fresh_run(workdir, small))
     mem_large = repeat(1, lambda: fresh_run(workdir, large))

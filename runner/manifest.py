@@ -274,24 +274,27 @@ def read_state(out_dir: Path, check: OutputCheck | None = None) -> dict[bytes, K
 
 def _read_checked(out_dir: Path) -> tuple[dict[bytes, KeyState], set[str]]:
     """read_state with every ok row's output files checked: (state, the ok rows whose last
-    line names a missing or resized file)."""
-    path = out_dir / MANIFEST
+    line names a missing or resized file). A large journal's files are checked by a helper
+    process; if it dies, the journal is read again and checked here."""
     try:
-        big = path.stat().st_size >= HELPER_FROM
+        big = (out_dir / MANIFEST).stat().st_size >= HELPER_FROM
     except OSError:
         big = False
-    for helper in (big, False) if big else (False,):
-        check = OutputCheck(out_dir, helper)
+    if big:
         try:
-            state = read_state(out_dir, check)
-            found = check.damaged()
+            return _read_checked_by(OutputCheck(out_dir, helper=True), out_dir)
         except HelperFailed:
-            continue  # the helper died: check again, in this process
-        finally:
-            check.close()
-        damaged = {key.decode() for key in found if key in state and state[key][0] == OK}
-        return state, damaged
-    raise AssertionError("the check in this process has no helper to fail")
+            pass
+    return _read_checked_by(OutputCheck(out_dir), out_dir)
+
+
+def _read_checked_by(check: OutputCheck, out_dir: Path) -> tuple[dict[bytes, KeyState], set[str]]:
+    try:
+        state = read_state(out_dir, check)
+        found = check.damaged()
+    finally:
+        check.close()
+    return state, {key.decode() for key in found if key in state and state[key][0] == OK}
 
 
 def _ok_state(fields: bytes) -> KeyState | None:
