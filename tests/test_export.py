@@ -269,7 +269,7 @@ def test_a_moved_local_input_is_an_empty_input_column(tmp_path, capsys):
     rec["vars"]["image_url"] = "gone.png"
     _write(out, [rec])
     assert main(["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl")]) == 0
-    assert "1 rows have a local input whose file was not found" in capsys.readouterr().err
+    assert "1 row has a local input whose file was not found" in capsys.readouterr().err
     assert json.loads((tmp_path / "r.jsonl").read_text())["input"] is None
 
 
@@ -372,7 +372,7 @@ def test_a_damaged_output_image_is_left_out_and_counted(run, tmp_path, capsys):
     damaged.write_bytes(bytes(data))
     dest = tmp_path / "rows.jsonl"
     assert main(["export", str(out), "--format", "jsonl", "--to", str(dest)]) == 0
-    assert "1 ok rows have no intact image file" in capsys.readouterr().err
+    assert "1 ok row has no intact image file" in capsys.readouterr().err
     rows = {
         (r["key"], r["output_index"]): r for r in map(json.loads, dest.read_text().splitlines())
     }

@@ -95,7 +95,7 @@ def test_conflicts_keep_the_first_and_say_so_ok_beats_failed(write_spec, tmp_pat
     assert main(["merge", str(failed), str(a), str(b), "--out", str(merged)]) == 0
     captured = capsys.readouterr()
     shared = (set(last_records(a)) & set(last_records(b))).pop()
-    assert f"1 keys were ok in more than one folder; kept the first folder's result: {shared}" in (
+    assert f"1 key was ok in more than one folder; kept the first folder's result: {shared}" in (
         captured.err
     )
     records = last_records(merged)
