@@ -159,7 +159,9 @@ def _check(sources: Sequence[Path], out: Path) -> None:
         info = os.stat(where)
         first = seen.setdefault((info.st_dev, info.st_ino), source)
         if first is not source:
-            raise UsageError(f"{first} and {source} are the same folder; name each folder once")
+            raise UsageError(
+                f"{first} and {source} are the same folder ({where}); name each folder once"
+            )
     _check_out(out)
 
 
