@@ -430,6 +430,7 @@ def test_a_killed_export_leaves_nothing_and_a_rerun_succeeds(tmp_path, fmt, dest
     argv = ["export", str(out), "--format", fmt, "--to", str(parent / dest), "--shard-size", "20"]
     kill_mid_way(start_slowed(slowed, 0.02, *argv), parent)
     assert not (parent / dest).exists()
+    assert all(p.name.startswith(".") for p in parent.iterdir())  # nothing a glob picks up
     assert main(argv) == 0
     assert [p.name for p in parent.iterdir()] == [dest]
     assert export(out, fmt, tmp_path / f"again-{dest}", shard_size=20).rows == 60
