@@ -12,6 +12,7 @@ description of the last holder, never the lock. The lock belongs to the file, no
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -19,7 +20,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import ManifestError, UsageError
 from .manifest import utc_now
 
 LOCK_FILE = ".runner.lock"
@@ -57,17 +58,27 @@ def reading(folder: Path, command: str, hint: str) -> Iterator[None]:
     a run (which takes it alone) is refused meanwhile, and a folder a run holds is refused
     here. A folder that cannot have a lock file (read-only, never run in) is read unlocked:
     no run can start there either, since a run must create the file."""
-    path = folder / LOCK_FILE
-    fd = -1
-    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # flock needs no write access
-        with contextlib.suppress(OSError):
-            fd = os.open(path, flags, 0o644)
-            break
-    if fd < 0:
+    fd = _open_to_read(folder)
+    if fd is None:
         yield
         return
     with _held(fd, folder, command, fcntl.LOCK_SH, hint):
         yield
+
+
+def _open_to_read(folder: Path) -> int | None:
+    path = folder / LOCK_FILE
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UsageError(f"cannot lock {folder}: {exc.strerror or exc}") from None
+    try:
+        return os.open(path, os.O_RDONLY)  # flock needs no write access
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"cannot lock {folder}: {exc.strerror or exc}") from None
 
 
 def hand_over(out: Path, into: Path) -> None:
@@ -75,7 +86,10 @@ def hand_over(out: Path, into: Path) -> None:
     onto OUT: the lock stays held (it is on the file), and OUT is left empty for the rename.
     Until the rename OUT has no lock file: a run that makes one then makes OUT non-empty, so
     the rename fails rather than mixing the two."""
-    os.rename(out / LOCK_FILE, into / LOCK_FILE)
+    try:
+        os.rename(out / LOCK_FILE, into / LOCK_FILE)
+    except OSError as exc:
+        raise ManifestError(f"cannot move the lock of {out}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager

@@ -59,6 +59,9 @@ def staged(dest: Path, *, folder: bool, shown: Path | None = None) -> Iterator[P
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        above = next((p for p in dest.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise UsageError(f"cannot write {shown}: {above} is a file, not a folder") from None
         raise UsageError(f"cannot write {shown}: {exc.strerror or exc}") from None
     sweep(dest)
     partial = dest.with_name(f".{dest.name}{_MARK}{os.getpid()}")

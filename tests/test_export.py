@@ -468,4 +468,6 @@ def test_counts_of_one_are_singular(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "r.jsonl: 1 row (0 output images, 0 input images, 0 remote input URLs)" in captured.out
     assert "1 row has a local input whose file was not found" in captured.err
-    assert "1 ok row has no intact image file" in captured.err and "its image column" in captured.err
+    assert (
+        "1 ok row has no intact image file" in captured.err and "its image column" in captured.err
+    )

@@ -294,7 +294,9 @@ def test_a_killed_merge_leaves_no_run_folder_and_a_rerun_succeeds(tmp_path, caps
     kill_mid_way(proc, merged.parent)
     assert not (merged / "manifest.jsonl").exists()  # absent: no command takes it for a run
     assert main(["report", str(merged)]) == 2
-    assert main(["export", str(merged), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]) == 2
+    assert (
+        main(["export", str(merged), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]) == 2
+    )
     capsys.readouterr()
     assert main(["merge", str(source), "--out", str(merged)]) == 0
     assert "60 ok, 0 failed, 0 pending from 1 folder (60 images)" in capsys.readouterr().out
