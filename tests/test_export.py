@@ -428,7 +428,7 @@ def test_a_killed_export_leaves_nothing_and_a_rerun_succeeds(tmp_path, fmt, dest
     parent = tmp_path / "exports"
     parent.mkdir()
     argv = ["export", str(out), "--format", fmt, "--to", str(parent / dest), "--shard-size", "20"]
-    kill_mid_way(start_slowed(slowed, 0.02, *argv), parent)
+    kill_mid_way(start_slowed(slowed, 0.04, *argv), parent)
     assert not (parent / dest).exists()
     assert all(p.name.startswith(".") for p in parent.iterdir())  # nothing a glob picks up
     assert main(argv) == 0

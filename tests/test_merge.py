@@ -226,7 +226,7 @@ def test_merge_refuses_a_source_a_run_holds_naming_it(spec, tmp_path, capsys):
     assert not merged.exists()
 
 
-def test_a_run_on_a_source_or_on_out_is_refused_while_a_merge_goes_on(write_spec, tmp_path):
+def test_a_run_on_a_source_or_on_out_is_refused_while_a_merge_goes_on(write_spec, tmp_path, capsys):
     source, merged = tmp_path / "src", tmp_path / "dst" / "merged"
     fake_run(source, 40)
     merged.parent.mkdir()
@@ -234,14 +234,9 @@ def test_a_run_on_a_source_or_on_out_is_refused_while_a_merge_goes_on(write_spec
     wait_for(lambda: any(merged.parent.glob(".merged.partial-*")))
     spec = write_spec()
     for folder in (source, merged):
-        err = subprocess.run(
-            [sys.executable, "-m", "runner", "run", str(spec), "--out", str(folder)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert err.returncode == 2, err.stderr
-        assert f"in use by `runner merge` (pid {proc.pid} on " in err.stderr
+        assert run(spec, folder) == 2
+        err = capsys.readouterr().err
+        assert f"{folder} is in use by `runner merge` (pid {proc.pid} on " in err
     assert proc.poll() is None, "the merge finished before the runs were tried"
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
@@ -290,7 +285,7 @@ def test_a_killed_merge_leaves_no_run_folder_and_a_rerun_succeeds(tmp_path, caps
     source, merged = tmp_path / "src", tmp_path / "dst" / "merged"
     fake_run(source, 60)
     merged.parent.mkdir()
-    proc = start_slowed("runner.merge:_place", 0.02, "merge", str(source), "--out", str(merged))
+    proc = start_slowed("runner.merge:_place", 0.05, "merge", str(source), "--out", str(merged))
     kill_mid_way(proc, merged.parent)
     assert not (merged / "manifest.jsonl").exists()  # absent: no command takes it for a run
     assert main(["report", str(merged)]) == 2
