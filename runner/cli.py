@@ -390,7 +390,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
             for use in done.specs
         )
         _err(
-            f"runner: note: the folders were made by different specs ({made}); merged all the "
+            f"runner: note: the folders hold runs of different specs ({made}); merged all the "
             "same: a row's key is its request, whatever the spec"
         )
     if done.conflicts:

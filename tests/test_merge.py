@@ -277,7 +277,7 @@ def test_folders_of_different_specs_are_merged_with_a_one_line_note(write_spec, 
     capsys.readouterr()
     assert main(["merge", str(a), str(c), "--out", str(tmp_path / "ac")]) == 0
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "note: the folders were made by different specs" in err
+    assert err.count("\n") == 1 and "note: the folders hold runs of different specs" in err
     assert f": {a})" not in err and f": {a}; " in err and f": {c})" in err
 
 
