@@ -357,18 +357,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     done = export(args.out, args.format, args.to, status=args.status, shard_size=args.shard_size)
     where = done.files[0] if len(done.files) == 1 else f"{len(done.files)} files in {done.dest}"
     print(
-        f"{where}: {done.rows} rows ({done.images} output images, {done.inputs} input images, "
-        f"{done.input_urls} remote input URLs) as {done.format}"
+        f"{where}: {_count(done.rows, 'row')} ({_count(done.images, 'output image')}, "
+        f"{_count(done.inputs, 'input image')}, {_count(done.input_urls, 'remote input URL')}) "
+        f"as {done.format}"
     )
-    if done.missing_inputs:
+    if n := done.missing_inputs:
         _err(
-            f"runner: {done.missing_inputs} rows have a local input whose file was not found "
-            "(moved or edited since the run): their input column is empty"
+            f"runner: {_count(n, 'row has', 'rows have')} a local input whose file was not "
+            f"found (moved or edited since the run): {'its' if n == 1 else 'their'} input "
+            "column is empty"
         )
-    if done.missing_outputs:
+    if n := done.missing_outputs:
         _err(
-            f"runner: {done.missing_outputs} ok rows have no intact image file in {args.out} "
-            "(missing, or changed since the run): their image column is empty"
+            f"runner: {_count(n, 'ok row has', 'ok rows have')} no intact image file in "
+            f"{args.out} (missing, or changed since the run): {'its' if n == 1 else 'their'} "
+            "image column is empty"
         )
     return EXIT_OK
 
@@ -379,13 +382,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
     done = merge(args.sources, args.out)
     print(
         f"{done.out}: {done.ok} ok, {done.failed} failed, {done.pending} pending from "
-        f"{len(done.sources)} folders ({done.images} images)"
+        f"{_count(len(done.sources), 'folder')} ({_count(done.images, 'image')})"
     )
+    if len(done.specs) > 1:
+        made = "; ".join(
+            f"{use.spec} (sha256 {use.sha256[:12]}): {', '.join(map(str, use.folders))}"
+            for use in done.specs
+        )
+        _err(
+            f"runner: note: the folders hold runs of different specs ({made}); merged all the "
+            "same: a row's key is its request, whatever the spec"
+        )
     if done.conflicts:
         shown = ", ".join(done.conflicts[:5]) + (" …" if len(done.conflicts) > 5 else "")
         _err(
-            f"runner: {len(done.conflicts)} keys were ok in more than one folder; "
-            f"kept the first folder's result: {shown}"
+            f"runner: {_count(len(done.conflicts), 'key was', 'keys were')} ok in more than one "
+            f"folder; kept the first folder's result: {shown}"
         )
     return EXIT_OK
 
@@ -492,6 +504,11 @@ def _warn_remote(checked: Checked, backend: str) -> None:
 def _short(value: Any, limit: int = 40) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """`1 row`, `2 rows`; `many` where the plural is not `one` + s (`1 row has`, `2 rows have`)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _err(message: str) -> None:

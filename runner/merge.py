@@ -3,11 +3,18 @@ run folder out that `report`, `export` and a further `run` (resume) accept: one 
 per key, the images it names (hardlinked where possible), and every source's runs.jsonl lines.
 
 Which record of a key wins: ok over failed over pending; between equals, the first folder given.
-Two ok records of one key are a conflict: the first is kept and the others are counted."""
+Two ok records of one key are a conflict: the first is kept and the others are counted.
+
+Nothing is paid twice and nothing looks complete before it is: each source is read under its
+folder's lock (shared with other merges; a live run's folder is refused, and no run starts on a
+source mid-merge), DIR's lock is held throughout, and DIR is built as a hidden sibling renamed
+onto DIR when complete (staging.py), so a killed merge leaves no half a run folder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -16,7 +23,7 @@ from typing import Any
 from .attachments import INPUTS
 from .errors import ManifestError, UsageError
 from .export.files import link_or_copy
-from .folderlock import LOCK_FILE, locked
+from .folderlock import LOCK_FILE, MERGE, hand_over, locked, reading
 from .manifest import (
     FAILED,
     MANIFEST,
@@ -29,8 +36,18 @@ from .manifest import (
     read_runs,
     utc_now,
 )
+from .staging import check_replaceable, real, staged
 
 _RANK = {OK: 0, FAILED: 1}  # anything else (submitting, submitted) is pending: rank 2
+
+
+@dataclass(frozen=True)
+class SpecUse:
+    """One spec (by its sha256) that made rows in the sources, and the folders it made."""
+
+    spec: str  # its path as a runs.jsonl line recorded it
+    sha256: str
+    folders: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
@@ -43,11 +60,50 @@ class MergeSummary:
     images: int  # image files placed in DIR
     conflicts: tuple[str, ...]  # keys that were ok in more than one folder (the first kept)
     replaced: int  # keys whose failed or pending record gave way to a better one
+    specs: tuple[SpecUse, ...] = ()  # the specs the sources' runs.jsonl name, in order
 
 
 def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
     """Write the merge of `sources` into `out` (a new or empty folder)."""
     _check(sources, out)
+    made = not out.exists()
+    with contextlib.ExitStack() as held:
+        for source in sources:
+            held.enter_context(reading(source, MERGE, "wait for it to finish, then merge it"))
+        chosen, conflicts, replaced, origins = _choose(sources)
+        _one_backend(origins)
+        held.enter_context(locked(out, MERGE, "name another --out"))
+        ours = _inode(out / LOCK_FILE)
+        try:
+            _check_out(out)  # again, under the lock
+            with staged(out, folder=True, shown=out) as partial:
+                images = _write(chosen, sources, partial)
+                statuses = [r.get("status") for r, _ in chosen.values()]
+                ok, failed = statuses.count(OK), statuses.count(FAILED)
+                summary = MergeSummary(
+                    out,
+                    tuple(sources),
+                    ok,
+                    failed,
+                    len(statuses) - ok - failed,
+                    images,
+                    tuple(dict.fromkeys(conflicts)),
+                    replaced,
+                    _specs(sources),
+                )
+                _write_runs(sources, summary, partial)
+                # a run that takes DIR's lock now is refused until the rename, and after it
+                hand_over(real(out), partial)
+        except BaseException:
+            if made:
+                _unmake(out, ours)
+            raise
+    return summary
+
+
+def _choose(
+    sources: Sequence[Path],
+) -> tuple[dict[str, tuple[Record, Path]], list[str], int, dict[tuple[Any, Any], Path]]:
     chosen: dict[str, tuple[Record, Path]] = {}
     conflicts: list[str] = []
     replaced = 0
@@ -63,47 +119,91 @@ def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
                 replaced += 1
             elif _rank(record) == _rank(held[0]) == 0:
                 conflicts.append(key)
-    _one_backend(origins)
+    return chosen, conflicts, replaced, origins
+
+
+def _write(chosen: dict[str, tuple[Record, Path]], sources: Sequence[Path], into: Path) -> int:
+    """The journal, the images it names and the kept inline inputs, into `into`; the number
+    of images placed."""
     images = 0
-    with locked(out, "runner merge"):  # a run started on DIR meanwhile must not interleave
-        journal = Journal(out)
-        try:
-            for record, source in chosen.values():
-                for output in record.get("outputs") or [] if record.get("status") == OK else []:
-                    images += _place(source, out, str(output.get("file") or ""))
-                journal.append(dict(record))  # type: ignore[arg-type]
-        finally:
-            journal.close()
-        for source in sources:  # inline (data: URI) inputs the runs kept, each once by content
-            for kept in sorted((source / INPUTS).glob("*")) if (source / INPUTS).is_dir() else []:
-                if kept.is_file() and not kept.name.startswith("."):
-                    _place(source, out, f"{INPUTS}/{kept.name}")
-    statuses = [r.get("status") for r, _ in chosen.values()]
-    ok, failed = statuses.count(OK), statuses.count(FAILED)
-    summary = MergeSummary(
-        out,
-        tuple(sources),
-        ok,
-        failed,
-        len(statuses) - ok - failed,
-        images,
-        tuple(dict.fromkeys(conflicts)),
-        replaced,
-    )
-    _write_runs(sources, summary)
-    return summary
+    journal = Journal(into)
+    try:
+        for record, source in chosen.values():
+            for output in record.get("outputs") or [] if record.get("status") == OK else []:
+                images += _place(source, into, str(output.get("file") or ""))
+            journal.append(dict(record))  # type: ignore[arg-type]
+    finally:
+        journal.close()
+    for source in sources:  # inline (data: URI) inputs the runs kept, each once by content
+        for kept in sorted((source / INPUTS).glob("*")) if (source / INPUTS).is_dir() else []:
+            if kept.is_file() and not kept.name.startswith("."):
+                _place(source, into, f"{INPUTS}/{kept.name}")
+    return images
 
 
 def _check(sources: Sequence[Path], out: Path) -> None:
     if not sources:
         raise UsageError("merge needs at least one run folder")
+    seen: dict[tuple[int, int], Path] = {}
+    target = real(out)
     for source in sources:
         if not (source / MANIFEST).is_file():
             raise UsageError(f"no {MANIFEST} in {source}: not a run folder")
-        if source.resolve() == out.resolve():
-            raise UsageError(f"--out {out} is one of the folders to merge")
-    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
+        where = real(source)
+        if target == where:
+            raise UsageError(f"--out {out} is one of the folders to merge; name a new folder")
+        if target.is_relative_to(where):
+            raise UsageError(f"--out {out} is inside {source}, a folder to merge; name one outside")
+        if where.is_relative_to(target):
+            raise UsageError(f"{source}, a folder to merge, is inside --out {out}")
+        info = os.stat(where)
+        first = seen.setdefault((info.st_dev, info.st_ino), source)
+        if first is not source:
+            raise UsageError(
+                f"{first} and {source} are the same folder ({where}); name each folder once"
+            )
+    _check_out(out)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a new folder")
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise UsageError(f"--out {out} exists and is not an empty folder; name a new folder")
+    check_replaceable(out, out)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _unmake(out: Path, lock: tuple[int, int] | None) -> None:
+    """Take back the folder this merge made for its lock, if it holds nothing but that lock
+    file (a lock file some other process made there is left alone)."""
+    with contextlib.suppress(OSError):
+        names = {p.name for p in out.iterdir()}
+        if names == {LOCK_FILE} and lock is not None and _inode(out / LOCK_FILE) == lock:
+            (out / LOCK_FILE).unlink()
+        out.rmdir()  # only if empty
+
+
+def _specs(sources: Sequence[Path]) -> tuple[SpecUse, ...]:
+    """Which specs made the sources' rows, by the sha256 their runs.jsonl lines record (two
+    copies of one spec on two machines are one spec; an edit is another)."""
+    found: dict[str, tuple[str, list[Path]]] = {}
+    for source in sources:
+        for line in read_runs(source):
+            digest, path = line.get("spec_sha256"), line.get("spec")
+            if not isinstance(digest, str) or not digest:
+                continue
+            spec, folders = found.setdefault(digest, (str(path or "?"), []))
+            if source not in folders:
+                folders.append(source)
+    return tuple(SpecUse(spec, d, tuple(f)) for d, (spec, f) in found.items())
 
 
 def _one_backend(origins: dict[tuple[Any, Any], Path]) -> None:
@@ -149,7 +249,7 @@ def _place(source: Path, out: Path, rel: str) -> int:
     return 1
 
 
-def _write_runs(sources: Sequence[Path], summary: MergeSummary) -> None:
+def _write_runs(sources: Sequence[Path], summary: MergeSummary, into: Path) -> None:
     """The sources' run lines (specs, names, shards), then one line for the merge itself."""
     lines: list[str] = []
     last = RunLine()
@@ -169,7 +269,7 @@ def _write_runs(sources: Sequence[Path], summary: MergeSummary) -> None:
         "conflicts": len(summary.conflicts),
     }
     lines.append(json.dumps(merged, ensure_ascii=False, separators=(",", ":")))
-    path = summary.out / RUNS
+    path = into / RUNS
     try:
         path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     except OSError as exc:

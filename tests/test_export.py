@@ -30,6 +30,7 @@ from runner.export import export
 from runner.manifest import latest
 
 from .conftest import png_bytes
+from .test_merge import kill_mid_way, start_slowed
 
 # The readers under test must never reach for the Hub: everything here is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -269,7 +270,7 @@ def test_a_moved_local_input_is_an_empty_input_column(tmp_path, capsys):
     rec["vars"]["image_url"] = "gone.png"
     _write(out, [rec])
     assert main(["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl")]) == 0
-    assert "1 rows have a local input whose file was not found" in capsys.readouterr().err
+    assert "1 row has a local input whose file was not found" in capsys.readouterr().err
     assert json.loads((tmp_path / "r.jsonl").read_text())["input"] is None
 
 
@@ -372,7 +373,7 @@ def test_a_damaged_output_image_is_left_out_and_counted(run, tmp_path, capsys):
     damaged.write_bytes(bytes(data))
     dest = tmp_path / "rows.jsonl"
     assert main(["export", str(out), "--format", "jsonl", "--to", str(dest)]) == 0
-    assert "1 ok rows have no intact image file" in capsys.readouterr().err
+    assert "1 ok row has no intact image file" in capsys.readouterr().err
     rows = {
         (r["key"], r["output_index"]): r for r in map(json.loads, dest.read_text().splitlines())
     }
@@ -392,3 +393,81 @@ def test_an_export_never_writes_into_the_run_folder(run, tmp_path, capsys, targe
     assert "inside the run folder" in capsys.readouterr().err
     assert (out / "manifest.jsonl").read_bytes() == journal
     assert not (out / "rows.csv").exists() and not (out / "ds").exists()
+
+
+def test_every_variable_has_a_column_of_its_own(tmp_path):
+    """A variable renamed away from a reserved name (`key` -> `var_key`) never takes the column
+    of a variable already called that: the made name gets the prefix again."""
+    out = tmp_path / "out"
+    rec = _record(out, "k1", {"seed": 1})
+    rec["vars"].update({"key": "mine", "var_key": "theirs", "var_var_key": "third"})
+    rec["vars"]["image_url"] = "photo.png"  # an axis value beside its field: var_image_url
+    rec["vars"]["var_image_url"] = "named so"
+    _write(out, [rec])
+    export(out, "jsonl", tmp_path / "rows.jsonl")
+    row = json.loads((tmp_path / "rows.jsonl").read_text())
+    assert row["key"] == "k1" and row["var_key"] == "theirs" and row["var_var_key"] == "third"
+    assert row["var_var_var_key"] == "mine"
+    assert row["var_image_url"] == "named so" and row["var_var_image_url"] == "photo.png"
+
+
+@pytest.mark.parametrize(
+    "fmt, dest, slowed",
+    [
+        ("parquet", "pq", "runner.export.parquet:_record"),
+        ("webdataset", "wds", "runner.export.webdataset:_add_sample"),
+        ("imagefolder", "ds", "runner.export.files:Placer.place"),
+        ("csv", "rows.csv", "runner.export.tables:_path"),
+    ],
+)
+def test_a_killed_export_leaves_nothing_and_a_rerun_succeeds(tmp_path, fmt, dest, slowed):
+    """kill -9 mid-export: DEST is absent (never a truncated shard or half a file under its
+    name), and the same command again writes it whole and removes the dead one's leftovers."""
+    out = tmp_path / "out"
+    _write(out, [_record(out, f"k{i:03d}", {"seed": i}) for i in range(60)])
+    parent = tmp_path / "exports"
+    parent.mkdir()
+    argv = ["export", str(out), "--format", fmt, "--to", str(parent / dest), "--shard-size", "20"]
+    kill_mid_way(start_slowed(slowed, 0.04, *argv), parent)
+    assert not (parent / dest).exists()
+    assert all(p.name.startswith(".") for p in parent.iterdir())  # nothing a glob picks up
+    assert main(argv) == 0
+    assert [p.name for p in parent.iterdir()] == [dest]
+    assert export(out, fmt, tmp_path / f"again-{dest}", shard_size=20).rows == 60
+
+
+def test_a_file_where_a_folder_is_needed_and_the_reverse(run, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    argv = ["export", str(run), "--format", "imagefolder", "--to", str(tmp_path / "afile")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "afile is a file; --format imagefolder writes a folder" in err
+    (tmp_path / "adir").mkdir()
+    assert main(["export", str(run), "--format", "csv", "--to", str(tmp_path / "adir")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "adir is a folder; --format csv writes one file" in err
+
+
+def test_an_empty_folder_is_filled_but_never_the_working_folder(run, tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert export(run, "webdataset", empty).rows == 6 and (empty / "00000.tar").is_file()
+    monkeypatch.chdir(empty.parent)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(["export", str(run), "--format", "parquet", "--to", "."]) == 2
+    assert not any((tmp_path / "here").iterdir())
+
+
+def test_counts_of_one_are_singular(tmp_path, capsys):
+    out = tmp_path / "out"
+    rec = _record(out, "k1", {"seed": 1})
+    rec["outputs"][0]["sha256"] = "0" * 64  # not the file's: its image is not intact
+    _write(out, [rec])
+    assert main(["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "r.jsonl")]) == 0
+    captured = capsys.readouterr()
+    assert "r.jsonl: 1 row (0 output images, 0 input images, 0 remote input URLs)" in captured.out
+    assert "1 row has a local input whose file was not found" in captured.err
+    assert (
+        "1 ok row has no intact image file" in captured.err and "its image column" in captured.err
+    )

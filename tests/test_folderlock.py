@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import UsageError
-from runner.folderlock import LOCK_FILE, locked
+from runner.folderlock import LOCK_FILE, MERGE, locked, reading
 
 from .test_crash import start_run, wait_for
 
@@ -73,3 +73,34 @@ def test_a_file_as_output_folder_is_a_usage_error(write_spec, tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2 and "is a file" in proc.stderr
+
+
+def test_merges_share_a_folder_and_a_run_is_refused_while_one_reads(tmp_path):
+    folder = tmp_path / "o"
+    folder.mkdir()
+    with (
+        reading(folder, MERGE, "then merge it"),
+        reading(folder, MERGE, "then merge it"),  # two merges may read one folder at once
+        pytest.raises(UsageError, match=rf"in use by `runner merge` \(pid {os.getpid()} on "),
+        locked(folder),
+    ):
+        pass
+    with (
+        locked(folder),
+        pytest.raises(UsageError, match=r"in use by another run \(pid .*, started .*; then merge"),
+        reading(folder, MERGE, "then merge it"),
+    ):
+        pass
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_read_without_a_lock_file(tmp_path):
+    folder = tmp_path / "o"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with reading(folder, MERGE, "then merge it"):
+            pass
+        assert not (folder / LOCK_FILE).exists()
+    finally:
+        folder.chmod(0o755)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +16,12 @@ import pytest
 
 from runner.cli import main
 from runner.export import export
+from runner.folderlock import locked
 from runner.merge import merge
 from runner.report import write_report
 
 from .conftest import last_records, png_bytes
+from .test_crash import wait_for
 
 REMOTE = "https://example.invalid/x.png"  # the offline emulator refuses it: failed rows
 
@@ -95,7 +101,7 @@ def test_conflicts_keep_the_first_and_say_so_ok_beats_failed(write_spec, tmp_pat
     assert main(["merge", str(failed), str(a), str(b), "--out", str(merged)]) == 0
     captured = capsys.readouterr()
     shared = (set(last_records(a)) & set(last_records(b))).pop()
-    assert f"1 keys were ok in more than one folder; kept the first folder's result: {shared}" in (
+    assert f"1 key was ok in more than one folder; kept the first folder's result: {shared}" in (
         captured.err
     )
     records = last_records(merged)
@@ -154,3 +160,153 @@ def test_merge_refuses_a_folder_a_run_is_using(spec, tmp_path):
     assert run(spec, tmp_path / "a") == 1  # the remote input's rows fail offline
     with locked(tmp_path / "merged"), pytest.raises(UsageError, match="in use by another run"):
         merge([tmp_path / "a"], tmp_path / "merged")
+
+
+# A real `runner` command in a subprocess, with one function ("module:attr" or
+# "module:Class.method") delayed on every call, so that a test can act while it is mid-way.
+SLOWED = """
+import importlib, sys, time
+module, name = sys.argv[1].split(":")
+owner = importlib.import_module(module)
+*path, attr = name.split(".")
+for part in path:
+    owner = getattr(owner, part)
+real = getattr(owner, attr)
+def slow(*args, **kwargs):
+    time.sleep(float(sys.argv[2]))
+    return real(*args, **kwargs)
+setattr(owner, attr, slow)
+from runner.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def start_slowed(target: str, delay: float, *argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOWED, target, str(delay), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def kill_mid_way(proc: subprocess.Popen[str], parent: Path) -> None:
+    """kill -9 once the command has started writing under `parent` (and is still going)."""
+    wait_for(lambda: any(parent.iterdir()))
+    time.sleep(0.3)
+    assert proc.poll() is None, "the command finished before it could be killed"
+    proc.kill()
+    proc.communicate(timeout=10)
+
+
+def fake_run(out: Path, rows: int) -> None:
+    """A run folder of `rows` ok rows, each with its image, written without a run."""
+    (out / "images").mkdir(parents=True)
+    with (out / "manifest.jsonl").open("w") as journal:
+        for i in range(rows):
+            key = f"{i:016x}"
+            (out / "images" / f"{key}-0.png").write_bytes(png_bytes(8, 6))
+            output = {"file": f"images/{key}-0.png", "width": 8, "height": 6}
+            record = {"key": key, "status": "ok", "backend": "local", "outputs": [output]}
+            journal.write(json.dumps({**record, "input": {"seed": i}, "vars": {}}) + "\n")
+
+
+def test_merge_refuses_a_source_a_run_holds_naming_it(spec, tmp_path, capsys):
+    """Merging a folder a live run is writing would let a resume of the merge submit the
+    rows that run is submitting: refused, naming the run like a second run's refusal does."""
+    live = tmp_path / "live"
+    fake_run(live, 2)
+    merged = tmp_path / "merged"
+    with locked(live):
+        assert main(["merge", str(live), "--out", str(merged)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{live} is in use by another run (pid {os.getpid()} on " in err
+    assert ", started " in err and "wait for it to finish, then merge it" in err
+    assert not merged.exists()
+
+
+def test_a_run_on_a_source_or_on_out_is_refused_while_a_merge_goes_on(write_spec, tmp_path, capsys):
+    source, merged = tmp_path / "src", tmp_path / "dst" / "merged"
+    fake_run(source, 40)
+    merged.parent.mkdir()
+    proc = start_slowed("runner.merge:_place", 0.05, "merge", str(source), "--out", str(merged))
+    wait_for(lambda: any(merged.parent.glob(".merged.partial-*")))
+    spec = write_spec()
+    for folder in (source, merged):
+        assert run(spec, folder) == 2
+        err = capsys.readouterr().err
+        assert f"{folder} is in use by `runner merge` (pid {proc.pid} on " in err
+    assert proc.poll() is None, "the merge finished before the runs were tried"
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert len(last_records(merged)) == 40
+
+
+@pytest.mark.parametrize("spelling", ["./a", "a/", "link", "../here/a"])
+def test_merge_refuses_one_folder_given_twice(spec, tmp_path, monkeypatch, capsys, spelling):
+    here = tmp_path / "here"
+    here.mkdir()
+    fake_run(here / "a", 1)
+    (here / "link").symlink_to(here / "a")
+    monkeypatch.chdir(here)
+    assert main(["merge", "a", spelling, "--out", "m"]) == 2
+    err = capsys.readouterr().err
+    assert f"are the same folder ({here / 'a'}); name each folder once" in err
+    assert not (here / "m").exists()
+
+
+def test_merge_refuses_out_inside_a_source_and_a_source_inside_out(tmp_path, capsys):
+    fake_run(tmp_path / "a", 1)
+    assert main(["merge", str(tmp_path / "a"), "--out", str(tmp_path / "a" / "m")]) == 2
+    assert "is inside" in capsys.readouterr().err and not (tmp_path / "a" / "m").exists()
+    (tmp_path / "b").mkdir()
+    fake_run(tmp_path / "b" / "a", 1)
+    assert main(["merge", str(tmp_path / "b" / "a"), "--out", str(tmp_path / "b")]) == 2
+    assert "is inside --out" in capsys.readouterr().err
+
+
+def test_folders_of_different_specs_are_merged_with_a_one_line_note(write_spec, tmp_path, capsys):
+    first = write_spec("one.yaml", matrix={"seed": [1, 2]})
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert run(first, a, "--shard", "1/2") == 0 and run(first, b, "--shard", "2/2") == 0
+    capsys.readouterr()
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "ab")]) == 0
+    assert "note" not in capsys.readouterr().err  # one spec, two shards
+    assert run(write_spec("one.yaml", matrix={"seed": [3]}), c) == 0  # the spec, edited
+    capsys.readouterr()
+    assert main(["merge", str(a), str(c), "--out", str(tmp_path / "ac")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "note: the folders hold runs of different specs" in err
+    assert f": {a})" not in err and f": {a}; " in err and f": {c})" in err
+
+
+def test_a_killed_merge_leaves_no_run_folder_and_a_rerun_succeeds(tmp_path, capsys):
+    source, merged = tmp_path / "src", tmp_path / "dst" / "merged"
+    fake_run(source, 60)
+    merged.parent.mkdir()
+    proc = start_slowed("runner.merge:_place", 0.05, "merge", str(source), "--out", str(merged))
+    kill_mid_way(proc, merged.parent)
+    assert not (merged / "manifest.jsonl").exists()  # absent: no command takes it for a run
+    assert main(["report", str(merged)]) == 2
+    assert (
+        main(["export", str(merged), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]) == 2
+    )
+    capsys.readouterr()
+    assert main(["merge", str(source), "--out", str(merged)]) == 0
+    assert "60 ok, 0 failed, 0 pending from 1 folder (60 images)" in capsys.readouterr().out
+    assert sorted(p.name for p in merged.parent.iterdir()) == ["merged"]  # the partial is gone
+    assert len(last_records(merged)) == 60
+
+
+def test_merge_into_an_existing_empty_folder_but_not_the_working_folder(tmp_path, monkeypatch):
+    fake_run(tmp_path / "a", 1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["merge", str(tmp_path / "a"), "--out", str(empty)]) == 0
+    assert len(last_records(empty)) == 1
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["merge", str(tmp_path / "a"), "--out", "."]) == 2
+    assert not any(here.iterdir())

@@ -1,6 +1,7 @@
 """`runner export`: a run folder (finished or still running) as a dataset that people's
 loaders read: imagefolder, parquet or webdataset folders, or one csv or jsonl file.
-Reads the journal only (never takes the run's lock, never touches the network)."""
+Reads the journal only (never takes the run's lock, never touches the network). DEST is built
+under a hidden sibling name and renamed when complete (staging.py): it is absent or whole."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from ..errors import ManifestError, UsageError
 from ..manifest import MANIFEST
+from ..staging import check_replaceable, staged
 from .files import FOLDER_FILES
 from .imagefolder import write_imagefolder
 from .parquet import write_parquet
@@ -63,17 +65,20 @@ def export(
             "--format imagefolder needs rows with an output image; "
             "for failed requests use --format jsonl or csv"
         )
-    if fmt == "imagefolder":
-        files = write_imagefolder(table, dest, folder_files)
-    elif fmt == "parquet":
-        files = write_parquet(table, dest, shard_size)
-    elif fmt == "webdataset":
-        files = write_webdataset(table, dest, shard_size)
-    elif fmt == "csv":
-        files = write_csv(table, dest)
-    else:
-        files = write_jsonl(table, dest)
-    return _summary(table, dest, fmt, files)
+    folder = fmt not in FILE_FORMATS
+    with staged(dest, folder=folder, shown=dest) as partial:
+        if fmt == "imagefolder":
+            files = write_imagefolder(table, partial, folder_files)
+        elif fmt == "parquet":
+            files = write_parquet(table, partial, shard_size)
+        elif fmt == "webdataset":
+            files = write_webdataset(table, partial, shard_size)
+        elif fmt == "csv":
+            files = write_csv(table, partial)
+        else:
+            files = write_jsonl(table, partial)
+    written = [dest / f.relative_to(partial) for f in files] if folder else [dest]
+    return _summary(table, dest, fmt, written)
 
 
 def _check_dest(dest: Path, fmt: str, out_dir: Path) -> None:
@@ -85,13 +90,20 @@ def _check_dest(dest: Path, fmt: str, out_dir: Path) -> None:
         )
     if fmt in FILE_FORMATS:
         if dest.is_dir():
-            raise UsageError(f"--to {dest} is a folder; --format {fmt} writes one file")
+            raise UsageError(
+                f"--to {dest} is a folder; --format {fmt} writes one file: name a file"
+            )
         return
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(
+            f"--to {dest} is a file; --format {fmt} writes a folder: name a new folder"
+        )
+    if dest.is_dir() and any(dest.iterdir()):
         raise UsageError(
             f"--to {dest} exists and is not an empty folder; name a new folder "
             f"(an export never mixes with older files)"
         )
+    check_replaceable(dest, dest)
 
 
 def _summary(table: ExportTable, dest: Path, fmt: str, files: list[Path]) -> ExportSummary:

@@ -11,7 +11,7 @@ import json
 import mimetypes
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -27,6 +27,7 @@ BASE_COLUMNS = ("key", "output_index", "status", "width", "height")
 ERROR_COLUMNS = ("error_type", "error_message")
 # Names the formats use for the two image columns; a field or variable of that name is renamed.
 RESERVED = frozenset({"image", "input", "file_name", "input_file_name", "id"})
+_TAKEN = RESERVED | frozenset(BASE_COLUMNS) | frozenset(ERROR_COLUMNS)
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
@@ -76,7 +77,7 @@ def build_table(out_dir: Path, status: Status = "ok") -> ExportTable:
     finder = _InputFinder(out_dir)
     raw_rows: list[tuple[str, ImageRef | None, ImageRef | None, dict[str, Any]]] = []
     url_rows = missing_inputs = missing_outputs = 0
-    renames: dict[tuple[str, str], str] = {}
+    renames = _renames(records)
     for record in records:
         body = record.get("input") or {}
         field_name = _image_field(record, body)
@@ -135,30 +136,54 @@ def _is_file_value(value: str) -> bool:
     return value.startswith(("sha256:", "data:"))
 
 
-def _metadata(record: Record, renames: dict[tuple[str, str], str]) -> dict[str, Any]:
+def _metadata(record: Record, renames: Mapping[tuple[str, str], str]) -> dict[str, Any]:
     """key, status, error, then every input field, then every variable that says more."""
     values: dict[str, Any] = {"key": record["key"], "status": record.get("status")}
     error = record.get("error")
     if error:
         values["error_type"] = error.get("type")
         values["error_message"] = error.get("message")
-    body = record.get("input") or {}
-    for name, value in body.items():
-        if isinstance(value, str) and value.startswith("data:"):
+    for prefix, name, plain, value in _named_values(record):
+        if prefix == "input" and isinstance(value, str) and value.startswith("data:"):
             value = _data_ref(value)  # the bytes are the input image column; keep identity only
-        values[_column(name, "input", renames)] = value
-    for name, value in (record.get("vars") or {}).items():
-        if name in body and _same(body[name], value):
-            continue  # an axis that sets a field: its column is the field's
-        target = name if name not in body else f"var_{name}"
-        values[_column(target, "var", renames)] = value
+        values[name if plain else renames[prefix, name]] = value
     return values
 
 
-def _column(name: str, prefix: str, renames: dict[tuple[str, str], str]) -> str:
-    if name not in RESERVED and name not in BASE_COLUMNS and name not in ERROR_COLUMNS:
-        return name
-    return renames.setdefault((prefix, name), f"{prefix}_{name}")
+def _named_values(record: Record) -> Iterator[tuple[str, str, bool, Any]]:
+    """(origin, name, keeps its name, value) of every input field ("input") and of every
+    variable that says more than the field of its name ("var")."""
+    body = record.get("input") or {}
+    for name, value in body.items():
+        yield "input", name, name not in _TAKEN, value
+    for name, value in (record.get("vars") or {}).items():
+        if name in body and _same(body[name], value):
+            continue  # an axis that sets a field: its column is the field's
+        yield "var", name, name not in _TAKEN and name not in body, value
+
+
+def _renames(records: Iterable[Record]) -> dict[tuple[str, str], str]:
+    """The column of each field or variable that cannot keep its name (a reserved name, or a
+    variable beside a field of its name): `<origin>_<name>`, the prefix repeated until no
+    other column has that name (`var_key`, or `var_var_key` beside a variable `var_key`).
+    Names kept as they are win over made ones, so every value has a column of its own."""
+    plain: dict[str, None] = {}
+    wanted: dict[tuple[str, str], None] = {}
+    for record in records:
+        for prefix, name, keeps, _ in _named_values(record):
+            if keeps:
+                plain[name] = None
+            else:
+                wanted[prefix, name] = None
+    taken = set(_TAKEN) | set(plain)
+    renames: dict[tuple[str, str], str] = {}
+    for prefix, name in wanted:
+        column = f"{prefix}_{name}"
+        while column in taken:
+            column = f"{prefix}_{column}"
+        taken.add(column)
+        renames[prefix, name] = column
+    return renames
 
 
 def _same(a: Any, b: Any) -> bool:

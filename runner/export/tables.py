@@ -17,7 +17,7 @@ from .rows import ExportTable, ImageRef
 
 def write_csv(table: ExportTable, dest: Path) -> list[Path]:
     names = ["image", "input", *(c.name for c in table.columns)]
-    with _atomic(dest) as fh:
+    with _open(dest) as fh:
         writer = csv.DictWriter(fh, fieldnames=names, lineterminator="\n")
         writer.writeheader()
         for row in _rows(table):
@@ -26,7 +26,7 @@ def write_csv(table: ExportTable, dest: Path) -> list[Path]:
 
 
 def write_jsonl(table: ExportTable, dest: Path) -> list[Path]:
-    with _atomic(dest) as fh:
+    with _open(dest) as fh:
         for row in _rows(table):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return [dest]
@@ -49,17 +49,9 @@ def _cell(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _atomic(dest: Path) -> Iterator[TextIO]:
-    """Write DEST.tmp, then rename it over DEST: a reader never sees half a file."""
-    tmp = dest.with_name(dest.name + ".tmp")
+def _open(path: Path) -> Iterator[TextIO]:
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8", newline="") as fh:
+        with path.open("w", encoding="utf-8", newline="") as fh:
             yield fh
-        os.replace(tmp, dest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ManifestError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise ManifestError(f"cannot write {path}: {exc.strerror or exc}") from None
