@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from PIL import Image, ImageFile
 
 from runner import validate
 from runner.endpoints import get_endpoint
@@ -179,9 +181,69 @@ def test_files_that_are_no_images_fail_at_validate(folder: Path) -> None:
     (folder / "images" / "b.png").write_bytes(b"\x89PNG but broken")
     text = "defaults: {prompt: a}\nmatrix:\n  image_url: {files: 'images/*'}\n"
     assert _errors(folder, text) == [
-        "5:15: b.png is not an image (no image format recognises it) (row 2)",
-        "5:15: notes.txt is not an image (no image format recognises it) (row 3)",
+        "5:15: images/b.png is not an image (no image format recognises it) (row 2)",
+        "5:15: images/notes.txt is not an image (no image format recognises it) (row 3)",
     ]
+
+
+def _jpeg_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_a_truncated_image_fails_at_validate_not_per_request(folder: Path) -> None:
+    """Its header is fine; only decoding the whole image shows the data missing."""
+    whole_png, whole_jpg = png_bytes(64, 64, (1, 2, 3), patch=(9, 9, 9)), _jpeg_bytes()
+    (folder / "images" / "b.png").write_bytes(whole_png[: len(whole_png) // 2])
+    (folder / "images" / "c.jpg").write_bytes(whole_jpg[: len(whole_jpg) // 2])
+    text = "defaults: {prompt: a}\nmatrix:\n  image_url: {files: 'images/*'}\n"
+    errors = _errors(folder, text)
+    assert [e.split(" is ", 1)[0] for e in errors] == ["5:15: images/b.png", "5:15: images/c.jpg"]
+    assert all(" is truncated or corrupt: image file is truncated" in e for e in errors)
+    # the same image named by defaults is reported there, by its name relative to the spec
+    assert _errors(folder, "defaults: {prompt: a, image_url: images/c.jpg}\n")[0].startswith(
+        "3:23: images/c.jpg is truncated or corrupt: image file is truncated"
+    )
+
+
+def test_a_script_that_allows_truncated_images_does_not_weaken_validate(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    whole = _jpeg_bytes()
+    (folder / "images" / "c.jpg").write_bytes(whole[: len(whole) // 2])
+    [line] = _errors(folder, "defaults: {prompt: a, image_url: images/c.jpg}\n")
+    assert "images/c.jpg is truncated or corrupt" in line
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the script's setting is left as it was
+
+
+def test_each_image_is_decoded_once_until_it_changes(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    real_open = Image.open
+
+    def spy(fp: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(validate.Image, "open", spy)
+    image = folder / "images" / "a.png"
+    image.write_bytes(png_bytes(5, 5))  # a new size: whatever an earlier test cached is stale
+    path = folder / "job.yaml"
+    # include forces the row-by-row check: 300 rows name one image
+    path.write_text(
+        HEAD + "defaults: {image_url: images/a.png, prompt: a}\nmatrix:\n"
+        "  seed: {range: [1, 300]}\ninclude:\n  - {seed: 0}\n"
+    )
+    assert check(path).count == 301
+    assert opened == [str(image)]
+    whole = image.read_bytes()
+    image.write_bytes(whole[:-30])  # edited since: decoded again, and found truncated
+    with pytest.raises(SpecErrors, match="images/a.png is truncated or corrupt"):
+        check(path)
+    assert opened == [str(image)] * 2
 
 
 def test_x_keys_hold_anchors_and_a_misspelt_grid_part_waits(folder: Path) -> None:
