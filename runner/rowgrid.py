@@ -20,6 +20,7 @@ from .keys import canonical
 from .models import Spec
 from .sources import ListSource, Source, axis_source
 from .templates import TemplateError, has_template, parse, render, undefined_message
+from .words import counted
 
 _END: Any = object()
 REPEAT_HINT = "HINT: to repeat a request, sweep 'seed'"
@@ -174,11 +175,23 @@ class RowGrid:
 
     def warnings(self) -> list[tuple[SpecPath, str]]:
         """After a full pass over rows(): (where, what) for what is suspicious but allowed."""
-        return [
+        found: list[tuple[SpecPath, str]] = []
+        for _, source in self.axes:
+            broken = getattr(source, "broken", ())  # a {files} glob's dangling matches
+            if broken:
+                more = counted(len(broken) - 1, "more match", "more matches")
+                what = (
+                    f"{broken[0]} and {more} are broken symbolic links"
+                    if len(broken) > 1
+                    else f"{broken[0]} is a broken symbolic link"
+                )
+                found.append(((*source.path, "files"), f"{what}; skipped"))
+        found.extend(
             (("exclude", j), "this exclude entry matches no row, so it drops nothing")
             for (j, _), hits in zip(self.exclude, self.exclude_hits, strict=True)
             if not hits
-        ]
+        )
+        return found
 
     def _dropped(self, values: dict[str, Any], combo: Sequence[tuple[int, Any]]) -> bool:
         dropped = False

@@ -120,6 +120,21 @@ def test_an_exclude_entry_that_matches_no_row_is_a_warning(folder: Path) -> None
     )
 
 
+def test_a_broken_symbolic_link_a_glob_matches_is_a_warning(folder: Path) -> None:
+    (folder / "images" / "x.png").symlink_to("gone.png")
+    path = folder / "job.yaml"
+    path.write_text(HEAD + "defaults: {prompt: a}\nmatrix:\n  image_url: {files: 'images/*'}\n")
+    checked = check(path)
+    assert checked.count == 1
+    assert checked.warnings == (
+        f"{path}:5:15: warning: images/x.png is a broken symbolic link; skipped",
+    )
+    (folder / "images" / "y.png").symlink_to("gone.png")
+    assert check(path).warnings == (
+        f"{path}:5:15: warning: images/x.png and 1 more match are broken symbolic links; skipped",
+    )
+
+
 def test_missing_prompt_points_where_it_could_be_set(folder: Path) -> None:
     msg = "missing required field 'prompt' (set it in defaults, matrix or include)"
     assert _errors(folder, "defaults: {image_url: images/a.png}\n") == [f"3:1: {msg}"]
