@@ -23,6 +23,7 @@ from typing import Any
 from .errors import GridError, SpecPath
 from .keys import canonical
 from .templates import has_template, parse
+from .words import counted
 
 SOURCE_KEYS = ("range", "files", "lines", "csv", "jsonl")  # the one list; the schema mirrors it
 
@@ -328,6 +329,13 @@ class CsvSource(_RowSource):
                 raise self._error(f"{name} is empty: a csv source needs a header line")
             if len(set(header)) != len(header):
                 raise self._error(f"{name}: repeated column name")
+            if len(header) == 1 and (sep := next((c for c in ";\t" if c in header[0]), None)):
+                # such a column can feed no field or template: the file is split another way
+                has = "a tab" if sep == "\t" else repr(sep)
+                raise self._error(
+                    f"{name} has one column, named {header[0]!r}; HINT: the header has {has}: "
+                    "runner reads comma-separated values"
+                )
             self.fields = tuple(header)
             bools = [h in self._booleans for h in header]
             for cells in reader:
@@ -335,8 +343,8 @@ class CsvSource(_RowSource):
                     continue
                 if len(cells) != len(header):
                     raise self._error(
-                        f"unequal paired rows: {name} line {reader.line_num} has {len(cells)} "
-                        f"values, the header has {len(header)}"
+                        f"unequal paired rows: {name} line {reader.line_num} has "
+                        f"{counted(len(cells), 'value')}, the header has {len(header)}"
                     )
                 self._line = reader.line_num
                 row: dict[str, Any] = {}

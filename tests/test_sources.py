@@ -215,8 +215,14 @@ def test_csv_rows_are_mappings_with_clean_numbers(tmp_path: Path) -> None:
     [
         ("", "is empty"),
         ("a,b\n", "no values"),
-        ("a,b\n1,2\n3\n", "unequal paired rows: rows.csv line 3 has 1 values"),
+        ("a,b\n1,2\n3\n", "unequal paired rows: rows.csv line 3 has 1 value, the header has 2"),
         ("a,a\n1,2\n", "repeated column"),
+        (
+            "prompt;seed\na cat;1\n",
+            "rows.csv has one column, named 'prompt;seed'; HINT: the header has ';': runner "
+            "reads comma-separated values",
+        ),
+        ("prompt\tseed\na cat\t1\n", "HINT: the header has a tab: runner reads comma-sep"),
     ],
 )
 def test_bad_csv(tmp_path: Path, content: str, fragment: str) -> None:
