@@ -19,7 +19,14 @@ from .errors import GridError, GridErrors, SpecPath
 from .keys import canonical
 from .models import Spec
 from .sources import ListSource, Source, axis_source
-from .templates import TemplateError, has_template, parse, render, undefined_message
+from .templates import (
+    TemplateError,
+    has_template,
+    literal_hint,
+    parse,
+    render,
+    undefined_message,
+)
 from .words import counted
 
 _END: Any = object()
@@ -321,7 +328,9 @@ class RowGrid:
             if name not in defined:
                 message = undefined_message(name, defined)
                 where = place(name)  # a file source's "rows.csv line 3"
-                self._problems.append(GridError(f"{where}: {message}" if where else message, path))
+                if where:  # a data file's text: its braces may be meant literally
+                    message = f"{where}: {message}; {literal_hint(name)}"
+                self._problems.append(GridError(message, path))
                 return
 
     def _check_unused(

@@ -185,6 +185,27 @@ def test_an_undefined_name_in_a_csv_row_names_the_file_and_line(folder: Path) ->
     assert line.startswith("5:7: rows.csv line 3: undefined template variable 'tagz' (did you")
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "axis"),
+    [
+        ("prompts.txt", "a plain cube\na {red} cube\n", "prompt: {lines: prompts.txt}"),
+        ("rows.jsonl", '{"prompt": "a"}\n{"prompt": "a {red} cube"}\n', "r: {jsonl: rows.jsonl}"),
+    ],
+)
+def test_an_undefined_name_in_a_data_file_suggests_literal_braces(
+    folder: Path, name: str, content: str, axis: str
+) -> None:
+    (folder / name).write_text(content)
+    [line] = _errors(folder, f"defaults: {{image_url: images/a.png}}\nmatrix:\n  {axis}\n")
+    assert line.split(": ", 1)[1].startswith(f"{name} line 2: undefined template variable 'red'")
+    assert line.endswith("; HINT: write {{red}} for literal braces")
+
+
+def test_an_undefined_name_written_in_the_spec_has_no_literal_brace_hint(folder: Path) -> None:
+    [line] = _errors(folder, "defaults: {image_url: images/a.png, prompt: 'a {red} cube'}\n")
+    assert "undefined template variable 'red'" in line and "HINT" not in line
+
+
 def test_out_is_passed_through(folder: Path) -> None:
     path = folder / "ok.yaml"
     path.write_text(HEAD + "defaults: {image_url: images/a.png, prompt: a cat}\n")
