@@ -183,9 +183,7 @@ class FilesSource(Source):
         self._paths, self.broken = _matching_files(base_dir, pattern)
         if not self._paths:
             hint = _broken_hint(self.broken) or _case_hint(base_dir, pattern)
-            raise GridError(
-                f"no file matches {pattern!r} (in {base_dir}){hint}", (*path, "files")
-            )
+            raise GridError(f"no file matches {pattern!r} (in {base_dir}){hint}", (*path, "files"))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._paths)

@@ -4,5 +4,5 @@ from __future__ import annotations
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """"1 row", "2 rows", "0 rows"; `plural` for a noun that takes more than an "s"."""
+    """`counted(2, "row")` is "2 rows"; `plural` for a noun that takes more than an "s"."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
