@@ -293,8 +293,8 @@ class RowGrid:
     ) -> tuple[dict[str, set[str]], list[set[str]]]:
         """Parse every template the spec holds (in fields and variables alike: a variable's
         value is a template too) and check its names against each row shape it is used in.
-        Returns, per key, the names its templates use; and per include row, the names its
-        fields' templates read, directly or through the row's variables."""
+        Returns, per key, the names its templates use; and per include row, the names that
+        its known keys' templates read, directly or through the row's own variables."""
         uses: dict[str, set[str]] = {}
         if self.has_product:
             for key in self.product_keys:
@@ -318,7 +318,10 @@ class RowGrid:
             }
             for key, read in row_uses.items():
                 uses.setdefault(key, set()).update(read)
-            reads.append(_closure(row_uses, self.fields))
+            # Every known name of the row renders (fields into the body, variables into vars),
+            # so what their templates read is read; the row's own variables only through them.
+            rendered = [k for k in row_uses if k in self.fields or k in self.product_keys]
+            reads.append(_closure(row_uses, rendered))
         return uses, reads
 
     def _names(self, value: Any, path: SpecPath, defined: Collection[str]) -> set[str]:
@@ -402,10 +405,10 @@ class RowGrid:
         return any(has_template(v) for v, _ in _literal_values(key, source, self.defaults))
 
 
-def _closure(uses: Mapping[str, Collection[str]], fields: Collection[str]) -> set[str]:
-    """Every name some endpoint field's template uses, directly or through variables."""
+def _closure(uses: Mapping[str, Collection[str]], keys: Collection[str]) -> set[str]:
+    """Every name the templates of `keys` use, directly or through variables."""
     used: set[str] = set()
-    todo = [name for key in fields for name in uses.get(key, ())]
+    todo = [name for key in keys for name in uses.get(key, ())]
     while todo:
         name = todo.pop()
         if name not in used:

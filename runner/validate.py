@@ -193,7 +193,12 @@ def _not_an_image(path: Path, base: Path | None = None) -> str | None:
     return f"{shown} {problem}" if problem else None
 
 
-@lru_cache(maxsize=4096)
+# Answers are None or one short line: room for every image of a grid that cycles through more
+# images than it has rows to check (limits.max_requests), so none is decoded twice.
+_IMAGES_CACHED = 65_536
+
+
+@lru_cache(maxsize=_IMAGES_CACHED)
 def _decode_problem(path: str, size: int, mtime_ns: int) -> str | None:
     """Keyed by size and mtime as well as the path: a million rows naming one image decode it
     once, and an image edited since is decoded again."""

@@ -230,6 +230,17 @@ def test_a_variable_of_an_include_row_fills_a_template_from_the_defaults() -> No
     ]
 
 
+def test_a_variable_of_an_include_row_read_only_by_a_defaults_variable_is_read() -> None:
+    # the defaults' `scene` renders into every row's vars, so it needs the row's `who`
+    s = spec(
+        defaults={"image_url": URL, "prompt": "{scene}", "scene": "{who} at dusk"},
+        include=({"who": "a heron"}, {"prompt": "a fixed one", "who": "an egret"}),
+    )
+    heron, fixed = run(s)
+    assert heron.input["prompt"] == "a heron at dusk"
+    assert fixed.input["prompt"] == "a fixed one" and fixed.vars["scene"] == "an egret at dusk"
+
+
 @pytest.mark.parametrize(
     ("include", "problems"),
     [
