@@ -49,6 +49,7 @@ from .settings import with_overrides
 from .shards import Shard
 from .spec import read_spec
 from .spending import check_cap
+from .words import counted
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
@@ -105,7 +106,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _err(str(error))
             status = EXIT_USAGE
         else:
-            print(f"{spec}: ok, {checked.count} requests")
+            print(f"{spec}: ok, {counted(checked.count, 'request')}")
             _warn_spec(checked)
             _warn_remote(checked, checked.spec.backend)
     return status
@@ -155,7 +156,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     print(
-        f"{spec.name or spec.path.stem}: {plan.count} requests to {spec.endpoint} "
+        f"{spec.name or spec.path.stem}: {counted(plan.count, 'request')} to {spec.endpoint} "
         f"(backend {spec.backend})"
     )
     print("axes:")
@@ -163,7 +164,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"  {name:<24} {size}")
     if collapsed.rows:
         causes = ", ".join(f"{cause}: {n}" for cause, n in collapsed.by.items())
-        print(f"collapsed: {collapsed.rows} rows repeated an earlier request ({causes})")
+        print(f"collapsed: {counted(collapsed.rows, 'row')} repeated an earlier request ({causes})")
     print("first rows:")
     for request in plan.first:
         shown = " ".join(f"{k}={_short(v)}" for k, v in request.vars.items())
@@ -195,6 +196,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     checked = check(args.spec, out=args.out, each=each)
     _warn_spec(checked)
+    if shard is not None and rows == 0:  # nothing to send: no backend, no folder
+        print(
+            f"--shard {shard} selects none of the {counted(checked.count, 'request')}; "
+            "nothing to run"
+        )
+        return EXIT_OK
     spec = checked.spec
     check_out_dir(spec.output)
     execution = with_overrides(spec.execution, args.concurrency, args.mode)
@@ -229,9 +236,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary_line(stats, settings.out, time.monotonic() - started, total))
     if stats.elsewhere:
         _err(
-            f"runner: note: {settings.out} also holds {stats.elsewhere} rows this run does not "
-            "make (from an earlier version of the spec, or another shard); report and export "
-            "include them. HINT: a new --out keeps versions apart"
+            f"runner: note: {settings.out} also holds {counted(stats.elsewhere, 'row')} this "
+            "run does not make (from an earlier version of the spec, or another shard); report "
+            "and export include them. HINT: a new --out keeps versions apart"
         )
     failed = stats.failed + stats.failed_before
     if failed and not stats.interrupted and stats.stop_reason is None:
@@ -243,7 +250,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             + ([f"--shard {args.shard}"] if args.shard else [])
             + (["--allow-remote-fetch"] if args.allow_remote_fetch else [])
         )
-        _err(f"runner: {failed} failed rows remain; to submit them again: {again} --retry-failed")
+        remain = "remains" if failed == 1 else "remain"
+        _err(
+            f"runner: {counted(failed, 'failed row')} {remain}; to submit them again: {again} "
+            "--retry-failed"
+        )
     if stats.stop_reason is not None:
         _err(
             f"runner: stopped: {stats.stop_reason}; no more submissions "

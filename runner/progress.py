@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .tracking import RunStats
+from .words import counted
 
 
 class Progress:
@@ -46,14 +47,14 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
     if stats.skipped:
         rows.append(f"{stats.skipped} already done")
     if stats.repaired:
-        rows.append(f"{stats.repaired} missing outputs fetched again")
+        rows.append(f"{counted(stats.repaired, 'missing output')} fetched again")
     if stats.lost:
-        rows.append(f"{stats.lost} outputs lost (marked failed)")
+        rows.append(f"{counted(stats.lost, 'output')} lost (marked failed)")
     if total is not None and total > ok + failed:
         rows.append(f"{total - ok - failed} not run")
     if stats.flagged_before:  # an earlier run killed mid-send said so only in its own summary
         rows.append(f"{stats.flagged_before} in the folder flagged as possibly charged twice")
-    sends = f"{stats.submissions} submissions"
+    sends = counted(stats.submissions, "submission")
     if stats.refused:
         refused = ", ".join(
             f"{n} refused with {_reason(why)}" for why, n in sorted(stats.refused.items())
@@ -66,7 +67,7 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
         more.append(f"{stats.possible_duplicates} possibly charged twice")
     if stats.usd is not None:
         more.append(f"about ${stats.usd:.2f} spent ({stats.megapixels} MP)")
-    head = f"{total} requests: " if total is not None else ""
+    head = f"{counted(total, 'request')}: " if total is not None else ""
     return (
         f"{head}{', '.join(rows)}; {', '.join(more)} in {seconds:.2f} s -> {out / 'manifest.jsonl'}"
     )
@@ -80,9 +81,12 @@ def in_flight_note(stats: RunStats) -> str:
     left = stats.unfinished
     done = max(0, n - left)
     if left == 0:
+        if n == 1:
+            return "the request in flight finished and is journaled"
         return f"the {n} requests in flight finished and are journaled"
     return (
-        f"of {n} requests in flight, {done} finished and {left} are journaled as submitted "
+        f"of {counted(n, 'request')} in flight, {done} finished and {left} "
+        f"{'is' if left == 1 else 'are'} journaled as submitted "
         "(the next run polls them by request id, without paying again)"
     )
 

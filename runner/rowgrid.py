@@ -19,7 +19,15 @@ from .errors import GridError, GridErrors, SpecPath
 from .keys import canonical
 from .models import Spec
 from .sources import ListSource, Source, axis_source
-from .templates import TemplateError, has_template, parse, render, undefined_message
+from .templates import (
+    TemplateError,
+    has_template,
+    literal_hint,
+    parse,
+    render,
+    undefined_message,
+)
+from .words import counted
 
 _END: Any = object()
 REPEAT_HINT = "HINT: to repeat a request, sweep 'seed'"
@@ -92,16 +100,17 @@ class RowGrid:
         self.include = [
             row
             for j, raw in enumerate(spec.include)
-            if (row := self._try(self._include, j, raw, known | set(self.fields))) is not None
+            if (row := self._try(self._include, j, raw)) is not None
         ]
         # Per name, the names its templates read (None: an axis's fields cannot be seen).
         self.uses: dict[str, set[str]] | None = None
         if not any(getattr(s, "opaque", False) for _, s in self.axes):
             before = len(self._problems)
-            uses = self.uses = self._check_templates(owner)
+            uses, reads = self._check_templates(owner)
+            self.uses = uses
             used = _closure(uses, self.fields)
             if len(self._problems) == before:  # a misspelt name makes its axis look unused
-                self._check_unused(owner, spec.include, used)
+                self._check_unused(used, reads)
                 self._check_typos(used)
         self.templated = frozenset(
             k for k in self.product_keys & set(self.fields) if self._may_template(k, owner.get(k))
@@ -174,11 +183,23 @@ class RowGrid:
 
     def warnings(self) -> list[tuple[SpecPath, str]]:
         """After a full pass over rows(): (where, what) for what is suspicious but allowed."""
-        return [
+        found: list[tuple[SpecPath, str]] = []
+        for _, source in self.axes:
+            broken = getattr(source, "broken", ())  # a {files} glob's dangling matches
+            if broken:
+                more = counted(len(broken) - 1, "more match", "more matches")
+                what = (
+                    f"{broken[0]} and {more} are broken symbolic links"
+                    if len(broken) > 1
+                    else f"{broken[0]} is a broken symbolic link"
+                )
+                found.append(((*source.path, "files"), f"{what}; skipped"))
+        found.extend(
             (("exclude", j), "this exclude entry matches no row, so it drops nothing")
             for (j, _), hits in zip(self.exclude, self.exclude_hits, strict=True)
             if not hits
-        ]
+        )
+        return found
 
     def _dropped(self, values: dict[str, Any], combo: Sequence[tuple[int, Any]]) -> bool:
         dropped = False
@@ -245,10 +266,13 @@ class RowGrid:
                 raise GridError(_unknown(part, key, known), (part, j, key))
         return list(canonical(dict(entry)).items())
 
-    def _include(self, j: int, entry: Any, known: Collection[str]) -> Row:
+    def _include(self, j: int, entry: Any) -> Row:
+        """An include row. A key that is no field and no known name is the row's own variable
+        (`_check_unused` refuses it when no template of the row reads it)."""
+        assert isinstance(entry, Mapping) and entry, "the job schema requires non-empty mappings"
         values, origins = dict(self.defaults), dict(self.def_origins)
         overridden: set[str] = set()
-        for key, value in self._entry("include", j, entry, known):
+        for key, value in canonical(dict(entry)).items():
             origins[key] = ("include", j, key)
             if key not in self.objects:
                 values[key] = value
@@ -264,10 +288,13 @@ class RowGrid:
         used_vars = {k: v for k, v in self.def_vars.items() if k not in overridden}
         return Row(values, templated, fixed=({**used_vars, **canonical(dict(entry))}, origins))
 
-    def _check_templates(self, owner: Mapping[str, Source]) -> dict[str, set[str]]:
+    def _check_templates(
+        self, owner: Mapping[str, Source]
+    ) -> tuple[dict[str, set[str]], list[set[str]]]:
         """Parse every template the spec holds (in fields and variables alike: a variable's
         value is a template too) and check its names against each row shape it is used in.
-        Returns, per key, the names its templates use."""
+        Returns, per key, the names its templates use; and per include row, the names that
+        its known keys' templates read, directly or through the row's own variables."""
         uses: dict[str, set[str]] = {}
         if self.has_product:
             for key in self.product_keys:
@@ -282,11 +309,20 @@ class RowGrid:
                     place = partial(source.row_place, None, field)  # the file row, by name
                     self._undefined(names, source.origin(0), self.product_keys, place)
                     uses.setdefault(key, set()).update(names)
+        reads: list[set[str]] = []
         for row in self.include:
             origins = row.fixed[1] if row.fixed else {}
-            for key, value in row.values.items():
-                uses.setdefault(key, set()).update(self._names(value, origins[key], row.values))
-        return uses
+            row_uses = {
+                key: self._names(value, origins[key], row.values)
+                for key, value in row.values.items()
+            }
+            for key, read in row_uses.items():
+                uses.setdefault(key, set()).update(read)
+            # Every known name of the row renders (fields into the body, variables into vars),
+            # so what their templates read is read; the row's own variables only through them.
+            rendered = [k for k in row_uses if k in self.fields or k in self.product_keys]
+            reads.append(_closure(row_uses, rendered))
+        return uses, reads
 
     def _names(self, value: Any, path: SpecPath, defined: Collection[str]) -> set[str]:
         if not has_template(value):
@@ -308,14 +344,15 @@ class RowGrid:
             if name not in defined:
                 message = undefined_message(name, defined)
                 where = place(name)  # a file source's "rows.csv line 3"
-                self._problems.append(GridError(f"{where}: {message}" if where else message, path))
+                if where:  # a data file's text: its braces may be meant literally
+                    message = f"{where}: {message}; {literal_hint(name)}"
+                self._problems.append(GridError(message, path))
                 return
 
-    def _check_unused(
-        self, owner: Mapping[str, Source], include: Sequence[Any], used: Collection[str]
-    ) -> None:
+    def _check_unused(self, used: Collection[str], reads: Sequence[Collection[str]]) -> None:
         """An axis, object-axis field or include key that is no endpoint field and that no
-        template uses would change no request: the grid would silently collapse."""
+        template uses would change no request: the grid would silently collapse. `reads`:
+        per include row, what its templates read (a row's own variable must be among them)."""
 
         def check(what: str, key: str, path: SpecPath) -> None:
             if key not in self.fields and key not in used:
@@ -326,13 +363,20 @@ class RowGrid:
                 check("axis", name, s.path)
             for f in s.fields or ():
                 check(f"field of axis {name!r},", f, s.origin(0, f))
-        for j, entry in enumerate(include):
-            for key, value in entry.items() if isinstance(entry, Mapping) else ():
-                if key not in self.objects and key in self.product_keys:  # else: unknown
-                    check("include key", key, ("include", j, key))
-                elif isinstance(value, Mapping):
-                    for f in value:
-                        check(f"field of {key!r}", f, ("include", j, key, f))
+        known = self.product_keys | set(self.objects) | set(self.fields)
+        for row, read in zip(self.include, reads, strict=True):
+            for key, path in row.fixed[1].items() if row.fixed else ():
+                if path[:1] != ("include",) or key in self.objects:
+                    continue  # from defaults; or an object axis, checked by its fields
+                if len(path) == 4:  # a field of an object axis the row sets by name
+                    check(f"field of {path[2]!r}", key, path)
+                elif key in self.product_keys:
+                    check("include key", key, path)
+                elif key not in self.fields and key not in read:
+                    unread = _unknown(
+                        "include", key, known, ", and no template of its row reads it"
+                    )
+                    self._problems.append(GridError(unread, path))
 
     def _unused(self, what: str, key: str) -> str:
         close = difflib.get_close_matches(key, list(self.fields), n=1, cutoff=0.6)
@@ -361,10 +405,10 @@ class RowGrid:
         return any(has_template(v) for v, _ in _literal_values(key, source, self.defaults))
 
 
-def _closure(uses: Mapping[str, Collection[str]], fields: Collection[str]) -> set[str]:
-    """Every name some endpoint field's template uses, directly or through variables."""
+def _closure(uses: Mapping[str, Collection[str]], keys: Collection[str]) -> set[str]:
+    """Every name the templates of `keys` use, directly or through variables."""
     used: set[str] = set()
-    todo = [name for key in fields for name in uses.get(key, ())]
+    todo = [name for key in keys for name in uses.get(key, ())]
     while todo:
         name = todo.pop()
         if name not in used:
@@ -414,8 +458,8 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _unknown(part: str, key: str, known: Collection[str]) -> str:
-    message = f"{part} key {key!r} names no axis, field or variable"
+def _unknown(part: str, key: str, known: Collection[str], more: str = "") -> str:
+    message = f"{part} key {key!r} names no axis, field or variable{more}"
     close = difflib.get_close_matches(str(key), list(known), n=1)
     return message + (f" (did you mean {close[0]!r}?)" if close else "")
 

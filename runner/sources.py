@@ -23,6 +23,7 @@ from typing import Any
 from .errors import GridError, SpecPath
 from .keys import canonical
 from .templates import has_template, parse
+from .words import counted
 
 SOURCE_KEYS = ("range", "files", "lines", "csv", "jsonl")  # the one list; the schema mirrors it
 
@@ -172,24 +173,76 @@ class RangeSource(Source):
 
 
 class FilesSource(Source):
-    """Sorted paths matching a glob, written relative to the spec folder ("images/a.png")."""
+    """Sorted paths matching a glob, written relative to the spec folder ("images/a.png").
+    `broken` lists the matches that are broken symbolic links: skipped, and worth a warning."""
 
     kind = "files"
 
     def __init__(self, path: SpecPath, pattern: str, base_dir: Path) -> None:
         super().__init__(path)
-        found = glob.glob(pattern, root_dir=base_dir, recursive=True)
-        self._paths = sorted(
-            p.replace(os.sep, "/") for p in found if os.path.isfile(os.path.join(base_dir, p))
-        )
+        self._paths, self.broken = _matching_files(base_dir, pattern)
         if not self._paths:
-            raise GridError(f"no file matches {pattern!r} (in {base_dir})", (*path, "files"))
+            hint = _broken_hint(self.broken) or _case_hint(base_dir, pattern)
+            raise GridError(f"no file matches {pattern!r} (in {base_dir}){hint}", (*path, "files"))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._paths)
 
     def __len__(self) -> int:
         return len(self._paths)
+
+
+def _matching_files(base_dir: Path, pattern: str) -> tuple[list[str], list[str]]:
+    """(the files a glob matches, the broken symbolic links it matches), each sorted."""
+    found = glob.glob(pattern, root_dir=base_dir, recursive=True)
+    files, broken = [], []
+    for p in found:
+        full = os.path.join(base_dir, p)
+        if os.path.isfile(full):
+            files.append(p.replace(os.sep, "/"))
+        elif os.path.islink(full) and not os.path.exists(full):
+            broken.append(p.replace(os.sep, "/"))
+    return sorted(files), sorted(broken)
+
+
+def _broken_hint(broken: Sequence[str]) -> str:
+    if not broken:
+        return ""
+    if len(broken) == 1:
+        return f"; HINT: its one match, {broken[0]}, is a broken symbolic link"
+    return f"; HINT: its {len(broken)} matches are broken symbolic links, e.g. {broken[0]}"
+
+
+def _case_hint(base_dir: Path, pattern: str) -> str:
+    """The files the glob would match if it ignored case: a `*.jpg` that skips `.JPG`."""
+    near, _ = _matching_files(base_dir, _caseless(pattern))
+    if not near:
+        return ""
+    if len(near) == 1:
+        return f"; HINT: 1 file differs only in case: {near[0]}"
+    return f"; HINT: {len(near)} files differ only in case, e.g. {near[0]}"
+
+
+def _caseless(pattern: str) -> str:
+    """The glob with each letter outside a [...] class matching either case ("[jJ][pP][gG]");
+    a class is kept as written, so the result never matches more than case allows."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            # a class is "[", an optional "!", then at least one character up to "]"
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] != "!" else i + 3)
+            if end != -1:
+                out.append(pattern[i : end + 1])
+                i = end + 1
+                continue
+            out.append("[[]")  # a lone "[" is a literal one
+        else:
+            other = c.swapcase()
+            out.append(f"[{c}{other}]" if len(other) == 1 and other != c else c)
+        i += 1
+    return "".join(out)
 
 
 class _FileSource(Source):
@@ -274,6 +327,13 @@ class CsvSource(_RowSource):
                 raise self._error(f"{name} is empty: a csv source needs a header line")
             if len(set(header)) != len(header):
                 raise self._error(f"{name}: repeated column name")
+            if len(header) == 1 and (sep := next((c for c in ";\t" if c in header[0]), None)):
+                # such a column can feed no field or template: the file is split another way
+                has = "a tab" if sep == "\t" else repr(sep)
+                raise self._error(
+                    f"{name} has one column, named {header[0]!r}; HINT: the header has {has}: "
+                    "runner reads comma-separated values"
+                )
             self.fields = tuple(header)
             bools = [h in self._booleans for h in header]
             for cells in reader:
@@ -281,8 +341,8 @@ class CsvSource(_RowSource):
                     continue
                 if len(cells) != len(header):
                     raise self._error(
-                        f"unequal paired rows: {name} line {reader.line_num} has {len(cells)} "
-                        f"values, the header has {len(header)}"
+                        f"unequal paired rows: {name} line {reader.line_num} has "
+                        f"{counted(len(cells), 'value')}, the header has {len(header)}"
                     )
                 self._line = reader.line_num
                 row: dict[str, Any] = {}

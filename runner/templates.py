@@ -92,6 +92,11 @@ def undefined_message(name: str, defined: Collection[str]) -> str:
     return f"{message}; defined: {listed}"
 
 
+def literal_hint(name: str) -> str:
+    """For an undefined name in a data file's row, where braces are often meant as text."""
+    return f"HINT: write {{{{{name}}}}} for literal braces"
+
+
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> Template:
     parts: list[tuple[str, str | None]] = []

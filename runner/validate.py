@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
-from PIL import Image
+from PIL import Image, ImageFile
 
 from .endpoints import Endpoint, get_endpoint
 from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
@@ -157,7 +159,7 @@ def _expand(
                 for field, message in inputs.problems(request.input):
                     found.input_problem(field, message, request, n, spec)
                 for field, file in request.files.items():
-                    if (problem := _not_an_image(file)) is not None:
+                    if (problem := _not_an_image(file, spec.base_dir)) is not None:
                         found.input_problem(field, problem, request, n, spec)
             if n >= cap or (n >= spec.max_requests and found.full()):
                 break
@@ -174,17 +176,55 @@ def _expand(
 _MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 0  # PIL refuses an image of twice as many
 
 
-@lru_cache(maxsize=4096)
-def _not_an_image(path: Path) -> str | None:
-    """Why a local input file is no image the server could read (its header only), or None:
-    a {files} glob that also matches notes.txt fails here, not as a 422 per request."""
+def _not_an_image(path: Path, base: Path | None = None) -> str | None:
+    """Why a local input file is no image the server could decode, or None. The whole image
+    is decoded, not just its header: a truncated JPEG or a stray notes.txt fails here, not as a
+    422 per request once the run is paid for. The file is named relative to `base` (the spec's
+    folder) when it lies inside it."""
     try:
-        with Image.open(path) as img:
-            img.size  # noqa: B018 (the header is parsed by now)
-    except Image.DecompressionBombError:
-        return f"{path.name} is too large an image to read (over {2 * _MAX_PIXELS} pixels)"
-    except (OSError, ValueError):
-        return f"{path.name} is not an image (no image format recognises it)"
+        shown = str(path.relative_to(base)) if base is not None else path.name
+    except ValueError:
+        shown = str(path)
+    try:
+        stat = os.stat(path)
+    except OSError as e:
+        return f"{shown} cannot be read: {e.strerror or e}"
+    problem = _decode_problem(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+    return f"{shown} {problem}" if problem else None
+
+
+# Answers are None or one short line: room for every image of a grid that cycles through more
+# images than it has rows to check (limits.max_requests), so none is decoded twice.
+_IMAGES_CACHED = 65_536
+
+
+@lru_cache(maxsize=_IMAGES_CACHED)
+def _decode_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """Keyed by size and mtime as well as the path: a million rows naming one image decode it
+    once, and an image edited since is decoded again."""
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a script that set it must not let truncation by
+    try:
+        with warnings.catch_warnings():
+            # Between the two bomb limits PIL only warns; the library never prints.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(path)
+            except Image.DecompressionBombError:
+                return f"is too large an image to read (over {2 * _MAX_PIXELS} pixels)"
+            except OSError as e:
+                if e.errno is not None:
+                    return f"cannot be read: {e.strerror or e}"
+                return "is not an image (no image format recognises it)"
+            except ValueError:
+                return "is not an image (no image format recognises it)"
+            with img:
+                img.draft(None, (1, 1))  # a JPEG still decodes all its data, at 1/8 the memory
+                img.load()
+    except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError...
+        return f"is truncated or corrupt: {str(e) or type(e).__name__}"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     return None
 
 

@@ -340,7 +340,17 @@ def test_plan_says_how_many_rows_collapsed_and_why(write_spec, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["count"] == 2 and plan["collapsed"] == {"rows": 1, "by": {"seed": 1}}
     assert main(["plan", str(spec)]) == 0
-    assert "collapsed: 1 rows repeated an earlier request (seed: 1)" in capsys.readouterr().out
+    assert "collapsed: 1 row repeated an earlier request (seed: 1)" in capsys.readouterr().out
+
+
+def test_counts_of_one_are_singular(write_spec, tmp_path, capsys):
+    spec = write_spec()
+    assert main(["validate", str(spec)]) == 0
+    assert capsys.readouterr().out == f"{spec}: ok, 1 request\n"
+    assert main(["plan", str(spec)]) == 0
+    assert ": 1 request to " in capsys.readouterr().out.splitlines()[0]
+    assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith("1 request: 1 ok, 0 failed; 1 submission in ")
 
 
 def test_a_data_uri_input_is_sent_whole_and_journaled_as_its_sha256(write_spec, tmp_path, capsys):

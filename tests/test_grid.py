@@ -204,6 +204,80 @@ def test_include_can_set_an_object_axis_by_name() -> None:
     assert last.origins["guidance_scale"] == ("include", 0, "look", "guidance_scale")
 
 
+def test_an_include_row_may_define_the_variables_its_own_templates_read() -> None:
+    s = spec(
+        matrix={"seed": [1]},
+        include=(
+            {"scene": "{who} alone", "who": "a heron", "prompt": "{scene}"},
+            {"prompt": "{who} at dusk", "who": "an egret", "seed": 2},
+        ),
+    )
+    _, nested, direct = run(s)
+    assert nested.input["prompt"] == "a heron alone"
+    assert nested.vars["scene"] == "a heron alone" and nested.vars["who"] == "a heron"
+    assert nested.origins["who"] == ("include", 0, "who")
+    assert direct.input["prompt"] == "an egret at dusk" and direct.vars["who"] == "an egret"
+
+
+def test_a_variable_of_an_include_row_fills_a_template_from_the_defaults() -> None:
+    s = spec(
+        defaults={"image_url": URL, "prompt": "a {animal}"},
+        include=({"animal": "cat"}, {"animal": "owl"}),
+    )
+    assert [(r.input["prompt"], r.vars["animal"]) for r in run(s)] == [
+        ("a cat", "cat"),
+        ("a owl", "owl"),
+    ]
+
+
+def test_a_variable_of_an_include_row_read_only_by_a_defaults_variable_is_read() -> None:
+    # the defaults' `scene` renders into every row's vars, so it needs the row's `who`
+    s = spec(
+        defaults={"image_url": URL, "prompt": "{scene}", "scene": "{who} at dusk"},
+        include=({"who": "a heron"}, {"prompt": "a fixed one", "who": "an egret"}),
+    )
+    heron, fixed = run(s)
+    assert heron.input["prompt"] == "a heron at dusk"
+    assert fixed.input["prompt"] == "a fixed one" and fixed.vars["scene"] == "an egret at dusk"
+
+
+@pytest.mark.parametrize(
+    ("include", "problems"),
+    [
+        (  # read by nothing in its row: a misspelt field, as before
+            ({"prompt": "a heron", "seeed": 3},),
+            [
+                (
+                    "include key 'seeed' names no axis, field or variable, and no template of "
+                    "its row reads it (did you mean 'seed'?)",
+                    0,
+                )
+            ],
+        ),
+        (  # read only by another variable that nothing reads
+            ({"prompt": "p", "a": "{b}", "b": "x"},),
+            [
+                ("include key 'a' names no axis, field or variable", 0),
+                ("include key 'b' names no axis, field or variable", 0),
+            ],
+        ),
+        (  # a row's variable is its own: another row's template cannot read it
+            ({"prompt": "{who}", "who": "x"}, {"prompt": "{who}", "seed": 2}),
+            [("undefined template variable 'who'", 1)],
+        ),
+    ],
+)
+def test_an_include_key_that_no_template_of_its_row_reads_is_an_error(
+    include: tuple[dict[str, Any], ...], problems: list[tuple[str, int]]
+) -> None:
+    e = grid_error(spec(matrix={"seed": [1]}, include=include))
+    errors = getattr(e, "errors", [e])
+    assert len(errors) == len(problems)
+    for error, (message, row) in zip(errors, problems, strict=True):
+        assert error.message.startswith(message), error.message
+        assert error.path[:2] == ("include", row)
+
+
 def test_identical_requests_collapse_and_the_first_stays() -> None:
     s = spec(matrix={"seed": [1, 2, 1]}, include=({"seed": 2, "prompt": "p"},))
     requests = run(s)

@@ -129,7 +129,7 @@ def test_inline_inputs_travel_with_the_merge(write_spec, tmp_path):
     for i, part in enumerate(parts, 1):
         run(spec, part, "--shard", f"{i}/2")
     merged = tmp_path / "merged"
-    merge(parts, merged)
+    merge([p for p in parts if p.exists()], merged)  # a part with no request makes no folder
     summary = export(merged, "jsonl", tmp_path / "rows.jsonl")
     assert (summary.rows, summary.inputs) == (4, 4)
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]

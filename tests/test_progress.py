@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.progress import summary_line
+from runner.progress import in_flight_note, summary_line
 from runner.tracking import RunStats
 
 
@@ -13,3 +13,16 @@ def test_the_summary_counts_the_rows_a_stopped_run_did_not_reach():
     line = summary_line(stats, Path("out"), 1.0, total=5)  # a run's, or a shard's, row count
     assert line.startswith("5 requests: 3 ok, 0 failed, 1 already done, 2 not run; 2 submissions")
     assert summary_line(stats, Path("out"), 1.0, total=3).startswith("3 requests: 3 ok, 0 fail")
+
+
+def test_counts_of_one_are_singular():
+    stats = RunStats(ok=1, submitted=1, repaired=1, lost=1)
+    line = summary_line(stats, Path("out"), 1.0, total=1)
+    assert line.startswith("1 request: 1 ok, 0 failed, 1 missing output fetched again, 1 output ")
+    assert "; 1 submission in " in line
+    assert in_flight_note(RunStats(in_flight_at_stop=1)) == (
+        "the request in flight finished and is journaled"
+    )
+    assert in_flight_note(RunStats(in_flight_at_stop=2, unfinished=1)).startswith(
+        "of 2 requests in flight, 1 finished and 1 is journaled as submitted"
+    )

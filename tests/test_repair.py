@@ -25,7 +25,7 @@ def test_a_deleted_output_is_fetched_again(write_spec, tmp_path, fal_server, cap
     (out / output["file"]).unlink()
     capsys.readouterr()
     assert _run(spec, out) == 0
-    assert "1 missing outputs fetched again" in capsys.readouterr().out
+    assert "1 missing output fetched again" in capsys.readouterr().out
     data = (out / output["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == output["sha256"]
     assert server.stats.submissions == 2  # fetched, not paid again
@@ -47,7 +47,7 @@ def test_an_output_that_cannot_be_fetched_is_reported_not_hidden(
     capsys.readouterr()
     assert _run(spec, out) == 1
     printed = capsys.readouterr()
-    assert "1 outputs lost (marked failed)" in printed.out and "--retry-failed" in printed.err
+    assert "1 output lost (marked failed)" in printed.out and "--retry-failed" in printed.err
     lost = last_records(out)[record["key"]]
     assert lost["status"] == "failed" and lost["error"]["type"] == "output_lost"
     assert _run(spec, out, "--retry-failed") == 0

@@ -32,6 +32,15 @@ def test_bad_shards_are_usage_errors(text, capsys, write_spec):
     assert exit_.value.code == 2 and "--shard takes I/N" in capsys.readouterr().err
 
 
+def test_a_part_that_selects_no_request_says_so_and_makes_nothing(write_spec, tmp_path, capsys):
+    spec = write_spec(matrix={"seed": [1, 2, 3]})
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out), "--no-progress", "--shard", "1/100000"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "--shard 1/100000 selects none of the 3 requests; nothing to run\n"
+    assert captured.err == "" and not out.exists()
+
+
 def test_sampling_sees_the_whole_grid_before_sharding(write_spec, tmp_path):
     spec = write_spec(matrix={"seed": list(range(30))}, sample={"n": 12, "seed": 3})
     whole = tmp_path / "whole"

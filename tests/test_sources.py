@@ -133,6 +133,31 @@ def test_files_without_a_match_is_an_error(tmp_path: Path) -> None:
     assert e.path == ("matrix", "ax", "files")
 
 
+def test_a_glob_without_a_match_names_files_that_differ_only_in_case(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    for name in ["A.JPG", "b.Jpg", "c.JPEG", "d.png"]:
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    e = error({"files": "photos/*.jpg"}, tmp_path)
+    assert e.message == (
+        f"no file matches 'photos/*.jpg' (in {tmp_path}); HINT: 2 files differ only in case, "
+        "e.g. photos/A.JPG"
+    )
+    e = error({"files": "Photos/[b]*.jpg"}, tmp_path)  # a [class] keeps its case
+    assert e.message.endswith("; HINT: 1 file differs only in case: photos/b.Jpg")
+    assert "HINT" not in error({"files": "photos/*.gif"}, tmp_path).message
+
+
+def test_a_broken_symbolic_link_is_skipped_and_named(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"x")
+    (tmp_path / "images" / "x.png").symlink_to("gone.png")
+    source = axis_source("ax", {"files": "images/*.png"}, tmp_path)
+    assert list(source) == ["images/a.png"]
+    assert getattr(source, "broken", None) == ["images/x.png"]
+    e = error({"files": "images/x*"}, tmp_path)  # nothing else matches: the error says why
+    assert e.message.endswith("; HINT: its one match, images/x.png, is a broken symbolic link")
+
+
 # --- lines -------------------------------------------------------------------------------------
 
 
@@ -190,8 +215,14 @@ def test_csv_rows_are_mappings_with_clean_numbers(tmp_path: Path) -> None:
     [
         ("", "is empty"),
         ("a,b\n", "no values"),
-        ("a,b\n1,2\n3\n", "unequal paired rows: rows.csv line 3 has 1 values"),
+        ("a,b\n1,2\n3\n", "unequal paired rows: rows.csv line 3 has 1 value, the header has 2"),
         ("a,a\n1,2\n", "repeated column"),
+        (
+            "prompt;seed\na cat;1\n",
+            "rows.csv has one column, named 'prompt;seed'; HINT: the header has ';': runner "
+            "reads comma-separated values",
+        ),
+        ("prompt\tseed\na cat\t1\n", "HINT: the header has a tab: runner reads comma-sep"),
     ],
 )
 def test_bad_csv(tmp_path: Path, content: str, fragment: str) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.errors import GridError
-from runner.templates import TemplateError, has_template, parse, render
+from runner.templates import TemplateError, has_template, literal_hint, parse, render
 
 
 def test_renders_names_from_the_row() -> None:
@@ -34,6 +34,12 @@ def test_undefined_name_is_an_error_with_a_suggestion_and_the_defined_names() ->
         "undefined template variable 'animl' (did you mean 'animal'?); defined: animal, seed"
     )
     assert e.value.key == "prompt"
+
+
+def test_the_literal_brace_hint_writes_what_renders_the_braces_as_text() -> None:
+    hint = literal_hint("red")
+    assert hint == "HINT: write {{red}} for literal braces"
+    assert render(f"a {hint.split()[2]} cube", {}) == "a {red} cube"
 
 
 def test_templates_never_see_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

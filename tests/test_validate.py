@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from PIL import Image, ImageFile
 
 from runner import validate
 from runner.endpoints import get_endpoint
@@ -118,6 +120,21 @@ def test_an_exclude_entry_that_matches_no_row_is_a_warning(folder: Path) -> None
     )
 
 
+def test_a_broken_symbolic_link_a_glob_matches_is_a_warning(folder: Path) -> None:
+    (folder / "images" / "x.png").symlink_to("gone.png")
+    path = folder / "job.yaml"
+    path.write_text(HEAD + "defaults: {prompt: a}\nmatrix:\n  image_url: {files: 'images/*'}\n")
+    checked = check(path)
+    assert checked.count == 1
+    assert checked.warnings == (
+        f"{path}:5:15: warning: images/x.png is a broken symbolic link; skipped",
+    )
+    (folder / "images" / "y.png").symlink_to("gone.png")
+    assert check(path).warnings == (
+        f"{path}:5:15: warning: images/x.png and 1 more match are broken symbolic links; skipped",
+    )
+
+
 def test_missing_prompt_points_where_it_could_be_set(folder: Path) -> None:
     msg = "missing required field 'prompt' (set it in defaults, matrix or include)"
     assert _errors(folder, "defaults: {image_url: images/a.png}\n") == [f"3:1: {msg}"]
@@ -168,6 +185,27 @@ def test_an_undefined_name_in_a_csv_row_names_the_file_and_line(folder: Path) ->
     assert line.startswith("5:7: rows.csv line 3: undefined template variable 'tagz' (did you")
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "axis"),
+    [
+        ("prompts.txt", "a plain cube\na {red} cube\n", "prompt: {lines: prompts.txt}"),
+        ("rows.jsonl", '{"prompt": "a"}\n{"prompt": "a {red} cube"}\n', "r: {jsonl: rows.jsonl}"),
+    ],
+)
+def test_an_undefined_name_in_a_data_file_suggests_literal_braces(
+    folder: Path, name: str, content: str, axis: str
+) -> None:
+    (folder / name).write_text(content)
+    [line] = _errors(folder, f"defaults: {{image_url: images/a.png}}\nmatrix:\n  {axis}\n")
+    assert line.split(": ", 1)[1].startswith(f"{name} line 2: undefined template variable 'red'")
+    assert line.endswith("; HINT: write {{red}} for literal braces")
+
+
+def test_an_undefined_name_written_in_the_spec_has_no_literal_brace_hint(folder: Path) -> None:
+    [line] = _errors(folder, "defaults: {image_url: images/a.png, prompt: 'a {red} cube'}\n")
+    assert "undefined template variable 'red'" in line and "HINT" not in line
+
+
 def test_out_is_passed_through(folder: Path) -> None:
     path = folder / "ok.yaml"
     path.write_text(HEAD + "defaults: {image_url: images/a.png, prompt: a cat}\n")
@@ -179,9 +217,69 @@ def test_files_that_are_no_images_fail_at_validate(folder: Path) -> None:
     (folder / "images" / "b.png").write_bytes(b"\x89PNG but broken")
     text = "defaults: {prompt: a}\nmatrix:\n  image_url: {files: 'images/*'}\n"
     assert _errors(folder, text) == [
-        "5:15: b.png is not an image (no image format recognises it) (row 2)",
-        "5:15: notes.txt is not an image (no image format recognises it) (row 3)",
+        "5:15: images/b.png is not an image (no image format recognises it) (row 2)",
+        "5:15: images/notes.txt is not an image (no image format recognises it) (row 3)",
     ]
+
+
+def _jpeg_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_a_truncated_image_fails_at_validate_not_per_request(folder: Path) -> None:
+    """Its header is fine; only decoding the whole image shows the data missing."""
+    whole_png, whole_jpg = png_bytes(64, 64, (1, 2, 3), patch=(9, 9, 9)), _jpeg_bytes()
+    (folder / "images" / "b.png").write_bytes(whole_png[: len(whole_png) // 2])
+    (folder / "images" / "c.jpg").write_bytes(whole_jpg[: len(whole_jpg) // 2])
+    text = "defaults: {prompt: a}\nmatrix:\n  image_url: {files: 'images/*'}\n"
+    errors = _errors(folder, text)
+    assert [e.split(" is ", 1)[0] for e in errors] == ["5:15: images/b.png", "5:15: images/c.jpg"]
+    assert all(" is truncated or corrupt: image file is truncated" in e for e in errors)
+    # the same image named by defaults is reported there, by its name relative to the spec
+    assert _errors(folder, "defaults: {prompt: a, image_url: images/c.jpg}\n")[0].startswith(
+        "3:23: images/c.jpg is truncated or corrupt: image file is truncated"
+    )
+
+
+def test_a_script_that_allows_truncated_images_does_not_weaken_validate(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    whole = _jpeg_bytes()
+    (folder / "images" / "c.jpg").write_bytes(whole[: len(whole) // 2])
+    [line] = _errors(folder, "defaults: {prompt: a, image_url: images/c.jpg}\n")
+    assert "images/c.jpg is truncated or corrupt" in line
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the script's setting is left as it was
+
+
+def test_each_image_is_decoded_once_until_it_changes(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    real_open = Image.open
+
+    def spy(fp: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(validate.Image, "open", spy)
+    image = folder / "images" / "a.png"
+    image.write_bytes(png_bytes(5, 5))  # a new size: whatever an earlier test cached is stale
+    path = folder / "job.yaml"
+    # include forces the row-by-row check: 300 rows name one image
+    path.write_text(
+        HEAD + "defaults: {image_url: images/a.png, prompt: a}\nmatrix:\n"
+        "  seed: {range: [1, 300]}\ninclude:\n  - {seed: 0}\n"
+    )
+    assert check(path).count == 301
+    assert opened == [str(image)]
+    whole = image.read_bytes()
+    image.write_bytes(whole[:-30])  # edited since: decoded again, and found truncated
+    with pytest.raises(SpecErrors, match="images/a.png is truncated or corrupt"):
+        check(path)
+    assert opened == [str(image)] * 2
 
 
 def test_x_keys_hold_anchors_and_a_misspelt_grid_part_waits(folder: Path) -> None:
