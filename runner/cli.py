@@ -368,19 +368,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     done = export(args.out, args.format, args.to, status=args.status, shard_size=args.shard_size)
     where = done.files[0] if len(done.files) == 1 else f"{len(done.files)} files in {done.dest}"
     print(
-        f"{where}: {_count(done.rows, 'row')} ({_count(done.images, 'output image')}, "
-        f"{_count(done.inputs, 'input image')}, {_count(done.input_urls, 'remote input URL')}) "
+        f"{where}: {counted(done.rows, 'row')} ({counted(done.images, 'output image')}, "
+        f"{counted(done.inputs, 'input image')}, {counted(done.input_urls, 'remote input URL')}) "
         f"as {done.format}"
     )
     if n := done.missing_inputs:
         _err(
-            f"runner: {_count(n, 'row has', 'rows have')} a local input whose file was not "
+            f"runner: {counted(n, 'row has', 'rows have')} a local input whose file was not "
             f"found (moved or edited since the run): {'its' if n == 1 else 'their'} input "
             "column is empty"
         )
     if n := done.missing_outputs:
         _err(
-            f"runner: {_count(n, 'ok row has', 'ok rows have')} no intact image file in "
+            f"runner: {counted(n, 'ok row has', 'ok rows have')} no intact image file in "
             f"{args.out} (missing, or changed since the run): {'its' if n == 1 else 'their'} "
             "image column is empty"
         )
@@ -393,7 +393,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     done = merge(args.sources, args.out)
     print(
         f"{done.out}: {done.ok} ok, {done.failed} failed, {done.pending} pending from "
-        f"{_count(len(done.sources), 'folder')} ({_count(done.images, 'image')})"
+        f"{counted(len(done.sources), 'folder')} ({counted(done.images, 'image')})"
     )
     if len(done.specs) > 1:
         made = "; ".join(
@@ -407,7 +407,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if done.conflicts:
         shown = ", ".join(done.conflicts[:5]) + (" …" if len(done.conflicts) > 5 else "")
         _err(
-            f"runner: {_count(len(done.conflicts), 'key was', 'keys were')} ok in more than one "
+            f"runner: {counted(len(done.conflicts), 'key was', 'keys were')} ok in more than one "
             f"folder; kept the first folder's result: {shown}"
         )
     return EXIT_OK
@@ -515,11 +515,6 @@ def _warn_remote(checked: Checked, backend: str) -> None:
 def _short(value: Any, limit: int = 40) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    """`1 row`, `2 rows`; `many` where the plural is not `one` + s (`1 row has`, `2 rows have`)."""
-    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _err(message: str) -> None:
