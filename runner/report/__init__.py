@@ -112,7 +112,7 @@ def _writable(dest: Path) -> None:
     except OSError as exc:
         raise ManifestError(f"cannot write {dest}: {exc.strerror or exc}") from None
     if not os.access(dest, os.W_OK):
-        raise ManifestError(f"cannot write {dest}: it is read-only")
+        raise ManifestError(f"cannot write {dest / REPORT}: {dest} is read-only")
 
 
 def _last_run(out_dir: Path) -> RunLine:

@@ -199,8 +199,11 @@ class Page:
             facts[f"input.{name}"] = value
         for name, value in (record.get("input_files") or {}).items():
             facts[f"file.{name}"] = value
+        body = record.get("input") or {}
         for name, value in vars_of(record).items():
-            facts[f"vars.{name}"] = value
+            # a field's template, as the spec wrote it: its input row above is what was sent
+            written = name in body and value != value_of(record, name)
+            facts[f"vars.{name} (as written)" if written else f"vars.{name}"] = value
         for name in ("request_id", "attempts", "submitted_at", "time", "run_id", "backend"):
             if record.get(name) is not None:
                 facts[name] = record.get(name)
