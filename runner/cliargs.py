@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--to",
-        type=Path,
+        type=_folder,
         metavar="DIR",
         help="write the report (HTML, PNGs, input copies) into DIR instead of OUT, e.g. for a "
         "read-only run folder; its links reach the images in OUT by relative path",

@@ -171,6 +171,8 @@ class InputChecker:
             candidates.extend(self._resolve(given))
         first: Path | None = None  # the first candidate that is there, if none is intact
         for path in candidates:
+            if not path.is_file():  # a device or a FIFO in a journal would never end a read
+                continue
             try:
                 digest_now = file_sha256(path)
             except OSError:
