@@ -35,7 +35,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
-class InputCheck:
+class InputState:
     """One input image of a request, as the journal recorded it and as it is now."""
 
     state: State
@@ -57,7 +57,7 @@ class InputCheck:
 
 
 @dataclass(frozen=True)
-class OutputCheck:
+class OutputState:
     """One output image of an ok request: its file as journaled, and whether it still is."""
 
     state: State  # intact, missing or changed
@@ -79,29 +79,29 @@ def output_path(out_dir: Path, rel: object) -> Path | None:
     return out_dir / rel
 
 
-def check_output(out_dir: Path, output: Mapping[str, Any]) -> OutputCheck:
+def check_output(out_dir: Path, output: Mapping[str, Any]) -> OutputState:
     """Intact when the file is there with the recorded size and sha256 (what is recorded: a
     journal line from before digests were recorded is checked by size alone)."""
     rel = str(output.get("file") or "")
     path = output_path(out_dir, rel)
     if path is None:
-        return OutputCheck(MISSING, rel)
+        return OutputState(MISSING, rel)
     try:
         size = os.stat(path).st_size
     except OSError:
-        return OutputCheck(MISSING, rel)
+        return OutputState(MISSING, rel)
     if not path.is_file():
-        return OutputCheck(MISSING, rel)
+        return OutputState(MISSING, rel)
     recorded, digest = output.get("bytes"), output.get("sha256")
     if isinstance(recorded, int) and size != recorded:
-        return OutputCheck(CHANGED, rel)
+        return OutputState(CHANGED, rel)
     if isinstance(digest, str) and _HEX64.fullmatch(digest):
         try:
             if file_sha256(path) != digest:
-                return OutputCheck(CHANGED, rel)
+                return OutputState(CHANGED, rel)
         except OSError:
-            return OutputCheck(MISSING, rel)  # unreadable: as good as gone
-    return OutputCheck(INTACT, rel, path)
+            return OutputState(MISSING, rel)  # unreadable: as good as gone
+    return OutputState(INTACT, rel, path)
 
 
 def image_fields(record: Record) -> list[str]:
@@ -139,21 +139,21 @@ class InputChecker:
         self._out = out_dir
         self._spec_dirs: list[Path] | None = None
         self._kept: dict[str, list[Path]] = {}
-        self._done: dict[tuple[str, str | None, str | None], InputCheck] = {}
+        self._done: dict[tuple[str, str | None, str | None], InputState] = {}
 
-    def check(self, record: Record, name: str) -> InputCheck | None:
+    def check(self, record: Record, name: str) -> InputState | None:
         """The state of field `name`'s image; None when the field holds no image reference."""
         value = (record.get("input") or {}).get(name)
         if not isinstance(value, str):
             return None
         if is_url(value):
-            return InputCheck(REMOTE, None, _ext_of(value), value)
+            return InputState(REMOTE, None, _ext_of(value), value)
         if value.startswith("data:"):  # a journal from before inline data was kept by hash
             decoded = decode_data_uri(value)
             if decoded is None:
-                return InputCheck(MISSING, None, "png", None)
+                return InputState(MISSING, None, "png", None)
             data, ext = decoded
-            return InputCheck(INTACT, hashlib.sha256(data).hexdigest(), ext, None, data=data)
+            return InputState(INTACT, hashlib.sha256(data).hexdigest(), ext, None, data=data)
         if not value.startswith("sha256:"):
             return None
         recorded = _path_text((record.get("input_files") or {}).get(name))
@@ -163,7 +163,7 @@ class InputChecker:
             self._done[cache_key] = self._check(value[len("sha256:") :], recorded, given)
         return self._done[cache_key]
 
-    def _check(self, digest: str, recorded: str | None, given: str | None) -> InputCheck:
+    def _check(self, digest: str, recorded: str | None, given: str | None) -> InputState:
         candidates = [*self._kept_files(digest)]
         if recorded:
             candidates.append(Path(recorded))
@@ -178,11 +178,11 @@ class InputChecker:
             except OSError:
                 continue
             if digest_now == digest:
-                return InputCheck(INTACT, digest, _ext_of(path.name), str(recorded or path), path)
+                return InputState(INTACT, digest, _ext_of(path.name), str(recorded or path), path)
             first = first or path
         source = recorded or (str(first) if first else given)
         ext = _ext_of(source or "")
-        return InputCheck(CHANGED if first else MISSING, digest, ext, source)
+        return InputState(CHANGED if first else MISSING, digest, ext, source)
 
     def _kept_files(self, digest: str) -> list[Path]:
         if digest not in self._kept:

@@ -20,9 +20,9 @@ from ..integrity import (
     CHANGED,
     INTACT,
     MISSING,
-    InputCheck,
     InputChecker,
-    OutputCheck,
+    InputState,
+    OutputState,
     State,
     check_output,
     image_fields,
@@ -35,13 +35,13 @@ _COPY_NAME = re.compile(r"[0-9a-f]{64}\.[0-9a-z]+")
 
 
 @dataclass(frozen=True)
-class Checked:
+class RecordFiles:
     """One record's files: its outputs (ok records only, in journal order) and its inputs."""
 
-    outputs: tuple[OutputCheck, ...]
-    inputs: tuple[tuple[str, InputCheck], ...]  # (field, check) per image field
+    outputs: tuple[OutputState, ...]
+    inputs: tuple[tuple[str, InputState], ...]  # (field, check) per image field
 
-    def input_problems(self) -> list[InputCheck]:
+    def input_problems(self) -> list[InputState]:
         """Its local inputs that are missing or changed since the run."""
         return [c for _, c in self.inputs if c.state in (MISSING, CHANGED)]
 
@@ -61,11 +61,11 @@ class Files:
     def __init__(self, out_dir: Path, dest: Path, records: Sequence[Record]) -> None:
         self.out, self.dest = out_dir, dest
         inputs = InputChecker(out_dir)
-        self._checked: dict[str, Checked] = {}
+        self._checked: dict[str, RecordFiles] = {}
         for record in records:
             outputs = record.get("outputs") or [] if record.get("status") == OK else []
             found = [(name, inputs.check(record, name)) for name in image_fields(record)]
-            self._checked[str(record.get("key", ""))] = Checked(
+            self._checked[str(record.get("key", ""))] = RecordFiles(
                 tuple(check_output(out_dir, o) for o in outputs if isinstance(o, dict)),
                 tuple((name, check) for name, check in found if check is not None),
             )
@@ -75,8 +75,8 @@ class Files:
         except ValueError:  # another drive (Windows): no relative path reaches it
             self._prefix = None
 
-    def of(self, record: Record) -> Checked:
-        return self._checked.get(str(record.get("key", "")), Checked((), ()))
+    def of(self, record: Record) -> RecordFiles:
+        return self._checked.get(str(record.get("key", "")), RecordFiles((), ()))
 
     def count(self, state: State) -> int:
         """Output images in `state` (missing or changed) across the ok records."""
@@ -89,7 +89,7 @@ class Files:
                 counts[problem] = counts.get(problem, 0) + 1
         return tuple(InputNote(s, state, n) for (s, state), n in counts.items())
 
-    def output_link(self, check: OutputCheck) -> str | None:
+    def output_link(self, check: OutputState) -> str | None:
         """The href of an intact output, relative to the report's folder."""
         if check.state != INTACT or check.path is None:
             return None
@@ -98,7 +98,7 @@ class Files:
         rel = check.file if self._prefix == "." else f"{self._prefix}/{check.file}"
         return quote(rel.replace(os.sep, "/"))
 
-    def input_link(self, check: InputCheck) -> str | None:
+    def input_link(self, check: InputState) -> str | None:
         """The href of an intact input's copy in the report's folder (place_inputs made it)."""
         if check.state != INTACT or check.digest is None:
             return None
@@ -107,7 +107,7 @@ class Files:
     def place_inputs(self) -> None:
         """Copy each distinct intact input into dest/report-inputs/ (a file already inside the
         report's folder is linked where it is); older copies this report no longer shows go."""
-        wanted: dict[str, InputCheck] = {}
+        wanted: dict[str, InputState] = {}
         for checked in self._checked.values():
             for _, check in checked.inputs:
                 if (
@@ -137,7 +137,7 @@ def dest_abs(dest: Path) -> str:
     return os.path.abspath(dest)
 
 
-def input_title(check: InputCheck) -> str:
+def input_title(check: InputState) -> str:
     """An input image by its file as people read it, or by its sha256 when no file is known."""
     if check.source:
         return shown_path(check.source)
@@ -170,7 +170,7 @@ def _listing(folder: Path) -> Iterable[Path]:
         return []
 
 
-def _copy(check: InputCheck, target: Path) -> bool:
+def _copy(check: InputState, target: Path) -> bool:
     """Write the input's bytes to `target` unless it already holds them; False when the source
     no longer hashes to what was sent (it changed in the meantime: no copy, no link)."""
     assert check.digest is not None

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..integrity import CHANGED, INTACT, REMOTE, InputCheck, OutputCheck
+from ..integrity import CHANGED, INTACT, REMOTE, InputState, OutputState
 from ..manifest import FAILED, OK, Record
 from .files import Files, input_title
 from .layout import Layout, Table, group, value_of, values, vars_of
@@ -157,7 +157,7 @@ class Page:
             )
         return f'<a class="box rec pending" {anchor} href="{target}">pending{warning}{caption}</a>'
 
-    def _thumb(self, output: Mapping[str, Any], check: OutputCheck, key: str, target: str) -> str:
+    def _thumb(self, output: Mapping[str, Any], check: OutputState, key: str, target: str) -> str:
         url = self.files.output_link(check)
         if url is None:
             return f'<a class="missing" href="{target}">{gone(check)}</a>'
@@ -222,7 +222,7 @@ class Page:
             f'<table class="facts">{rows}</table></div></section>'
         )
 
-    def _input_figure(self, name: str, check: InputCheck) -> str:
+    def _input_figure(self, name: str, check: InputState) -> str:
         caption = f"input {html.escape(name)}: {input_name(check, self.files)}"
         url = self.files.input_link(check)
         if url:
@@ -236,16 +236,16 @@ class Page:
         return f'<figure class="gone">{caption}: not shown</figure>'
 
 
-def gone(check: OutputCheck) -> str:
+def gone(check: OutputState) -> str:
     """An output that is not shown, and why; escaped HTML."""
     return html.escape(f"{problem_word(check)}{':' if check.state == CHANGED else ''} {check.file}")
 
 
-def problem_word(check: InputCheck | OutputCheck) -> str:
+def problem_word(check: InputState | OutputState) -> str:
     return "changed since the run" if check.state == CHANGED else "missing"
 
 
-def input_name(check: InputCheck, files: Files) -> str:
+def input_name(check: InputState, files: Files) -> str:
     """An input image by its file (as recorded), linked to the copy the report keeps, with what
     became of it since the run; escaped HTML."""
     if check.state == REMOTE:

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from ..errors import ManifestError
-from ..integrity import CHANGED, OutputCheck
+from ..integrity import CHANGED, OutputState
 from ..manifest import FAILED, OK, Record
 from .files import Files, input_title
 from .fonts import Text
@@ -33,7 +33,7 @@ FAILED_BG, FAILED_INK, PENDING_BG = (253, 228, 228), (163, 29, 29), (236, 236, 2
 
 # one image of a cell: a record and one of its outputs (None: a failed or pending record, or
 # an ok one without outputs)
-Tile = tuple[Record, OutputCheck | None]
+Tile = tuple[Record, OutputState | None]
 
 
 def write_pngs(dest: Path, files: Files, layout: Layout, title: str) -> list[Path]:
@@ -243,7 +243,7 @@ class _Grid:
         pen: ImageDraw.ImageDraw,
         at: tuple[int, int],
         record: Record,
-        output: OutputCheck | None,
+        output: OutputState | None,
     ) -> None:
         x, y = at
         t = self.tile
@@ -274,7 +274,7 @@ class _Grid:
         pen.rectangle([x, y, x + self.tile - 1, y + self.tile - 1], fill=fill)
         self._wrapped(pen, (x + PAD, y + PAD), message, self.tile - 2 * PAD, self.small, ink, 8)
 
-    def _thumb(self, output: OutputCheck) -> Image.Image | None:
+    def _thumb(self, output: OutputState) -> Image.Image | None:
         if not output.intact or output.path is None:
             return None  # missing or changed since the run: not what the model returned
         try:
