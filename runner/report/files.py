@@ -71,7 +71,9 @@ class Files:
             )
         self._inputs: dict[str, str] = {}  # sha256 -> link from dest, once placed
         try:
-            self._prefix: str | None = os.path.relpath(os.path.abspath(out_dir), dest_abs(dest))
+            self._prefix: str | None = os.path.relpath(
+                os.path.abspath(out_dir), os.path.abspath(dest)
+            )
         except ValueError:  # another drive (Windows): no relative path reaches it
             self._prefix = None
 
@@ -117,7 +119,7 @@ class Files:
                 ):
                     wanted.setdefault(check.digest, check)
         folder = self.dest / COPIES
-        dest = dest_abs(self.dest)
+        dest = os.path.abspath(self.dest)
         kept: set[str] = set()
         for digest, check in wanted.items():
             if check.path is not None and _inside(check.path, dest):
@@ -130,11 +132,8 @@ class Files:
                 self._inputs[digest] = quote(f"{COPIES}/{name}")
         stale = [p for p in _listing(folder) if _COPY_NAME.fullmatch(p.name) and p.name not in kept]
         for path in stale:
-            path.unlink(missing_ok=True)
-
-
-def dest_abs(dest: Path) -> str:
-    return os.path.abspath(dest)
+            with contextlib.suppress(OSError):  # a stale copy left behind does no harm
+                path.unlink(missing_ok=True)
 
 
 def input_title(check: InputState) -> str:
