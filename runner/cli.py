@@ -339,10 +339,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         if n
     ]
     notes.extend(
-        f", input {note.source} {'changed since the run' if note.state == 'changed' else 'missing'}"
-        f" ({note.requests} request{'' if note.requests == 1 else 's'})"
-        for note in summary.inputs
+        f", input {note.source} {note.what} ({note.requests} request"
+        f"{'' if note.requests == 1 else 's'})"
+        for note in summary.inputs[:3]
     )
+    if len(summary.inputs) > 3:  # a moved photo folder: the page lists them
+        notes.append(f", and {len(summary.inputs) - 3} more inputs missing or changed")
     print(
         f"{summary.path}: {summary.ok} ok, {summary.failed} failed, {summary.pending} pending"
         f"{''.join(notes)} (laid out by {layout})"

@@ -24,6 +24,7 @@ from .page import CSS, Page, input_name, label
 __all__ = ["REPORT", "ReportSummary", "write_report"]
 
 REPORT = "report.html"
+SHOWN_INPUTS = 20  # inputs named in the page's header; each cell marks its own anyway
 
 
 @dataclass(frozen=True)
@@ -193,15 +194,12 @@ def _warnings(s: ReportSummary) -> list[str]:
         for n, what in ((s.missing, "missing"), (s.changed, "changed since the run"))
         if n
     ]
-    for note in s.inputs:
+    for note in s.inputs[:SHOWN_INPUTS]:
         sent = f"{note.requests} {plural(note.requests, 'request')}"
-        if note.state == CHANGED:
-            lines.append(
-                f"input {note.source} changed since the run: {sent} sent what it held then, "
-                "which is not shown"
-            )
-        else:
-            lines.append(f"input {note.source} missing: {sent} sent it, not shown")
+        then = "what it held then" if note.state == CHANGED else "it"
+        lines.append(f"input {note.source} {note.what}: {sent} sent {then}, which is not shown")
+    if len(s.inputs) > SHOWN_INPUTS:
+        lines.append(f"and {len(s.inputs) - SHOWN_INPUTS} more inputs missing or changed")
     return lines
 
 

@@ -54,6 +54,10 @@ class InputNote:
     state: State  # missing or changed
     requests: int
 
+    @property
+    def what(self) -> str:
+        return "changed since the run" if self.state == CHANGED else "missing"
+
 
 class Files:
     """Checks every record's files once; links them from `dest`, the report's folder."""

@@ -108,6 +108,7 @@ class _Grid:
         self.tile = max(MIN_TILE, min(TILE, max(sides, default=TILE)))
         self.font, self.small, self.big = fonts.font, fonts.small, fonts.big
         self.bold = fonts.bold
+        self.warnings = self._warnings()
 
     def _tiles(self, record: Record) -> list[Tile]:
         outputs = self.files.of(record).outputs if record.get("status") == OK else ()
@@ -126,7 +127,7 @@ class _Grid:
         for line in self._title_lines():
             self.big.draw(pen, (PAD, y), line, INK)
             y += 26
-        for line in self._warnings():
+        for line in self.warnings:
             self._wrapped(pen, (PAD, y), line, width - 2 * PAD, self.font, FAILED_INK, 1)
             y += 20
         top, left = self._title_height(), self._left_width()
@@ -179,10 +180,13 @@ class _Grid:
         for record in self.table.records:
             for check in self.files.of(record).input_problems():
                 found[f"input {input_title(check)} {problem_word(check)}"] = None
-        return list(found)
+        lines = list(found)
+        if len(lines) > 3:  # each tile is marked too
+            lines[2:] = [f"and {len(lines) - 2} more inputs missing or changed"]
+        return lines
 
     def _title_height(self) -> int:
-        return PAD + 26 * len(self._title_lines()) + 20 * len(self._warnings()) + PAD
+        return PAD + 26 * len(self._title_lines()) + 20 * len(self.warnings) + PAD
 
     def _left_width(self) -> int:
         return 200 if self.layout.rows else PAD
