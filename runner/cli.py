@@ -16,7 +16,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 # The library's own names, as a script would import them (runner/__init__.py); the rest are
@@ -333,28 +334,36 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    try:
-        summary = write_report(args.out, args.x, args.y, png=args.png)
-    except ManifestError as error:  # a folder with no run in it is a usage mistake here
-        if (args.out / MANIFEST).is_file():
-            raise
-        raise UsageError(str(error)) from None
+    if not (args.out / MANIFEST).is_file():  # no run in that folder: a usage mistake
+        raise UsageError(f"no {MANIFEST} in {args.out}: run `runner run SPEC` first")
+    hint = f"write the report into a folder you can write: runner report {args.out} --to DIR"
+    with _reads_the_run(args.to or args.out, hint):
+        summary = write_report(args.out, args.x, args.y, png=args.png, to=args.to)
     layout = " × ".join(a for a in (summary.rows, summary.columns) if a) or "a gallery"
     if summary.pages:
         layout += f", {summary.tables} tables by {' × '.join(summary.pages)}"
     if summary.captions:
         layout += f", {' · '.join(summary.captions)} under each image"
-    missing = (
-        f", {summary.missing} image{'' if summary.missing == 1 else 's'} missing"
-        if summary.missing
-        else ""
+    notes = [
+        f", {n} image{'' if n == 1 else 's'} {what}"
+        for n, what in ((summary.missing, "missing"), (summary.changed, "changed since the run"))
+        if n
+    ]
+    notes.extend(
+        f", input {note.source} {note.what} ({note.requests} request"
+        f"{'' if note.requests == 1 else 's'})"
+        for note in summary.inputs[:3]
     )
+    if len(summary.inputs) > 3:  # a moved photo folder: the page lists them
+        notes.append(f", and {len(summary.inputs) - 3} more inputs missing or changed")
     print(
         f"{summary.path}: {summary.ok} ok, {summary.failed} failed, {summary.pending} pending"
-        f"{missing} (laid out by {layout})"
+        f"{''.join(notes)} (laid out by {layout})"
     )
     if summary.missing:
         _err("runner: images are missing: `runner run` on the spec fetches them again")
+    if summary.changed:
+        _err("runner: images changed since the run are not shown: they are not what was returned")
     for png in summary.pngs:
         print(png)
     return EXIT_OK
@@ -365,7 +374,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not (args.out / MANIFEST).is_file():  # no run in that folder: a usage mistake
         raise UsageError(f"no {MANIFEST} in {args.out}: run `runner run SPEC` first")
-    done = export(args.out, args.format, args.to, status=args.status, shard_size=args.shard_size)
+    with _reads_the_run(args.to, "name a folder you can write: --to DEST"):
+        done = export(
+            args.out, args.format, args.to, status=args.status, shard_size=args.shard_size
+        )
     where = done.files[0] if len(done.files) == 1 else f"{len(done.files)} files in {done.dest}"
     print(
         f"{where}: {counted(done.rows, 'row')} ({counted(done.images, 'output image')}, "
@@ -385,6 +397,29 @@ def cmd_export(args: argparse.Namespace) -> int:
             "image column is empty"
         )
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _reads_the_run(dest: Path, hint: str) -> Iterator[None]:
+    """report and export only read the run, so what stops them (a destination they cannot
+    write) is exit 2 and one line, never 3 ("stopped: run again to resume") or a traceback;
+    the hint when the destination is read-only."""
+    try:
+        yield
+    except ManifestError as error:
+        raise UsageError(_hinted(str(error), dest, hint)) from None
+    except OSError as error:
+        where = error.filename or dest
+        raise UsageError(_hinted(f"cannot write {where}: {error.strerror}", dest, hint)) from None
+
+
+def _hinted(message: str, dest: Path, hint: str) -> str:
+    existing = dest
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_file():
+        existing = existing.parent
+    return message if os.access(existing, os.W_OK) else f"{message}; HINT: {hint}"
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

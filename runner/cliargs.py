@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="write OUT/report.html: the images laid out by the swept axes",
         epilog="examples:\n  runner report specs/runs/sweep\n"
-        "  runner report specs/runs/sweep --x strength --y guidance_scale --png",
+        "  runner report specs/runs/sweep --x strength --y guidance_scale --png\n"
+        "  runner report /archive/sweep --to sweep-report    # a read-only run folder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("out", type=Path, metavar="OUT", help="a run's output folder")
@@ -122,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--png",
         action="store_true",
         help="also write each table as a labelled PNG grid (OUT/report.png or report-NNN.png)",
+    )
+    p.add_argument(
+        "--to",
+        type=_folder,
+        metavar="DIR",
+        help="write the report (HTML, PNGs, input copies) into DIR instead of OUT, e.g. for a "
+        "read-only run folder; its links reach the images in OUT by relative path",
     )
 
     p = sub.add_parser(

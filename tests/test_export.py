@@ -471,3 +471,31 @@ def test_counts_of_one_are_singular(tmp_path, capsys):
     assert (
         "1 ok row has no intact image file" in captured.err and "its image column" in captured.err
     )
+
+
+def test_export_and_report_agree_on_what_is_intact(run, tmp_path, capsys):
+    """One check serves both: an output changed at the same size and an inline input edited
+    where the run kept it are left out of the export and marked, not shown, by the report."""
+    from runner.report import write_report
+
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    record, index = ok_outputs(out)[0]
+    damaged = out / record["outputs"][index]["file"]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    (kept,) = (out / "inputs").iterdir()  # the data: URI's bytes, kept by the run
+    kept.write_bytes(png_bytes(20, 10, (1, 2, 3)))
+    dest = tmp_path / "rows.jsonl"
+    assert main(["export", str(out), "--format", "jsonl", "--to", str(dest)]) == 0
+    rows = [json.loads(line) for line in dest.read_text().splitlines()]
+    left_out = {r["key"] for r in rows if r["input"] is None or r["image"] is None}
+    summary = write_report(out)
+    page = summary.path.read_text()
+    assert summary.changed == 1
+    assert not re.search(rf'(src|href)="[^"]*{damaged.name}"', page)  # said, never linked
+    assert [(n.state, n.requests) for n in summary.inputs] == [("changed", 2)]
+    cells = page.split("<main>")[1].split("</main>")[0].split('id="t-')[1:]
+    marked = {cell[:16] for cell in cells if "changed since the run" in cell}
+    assert left_out == marked | {record["key"]}

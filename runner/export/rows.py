@@ -4,20 +4,17 @@ and one plain type per metadata column, so every format gets the same table."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-import mimetypes
-import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
-from ..endpoints import get_endpoint
-from ..manifest import FAILED, OK, Record, latest, read_runs
+from ..integrity import EXTENSIONS, InputChecker, check_output, image_fields
+from ..integrity import decode_data_uri as _decode_data_uri
+from ..keys import is_url
+from ..manifest import FAILED, OK, Record, latest
 
 Status = Literal["ok", "failed", "all"]
 Kind = Literal["bool", "int", "float", "string", "null"]
@@ -28,8 +25,6 @@ ERROR_COLUMNS = ("error_type", "error_message")
 # Names the formats use for the two image columns; a field or variable of that name is renamed.
 RESERVED = frozenset({"image", "input", "file_name", "input_file_name", "id"})
 _TAKEN = RESERVED | frozenset(BASE_COLUMNS) | frozenset(ERROR_COLUMNS)
-
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
 @dataclass(frozen=True)
@@ -74,20 +69,20 @@ class ExportTable:
 def build_table(out_dir: Path, status: Status = "ok") -> ExportTable:
     """The export's table for the records of `status` ("all": every key, pending included)."""
     records = [r for r in latest(out_dir).values() if _wanted(r, status)]
-    finder = _InputFinder(out_dir)
+    inputs = InputChecker(out_dir)
     raw_rows: list[tuple[str, ImageRef | None, ImageRef | None, dict[str, Any]]] = []
     url_rows = missing_inputs = missing_outputs = 0
     renames = _renames(records)
     for record in records:
         body = record.get("input") or {}
-        field_name = _image_field(record, body)
-        input_ref = finder.find(record, field_name) if field_name else None
+        field_name = next(iter(image_fields(record)), None)
+        input_ref = _input_ref(inputs, record, field_name) if field_name else None
         value = body.get(field_name) if field_name else None
         outputs = [o for o in record.get("outputs") or [] if isinstance(o, dict)]
         if record.get("status") != OK:
             outputs = []
         produced = max(1, len(outputs))
-        if isinstance(value, str) and value.startswith(("http://", "https://")):
+        if is_url(value):
             url_rows += produced
         elif field_name and input_ref is None:
             missing_inputs += produced
@@ -120,20 +115,6 @@ def build_table(out_dir: Path, status: Status = "ok") -> ExportTable:
 
 def _wanted(record: Record, status: Status) -> bool:
     return status == "all" or record.get("status") == (OK if status == "ok" else FAILED)
-
-
-def _image_field(record: Record, body: Mapping[str, Any]) -> str | None:
-    """The input field that holds the input image (the endpoint's first file field)."""
-    endpoint = get_endpoint(str(record.get("endpoint", "")))
-    if endpoint is not None:
-        fields = [k for k in body if k in endpoint.file_fields]
-    else:
-        fields = [k for k, v in body.items() if isinstance(v, str) and _is_file_value(v)]
-    return fields[0] if fields else None
-
-
-def _is_file_value(value: str) -> bool:
-    return value.startswith(("sha256:", "data:"))
 
 
 def _metadata(record: Record, renames: Mapping[tuple[str, str], str]) -> dict[str, Any]:
@@ -195,119 +176,22 @@ def _data_ref(uri: str) -> str:
     return "sha256:" + hashlib.sha256(decoded[0]).hexdigest() if decoded else uri[:64]
 
 
-def _decode_data_uri(uri: str) -> tuple[bytes, str] | None:
-    """(bytes, extension) of a base64 data: URI of an image; None for anything else."""
-    head, sep, payload = uri.partition(",")
-    if not sep or not head.endswith(";base64"):
-        return None
-    ctype = head[5:].split(";")[0].lower()
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    ext = _EXTENSIONS.get(ctype)
-    return (data, ext) if ext else None
-
-
 def _output_ref(out_dir: Path, key: str, index: int, output: Mapping[str, Any]) -> ImageRef | None:
-    rel = str(output.get("file") or "")
-    # a journal line is data: take only a plain relative path inside OUT
-    parts = PurePosixPath(rel).parts
-    if not rel or rel.startswith("/") or ":" in rel or "\\" in rel or ".." in parts:
+    """The output's file if it is still the journaled result: an image edited or damaged since
+    the run (even at the same size) would put a picture the model never made into the dataset."""
+    found = check_output(out_dir, output)
+    if found.path is None:
         return None
-    path = out_dir / rel
-    if not path.is_file() or not _intact(path, output):
+    ext = found.path.suffix.lstrip(".").lower() or EXTENSIONS.get(str(output.get("content_type")))
+    return ImageRef(f"{key}-{index}", ext or "png", path=found.path)
+
+
+def _input_ref(inputs: InputChecker, record: Record, name: str) -> ImageRef | None:
+    """The input image exactly as sent (a local file checked by its sha256), else None."""
+    found = inputs.check(record, name)
+    if found is None or not found.intact or found.digest is None:
         return None
-    ext = path.suffix.lstrip(".").lower() or _EXTENSIONS.get(str(output.get("content_type")), "")
-    return ImageRef(f"{key}-{index}", ext or "png", path=path)
-
-
-def _intact(path: Path, output: Mapping[str, Any]) -> bool:
-    """The file is still the journaled result: an image edited or damaged since the run (even
-    at the same size) would put a picture the model never made into the dataset."""
-    size, digest = output.get("bytes"), output.get("sha256")
-    if isinstance(size, int) and path.stat().st_size != size:
-        return False
-    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
-        return True  # an old journal line without a digest: nothing to check against
-    return _file_sha256(path) == digest
-
-
-def _file_sha256(path: Path) -> str | None:
-    try:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-class _InputFinder:
-    """A record's input image: decoded from a data: URI, or the local file behind its
-    "sha256:<hex>", found from the path the journal or the spec recorded and checked by hash."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self._out = out_dir
-        self._spec_dirs = _spec_dirs(out_dir)
-        self._hashes: dict[Path, str | None] = {}
-
-    def find(self, record: Record, field_name: str) -> ImageRef | None:
-        value = (record.get("input") or {}).get(field_name)
-        if not isinstance(value, str):
-            return None
-        if value.startswith("data:"):
-            decoded = _decode_data_uri(value)
-            if decoded is None:
-                return None
-            data, ext = decoded
-            return ImageRef(hashlib.sha256(data).hexdigest(), ext, data=data)
-        if not value.startswith("sha256:"):
-            return None  # a remote URL stays a URL: export never fetches
-        digest = value[len("sha256:") :]
-        kept = sorted((self._out / "inputs").glob(f"{digest}.*"))  # inline data: URIs, kept once
-        for path in [*kept, *self._candidates(record, field_name)]:
-            if self._sha256(path) == digest:
-                ext = path.suffix.lstrip(".").lower()
-                if not ext:
-                    ext = _EXTENSIONS.get(mimetypes.guess_type(path.name)[0] or "", "png")
-                return ImageRef(digest, ext, path=path)
-        return None
-
-    def _candidates(self, record: Record, field_name: str) -> Iterable[Path]:
-        recorded: Any = record.get("input_files")
-        if isinstance(recorded, dict) and isinstance(recorded.get(field_name), str):
-            yield from self._resolve(recorded[field_name])
-        given = (record.get("vars") or {}).get(field_name)
-        if isinstance(given, str) and not given.startswith(("sha256:", "data:", "http")):
-            yield from self._resolve(given)
-
-    def _resolve(self, text: str) -> Iterable[Path]:
-        path = Path(text)
-        if path.is_absolute():
-            yield path
-            return
-        for base in self._spec_dirs:
-            yield base / path
-
-    def _sha256(self, path: Path) -> str | None:
-        if path not in self._hashes:
-            self._hashes[path] = _file_sha256(path)
-        return self._hashes[path]
-
-
-def _spec_dirs(out_dir: Path) -> list[Path]:
-    """Folders a spec-relative path may be relative to: the recorded specs' folders (as
-    recorded, and from here), and the run folder's parent (a spec's default `output`)."""
-    found: dict[Path, None] = {}
-    for run in reversed(read_runs(out_dir)):
-        spec = run.get("spec")
-        if isinstance(spec, str) and spec:
-            found[Path(os.path.abspath(Path(spec).parent))] = None
-    found[out_dir.parent] = None
-    found[out_dir.parent.parent] = None
-    return list(found)
+    return ImageRef(found.digest, found.ext, path=found.path, data=found.data)
 
 
 def _kind(values: Iterable[Any]) -> Kind:

@@ -1,9 +1,12 @@
 """`runner report OUT`: reads the journal (and runs.jsonl), writes OUT/report.html, one
 self-contained page with the images laid out by the swept axes, and with `png=True` the same
-tables as labelled PNG grids (OUT/report.png, or OUT/report-001.png, … one per table)."""
+tables as labelled PNG grids (OUT/report.png, or OUT/report-001.png, … one per table); with
+`to=DIR`, into DIR instead (a read-only run folder). Every input and output image is checked
+against the journal first: one missing or changed since the run is marked, never shown."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 from collections.abc import Sequence
@@ -12,13 +15,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ManifestError
+from ..integrity import CHANGED, MISSING
 from ..manifest import FAILED, MANIFEST, OK, Record, RunLine, latest, read_runs
+from .files import Files, InputNote
 from .layout import Layout, canon, choose_layout, values, vars_of
-from .page import CSS, Page, label
+from .page import CSS, Page, input_name, label
 
 __all__ = ["REPORT", "ReportSummary", "write_report"]
 
 REPORT = "report.html"
+SHOWN_INPUTS = 20  # inputs named in the page's header; each cell marks its own anyway
 
 
 @dataclass(frozen=True)
@@ -34,23 +40,20 @@ class ReportSummary:
     tables: int = 1
     pngs: tuple[Path, ...] = ()
     missing: int = 0  # output images of ok rows whose file is not in the folder
-
-
-def _missing_images(out_dir: Path, records: list[Record]) -> int:
-    return sum(
-        not (isinstance(o, dict) and o.get("file") and (out_dir / str(o["file"])).is_file())
-        for r in records
-        if r.get("status") == OK
-        for o in r.get("outputs") or []
-    )
+    changed: int = 0  # output images whose file differs from the journaled size or sha256
+    inputs: tuple[InputNote, ...] = ()  # local inputs missing or changed since the run
 
 
 def write_report(
-    out_dir: Path, x: str | None = None, y: str | None = None, png: bool = False
+    out_dir: Path,
+    x: str | None = None,
+    y: str | None = None,
+    png: bool = False,
+    to: Path | None = None,
 ) -> ReportSummary:
-    """Write OUT/report.html (and the PNG grids) from the journal's latest state. `x`/`y`
-    name the axes across and down; else the spec's `report:` block as the run recorded it;
-    else the two axes with the most values."""
+    """Write OUT/report.html (and the PNG grids) from the journal's latest state, into `to`
+    if given. `x`/`y` name the axes across and down; else the spec's `report:` block as the
+    run recorded it; else the two axes with the most values."""
     if not (out_dir / MANIFEST).is_file():
         raise ManifestError(f"no {MANIFEST} in {out_dir}: run `runner run SPEC` first")
     records = list(latest(out_dir).values())
@@ -66,12 +69,16 @@ def write_report(
     layout = choose_layout(records, x, y)
     statuses = [r.get("status") for r in records]
     ok, failed = statuses.count(OK), statuses.count(FAILED)
-    path = out_dir / REPORT
+    dest = out_dir if to is None else to
+    _writable(dest)
+    files = Files(out_dir, dest, records)
+    files.place_inputs()
+    path = dest / REPORT
     pngs: tuple[Path, ...] = ()
     if png:
         from .png import write_pngs
 
-        pngs = tuple(write_pngs(out_dir, layout, _title(out_dir, run, records)))
+        pngs = tuple(write_pngs(dest, files, layout, _title(out_dir, run, records)))
     summary = ReportSummary(
         path,
         ok,
@@ -83,16 +90,30 @@ def write_report(
         layout.captions,
         len(layout.tables),
         pngs,
-        _missing_images(out_dir, records),
+        files.count(MISSING),
+        files.count(CHANGED),
+        files.input_notes(),
     )
-    page = _page(out_dir, records, layout, run, summary)
-    tmp = path.with_name(REPORT + ".tmp")
+    page = _page(out_dir, files, records, layout, run, summary)
+    tmp = path.with_name(f".{REPORT}.{os.getpid()}.tmp")
     try:
         tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise ManifestError(f"cannot write {path}: {exc.strerror or exc}") from None
     return summary
+
+
+def _writable(dest: Path) -> None:
+    """Fail before any work when the report cannot be written there (a read-only archive)."""
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ManifestError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    if not os.access(dest, os.W_OK):
+        raise ManifestError(f"cannot write {dest / REPORT}: {dest} is read-only")
 
 
 def _last_run(out_dir: Path) -> RunLine:
@@ -119,7 +140,12 @@ def _fixed_inputs(records: Sequence[Record]) -> dict[str, Any]:
 
 
 def _page(
-    out_dir: Path, records: list[Record], layout: Layout, run: RunLine, s: ReportSummary
+    out_dir: Path,
+    files: Files,
+    records: list[Record],
+    layout: Layout,
+    run: RunLine,
+    s: ReportSummary,
 ) -> str:
     name = _title(out_dir, run, records)
     endpoint = run.get("endpoint") or (records[0].get("endpoint") if records else "")
@@ -134,11 +160,13 @@ def _page(
         how.append("one table per " + " × ".join(html.escape(a) for a in layout.pages))
     if layout.captions:
         how.append(" · ".join(html.escape(a) for a in layout.captions) + " under each image")
+    images = dict(files.of(records[0]).inputs) if records else {}
     fixed = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{label(v, 100)}</td></tr>"
+        f"<tr><td>{html.escape(k)}</td>"
+        f"<td>{input_name(images[k], files) if k in images else label(v, 100)}</td></tr>"
         for k, v in _fixed_inputs(records).items()
     )
-    builder = Page(out_dir, layout)
+    builder = Page(files, layout)
     body = builder.body(records)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -153,6 +181,27 @@ def _page(
             if how
             else ""
         )
+        + "".join(f'<p class="warn">{html.escape(line)}</p>' for line in _warnings(s))
         + (f'<table class="fixed"><caption>fixed inputs</caption>{fixed}</table>' if fixed else "")
         + f"</header><main>{body}</main>{builder.overlays()}</body></html>\n"
     )
+
+
+def _warnings(s: ReportSummary) -> list[str]:
+    """What the page does not show as the run made it, in words (the CLI's line says it too)."""
+    lines = [
+        f"{n} output {plural(n, 'image')} {what}: not shown"
+        for n, what in ((s.missing, "missing"), (s.changed, "changed since the run"))
+        if n
+    ]
+    for note in s.inputs[:SHOWN_INPUTS]:
+        sent = f"{note.requests} {plural(note.requests, 'request')}"
+        then = "what it held then" if note.state == CHANGED else "it"
+        lines.append(f"input {note.source} {note.what}: {sent} sent {then}, which is not shown")
+    if len(s.inputs) > SHOWN_INPUTS:
+        lines.append(f"and {len(s.inputs) - SHOWN_INPUTS} more inputs missing or changed")
+    return lines
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"

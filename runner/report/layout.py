@@ -51,7 +51,11 @@ def choose_layout(records: Sequence[Record], x: str | None = None, y: str | None
     if y is None:
         y = next((a for a in ranked if a != x), None)
     if x is None:
-        x = next((a for a in ranked if a != y), None)
+        # an axis with one value per row (a variable that the rendered prompt down the side
+        # already names) would fill only a diagonal: across goes the next one, if any
+        others = [a for a in ranked if a != y]
+        x = next((a for a in others if not _follows(records, a, y)), None)
+        x = x or next(iter(others), None)
     if x is None:  # one axis in all: a single labelled row
         x, y = y, None
     rest = [a for a in axes if a not in (x, y)]
@@ -61,10 +65,21 @@ def choose_layout(records: Sequence[Record], x: str | None = None, y: str | None
     orders = [list(values(records, a)) for a in pages]
     ranked_keys = sorted(groups, key=lambda k: [o.index(v) for o, v in zip(orders, k, strict=True)])
     tables = tuple(
-        Table({a: vars_of(groups[k][0]).get(a) for a in pages}, tuple(groups[k]))
-        for k in ranked_keys
+        Table({a: value_of(groups[k][0], a) for a in pages}, tuple(groups[k])) for k in ranked_keys
     ) or (Table({}, ()),)
     return Layout(y, x, tuple(pages), captions, tables, tuple(axes))
+
+
+def _follows(records: Sequence[Record], axis: str, by: str | None) -> bool:
+    """True when each value of `by` goes with a single value of `axis` across the records."""
+    if by is None:
+        return False
+    seen: dict[str, str] = {}
+    for record in records:
+        value = canon(value_of(record, axis))
+        if seen.setdefault(canon(value_of(record, by)), value) != value:
+            return False
+    return True
 
 
 def _pages(records: Sequence[Record], x: str | None, y: str | None, rest: list[str]) -> list[str]:
@@ -86,12 +101,31 @@ def swept_axes(records: Sequence[Record]) -> list[str]:
     names: dict[str, None] = {}
     for record in records:
         names.update(dict.fromkeys(vars_of(record)))
-    return [n for n in names if len({canon(vars_of(r).get(n)) for r in records}) > 1]
+    return [n for n in names if len({canon(value_of(r, n)) for r in records}) > 1]
 
 
 def vars_of(record: Record) -> dict[str, Any]:
+    """The row's variables as the journal recorded them (a field axis as the spec wrote it)."""
     found = record.get("vars")
     return found if isinstance(found, dict) else {}
+
+
+def value_of(record: Record, axis: str) -> Any:
+    """The record's value on `axis` as its request sent it. A variable that is an input field
+    shows the body's value: its template rendered, `{{` as the `{` that was sent, and the value
+    of a row (an include row) that set the field without the variable. A local image keeps the
+    path its row named (or the run recorded) rather than its sha256."""
+    body = record.get("input")
+    if not isinstance(body, dict) or axis not in body:
+        return vars_of(record).get(axis)
+    sent = body[axis]
+    if not (isinstance(sent, str) and sent.startswith("sha256:")):
+        return sent
+    named = vars_of(record).get(axis)
+    if named is not None:
+        return named
+    files = record.get("input_files")
+    return files.get(axis, sent) if isinstance(files, dict) else sent
 
 
 def canon(value: Any) -> str:
@@ -102,7 +136,7 @@ def group(records: Iterable[Record], axes: Sequence[str]) -> dict[tuple[str, ...
     """Records by their (canonical) values on `axes`, in run order."""
     groups: dict[tuple[str, ...], list[Record]] = {}
     for record in records:
-        groups.setdefault(tuple(canon(vars_of(record).get(a)) for a in axes), []).append(record)
+        groups.setdefault(tuple(canon(value_of(record, a)) for a in axes), []).append(record)
     return groups
 
 
@@ -113,7 +147,7 @@ def values(records: Iterable[Record], axis: str | None) -> dict[str, Any]:
     if axis is None:
         return {canon(None): None}
     for record in records:
-        value = vars_of(record).get(axis)
+        value = value_of(record, axis)
         found.setdefault(canon(value), value)
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in found.values()):
         return dict(sorted(found.items(), key=lambda item: item[1]))

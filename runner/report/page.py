@@ -1,20 +1,21 @@
 """The report page: one self-contained HTML file (inline CSS, no script, no network) with the
-images laid out as a Layout says. Images are linked by relative path, so the folder can be
-zipped or served as it is. Clicking an image (or a failed cell) opens its full-size view with
-every input, as a CSS :target overlay, so it works from file://."""
+images laid out as a Layout says. Images are linked by relative path (outputs in the run
+folder, inputs copied beside the page), so the folder can be zipped or served as it is.
+Clicking an image (or a failed cell) opens its full-size view with every input, as a CSS
+:target overlay, so it works from file://. A file missing or changed since the run is said
+so, never shown as what was sent or returned."""
 
 from __future__ import annotations
 
 import html
 import json
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
+from ..integrity import CHANGED, INTACT, REMOTE, InputState, OutputState
 from ..manifest import FAILED, OK, Record
-from .layout import Layout, Table, group, values, vars_of
+from .files import Files, input_title
+from .layout import Layout, Table, group, value_of, values, vars_of
 
 THUMB = 256  # px, longest side of a displayed image
 LABEL_CHARS = 60
@@ -47,6 +48,8 @@ a.box{color:inherit;text-decoration:none}a.box:hover{outline:2px solid #4a7bd0}
 figure{margin:0;background:#fff;border:1px solid #ddd;padding:4px}
 figcaption{font-size:12px;color:#444;text-align:center;margin-top:4px}
 .missing{color:#a31d1d;font-size:12px}main{margin-top:18px}
+.warn{color:#a31d1d;font-size:12px;margin:2px 0}p.warn{font-size:13px}
+.gone{max-width:320px;padding:10px;background:#fde4e4;color:#a31d1d;font-size:13px}
 .lb{display:none}.lb:target{display:block;position:fixed;inset:0;z-index:10;overflow:auto}
 .lb .bg{position:fixed;inset:0;background:rgba(16,16,16,.86)}
 .lb .panel{position:relative;margin:28px auto;max-width:min(1280px,94vw);background:#fff;
@@ -65,8 +68,8 @@ text-decoration:none}
 class Page:
     """Builds the page; collects one overlay per record shown."""
 
-    def __init__(self, out_dir: Path, layout: Layout) -> None:
-        self.out = out_dir
+    def __init__(self, files: Files, layout: Layout) -> None:
+        self.files = files
         self.layout = layout
         self._overlays: list[str] = []
         every = [r for t in layout.tables for r in t.records]
@@ -110,11 +113,7 @@ class Page:
             groups = [by_value[(k,)] for k in values(records, axis)]
         figures = "".join(
             f"<figure>{self._cell(rs)}"
-            + (
-                f"<figcaption>{named({axis: vars_of(rs[0]).get(axis)})}</figcaption>"
-                if axis
-                else ""
-            )
+            + (f"<figcaption>{named({axis: value_of(rs[0], axis)})}</figcaption>" if axis else "")
             + "</figure>"
             for rs in groups
         )
@@ -131,31 +130,37 @@ class Page:
         target = html.escape(f"#v-{key}")
         caption = ""
         if self.layout.captions:
-            shown = {a: vars_of(record).get(a) for a in self.layout.captions}
+            shown = {a: value_of(record, a) for a in self.layout.captions}
             caption = f'<div class="cap">{named(shown)}</div>'
+        checked = self.files.of(record)
+        warning = "".join(
+            f'<div class="warn">input {html.escape(problem_word(c))}</div>'
+            for c in checked.input_problems()
+        )
         self._overlays.append(self._overlay(record))
         anchor = f'id="t-{html.escape(key)}"'
         if status == OK:
             outputs = [o for o in record.get("outputs") or [] if isinstance(o, dict)]
-            images = "".join(self._thumb(o, key, target) for o in outputs)
+            images = "".join(
+                self._thumb(o, c, key, target)
+                for o, c in zip(outputs, checked.outputs, strict=True)
+            )
             images = f'<div class="imgs">{images or "no images"}</div>'
-            return f'<div class="rec" {anchor}>{images}{caption}</div>'
+            return f'<div class="rec" {anchor}>{images}{warning}{caption}</div>'
         if status == FAILED:
             error: Mapping[str, Any] = record.get("error") or {}
             kind = html.escape(str(error.get("type", "error")))
             message = label(str(error.get("message", "")), MESSAGE_CHARS)
             return (
                 f'<a class="box rec failed" {anchor} href="{target}"><b>{kind}</b>{message}'
-                f"{caption}</a>"
+                f"{warning}{caption}</a>"
             )
-        return f'<a class="box rec pending" {anchor} href="{target}">pending{caption}</a>'
+        return f'<a class="box rec pending" {anchor} href="{target}">pending{warning}{caption}</a>'
 
-    def _thumb(self, output: Mapping[str, Any], key: str, target: str) -> str:
-        url = self._url(output)
+    def _thumb(self, output: Mapping[str, Any], check: OutputState, key: str, target: str) -> str:
+        url = self.files.output_link(check)
         if url is None:
-            return (
-                f'<span class="missing">missing {html.escape(str(output.get("file") or ""))}</span>'
-            )
+            return f'<a class="missing" href="{target}">{gone(check)}</a>'
         width, height = output.get("width"), output.get("height")
         if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
             scale = min(1.0, THUMB / max(width, height))
@@ -165,35 +170,27 @@ class Page:
             size = f' style="max-width:{THUMB}px;max-height:{THUMB}px"'
         alt = html.escape(key)
         return (
-            f'<a href="{target}"><img class="t" src="{url}"{size} loading="lazy" alt="{alt}" '
-            f'title="{alt}: click for the full size and every input"></a>'
+            f'<a href="{target}"><img class="t" src="{html.escape(url)}"{size} loading="lazy" '
+            f'alt="{alt}" title="{alt}: click for the full size and every input"></a>'
         )
 
-    def _url(self, output: Mapping[str, Any]) -> str | None:
-        rel = str(output.get("file") or "")
-        # data from the journal: link only a plain relative path inside OUT (no scheme, no '..')
-        safe = rel and not rel.startswith("/") and ":" not in rel and "\\" not in rel
-        if not safe or ".." in PurePosixPath(rel).parts or not (self.out / rel).is_file():
-            return None
-        return html.escape(quote(rel))
-
     def _overlay(self, record: Record) -> str:
-        """The full-size view of one record: its images, its input image, every fact."""
+        """The full-size view of one record: its images, its input images, every fact."""
         key = str(record.get("key", ""))
+        checked = self.files.of(record)
         figures = []
-        for output in record.get("outputs") or [] if record.get("status") == OK else []:
-            url = self._url(output) if isinstance(output, dict) else None
+        for output in checked.outputs:
+            url = self.files.output_link(output)
             if url:
+                url = html.escape(url)
                 figures.append(
                     f'<figure><a href="{url}"><img src="{url}" loading="lazy" alt="output"></a>'
                     "<figcaption>output (click for the file)</figcaption></figure>"
                 )
-        source = self._input_url(record)
-        if source:
-            figures.append(
-                f'<figure><img src="{source}" loading="lazy" alt="input">'
-                "<figcaption>input</figcaption></figure>"
-            )
+            else:
+                figures.append(f'<figure class="gone">output {gone(output)}</figure>')
+        for name, check in checked.inputs:
+            figures.append(self._input_figure(name, check))
         facts: dict[str, Any] = {"key": key, "status": record.get("status")}
         error = record.get("error")
         if error:
@@ -202,8 +199,11 @@ class Page:
             facts[f"input.{name}"] = value
         for name, value in (record.get("input_files") or {}).items():
             facts[f"file.{name}"] = value
+        body = record.get("input") or {}
         for name, value in vars_of(record).items():
-            facts[f"vars.{name}"] = value
+            # a field's template, as the spec wrote it: its input row above is what was sent
+            written = name in body and value != value_of(record, name)
+            facts[f"vars.{name} (as written)" if written else f"vars.{name}"] = value
         for name in ("request_id", "attempts", "submitted_at", "time", "run_id", "backend"):
             if record.get(name) is not None:
                 facts[name] = record.get(name)
@@ -222,16 +222,42 @@ class Page:
             f'<table class="facts">{rows}</table></div></section>'
         )
 
-    def _input_url(self, record: Record) -> str | None:
-        """A relative link to the local input file the journal recorded, if it is there."""
-        body = record.get("input") or {}
-        for name, path in (record.get("input_files") or {}).items():
-            if not isinstance(path, str) or not str(body.get(name, "")).startswith("sha256:"):
-                continue
-            if os.path.isfile(path):
-                rel = os.path.relpath(path, self.out).replace(os.sep, "/")
-                return html.escape(quote(rel))
-        return None
+    def _input_figure(self, name: str, check: InputState) -> str:
+        caption = f"input {html.escape(name)}: {input_name(check, self.files)}"
+        url = self.files.input_link(check)
+        if url:
+            url = html.escape(url)
+            return (
+                f'<figure><a href="{url}"><img src="{url}" loading="lazy" alt="input"></a>'
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+        if check.state == REMOTE:
+            return f'<figure class="gone">{caption} (a URL the server fetched)</figure>'
+        return f'<figure class="gone">{caption}: not shown</figure>'
+
+
+def gone(check: OutputState) -> str:
+    """An output that is not shown, and why; escaped HTML."""
+    return html.escape(f"{problem_word(check)}{':' if check.state == CHANGED else ''} {check.file}")
+
+
+def problem_word(check: InputState | OutputState) -> str:
+    return "changed since the run" if check.state == CHANGED else "missing"
+
+
+def input_name(check: InputState, files: Files) -> str:
+    """An input image by its file (as recorded), linked to the copy the report keeps, with what
+    became of it since the run; escaped HTML."""
+    if check.state == REMOTE:
+        return label(check.source or "", LABEL_CHARS)
+    name = label(input_title(check), LABEL_CHARS)
+    url = files.input_link(check)
+    if url:
+        return f'<a href="{html.escape(url)}">{name}</a>'
+    if check.state == INTACT:
+        return name
+    sent = f" (the request sent sha256 {html.escape((check.digest or '')[:12])}…)"
+    return f'{name} <span class="warn">{html.escape(problem_word(check))}{sent}</span>'
 
 
 def full_text(value: Any) -> str:

@@ -1,20 +1,25 @@
 """`runner report OUT --png`: each table of the report as one labelled PNG grid, the axis
 values along the top and the left edge and the axis names in the corner (as AUTOMATIC1111's
-X/Y/Z plot draws them), for pasting into a chat. Pillow only; reads images from OUT."""
+X/Y/Z plot draws them), for pasting into a chat. Pillow only; reads images from OUT. Every
+output image of a request is drawn; one missing or changed since the run is a marked box,
+and a request whose local input changed or went missing is marked on its tiles."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from ..errors import ManifestError
+from ..integrity import CHANGED, OutputState
 from ..manifest import FAILED, OK, Record
-from .layout import Layout, Table, group, values, vars_of
-from .page import text
+from .files import Files, input_title
+from .fonts import Text
+from .layout import Layout, Table, group, value_of, values
+from .page import problem_word, text
 
 TILE = 256  # px, the longest side of one image in a cell
 MIN_TILE = 128
@@ -26,19 +31,25 @@ BG, INK, GREY, LINE = (255, 255, 255), (20, 20, 20), (110, 110, 110), (200, 200,
 HEAD_BG = (240, 240, 240)
 FAILED_BG, FAILED_INK, PENDING_BG = (253, 228, 228), (163, 29, 29), (236, 236, 236)
 
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+# one image of a cell: a record and one of its outputs (None: a failed or pending record, or
+# an ok one without outputs)
+Tile = tuple[Record, OutputState | None]
 
 
-def write_pngs(out_dir: Path, layout: Layout, title: str) -> list[Path]:
-    """One PNG per table: OUT/report.png, or OUT/report-001.png, … (older ones removed)."""
-    for old in [*out_dir.glob("report-[0-9][0-9][0-9].png"), out_dir / "report.png"]:
-        old.unlink(missing_ok=True)
+def write_pngs(dest: Path, files: Files, layout: Layout, title: str) -> list[Path]:
+    """One PNG per table: DEST/report.png, or DEST/report-001.png, … (older ones removed)."""
+    try:
+        for old in [*dest.glob("report-[0-9][0-9][0-9].png"), dest / "report.png"]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ManifestError(f"cannot write {dest}: {exc.strerror or exc}") from None
     many = len(layout.tables) > 1
     written: list[Path] = []
     every = [r for t in layout.tables for r in t.records]
+    fonts = _Fonts()
     for number, table in enumerate(layout.tables, 1):
-        path = out_dir / (f"report-{number:03d}.png" if many else "report.png")
-        image = _Grid(out_dir, layout, table, every, title).draw()
+        path = dest / (f"report-{number:03d}.png" if many else "report.png")
+        image = _Grid(files, layout, table, every, title, fonts).draw()
         try:
             image.save(path, "PNG", optimize=False)
         except OSError as exc:
@@ -47,35 +58,43 @@ def write_pngs(out_dir: Path, layout: Layout, title: str) -> list[Path]:
     return written
 
 
-def _outputs(record: Record) -> list[Any]:
+def _sizes(record: Record) -> list[int]:
     if record.get("status") != OK:
         return []
     found = record.get("outputs") or []
-    return [o for o in found if isinstance(o, dict) and isinstance(o.get("width"), int)]
+    return [
+        max(o["width"], o.get("height") or 0)
+        for o in found
+        if isinstance(o, dict) and isinstance(o.get("width"), int)
+    ]
 
 
-def _font(size: int) -> Font:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # a Pillow without FreeType: the bitmap font
-        return ImageFont.load_default()
+class _Fonts:
+    def __init__(self) -> None:
+        self.font, self.small, self.big, self.bold = Text(15), Text(12), Text(20), Text(16)
 
 
 class _Grid:
     def __init__(
-        self, out_dir: Path, layout: Layout, table: Table, every: list[Record], title: str
+        self,
+        files: Files,
+        layout: Layout,
+        table: Table,
+        every: list[Record],
+        title: str,
+        fonts: _Fonts,
     ) -> None:
-        self.out, self.layout, self.table, self.title = out_dir, layout, table, title
+        self.files, self.layout, self.table, self.title = files, layout, table, title
         rows, cols = layout.rows, layout.columns
         self.row_values = values(every, rows) if rows else {"": None}
         self.col_values = values(every, cols) if cols else {"": None}
         axes = [a for a in (rows, cols) if a]
         by_cell = group(table.records, axes)
-        self.cells: dict[tuple[str, str], list[Record]] = {}
+        self.cells: dict[tuple[str, str], list[Tile]] = {}
         for key, records in by_cell.items():
             r = key[0] if rows else ""
             c = key[-1] if cols else ""
-            self.cells[(r, c)] = records
+            self.cells[(r, c)] = [tile for record in records for tile in self._tiles(record)]
         # a page's rows with nothing in them are left out, as in the HTML table
         self.row_values = {
             k: v
@@ -85,10 +104,15 @@ class _Grid:
         most = max((len(rs) for rs in self.cells.values()), default=1)
         self.slots = min(SLOTS if cols else 6, max(1, most))
         # tiles as large as the largest image, within MIN_TILE..TILE: small images grow
-        sides = [max(o.get("width", 0), o.get("height", 0)) for r in every for o in _outputs(r)]
+        sides = [side for r in every for side in _sizes(r)]
         self.tile = max(MIN_TILE, min(TILE, max(sides, default=TILE)))
-        self.font, self.small, self.big = _font(15), _font(12), _font(20)
-        self.bold = _font(16)
+        self.font, self.small, self.big = fonts.font, fonts.small, fonts.big
+        self.bold = fonts.bold
+        self.warnings = self._warnings()
+
+    def _tiles(self, record: Record) -> list[Tile]:
+        outputs = self.files.of(record).outputs if record.get("status") == OK else ()
+        return [(record, o) for o in outputs] or [(record, None)]
 
     def draw(self) -> Image.Image:
         for _ in range(4):  # shrink the tiles until the grid fits MAX_SIDE
@@ -101,8 +125,11 @@ class _Grid:
         pen = ImageDraw.Draw(canvas)
         y = PAD
         for line in self._title_lines():
-            pen.text((PAD, y), line, fill=INK, font=self.big)
+            self.big.draw(pen, (PAD, y), line, INK)
             y += 26
+        for line in self.warnings:
+            self._wrapped(pen, (PAD, y), line, width - 2 * PAD, self.font, FAILED_INK, 1)
+            y += 20
         top, left = self._title_height(), self._left_width()
         header = self._header_height()
         right = left + len(self.col_values) * self._col_width()
@@ -147,8 +174,19 @@ class _Grid:
             lines.append("  ·  ".join(f"{k} {text(v)}" for k, v in self.table.title.items()))
         return lines
 
+    def _warnings(self) -> list[str]:
+        """The table's local inputs that are not what its requests sent."""
+        found: dict[str, None] = {}
+        for record in self.table.records:
+            for check in self.files.of(record).input_problems():
+                found[f"input {input_title(check)} {problem_word(check)}"] = None
+        lines = list(found)
+        if len(lines) > 3:  # each tile is marked too
+            lines[2:] = [f"and {len(lines) - 2} more inputs missing or changed"]
+        return lines
+
     def _title_height(self) -> int:
-        return PAD + 26 * len(self._title_lines()) + PAD
+        return PAD + 26 * len(self._title_lines()) + 20 * len(self.warnings) + PAD
 
     def _left_width(self) -> int:
         return 200 if self.layout.rows else PAD
@@ -181,33 +219,51 @@ class _Grid:
         canvas: Image.Image,
         pen: ImageDraw.ImageDraw,
         at: tuple[int, int],
-        records: list[Record],
+        tiles: list[Tile],
     ) -> None:
         x0, y0 = at
         x0 += (self._col_width() - (self.slots * (self.tile + PAD) + PAD)) // 2
         step_y = self.tile + self._caption_height() + PAD
-        for i, record in enumerate(records):
+        for i, (record, output) in enumerate(tiles):
             x = x0 + PAD + (i % self.slots) * (self.tile + PAD)
             y = y0 + PAD + (i // self.slots) * step_y
-            self._tile(canvas, pen, (x, y), record)
-            if self.layout.captions:
-                shown = " · ".join(
-                    f"{a} {text(vars_of(record).get(a))}" for a in self.layout.captions
+            self._tile(canvas, pen, (x, y), record, output)
+            problems = self.files.of(record).input_problems()
+            if problems:  # a band over the tile's foot: its input is not what was sent
+                band = "input changed" if problems[0].state == CHANGED else "input missing"
+                pen.rectangle(
+                    [x, y + self.tile - 20, x + self.tile - 1, y + self.tile - 1], fill=FAILED_BG
                 )
+                self._wrapped(
+                    pen, (x + 4, y + self.tile - 18), band, self.tile - 8, self.small, FAILED_INK, 1
+                )
+            if self.layout.captions:
+                shown = " · ".join(f"{a} {text(value_of(record, a))}" for a in self.layout.captions)
                 self._wrapped(pen, (x, y + self.tile + 2), shown, self.tile, self.small, GREY, 2)
 
     def _tile(
-        self, canvas: Image.Image, pen: ImageDraw.ImageDraw, at: tuple[int, int], record: Record
+        self,
+        canvas: Image.Image,
+        pen: ImageDraw.ImageDraw,
+        at: tuple[int, int],
+        record: Record,
+        output: OutputState | None,
     ) -> None:
         x, y = at
         t = self.tile
         status = record.get("status")
         if status == OK:
-            thumb = self._thumb(record)
+            thumb = self._thumb(output) if output is not None else None
             if thumb is not None:
                 canvas.paste(thumb, (x + (t - thumb.width) // 2, y + (t - thumb.height) // 2))
                 return
-            self._box(pen, (x, y), PENDING_BG, "missing image", GREY)
+            if output is None:
+                message = "no images"
+            elif output.intact:
+                message = f"unreadable image\n{output.file}"
+            else:
+                message = f"output {problem_word(output)}\n{output.file}"
+            self._box(pen, (x, y), FAILED_BG if output else PENDING_BG, message, FAILED_INK)
         elif status == FAILED:
             error: Mapping[str, Any] = record.get("error") or {}
             message = f"failed: {error.get('type', 'error')}\n{error.get('message', '')}"
@@ -222,20 +278,16 @@ class _Grid:
         pen.rectangle([x, y, x + self.tile - 1, y + self.tile - 1], fill=fill)
         self._wrapped(pen, (x + PAD, y + PAD), message, self.tile - 2 * PAD, self.small, ink, 8)
 
-    def _thumb(self, record: Record) -> Image.Image | None:
-        for output in record.get("outputs") or []:
-            rel = str(output.get("file") or "") if isinstance(output, dict) else ""
-            parts = PurePosixPath(rel).parts
-            if not rel or rel.startswith("/") or ":" in rel or "\\" in rel or ".." in parts:
-                continue
-            try:
-                with Image.open(self.out / rel) as img:
-                    scale = self.tile / max(img.width, img.height, 1)
-                    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-                    return img.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-            except (OSError, ValueError, Image.DecompressionBombError):
-                continue
-        return None
+    def _thumb(self, output: OutputState) -> Image.Image | None:
+        if not output.intact or output.path is None:
+            return None  # missing or changed since the run: not what the model returned
+        try:
+            with Image.open(output.path) as img:
+                scale = self.tile / max(img.width, img.height, 1)
+                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+                return img.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return None
 
     def _wrapped(
         self,
@@ -243,32 +295,31 @@ class _Grid:
         at: tuple[int, int],
         content: str,
         width: int,
-        font: Font,
+        font: Text,
         ink: Any,
         max_lines: int = LABEL_LINES,
     ) -> None:
         x, y = at
-        size = int(getattr(font, "size", 12)) + 3
         for line in _wrap(content, width, font, max_lines):
-            pen.text((x, y), line, fill=ink, font=font)
-            y += size
+            font.draw(pen, (x, y), line, ink)
+            y += font.size + 3
 
 
-def _wrap(content: str, width: int, font: Font, max_lines: int) -> Sequence[str]:
+def _wrap(content: str, width: int, font: Text, max_lines: int) -> Sequence[str]:
     """Greedy word wrap to `width` px; the last line ends in … when text is left over."""
     lines: list[str] = []
     for paragraph in content.splitlines() or [""]:
         line = ""
         for word in paragraph.split(" "):
             candidate = f"{line} {word}" if line else word
-            if font.getlength(candidate) <= width:
+            if font.length(candidate) <= width:
                 line = candidate
                 continue
             if line:
                 lines.append(line)
-            while font.getlength(word) > width and len(word) > 1:  # a very long word: cut it
+            while font.length(word) > width and len(word) > 1:  # a very long word: cut it
                 cut = len(word)
-                while cut > 1 and font.getlength(word[:cut]) > width:
+                while cut > 1 and font.length(word[:cut]) > width:
                     cut -= 1
                 lines.append(word[:cut])
                 word = word[cut:]
@@ -276,7 +327,7 @@ def _wrap(content: str, width: int, font: Font, max_lines: int) -> Sequence[str]
         lines.append(line)
     if len(lines) > max_lines:
         last = lines[max_lines - 1]
-        while last and font.getlength(last + "…") > width:
+        while last and font.length(last + "…") > width:
             last = last[:-1]
         lines = [*lines[: max_lines - 1], last + "…"]
     return lines
