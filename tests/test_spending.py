@@ -44,7 +44,7 @@ def test_a_run_over_its_cap_is_refused_with_nothing_sent(write_spec, tmp_path, f
     out = tmp_path / "out"
     assert fal_run(spec, out) == 2
     err = capsys.readouterr().err
-    assert "estimated cost $0.30 of the rows still to run (12 output megapixels)" in err
+    assert "estimated cost $0.30 of the rows still to send (12 output megapixels)" in err
     assert "exceeds the spending cap $0.25" in err and "nothing was sent" in err
     assert sum(server.stats.requests.values()) == 0 and not out.exists()
     # --max-usd overrides the spec, both ways
