@@ -13,3 +13,13 @@ def test_the_summary_counts_the_rows_a_stopped_run_did_not_reach():
     line = summary_line(stats, Path("out"), 1.0, total=5)  # a run's, or a shard's, row count
     assert line.startswith("5 requests: 3 ok, 0 failed, 1 already done, 2 not run; 2 submissions")
     assert summary_line(stats, Path("out"), 1.0, total=3).startswith("3 requests: 3 ok, 0 fail")
+
+
+def test_the_spend_says_what_uncertain_submissions_may_have_added():
+    # 20 outputs received; 14 more submissions may have been charged (sent twice, unanswered)
+    stats = RunStats(ok=20, submitted=34, possible_duplicates=14, usd_per_megapixel=0.025)
+    stats.megapixels, stats.worst_megapixels = 20, 34
+    line = summary_line(stats, Path("out"), 1.0, total=20)
+    assert "14 possibly charged twice, about $0.50 spent (20 MP), up to $0.85 if every " in line
+    stats.worst_megapixels = 20  # nothing uncertain: no "up to"
+    assert "about $0.50 spent (20 MP) in" in summary_line(stats, Path("out"), 1.0, total=20)
