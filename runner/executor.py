@@ -115,7 +115,8 @@ class Executor:
         cap, price = self._settings.max_usd, self.stats.usd_per_megapixel
         if cap is None or price is None or self._pricing is None:
             return
-        paid = read_paid(self._journal.out_dir, self._pricing, self._settings.backend, self._server)
+        out, backend = self._journal.out_dir, self._settings.backend
+        paid = read_paid(out, self._pricing, backend, self._server, states=False)
         self._budget, self._paid_rows = Budget(cap, price), paid.rows
         self.stats.committed_megapixels = paid.megapixels
 

@@ -265,13 +265,19 @@ def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):
         line.update(possible_duplicates=dups, input=sent, input_files={"image_url": str(photo)})
         return {**line, **more}
 
-    def ok(width, height):
-        return {"outputs": [{"file": "x.png", "width": width, "height": height, "bytes": 1}]}
+    def ok(*sizes):
+        return {
+            "outputs": [
+                {"file": "x.png", "width": w, "height": h, "content_type": "image/png"}
+                for w, h in sizes
+            ]
+        }
 
     journal = Journal(out)
     for line in [
-        row(1, "submitting"),  # sent, then answered with an output of 1280x1024: 2 MP
-        {"key": f"{1:016x}", "status": "ok", **fal, "possible_duplicates": 1, **ok(1280, 1024)},
+        row(1, "submitting"),  # sent, then answered with outputs of 2 MP and 1 MP
+        {"key": f"{1:016x}", "status": "ok", **fal, "possible_duplicates": 1}
+        | ok((1280, 1024), (1024, 1024)),
         row(2, "submitted", request_id="r2"),  # accepted, unanswered: its estimate, 2 MP
         row(3, "submitting", dups=1),  # may have been sent twice: 2 estimates
         row(4, "failed", error={"type": "timeout", "message": "", "http_status": None}),
@@ -280,22 +286,28 @@ def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):
         row(7, "refused", error={"type": "refused", "message": "", "http_status": 429}),
         {**row(8, "submitted"), "input_files": {}, "input": {"image_url": f"sha256:{inline}"}},
         {**row(9, "submitted"), "input_files": {}, "input": {"image_url": "https://x/y.png"}},
-        {**row(10, "ok"), "backend": "local", **ok(1024, 1024)},  # another backend's
+        {**row(10, "ok"), "backend": "local", **ok((1024, 1024))},  # another backend's
         {**row(11, "submitted"), "server": "elsewhere"},  # another fal server's
     ]:
         journal.append(line)
     journal.close()
     with (out / "manifest.jsonl").open("a") as fh:  # an ok line spelt by another tool
-        fh.write(json.dumps({"key": f"{12:016x}", "status": "ok", **fal, **ok(3000, 1024)}))
+        fh.write(json.dumps({"key": f"{12:016x}", "status": "ok", **fal, **ok((3000, 1024))}))
         fh.write("\n")
     paid = read_paid(out, Pricing(get_endpoint(fal["endpoint"])), "fal", "s")
-    assert paid.received == 2 + 3
-    # row 1's duplicate at its output's size; 2, 3 (twice), 4, 6's duplicate at 2 MP each;
+    assert paid.received == 3 + 3
+    # row 1's duplicate at its outputs' size; 2, 3 (twice), 4, 6's duplicate at 2 MP each;
     # the inline input kept in OUT/inputs at 2 MP; a URL input of unknown size at 1 MP
-    assert paid.uncertain == 2 + 2 + 4 + 2 + 2 + 2 + 1
+    assert paid.uncertain == 3 + 2 + 4 + 2 + 2 + 2 + 1
     assert paid.submissions == 1 + 1 + 2 + 1 + 1 + 1 + 1
     assert paid.still_to_send(f"{3:016x}".encode(), retry_failed=False)  # sent again
     assert not paid.still_to_send(f"{2:016x}".encode(), retry_failed=False)  # fetched
     assert paid.still_to_send(f"{4:016x}".encode(), retry_failed=True)
     assert not paid.still_to_send(f"{4:016x}".encode(), retry_failed=False)
     assert paid.still_to_send(f"{11:016x}".encode(), retry_failed=False)
+    # a run reads the folder again: a line written since its command's check is counted
+    journal = Journal(out)
+    journal.append(row(13, "submitted", request_id="r13"))
+    journal.close()
+    again = read_paid(out, Pricing(get_endpoint(fal["endpoint"])), "fal", "s", states=False)
+    assert again.uncertain == paid.uncertain + 2 and not again.states
