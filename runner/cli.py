@@ -220,7 +220,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.allow_remote_fetch:
         _warn_remote(checked, settings.backend)
     if capped is not None:  # before anything is sent
-        capped.budget.check_start(capped.paid, capped.tally.plan(()))
+        to_send = capped.tally.plan(())
+        capped.budget.check_start(capped.paid, to_send, to_send.unsized_inputs)
         del capped  # the folder's state: the run reads its own, under the folder's lock
     requests = replay
     total = rows  # the summary's "N requests:" head, a shard's part alike

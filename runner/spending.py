@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import UsageError
 from .manifest import (
@@ -34,8 +34,22 @@ from .manifest import (
 from .models import Request
 from .retry import INFRA_ERROR_TYPES
 
-if TYPE_CHECKING:
-    from .plan import Plan, Pricing
+
+class Estimate(Protocol):
+    """What this module reads of a plan or a request's cost (plan.Plan, plan.Cost)."""
+
+    @property
+    def megapixels(self) -> int: ...
+
+
+class Pricer(Protocol):
+    """What read_paid needs of plan.Pricing (plan imports this module, not the reverse)."""
+
+    @property
+    def file_fields(self) -> frozenset[str]: ...
+
+    def of(self, request: Request) -> Estimate: ...
+
 
 MEGAPIXEL = 1024 * 1024  # pixels: fal bills "per megapixel, rounded up" in these
 
@@ -110,7 +124,7 @@ _LAST: dict[tuple[Any, ...], Paid] = {}
 
 
 def read_paid(
-    out_dir: Path, pricing: Pricing, backend: str, server: str | None, states: bool = True
+    out_dir: Path, pricing: Pricer, backend: str, server: str | None, states: bool = True
 ) -> Paid:
     """The folder's Paid for `backend` at `server` (other backends' rows count nothing: a
     run refuses such a folder). A row that needs an estimate is priced from its own journal
@@ -132,7 +146,7 @@ def read_paid(
     return paid if states else _LAST.get(mine, replace(paid, states={}))
 
 
-def _read_paid(out_dir: Path, pricing: Pricing, backend: str, server: str | None) -> Paid:
+def _read_paid(out_dir: Path, pricing: Pricer, backend: str, server: str | None) -> Paid:
     billed = _Billed()
     states = read_state(out_dir, billed)
     received = uncertain = submissions = 0
@@ -159,7 +173,7 @@ def _read_paid(out_dir: Path, pricing: Pricing, backend: str, server: str | None
     return Paid(received, uncertain, submissions, rows, states, backend, server)
 
 
-def _estimate(pricing: Pricing, record: Mapping[str, Any] | None, out_dir: Path) -> int:
+def _estimate(pricing: Pricer, record: Mapping[str, Any] | None, out_dir: Path) -> int:
     """The estimate of a journaled request, as the plan prices it: a local input by its file
     (recorded in input_files, or an inline input kept in OUT/inputs), anything else 1 MP."""
     if record is None:
@@ -253,17 +267,14 @@ class Budget:
     def usd(self, megapixels: int) -> float:
         return round(megapixels * self.price, 6)
 
-    def check_start(self, paid: Paid, plan: Plan) -> None:
+    def check_start(self, paid: Paid, plan: Estimate, unsized: int = 0) -> None:
         """Before a run: UsageError (exit 2, nothing sent) when what the folder has paid for
-        and the worst case of what is still to send (`plan`) pass the cap. A run with nothing
+        and the worst case of what is still to send (`plan`, with `unsized` inputs of unknown
+        size) pass the cap. A run with nothing
         to send commits nothing more, and is let go on (it fetches accepted results)."""
         if plan.megapixels == 0 or self.fits(paid.megapixels + plan.megapixels):
             return
-        guess = (
-            f"; {plan.unsized_inputs} inputs of unknown size counted as 1 MP each"
-            if plan.unsized_inputs
-            else ""
-        )
+        guess = f"; {unsized} inputs of unknown size counted as 1 MP each" if unsized else ""
         mp = plan.megapixels
         usd, size = usd_text(self.usd(mp)), f"({mp} output megapixels{guess})"
         cap = f"the spending cap {usd_text(self.cap)} (limits.max_usd or --max-usd)"
