@@ -219,7 +219,7 @@ class Executor:
                 flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
                 self._open.add(request.key)
                 self.stats.resumed += 1
-            elif may_be_charged(state.status, state.error_type):
+            elif may_be_charged(state.status, state.error_type, state.attempts):
                 # sent before, maybe charged (a crash between sending and journaling, or a
                 # failure after the server may have run it): sending it again may pay twice
                 flight.uncertain = True
@@ -254,7 +254,11 @@ class Executor:
         counted = 0
         if state is not None:
             counted = row_megapixels(
-                state.status, state.possible_duplicates, estimate, 0, state.error_type
+                state.status,
+                state.possible_duplicates,
+                estimate,
+                error_type=state.error_type,
+                attempts=state.attempts,
             )
         self.stats.worst_megapixels += counted
         if self.stats.committed_megapixels is not None:

@@ -67,16 +67,23 @@ def billed_megapixels(width: int, height: int) -> int:
     return max(1, -(-(width * height) // MEGAPIXEL))
 
 
-def may_be_charged(status: str, error_type: str | None) -> bool:
+def may_be_charged(status: str, error_type: str | None, attempts: int) -> bool:
     """Whether a row's last submission may have been charged with no output to show: sent
-    and unanswered, or failed in a way fal may bill."""
+    and unanswered, or failed in a way fal may bill after a submission went out (`attempts`
+    counts those: a row whose every submission was refused has none)."""
     if status in (SUBMITTING, SUBMITTED):
         return True
-    return status == FAILED and error_type not in UNCHARGED_FAILURES
+    return status == FAILED and attempts > 0 and error_type not in UNCHARGED_FAILURES
 
 
 def row_megapixels(
-    status: str, duplicates: int, estimate: int, billed: int = 0, error_type: str | None = None
+    status: str,
+    duplicates: int,
+    estimate: int,
+    *,
+    billed: int = 0,
+    error_type: str | None = None,
+    attempts: int = 0,
 ) -> int:
     """What one row of the journal counts against the cap, in billed megapixels: an ok row
     its outputs as billed, and again for each possible duplicate (a duplicate made the same
@@ -84,7 +91,7 @@ def row_megapixels(
     one estimate for each possible duplicate."""
     if status == OK:
         return billed * (1 + duplicates)
-    return estimate * (may_be_charged(status, error_type) + duplicates)
+    return estimate * (may_be_charged(status, error_type, attempts) + duplicates)
 
 
 @dataclass(frozen=True)
@@ -157,19 +164,22 @@ def _read_paid(out_dir: Path, pricing: Pricer, backend: str, server: str | None)
         if state.status == OK:
             mp = billed.of.get(key, 0)
             received += mp
-            uncertain += mp * state.possible_duplicates
+            uncertain += row_megapixels(OK, state.possible_duplicates, 0, billed=mp) - mp
             submissions += state.possible_duplicates
-        elif state.possible_duplicates or may_be_charged(state.status, state.error_type):
+        elif state.possible_duplicates or may_be_charged(
+            state.status, state.error_type, state.attempts
+        ):
             unpriced[key] = state
     rows: dict[bytes, int] = {}
     records = last_full_records(out_dir, unpriced.keys())
     for key, state in unpriced.items():
         estimate = _estimate(pricing, records.get(key), out_dir)
+        dups, kind = state.possible_duplicates, state.error_type
         rows[key] = row_megapixels(
-            state.status, state.possible_duplicates, estimate, 0, state.error_type
+            state.status, dups, estimate, error_type=kind, attempts=state.attempts
         )
         uncertain += rows[key]
-        submissions += state.possible_duplicates + may_be_charged(state.status, state.error_type)
+        submissions += dups + may_be_charged(state.status, kind, state.attempts)
     return Paid(received, uncertain, submissions, rows, states, backend, server)
 
 

@@ -171,7 +171,14 @@ class InFlight:
         received = sum(billed_megapixels(o["width"], o["height"]) for o in outputs)
         error = extra.get("error")
         kind = error["type"] if isinstance(error, dict) else None
-        now = row_megapixels(status, self.duplicates, self.estimate, received, kind)
+        now = row_megapixels(
+            status,
+            self.duplicates,
+            self.estimate,
+            billed=received,
+            error_type=kind,
+            attempts=self.attempts,
+        )
         change, self.counted = now - self.counted, now
         if self._on_spend is not None:
             self._on_spend(change, received)

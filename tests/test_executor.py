@@ -509,3 +509,39 @@ async def test_requests_in_flight_count_against_the_cap_at_their_estimate(
     stats = await run(replace(settings, max_usd=0.1), requests, em)
     assert em.stats.submissions == stats.ok == 4 and stats.committed_megapixels == 4
     assert stats.stop_reason is not None and "spending cap $0.10 is reached" in stats.stop_reason
+
+
+async def test_retry_failed_flags_a_row_only_when_its_failure_may_have_been_charged(
+    write_spec, emulator_factory, tmp_path
+):
+    from runner.http import origin
+    from runner.manifest import Journal
+
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": [1, 2, 3]})
+    out = tmp_path / "out"
+    settings, requests = settings_for(spec, out)
+    journal = Journal(out)
+    failures = [
+        ("transport", 0),  # every submission refused (connection refused): nothing went out
+        ("transport", 1),  # sent, and no answer came: it may have run and been billed
+        ("runner_disconnected", 1),  # an infrastructure failure, which fal does not bill
+    ]
+    for request, (kind, attempts) in zip(requests, failures, strict=True):
+        journal.append(
+            {
+                "key": request.key,
+                "status": "failed",
+                "backend": "fal",
+                "server": origin(em.queue_url),
+                "attempts": attempts,
+                "possible_duplicates": 0,
+                "error": {"type": kind, "message": "", "http_status": None},
+                "input": dict(request.input),
+            }
+        )
+    journal.close()
+    stats = await run(replace(settings, retry_failed=True), requests, em)
+    assert stats.ok == 3 and stats.possible_duplicates == 1 and em.stats.submissions == 3
+    dups = [last_records(out)[r.key]["possible_duplicates"] for r in requests]
+    assert dups == [0, 1, 0]

@@ -288,6 +288,8 @@ def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):
         {**row(9, "submitted"), "input_files": {}, "input": {"image_url": "https://x/y.png"}},
         {**row(10, "ok"), "backend": "local", **ok((1024, 1024))},  # another backend's
         {**row(11, "submitted"), "server": "elsewhere"},  # another fal server's
+        # every submission refused (connection refused): nothing went out
+        {**row(14, "failed", error={"type": "transport", "message": ""}), "attempts": 0},
     ]:
         journal.append(line)
     journal.close()
