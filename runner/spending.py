@@ -143,14 +143,15 @@ def read_paid(
         journal: tuple[Any, ...] = (seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns)
     except OSError:
         journal = ()
-    mine = (str(out_dir.resolve()), backend, server, frozenset(pricing.file_fields), *journal)
+    mine = (backend, server, frozenset(pricing.file_fields), *journal)
     if not states and journal and mine in _LAST:
         return _LAST[mine]
     paid = _read_paid(out_dir, pricing, backend, server)
+    stateless = replace(paid, states={})
     _LAST.clear()
     if journal:
-        _LAST[mine] = replace(paid, states={})
-    return paid if states else _LAST.get(mine, replace(paid, states={}))
+        _LAST[mine] = stateless
+    return paid if states else stateless
 
 
 def _read_paid(out_dir: Path, pricing: Pricer, backend: str, server: str | None) -> Paid:
