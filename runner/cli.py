@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,15 @@ from .cliargs import build_parser, serve_settings
 from .endpoints import get_endpoint
 from .folderlock import check_out_dir
 from .grid import Collapsed, Replay
-from .manifest import FAILED, MANIFEST, OK, SUBMITTED, read_state
+from .http import origin
+from .manifest import MANIFEST
 from .plan import Cost, Tally, explain_cost
 from .progress import Progress, in_flight_note, summary_line
+from .run import DEFAULT_QUEUE_URL, server_url
 from .settings import with_overrides
 from .shards import Shard
 from .spec import read_spec
-from .spending import check_cap
+from .spending import Budget, Paid, check_priced, read_paid
 from .words import counted
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
@@ -181,6 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_out_dir(args.out)  # a file named as --out is a usage mistake, before validating
     capped = _capped(args)  # a spending cap is tallied during the check's pass over the grid
     shard: Shard | None = args.shard
+    retry = args.retry_failed
 
     replay = Replay(lambda: expand(checked.spec, checked.endpoint), shard.holds if shard else None)
     rows = 0  # this run's rows: a shard's are counted in the same pass, chosen by key
@@ -190,10 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         replay.add(key)  # the run replays these keys: no second expansion for done rows
         mine = shard is None or shard.holds(key)
         rows += mine
-        if (
-            capped is not None and mine and key.encode() not in capped[2]  # paid for already
-        ):
-            capped[1].count(key, cost)
+        if capped is not None and mine and capped.paid.still_to_send(key.encode(), retry):
+            capped.tally.count(key, cost)
 
     checked = check(args.spec, out=args.out, each=each)
     _warn_spec(checked)
@@ -221,13 +223,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         shard=str(args.shard) if args.shard else None,
         report=spec.report or None,
         allow_remote_fetch=args.allow_remote_fetch,
-        max_usd=capped[0] if capped is not None else None,
+        max_usd=capped.budget.cap if capped is not None else None,
     )
     if not args.allow_remote_fetch:
         _warn_remote(checked, settings.backend)
     if capped is not None:  # before anything is sent
-        plan = capped[1].plan(())
-        check_cap(plan.usd, plan.megapixels, capped[0], plan.unsized_inputs)
+        to_send = capped.tally.plan(())
+        capped.budget.check_start(capped.paid, to_send, to_send.unsized_inputs)
+        del capped  # the folder's state: the run reads its own, under the folder's lock
     requests = replay
     total = rows  # the summary's "N requests:" head, a shard's part alike
     progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
@@ -268,12 +271,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _capped(args: argparse.Namespace) -> tuple[float, Tally, set[bytes]] | None:
-    """(cap, empty plan, keys already paid for) when a spending cap applies: a fal run with
-    limits.max_usd or --max-usd; None otherwise (a local run is free). The cap is on what
-    this run may still spend: rows the folder already holds as ok or accepted (and failed
-    ones, unless --retry-failed) cost nothing more, so resuming a grown job is not refused
-    for the part already paid."""
+@dataclass(frozen=True)
+class _Capped:
+    """A spending cap's check before a run: the cap, what the output folder has paid for,
+    and the plan of the rows still to send (tallied during the check's pass over the grid)."""
+
+    budget: Budget
+    paid: Paid
+    tally: Tally
+
+
+def _capped(args: argparse.Namespace) -> _Capped | None:
+    """The cap's check when one applies: a fal run with limits.max_usd or --max-usd; None
+    otherwise (a local run is free). The cap is the budget of the output folder across its
+    runs: what it has already paid for counts, so a resume gets no fresh budget."""
     spec = read_spec(args.spec, out=args.out).spec
     if spec is None:
         return None  # check reports why
@@ -281,9 +292,11 @@ def _capped(args: argparse.Namespace) -> tuple[float, Tally, set[bytes]] | None:
     endpoint = get_endpoint(spec.endpoint)
     if cap is None or (args.backend or spec.backend) != "fal" or endpoint is None:
         return None
-    settled = {OK, SUBMITTED} if args.retry_failed else {OK, SUBMITTED, FAILED}
-    paid = {key for key, state in read_state(spec.output).items() if state[0] in settled}
-    return cap, Tally(endpoint, preview=0), paid
+    price = check_priced(endpoint.usd_per_megapixel, cap)
+    tally = Tally(endpoint, preview=0)
+    server = origin(server_url(os.environ, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL))
+    paid = read_paid(spec.output, tally.pricing, "fal", server)
+    return _Capped(Budget(cap, price), paid, tally)
 
 
 def _tally(path: str, preview: int) -> Tally | None:

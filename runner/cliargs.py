@@ -97,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-usd",
-        type=_positive_float,
+        type=_usd,
         metavar="USD",
-        help="refuse a fal run whose cost estimate exceeds this (overrides limits.max_usd)",
+        help="the spending cap of the output folder on fal, across its runs: refuse a run, or "
+        "stop sending, once what the folder has paid for and what is still to send would "
+        "pass it (overrides limits.max_usd)",
     )
     p.add_argument(
         "--allow-remote-fetch",
@@ -244,10 +246,12 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+def _usd(text: str) -> float:
+    value = _number(text, "a number of US dollars more than 0, e.g. 5 or 0.5")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of US dollars more than 0, e.g. 5 or 0.5, got {text!r}"
+        )
     return value
 
 

@@ -15,6 +15,7 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from .attachments import INPUTS, Attachments
+from .endpoints import get_endpoint
 from .errors import AuthError, CallError, GridError, InputChanged
 from .falapi import FalClient, Handle, request_headers
 from .grid import FULL, HANDLED, KEY_ONLY, Replay
@@ -34,10 +35,11 @@ from .manifest import (
 )
 from .models import Request
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
+from .plan import Pricing
 from .repair import repair
 from .retry import Decision, Verdict, failure_kind, is_retryable_result, retried
 from .settings import RunSettings
-from .spending import billed_megapixels
+from .spending import Budget, may_be_charged, read_paid, row_megapixels
 from .tracking import Failed, InFlight, RunStats, Stopped, error_info
 
 T = TypeVar("T")
@@ -101,7 +103,29 @@ class Executor:
         # A refused key stops new submissions at once, but the calls already under way are
         # let finish (each is then known refused or accepted, not left "maybe sent").
         self._auth_error: AuthError | None = None
-        self.stats = RunStats(usd_per_megapixel=price)
+        self.stats = RunStats(usd_per_megapixel=price, max_usd=settings.max_usd)
+        # On a priced (fal) run each request counts at its estimate from when it is sent
+        endpoint = get_endpoint(settings.endpoint) if price is not None else None
+        self._pricing = Pricing(endpoint) if endpoint is not None else None
+        self._budget: Budget | None = None  # with a spending cap, once the folder is read
+        self._paid_rows: Mapping[bytes, int] = {}  # what read_paid counted for each such row
+
+    def _read_budget(self) -> None:
+        """With a cap: what the folder has already committed, read under the run's lock."""
+        cap, price = self._settings.max_usd, self.stats.usd_per_megapixel
+        if cap is None or price is None or self._pricing is None:
+            return
+        out, backend = self._journal.out_dir, self._settings.backend
+        paid = read_paid(out, self._pricing, backend, self._server, states=False)
+        self._budget, self._paid_rows = Budget(cap, price), paid.rows
+        self.stats.committed_megapixels = paid.megapixels
+
+    def _spend(self, change: int, received: int) -> None:
+        """A row's journal state changed what it counts (InFlight._count)."""
+        self.stats.megapixels += received
+        self.stats.worst_megapixels += change
+        if self.stats.committed_megapixels is not None:
+            self.stats.committed_megapixels += change
 
     async def _stop_when_set(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -128,6 +152,7 @@ class Executor:
         workers = self._exe.concurrency
         if self._settings.count is not None:  # never more workers than rows
             workers = max(1, min(workers, self._settings.count))
+        self._read_budget()
         stop = self._stop_event
         watcher = asyncio.create_task(self._stop_when_set(stop)) if stop is not None else None
         self._notify("started", self.stats)  # the live counters, before any request ends
@@ -183,7 +208,7 @@ class Executor:
             self.stats.failed_before += 1
             self._notify("skipped", self.stats)
             return
-        flight = InFlight(request, self._fixed)
+        flight = self._flight(request, state)
         if state is not None:
             flight.attempts, flight.duplicates = state.attempts, state.possible_duplicates
             if state.request_id and (
@@ -194,17 +219,16 @@ class Executor:
                 flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
                 self._open.add(request.key)
                 self.stats.resumed += 1
-            elif state.status == SUBMITTING:
-                flight.uncertain = True  # a crash hit between sending and journaling: may be paid
+            elif may_be_charged(state.status, state.error_type, state.attempts):
+                # sent before, maybe charged (a crash between sending and journaling, or a
+                # failure after the server may have run it): sending it again may pay twice
+                flight.uncertain = True
         self.stats.in_flight += 1
         try:
             reply = await self._until_result(flight)
             outputs, extras = await self._save(request.key, reply)
             self._journal.append(flight.record(OK, outputs=outputs, result=extras))
             self._open.discard(request.key)
-            self.stats.megapixels += sum(
-                billed_megapixels(o["width"], o["height"]) for o in outputs
-            )
             self.stats.ok += 1
             self._notify("ok", self.stats)
         except Failed as failure:
@@ -221,6 +245,27 @@ class Executor:
             self._auth_error = self._auth_error or error
         finally:
             self.stats.in_flight -= 1
+
+    def _flight(self, request: Request, state: KeyState | None) -> InFlight:
+        """A new flight for a row, with what the row counts against the cap so far: for a
+        row the journal holds, counted anew at this request's estimate (in place of what
+        read_paid counted from its record)."""
+        estimate = self._pricing.of(request).megapixels if self._pricing is not None else 0
+        counted = 0
+        if state is not None:
+            counted = row_megapixels(
+                state.status,
+                state.possible_duplicates,
+                estimate,
+                error_type=state.error_type,
+                attempts=state.attempts,
+            )
+        self.stats.worst_megapixels += counted
+        if self.stats.committed_megapixels is not None:
+            self.stats.committed_megapixels += counted - self._paid_rows.get(
+                request.key.encode(), 0
+            )
+        return InFlight(request, self._fixed, estimate, counted, self._spend)
 
     def _settle(self, key: str) -> int:
         """What _process needs of a replayed row: nothing for a row the journal has settled
@@ -247,11 +292,8 @@ class Executor:
         return HANDLED
 
     def _ours(self, state: KeyState) -> bool:
-        """Whether a record was made by this run's backend and fal server (the endpoint is
-        part of the key; a field a record lacks is not held against it)."""
-        return state.backend in (None, self._settings.backend) and (
-            None in (state.server, self._server) or state.server == self._server
-        )
+        """Whether a record was made by this run's backend and fal server."""
+        return state.made_by(self._settings.backend, self._server)
 
     async def _repair(self, key: str, record: Record) -> None:
         """An ok row whose file is gone: fetch it again, or mark the row failed (reported)."""
@@ -288,6 +330,10 @@ class Executor:
         def resubmit(error: CallError, decision: Decision, last: bool) -> None:
             if last:
                 return
+            if error.http_status == 404:
+                # the lost result was most likely billed: the new submission pays again
+                flight.duplicates += 1
+                self.stats.possible_duplicates += 1
             flight.resubmitted.append(
                 "result no longer on the server (404): submitted again"
                 if error.http_status == 404
@@ -362,16 +408,8 @@ class Executor:
             raise Failed(error_info(kind, error.message, error.http_status)) from None
 
     def _check_inputs(self) -> None:
-        """Before each submission: the spending cap, and a stat per source file (and the
-        globs once per run)."""
+        """Before each submission: a stat per source file (and the globs once per run)."""
         if self._stopping:
-            raise Stopped
-        cap, spent = self._settings.max_usd, self.stats.usd
-        if cap is not None and spent is not None and spent >= cap:
-            self._halt(
-                f"the spending cap ${cap:g} is reached (${spent:.2f} billed for this run's "
-                "outputs; requests in flight finish); raise --max-usd or limits.max_usd to go on"
-            )
             raise Stopped
         if self._inputs is None:
             return
@@ -382,6 +420,14 @@ class Executor:
             raise Stopped
 
     def _begin_submission(self, flight: InFlight) -> None:
+        """The spending cap allows this submission (else Stopped: no new submissions), which
+        is then counted and journaled as going out."""
+        committed, budget = self.stats.committed_megapixels, self._budget
+        if budget is not None and committed is not None:
+            more = flight.will_count(flight.duplicates + flight.uncertain) - flight.counted
+            if not budget.fits(committed + more):
+                self._halt(budget.stop_reason(committed, flight.estimate))
+                raise Stopped
         flight.counted_duplicate = flight.uncertain
         if flight.uncertain:
             flight.duplicates += 1

@@ -25,9 +25,9 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, NotRequired, TypedDict
+from typing import Any, BinaryIO, NamedTuple, NotRequired, Protocol, TypedDict
 
 from .errors import ManifestError
 from .outputcheck import HELPER_FROM, HelperFailed, OutputCheck
@@ -141,6 +141,19 @@ class KeyState(NamedTuple):
     backend: str | None = None  # the endpoint is part of the key
     server: str | None = None  # the fal queue's origin, for the fal backend
 
+    def made_by(self, backend: str, server: str | None) -> bool:
+        """Whether this row was made by `backend` at fal server `server` (the endpoint is
+        part of the key; a field the row lacks is not held against it)."""
+        return self.backend in (None, backend) and (
+            None in (self.server, server) or self.server == server
+        )
+
+
+class LineSeer(Protocol):
+    """What read_state shows each ok line to (an output check, a spend count)."""
+
+    def see(self, key: bytes, raw: bytes) -> None: ...
+
 
 def utc_now() -> str:
     """Now, UTC, ISO 8601 to the millisecond: 2026-11-25T13:45:00.123Z."""
@@ -228,7 +241,7 @@ def merge(records: Iterable[Record]) -> dict[str, Record]:
 _PREFIX, _STATUS_AT, _OK_AT = b'{"key":"', b'","status":"', b'ok",'
 
 
-def read_state(out_dir: Path, check: OutputCheck | None = None) -> dict[bytes, KeyState]:
+def read_state(out_dir: Path, check: LineSeer | None = None) -> dict[bytes, KeyState]:
     """The resume state of every key in the journal: its last line says it all.
 
     Most lines are taken without a JSON parse: a line in the current layout gives its key and
@@ -270,6 +283,24 @@ def read_state(out_dir: Path, check: OutputCheck | None = None) -> dict[bytes, K
             record = _parse(value)
             last[key] = _state_of(record) if record is not None else _state_of({})
     return last  # type: ignore[return-value]
+
+
+def last_full_records(out_dir: Path, keys: Collection[bytes]) -> dict[bytes, dict[str, Any]]:
+    """The last full line (one with `input`: what was sent) of each of `keys`, parsed. Other
+    keys' lines are passed over by their key alone, so a few keys cost one quick pass."""
+    found: dict[bytes, dict[str, Any]] = {}
+    if not keys:
+        return found
+    for raw in _lines(out_dir):
+        current = raw.startswith(_STATUS_AT, 24) and raw.startswith(_PREFIX)
+        if current and (raw[8:24] not in keys or b'"input":' not in raw):
+            continue
+        record = _parse(raw)
+        if record is not None and isinstance(record.get("input"), dict):
+            key = record["key"].encode()
+            if key in keys:
+                found[key] = record
+    return found
 
 
 def _read_checked(out_dir: Path) -> tuple[dict[bytes, KeyState], set[str]]:

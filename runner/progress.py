@@ -30,7 +30,7 @@ class Progress:
             "retrying": stats.retrying,
         }
         if stats.usd is not None:
-            shown["spent"] = f"~${stats.usd:.2f}"
+            shown["spent"] = f"~${stats.usd:.2f}" + _up_to(stats, " ({})")
         self._bar.set_postfix(shown, refresh=False)
         self._bar.update(stats.done - self._bar.n)  # redraws at most every mininterval
 
@@ -66,7 +66,10 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
     if stats.possible_duplicates:
         more.append(f"{stats.possible_duplicates} possibly charged twice")
     if stats.usd is not None:
-        more.append(f"about ${stats.usd:.2f} spent ({stats.megapixels} MP)")
+        more.append(
+            f"about ${stats.usd:.2f} spent ({stats.megapixels} MP)"
+            + _up_to(stats, ", {} if every uncertain submission was charged")
+        )
     head = f"{counted(total, 'request')}: " if total is not None else ""
     return (
         f"{head}{', '.join(rows)}; {', '.join(more)} in {seconds:.2f} s -> {out / 'manifest.jsonl'}"
@@ -89,6 +92,15 @@ def in_flight_note(stats: RunStats) -> str:
         f"{'is' if left == 1 else 'are'} journaled as submitted "
         "(the next run polls them by request id, without paying again)"
     )
+
+
+def _up_to(stats: RunStats, words: str) -> str:
+    """`words` with "up to $X" in it when this run's rows may have cost more than the outputs
+    received (possible duplicates, submissions unanswered), else nothing."""
+    worst, spent = stats.worst_usd, stats.usd
+    if worst is None or spent is None or stats.worst_megapixels <= stats.megapixels:
+        return ""
+    return words.format(f"up to ${worst:.2f}")
 
 
 def _reason(why: str) -> str:

@@ -30,8 +30,8 @@ class RunSettings:
     allow_remote_fetch: bool = False
     count: int | None = None  # the validated request count: the run never takes more rows
     inputs: InputSnapshot | None = None  # the source files as validated, re-checked
-    # fal only: no new submission once this run's outputs are billed at this many US dollars
-    # (the estimate was checked before the run; this holds when the estimate was short)
+    # fal only: the output folder's spending cap in US dollars, across its runs: no
+    # submission that would take what the folder has committed past it (spending.Budget)
     max_usd: float | None = None
 
 

@@ -47,6 +47,10 @@ def stats_document(
         "megapixels": stats.megapixels,
         "usd_per_megapixel": stats.usd_per_megapixel,
         "estimated_usd": stats.usd,
+        # what this run's rows may have cost at most: outputs, possible duplicates, unanswered
+        "estimated_usd_up_to": stats.worst_usd,
+        "max_usd": stats.max_usd,
+        "committed_usd": stats.committed_usd,  # the output folder's, against max_usd
     }
 
 

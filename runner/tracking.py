@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .falapi import Handle
-from .manifest import RESUME_FIELDS, ErrorInfo, Record
+from .manifest import OK, RESUME_FIELDS, SUBMITTING, ErrorInfo, Record
 from .models import Request
+from .spending import billed_megapixels, row_megapixels
 
 
 @dataclass
@@ -33,6 +35,13 @@ class RunStats:
     stop_reason: str | None = None  # why the run stopped sending (an input changed)
     errors: dict[str, int] = field(default_factory=dict)  # failed rows by error type
     megapixels: int = 0  # billed output megapixels received in this run
+    # what the rows this run worked on may have cost at most (spending.row_megapixels): their
+    # outputs, and an estimate for each submission that may have been charged without one
+    worst_megapixels: int = 0
+    # with a spending cap: what the whole output folder has committed (spending.read_paid,
+    # then kept up to date by this run), checked against max_usd before each submission
+    committed_megapixels: int | None = None
+    max_usd: float | None = None
     # rows the folder holds that this run does not make (an earlier version of the spec,
     # another shard); known only when the run went through all its rows
     elsewhere: int | None = None
@@ -43,6 +52,18 @@ class RunStats:
         """Estimated spend of this run so far (None when not priced, e.g. backend local)."""
         price = self.usd_per_megapixel
         return None if price is None else round(self.megapixels * price, 4)
+
+    @property
+    def worst_usd(self) -> float | None:
+        """The most this run's rows may have cost (None when not priced)."""
+        price = self.usd_per_megapixel
+        return None if price is None else round(self.worst_megapixels * price, 4)
+
+    @property
+    def committed_usd(self) -> float | None:
+        """What the output folder has committed against the cap (None without a cap)."""
+        price, committed = self.usd_per_megapixel, self.committed_megapixels
+        return None if price is None or committed is None else round(committed * price, 4)
 
     @property
     def done(self) -> int:
@@ -77,11 +98,25 @@ _MISSING = object()
 
 class InFlight:
     """One request in flight through the loop, resumed or new (mutable, private to the
-    executor): its handle, its attempts and what its journal lines have said so far."""
+    executor): its handle, its attempts, what its journal lines have said so far and what
+    its row counts against the spending cap."""
 
-    def __init__(self, request: Request, fixed: Record) -> None:
-        """`fixed`: what every record of the run says (endpoint, backend, run_id, server)."""
+    def __init__(
+        self,
+        request: Request,
+        fixed: Record,
+        estimate: int = 0,
+        counted: int = 0,
+        on_spend: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """`fixed`: what every record of the run says (endpoint, backend, run_id, server);
+        `estimate`: the request's estimated billed megapixels; `counted`: what its row
+        counted before this flight; `on_spend(change, received)` is told, at each journal
+        line, how much what the row counts changed and the megapixels of outputs received."""
         self.request = request
+        self.estimate = estimate
+        self.counted = counted
+        self._on_spend = on_spend
         self.base: Record = {
             "key": request.key,
             **fixed,
@@ -113,6 +148,7 @@ class InFlight:
         if self.resubmitted:
             changing["resubmitted"] = list(self.resubmitted)
         changing.update(extra)
+        self._count(status, extra)
         before, self._journaled = self._journaled, changing
         if before is None or before.keys() - changing.keys():  # a field gone: say it all
             return {**self.base, **changing}  # type: ignore[typeddict-item]
@@ -124,3 +160,25 @@ class InFlight:
             if name in _ALWAYS or before.get(name, _MISSING) != value:
                 line[name] = value
         return line  # type: ignore[return-value]
+
+    def will_count(self, duplicates: int) -> int:
+        """What the row would count once a submission goes out with `duplicates`."""
+        return row_megapixels(SUBMITTING, duplicates, self.estimate)
+
+    def _count(self, status: str, extra: dict[str, Any]) -> None:
+        """Every state the row is journaled in is counted by the one rule the cap uses."""
+        outputs = extra.get("outputs", ()) if status == OK else ()
+        received = sum(billed_megapixels(o["width"], o["height"]) for o in outputs)
+        error = extra.get("error")
+        kind = error["type"] if isinstance(error, dict) else None
+        now = row_megapixels(
+            status,
+            self.duplicates,
+            self.estimate,
+            billed=received,
+            error_type=kind,
+            attempts=self.attempts,
+        )
+        change, self.counted = now - self.counted, now
+        if self._on_spend is not None:
+            self._on_spend(change, received)

@@ -376,6 +376,10 @@ def test_a_data_uri_input_is_sent_whole_and_journaled_as_its_sha256(write_spec, 
         (["serve", "--p-429", "nan"], "argument --p-429: must be a probability within [0, 1]"),
         (["serve", "--p-429", "2"], "argument --p-429: must be a probability within [0, 1]"),
         (["plan", "x.yaml", "--rows", "0"], "argument --rows: must be a positive integer"),
+        *(
+            (["run", "x.yaml", "--max-usd", usd], "argument --max-usd: must be a number of US")
+            for usd in ("$5", "inf", "nan", "-1", "0", "1e400")
+        ),
     ],
 )
 def test_argument_errors_say_what_is_wanted(argv, message, capsys):

@@ -321,6 +321,8 @@ async def test_a_result_the_server_lost_is_resubmitted_and_recorded(
     record = last_records(tmp_path / "out")[requests[0].key]
     assert record["attempts"] == 2
     assert "no longer on the server" in record["resubmitted"][0]
+    # the lost result was most likely billed: the new submission may pay twice
+    assert record["possible_duplicates"] == stats.possible_duplicates == 1
     assert em.stats.stream_calls == 2  # an unknown request id does not turn the stream off
 
 
@@ -496,3 +498,50 @@ async def test_the_spending_cap_holds_at_run_time_when_the_estimate_was_short(
     stats = await run(replace(settings, max_usd=0.05), requests, em)
     assert stats.ok == 2 and em.stats.submissions == 2
     assert stats.stop_reason is not None and "spending cap $0.05 is reached" in stats.stop_reason
+
+
+async def test_requests_in_flight_count_against_the_cap_at_their_estimate(
+    write_spec, emulator_factory, tmp_path
+):
+    em = await emulator_factory(latency=2.0)  # 0.5 s a request: 8 go out before any is done
+    spec = write_spec(matrix={"seed": {"range": [1, 20]}})  # 1 MP each: $0.025 a request
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=8)
+    stats = await run(replace(settings, max_usd=0.1), requests, em)
+    assert em.stats.submissions == stats.ok == 4 and stats.committed_megapixels == 4
+    assert stats.stop_reason is not None and "spending cap $0.10 is reached" in stats.stop_reason
+
+
+async def test_retry_failed_flags_a_row_only_when_its_failure_may_have_been_charged(
+    write_spec, emulator_factory, tmp_path
+):
+    from runner.http import origin
+    from runner.manifest import Journal
+
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": [1, 2, 3]})
+    out = tmp_path / "out"
+    settings, requests = settings_for(spec, out)
+    journal = Journal(out)
+    failures = [
+        ("transport", 0),  # every submission refused (connection refused): nothing went out
+        ("transport", 1),  # sent, and no answer came: it may have run and been billed
+        ("runner_disconnected", 1),  # an infrastructure failure, which fal does not bill
+    ]
+    for request, (kind, attempts) in zip(requests, failures, strict=True):
+        journal.append(
+            {
+                "key": request.key,
+                "status": "failed",
+                "backend": "fal",
+                "server": origin(em.queue_url),
+                "attempts": attempts,
+                "possible_duplicates": 0,
+                "error": {"type": kind, "message": "", "http_status": None},
+                "input": dict(request.input),
+            }
+        )
+    journal.close()
+    stats = await run(replace(settings, retry_failed=True), requests, em)
+    assert stats.ok == 3 and stats.possible_duplicates == 1 and em.stats.submissions == 3
+    dups = [last_records(out)[r.key]["possible_duplicates"] for r in requests]
+    assert dups == [0, 1, 0]

@@ -26,3 +26,13 @@ def test_counts_of_one_are_singular():
     assert in_flight_note(RunStats(in_flight_at_stop=2, unfinished=1)).startswith(
         "of 2 requests in flight, 1 finished and 1 is journaled as submitted"
     )
+
+
+def test_the_spend_says_what_uncertain_submissions_may_have_added():
+    # 20 outputs received; 14 more submissions may have been charged (sent twice, unanswered)
+    stats = RunStats(ok=20, submitted=34, possible_duplicates=14, usd_per_megapixel=0.025)
+    stats.megapixels, stats.worst_megapixels = 20, 34
+    line = summary_line(stats, Path("out"), 1.0, total=20)
+    assert "14 possibly charged twice, about $0.50 spent (20 MP), up to $0.85 if every " in line
+    stats.worst_megapixels = 20  # nothing uncertain: no "up to"
+    assert "about $0.50 spent (20 MP) in" in summary_line(stats, Path("out"), 1.0, total=20)
