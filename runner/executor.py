@@ -462,9 +462,9 @@ class Executor:
         calls = "1 call" if tries == 1 else f"{tries} calls in a row"
         return ServerUnreachable(
             f"{error.message} ({calls}; no request of this run has reached the server, and "
-            "nothing is marked failed). HINT: check the network and the server's address "
-            "(FAL_QUEUE_URL, FAL_RUN_URL, FAL_REST_URL where set; SSL_CERT_FILE for a TLS "
-            "certificate), then run the same command again to resume"
+            "nothing is marked failed). HINT: check the network, a proxy (HTTPS_PROXY) and the "
+            "server's address (FAL_QUEUE_URL, FAL_RUN_URL, FAL_REST_URL where set; "
+            "SSL_CERT_FILE for a TLS certificate), then run the same command again to resume"
         )
 
     async def _wait(self, flight: InFlight) -> Reply:

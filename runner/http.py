@@ -237,7 +237,9 @@ _CONNECT_ERRNOS = {
 def connect_cause(exc: BaseException) -> str:
     """Why no connection could be made, in words a user can act on: name not resolved,
     connection refused, a TLS certificate not trusted or another TLS failure, connect timed
-    out, or the system's own reason."""
+    out, or the system's own reason; said of the proxy when it was the proxy's."""
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):  # the proxy, not the server
+        return f"proxy {exc.host}:{exc.port}: {connect_cause(exc.os_error)}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         reason = getattr(exc.certificate_error, "verify_message", "") or "verification failed"
         return f"TLS certificate not trusted ({reason})"

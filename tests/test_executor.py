@@ -565,6 +565,29 @@ async def test_an_untrusted_tls_certificate_stops_the_run(write_spec, tmp_path, 
     assert {r["status"] for r in last_records(tmp_path / "out").values()} == {"refused"}
 
 
+async def test_resumed_requests_of_an_unreachable_server_stay_submitted(write_spec, tmp_path):
+    # accepted earlier, and now no status call can connect: the run stops, nothing is failed
+    port = closed_port()
+    em = Emulator(EmulatorSettings(latency=4.0))
+    await em.start(port=port)
+    spec = write_spec(matrix={"seed": {"range": [0, 2]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=3, retries=1)
+    env = fal_env(em)
+    task = asyncio.create_task(run_requests(settings, requests, env=env))
+    try:
+        while em.stats.submissions < 3:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await em.stop()
+    with pytest.raises(ServerUnreachable, match="connection refused"):
+        await asyncio.wait_for(run_requests(settings, requests, env=env), 30)
+    assert {r["status"] for r in last_records(tmp_path / "out").values()} == {"submitted"}
+
+
 async def test_connect_failures_after_the_server_answered_keep_the_retry_rules(
     write_spec, threaded_emulator, tmp_path
 ):

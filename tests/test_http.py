@@ -84,6 +84,15 @@ def test_origin_of_a_broken_url_never_raises_nor_shows_a_password(url):
     assert "pw" not in shown and "user" not in shown
 
 
+async def test_a_proxy_that_refuses_is_named_as_the_proxy(monkeypatch):
+    proxy = f"127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{proxy}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    error = await call("https://queue.fal.invalid/x", trust_env=True)
+    assert error.sent == "no" and error.connect == f"proxy {proxy}: connection refused"
+
+
 def test_connect_causes_by_kind():
     refused = ConnectionRefusedError(111, "Connection refused")
     assert connect_cause(refused) == "connection refused"
