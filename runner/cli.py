@@ -3,7 +3,8 @@ serve` (grammar in cliargs.py). The one place that prints and the one place wher
 become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
-    1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
+    1  some requests failed      3  stopped early (bad credentials, server unreachable,
+                                    Ctrl-C or SIGTERM, disk): resumable
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import base64
 import errno
 import json
 import socket
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -257,6 +258,8 @@ def connect_cause(exc: BaseException) -> str:
 
 
 def _reason(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLError) and error.reason:  # "WRONG_VERSION_NUMBER"
+        return str(error.reason).replace("_", " ").lower()
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return getattr(error, "reason", None) or type(error).__name__

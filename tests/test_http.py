@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 import runner.http as http
 from runner.errors import CallError
@@ -82,6 +83,13 @@ async def test_a_request_that_cannot_be_built_is_not_sent_nor_retried():
 def test_origin_of_a_broken_url_never_raises_nor_shows_a_password(url):
     shown = origin(url)
     assert "pw" not in shown and "user" not in shown
+
+
+async def test_a_tls_handshake_that_fails_is_surely_not_sent(aiohttp_server):
+    # https to a plain-http server: the handshake fails before any byte of the request
+    server = await aiohttp_server(web.Application())
+    error = await call(f"https://127.0.0.1:{server.port}/x")
+    assert (error.sent, error.connect) == ("no", "TLS failure (wrong version number)")
 
 
 async def test_a_proxy_that_refuses_is_named_as_the_proxy(monkeypatch):
