@@ -4,9 +4,8 @@ gives RunStats. Per-request failures become `failed` records; only ManifestError
 cancellation stop the run at once. A refused key (AuthError, 401/403), or a server that no
 submission could connect to before any request reached it (ServerUnreachable), stops new
 submissions, lets the calls under way end (so none is left "maybe sent"), then is raised. A
-changed input
-(or a grid error, which only a changed source file can cause after validation) stops new
-submissions the same way, with RunStats.stop_reason."""
+changed input (or a grid error, which only a changed source file can cause after validation)
+stops new submissions the same way, with RunStats.stop_reason."""
 
 from __future__ import annotations
 
