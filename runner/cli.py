@@ -3,7 +3,8 @@ serve` (grammar in cliargs.py). The one place that prints and the one place wher
 become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
-    1  some requests failed      3  stopped early (bad credentials, interrupted, disk): resumable
+    1  some requests failed      3  stopped early (bad credentials, server unreachable,
+                                    Ctrl-C or SIGTERM, disk): resumable
 """
 
 from __future__ import annotations
@@ -308,22 +309,25 @@ def _tally(path: str, preview: int) -> Tally | None:
 
 
 async def _run_interruptible(settings: RunSettings, requests: Any, progress: Progress) -> RunStats:
-    """First Ctrl-C: no new submissions, a bounded wait for what is in flight. Second: now."""
+    """First Ctrl-C or SIGTERM (what `timeout`, process managers, CI cancellation and `docker
+    stop` send): no new submissions, a bounded wait for what is in flight, then the summary
+    and exit 3. A second signal of either kind: now."""
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
     stop = asyncio.Event()
     stats = RunStats()  # the run's live counters once it reports them (its "started" event)
-    presses = 0
+    signals = 0
 
-    def on_sigint() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
+    def on_signal(name: str) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
             stop.set()
+            again = "Ctrl-C again" if name == "SIGINT" else "a second signal"
             _err(
-                "\nrunner: stopping: no new submissions; waiting for requests in flight "
-                f"(at most {GRACE_SECONDS:g} s; Ctrl-C again to stop now)"
+                f"\nrunner: stopping ({name}): no new submissions; waiting for requests in "
+                f"flight (at most {GRACE_SECONDS:g} s; {again} to stop now)"
             )
             loop.call_later(GRACE_SECONDS, main_task.cancel)
         else:
@@ -334,14 +338,17 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
         stats = live
         progress.update(event, live)
 
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for signum in handled:
+        loop.add_signal_handler(signum, on_signal, signum.name)
     try:
         return await run_requests(settings, requests, stop=stop, on_event=on_event)
-    except asyncio.CancelledError:  # a second Ctrl-C, or the grace period ran out
+    except asyncio.CancelledError:  # a second signal, or the grace period ran out
         stats.interrupted = True
         return stats
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@
      │    └── GridErrors      several independent ones, found together
      ├── UsageError           bad command line or environment (no key, bad URL); nothing sent
      ├── BackendError         the server or the network failed in a way that stops the run
-     │    └── AuthError       401/403: bad or missing credentials (never retried)
+     │    ├── AuthError       401/403: bad or missing credentials (never retried)
+     │    └── ServerUnreachable  no connection to the server could be made at all: resumable
      ├── CallError            one HTTP call failed; retry.py decides, the executor records
      ├── ManifestError        the output folder or its journal cannot be read or written
      ├── InputChanged         a file the run was validated with changed: no more submissions
@@ -88,6 +89,12 @@ class AuthError(BackendError):
         self.http_status = http_status
 
 
+class ServerUnreachable(BackendError):
+    """No request of this run has reached the server and several submissions in a row could
+    not connect (name not resolved, connection refused, TLS, timeout): the run stops, its
+    rows as they were, and the same command resumes once the server is back."""
+
+
 class ManifestError(RunnerError):
     """The output folder or its journal cannot be used."""
 
@@ -106,6 +113,9 @@ class CallError(RunnerError):
 
     `sent` says whether the server may have received the request: "no" (refused, or an error
     answer that proves it was not accepted), "maybe" (dropped or timed out after sending), "yes".
+    `connect` is why no connection could be made ("connection refused", "name not resolved",
+    ...; nothing was sent); `client` marks a request that could not even be built here (an
+    invalid URL or header: nothing was sent, and sending it again fails the same way).
     """
 
     def __init__(
@@ -116,10 +126,14 @@ class CallError(RunnerError):
         error_type: str | None = None,
         retry_after: float | None = None,
         sent: str = "yes",
+        connect: str | None = None,
+        client: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.http_status = http_status
         self.error_type = error_type
         self.retry_after = retry_after
-        self.sent = sent
+        self.sent = "no" if connect is not None or client else sent
+        self.connect = connect
+        self.client = client

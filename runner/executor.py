@@ -1,10 +1,11 @@
 """The scheduling loop: takes Requests lazily, runs each through submit → wait → result →
 download with `concurrency` workers, journals every state change before the next step, and
 gives RunStats. Per-request failures become `failed` records; only ManifestError and
-cancellation stop the run at once. A refused key (AuthError, 401/403) stops new submissions,
-lets the calls under way end (so none is left "maybe sent"), then is raised. A changed input
-(or a grid error, which only a changed source file can cause after validation) stops new
-submissions the same way, with RunStats.stop_reason."""
+cancellation stop the run at once. A refused key (AuthError, 401/403), or a server that no
+submission could connect to before any request reached it (ServerUnreachable), stops new
+submissions, lets the calls under way end (so none is left "maybe sent"), then is raised. A
+changed input (or a grid error, which only a changed source file can cause after validation)
+stops new submissions the same way, with RunStats.stop_reason."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from typing import Any, TypeVar
 
 from .attachments import INPUTS, Attachments
 from .endpoints import get_endpoint
-from .errors import AuthError, CallError, GridError, InputChanged
+from .errors import (
+    AuthError,
+    BackendError,
+    CallError,
+    GridError,
+    InputChanged,
+    ServerUnreachable,
+)
 from .falapi import FalClient, Handle, request_headers
 from .grid import FULL, HANDLED, KEY_ONLY, Replay
 from .http import Reply, error_detail
@@ -46,6 +54,10 @@ T = TypeVar("T")
 
 # Outputs up to this size are checked and written on the event loop (well under a millisecond).
 INLINE_SAVE_BYTES = 64 * 1024
+
+# Submissions in a row that cannot connect, while no request of this run has reached the
+# server, after which the run stops (exit 3, rows as they were) rather than fail every row.
+UNREACHABLE_AFTER = 3
 
 # Failures after which the request id is still worth polling (the server may have the result).
 _POLLABLE_ERRORS = frozenset({"download", "transport"})
@@ -100,9 +112,11 @@ class Executor:
         self._known = 0  # rows of this run the journal already held
         self._unannounced = 0  # settled rows counted since the last "skipped" event
         self._open: set[str] = set()  # keys submitted and not yet finished
-        # A refused key stops new submissions at once, but the calls already under way are
-        # let finish (each is then known refused or accepted, not left "maybe sent").
-        self._auth_error: AuthError | None = None
+        # A refused key (or an unreachable server) stops new submissions at once, but the
+        # calls already under way are let finish (each is then known refused or accepted,
+        # not left "maybe sent").
+        self._fatal: BackendError | None = None
+        self._cannot_connect = 0  # submissions in a row that could not connect, none answered
         self.stats = RunStats(usd_per_megapixel=price, max_usd=settings.max_usd)
         # On a priced (fal) run each request counts at its estimate from when it is sent
         endpoint = get_endpoint(settings.endpoint) if price is not None else None
@@ -168,8 +182,8 @@ class Executor:
             self.stats.unfinished = len(self._open)
             if self._unannounced:
                 self._notify("skipped", self.stats)
-        if self._auth_error is not None:
-            raise self._auth_error
+        if self._fatal is not None:
+            raise self._fatal
         if not self._stopping:  # every row was taken: the journal's other keys are not ours
             self.stats.elsewhere = self._journal.rows - self._known
         return self.stats
@@ -240,9 +254,9 @@ class Executor:
             self._notify("failed", self.stats)
         except Stopped:
             pass
-        except AuthError as error:
+        except BackendError as error:  # a refused key, an unreachable server: the run stops
             self._stopping = True
-            self._auth_error = self._auth_error or error
+            self._fatal = self._fatal or error
         finally:
             self.stats.in_flight -= 1
 
@@ -378,6 +392,8 @@ class Executor:
                 self._halt(str(error))
                 raise Stopped from None
             except CallError as error:  # the upload of a large local input failed: this row
+                if error.connect is not None and not self._client.answered:
+                    raise  # no server reached yet: counted as one that cannot connect
                 raise Failed(error_info("upload", error.message, error.http_status)) from None
             try:
                 # Until one submission is accepted they go one at a time, and the
@@ -395,7 +411,7 @@ class Executor:
                     return result
             except CallError as error:
                 if error.sent == "no":  # a definite refusal: nothing was charged
-                    self._refused(flight, str(error.http_status or "connect"), error)
+                    self._refused(flight, refusal_reason(error), error)
                 raise
 
         def after_failure(error: CallError, decision: Decision, last: bool) -> None:
@@ -460,8 +476,13 @@ class Executor:
     def _after_failed_send(
         self, flight: InFlight, error: CallError, decision: Decision, last: bool
     ) -> None:
-        """A submit (or sync run) call failed: pause everyone on a 429; before a retry, count a
-        possible duplicate or refuse to resubmit an ambiguous one."""
+        """A submit (or sync run) call failed: stop the run when the server was never reached
+        and several submissions in a row could not connect; pause everyone on a 429; before a
+        retry, count a possible duplicate or refuse to resubmit an ambiguous one."""
+        if error.connect is not None and not self._client.answered:
+            self._cannot_connect += 1
+            if last or self._cannot_connect >= UNREACHABLE_AFTER:
+                raise self._unreachable(error, self._cannot_connect)
         if error.http_status == 429:
             self._gate.pause(decision.wait)  # the limit is the account's: everyone waits
         if last:
@@ -478,6 +499,18 @@ class Executor:
             flight.uncertain = True
         self.stats.retrying += 1
         self._notify("retrying", self.stats)
+
+    @staticmethod
+    def _unreachable(error: CallError, tries: int) -> ServerUnreachable:
+        """The run-stopping error for calls that never reached the server; names the host and
+        the cause (both in the CallError's message)."""
+        calls = "1 call" if tries == 1 else f"{tries} calls in a row"
+        return ServerUnreachable(
+            f"{error.message} ({calls}; no request of this run has reached the server, and "
+            "nothing is marked failed). HINT: check the network, a proxy (HTTPS_PROXY) and the "
+            "server's address (FAL_QUEUE_URL, FAL_RUN_URL, FAL_REST_URL where set; "
+            "SSL_CERT_FILE for a TLS certificate), then run the same command again to resume"
+        )
 
     async def _wait(self, flight: InFlight) -> Reply:
         """Wait for the request to complete, within its deadline, and fetch the reply."""
@@ -526,6 +559,9 @@ class Executor:
         except CallError as error:
             if error.http_status == 404:
                 return Reply(404, {"detail": error.message})
+            if error.connect is not None and not self._client.answered:
+                # a resumed request whose status no call could ask: it stays submitted
+                raise self._unreachable(error, self._exe.retries + 1) from None
             kind = failure_kind(error.http_status)
             raise Failed(error_info(kind, error.message, error.http_status)) from None
 
@@ -555,3 +591,14 @@ class Executor:
                 raise Failed(error_info("output", str(error))) from None
         extras = {k: v for k, v in body.items() if k not in ("images", "prompt")}
         return outputs, extras
+
+
+def refusal_reason(error: CallError) -> str:
+    """What a refused submission is counted under: its HTTP status, why no connection could be
+    made ("connection refused", "name not resolved", "TLS failure"...), or a request that could
+    not be built."""
+    if error.http_status is not None:
+        return str(error.http_status)
+    if error.connect is not None:
+        return error.connect.split(" (")[0]
+    return "an invalid request" if error.client else "connect"

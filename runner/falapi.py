@@ -22,6 +22,10 @@ from .http import GET_ATTEMPTS, Http, Reply, body_of, origin
 from .models import Execution
 from .urls import request_url
 
+# fal reroutes a request to an "equivalent alternative endpoint" after repeated failures unless
+# the submission carries this (docs: reliability, platform headers): another model's image in
+# a sweep or a dataset is a silent wrong result, so it is sent unless the spec allows them.
+DISABLE_FALLBACKS = ("x-fal-disable-fallbacks", "true")
 STREAM_IDLE = 30.0  # a status stream silent this long is dropped and re-opened
 POLL_FIRST, POLL_MAX = 0.25, 5.0  # adaptive polling: grows x1.6 per unchanged status
 
@@ -51,8 +55,11 @@ class Status:
 
 
 def request_headers(execution: Execution) -> dict[str, str]:
-    """fal's optional request headers, from the spec's `execution` block."""
+    """fal's request headers for a submission (queue or sync), from the spec's `execution`
+    block."""
     headers = {}
+    if not execution.allow_fallbacks:
+        headers[DISABLE_FALLBACKS[0]] = DISABLE_FALLBACKS[1]
     if execution.mode == "queue" and execution.queue_timeout is not None:
         # server-side deadline to start (queue wait included); whole seconds, at least 1
         headers["X-Fal-Request-Timeout"] = str(max(1, math.ceil(execution.queue_timeout)))
@@ -96,6 +103,11 @@ class FalClient:
         if url.startswith(self._trusted_prefixes) or origin(url) in self._trusted:
             return dict(self._auth)
         return {}
+
+    @property
+    def answered(self) -> bool:
+        """Whether any call of this client has had an HTTP answer (any status) so far."""
+        return self._http.answered
 
     @property
     def rate_limited(self) -> int:
@@ -180,6 +192,7 @@ class FalClient:
                 headers=self._auth_for(handle.status_url),
                 timeout=timeout,
             ) as resp:
+                self._http.answered = True
                 ctype = resp.headers.get("Content-Type", "")
                 if resp.status in (404, 405, 501) or (
                     resp.status < 300 and not ctype.startswith("text/event-stream")

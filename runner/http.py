@@ -1,12 +1,17 @@
 """One HTTP call as the retry policy sees it: gives a Reply (status and parsed body) or raises
-CallError (AuthError for refused credentials). GETs are retried per retry.py; downloads are
-capped, follow only http(s) and data: URIs, and never carry credentials."""
+CallError (AuthError for refused credentials). A failure before any byte could reach the
+server (no connection: its cause in words; a request that could not be built) is a definite
+"not sent"; only a failure after that may have been received. GETs are retried per retry.py;
+downloads are capped, follow only http(s) and data: URIs, and never carry credentials."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
+import socket
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +68,7 @@ class Http:
         self._redact = redact
         self.attempts = attempts  # calls a GET or a download may take, retries included
         self.rate_limited = 0  # 429 answers seen, every call (for OUT/stats.json)
+        self.answered = False  # some call of this client got an HTTP answer (any status)
 
     async def get(
         self,
@@ -94,22 +100,31 @@ class Http:
         params: Mapping[str, str] | None = None,
         accept_error: bool = False,
     ) -> Reply:
-        data = raw_body
-        if json_body is not None:
-            data = json.dumps(json_body, separators=(",", ":")).encode()
-            headers["Content-Type"] = "application/json"
         try:
+            data = raw_body
+            if json_body is not None:
+                data = json.dumps(json_body, separators=(",", ":")).encode()
+                headers["Content-Type"] = "application/json"
             async with self.session.request(
                 method, url, data=data, headers=headers, params=params, timeout=CALL_TIMEOUT
             ) as resp:
+                self.answered = True
                 body = await body_of(resp)
                 error_type = _error_type(resp, body)
                 if resp.status >= 300 and not (accept_error and _is_model_error(resp, error_type)):
                     raise self.error(resp, body, op=op)
                 return Reply(resp.status, body, error_type)
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            cause = connect_cause(exc)
+            raise CallError(f"cannot connect to {origin(url)}: {cause}", connect=cause) from None
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError, TypeError) as exc:
+            # Raised while the request is built, before a connection is asked for (an
+            # invalid URL or header, credentials in the URL): nothing went out. Never echo
+            # the exception's text: it can hold the URL, or part of a header.
             raise CallError(
-                f"cannot connect to {origin(url)}: {exc.os_error or exc}", sent="no"
+                f"{op} to {origin(url)} not sent: the request could not be built "
+                f"({type(exc).__name__}: an invalid URL or header)",
+                client=True,
             ) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
@@ -153,6 +168,7 @@ class Http:
     async def _download(self, url: str, max_bytes: int) -> bytes:
         try:
             async with self.session.get(url, timeout=CALL_TIMEOUT) as resp:
+                self.answered = True
                 if resp.status >= 300:  # never AuthError: a CDN's 403 is this file's problem
                     raise CallError(
                         f"download answered HTTP {resp.status}", http_status=resp.status
@@ -164,7 +180,10 @@ class Http:
                         raise CallError(f"output larger than {max_bytes} bytes", http_status=413)
                     chunks.append(chunk)
                 return b"".join(chunks)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            cause = connect_cause(exc)
+            raise CallError(f"download from {origin(url)} failed: {cause}", connect=cause) from None
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise CallError(f"download failed: {type(exc).__name__}", sent="maybe") from None
 
 
@@ -191,7 +210,56 @@ async def body_of(resp: aiohttp.ClientResponse) -> Any:
 
 
 def origin(url: str) -> str:
-    """scheme://host:port (default port filled in); never the path, query or any userinfo."""
-    parts = urlsplit(url)
-    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 0)
+    """scheme://host:port (default port filled in); never the path, query or any userinfo.
+    Never raises: a URL too broken to parse (a bad port, a bad IPv6 literal) keeps what can
+    be read of it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an invalid URL)"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or {"https": 443, "http": 80}.get(parts.scheme, 0)
     return f"{parts.scheme}://{parts.hostname or ''}:{port}"
+
+
+# errno of a failed connect -> the cause in words (the rest say their own strerror)
+_CONNECT_ERRNOS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "connect timed out",
+    errno.ECONNRESET: "connection reset while connecting",
+}
+
+
+def connect_cause(exc: BaseException) -> str:
+    """Why no connection could be made, in words a user can act on: name not resolved,
+    connection refused, a TLS certificate not trusted or another TLS failure, connect timed
+    out, or the system's own reason; said of the proxy when it was the proxy's."""
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):  # the proxy, not the server
+        return f"proxy {exc.host}:{exc.port}: {connect_cause(exc.os_error)}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", "") or "verification failed"
+        return f"TLS certificate not trusted ({reason})"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS failure ({_reason(exc.os_error)})"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | TimeoutError):
+        return "connect timed out"
+    os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(os_error, socket.gaierror):
+        return "name not resolved"
+    number = getattr(os_error, "errno", None)
+    if number in _CONNECT_ERRNOS:
+        return _CONNECT_ERRNOS[number]
+    return f"cannot connect ({_reason(os_error)})"
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLError) and error.reason:  # "WRONG_VERSION_NUMBER"
+        return str(error.reason).replace("_", " ").lower()
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return getattr(error, "reason", None) or type(error).__name__

@@ -37,6 +37,8 @@ class Execution:
     mode: Mode = "queue"
     priority: Literal["normal", "low"] | None = None  # X-Fal-Queue-Priority
     store_io: bool = True  # False sends X-Fal-Store-IO: 0 (fal keeps no payloads)
+    # False sends x-fal-disable-fallbacks: true (fal may not reroute to another model)
+    allow_fallbacks: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,17 @@ the one loop that applies it (`retried`), and the failure kind a request is reco
 |------------------|-------------------------------------------------------------------|
 | status, result,  | transport errors, timeouts, 408, 409, 429, any 5xx                |
 | download         | (a cancel is sent once, best effort: the deadline is recorded)    |
-| submit           | only when the server surely did not accept it: connection refused,|
-|                  | 408, 429, ingress 5xx, 5xx with an error body. A drop or timeout  |
+| submit           | only when the server surely did not accept it: no connection made |
+|                  | (refused, name not resolved, TLS, connect timeout), 408, 429,     |
+|                  | ingress 5xx, 5xx with an error body. A drop or timeout            |
 |                  | after sending is *ambiguous*: resubmitted and counted as a        |
 |                  | possible double charge (or failed with --no-resubmit-ambiguous)   |
 | any              | never on 401/403 (the run stops; for a download, the request      |
-|                  | fails) or 422 (recorded, not retried)                             |
+|                  | fails), 422 (recorded, not retried) or a request that could not   |
+|                  | be built here (an invalid URL or header: nothing was sent)        |
+
+A submission that cannot connect while no request of the run has reached the server is the
+executor's to count: several in a row stop the run (executor.UNREACHABLE_AFTER).
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ def decide(error: CallError, op: str, attempt: int) -> Decision:
     unbilled infrastructure error or a lost result, as the executor found)."""
     if op == "resubmit":
         return Decision(Verdict.RETRY, backoff(attempt))
+    if error.client:  # never sent, and the same request would fail the same way
+        return Decision(Verdict.FAIL, 0.0)
     status = error.http_status
     if status in (401, 403):
         # An output URL carries no key (a CDN's 403 is that file's problem, not the run's)

@@ -30,7 +30,7 @@ from .repair import find_damaged
 from .settings import RunSettings
 from .statsfile import keep_writing, stats_document, write_stats
 from .tracking import RunStats
-from .urls import is_loopback
+from .urls import base_url_problem, is_loopback
 from .version import __version__
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
@@ -41,24 +41,52 @@ DEFAULT_REST_URL = "https://rest.fal.ai"
 def fal_key(env: Mapping[str, str]) -> str:
     """FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET (as the official clients read them)."""
     key = env.get("FAL_KEY", "").strip()
-    if key:
-        return key
-    key_id, secret = env.get("FAL_KEY_ID", "").strip(), env.get("FAL_KEY_SECRET", "").strip()
-    if key_id and secret:
-        return f"{key_id}:{secret}"
-    raise UsageError(
-        "backend 'fal' needs an API key: set FAL_KEY (or FAL_KEY_ID and "
-        "FAL_KEY_SECRET), or run offline with --backend local"
-    )
+    name = "FAL_KEY"
+    if not key:
+        key_id, secret = env.get("FAL_KEY_ID", "").strip(), env.get("FAL_KEY_SECRET", "").strip()
+        key, name = (f"{key_id}:{secret}" if key_id and secret else ""), "FAL_KEY_ID/SECRET"
+    if not key:
+        raise UsageError(
+            "backend 'fal' needs an API key: set FAL_KEY (or FAL_KEY_ID and "
+            "FAL_KEY_SECRET), or run offline with --backend local"
+        )
+    if not (key.isascii() and key.isprintable()):  # an HTTP header cannot carry it
+        raise UsageError(
+            f"{name} holds a control character or a non-ASCII letter, which no key has "
+            "(a paste gone wrong?). HINT: copy the key again from fal.ai's dashboard"
+        )
+    return key
 
 
 def server_url(env: Mapping[str, str], name: str, default: str) -> str:
-    """A base URL from the environment: https, or plain http on a loopback host only."""
-    url = env.get(name, "").strip() or default
-    parts = urlsplit(url)
-    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname)):
-        return url.rstrip("/")
-    raise UsageError(f"{name}={url!r} must be an https:// URL (plain http only on loopback)")
+    """A base URL from the environment (`default` when the variable is unset): https, or plain
+    http on a loopback host only (urls.base_url_problem has the rules). An empty variable
+    is a mistake, not the default. The UsageError names the variable and never repeats the
+    URL's password or query."""
+    if name not in env:
+        return default
+    url = env[name].strip()
+    if not url:
+        raise UsageError(
+            f"{name} is set but empty. HINT: unset it to use {default}, or give the server's URL"
+        )
+    problem = base_url_problem(url)
+    if problem is not None:
+        raise UsageError(f"{name}={_shown_url(url)} {problem}")
+    return url.rstrip("/")
+
+
+def _shown_url(url: str) -> str:
+    """A URL as an error repeats it: scheme, host, port and path only (no user name, password,
+    query or fragment, where a secret may sit)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(not a URL)"
+    if "://" not in url:  # no scheme: anything may be a password (`user:secret@host`)
+        return repr(url[:200]) if not any(c in url for c in "@?#") else "(not shown)"
+    host = parts.netloc.rpartition("@")[2]
+    return repr(f"{parts.scheme}://{host}{parts.path}"[:200])
 
 
 def fal_server(env: Mapping[str, str]) -> ServerConfig:

@@ -145,6 +145,7 @@ def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: P
         mode=ex.get("mode", "queue"),
         priority=ex.get("priority"),
         store_io=bool(ex.get("store_io", True)),
+        allow_fallbacks=bool(ex.get("allow_fallbacks", False)),
     )
     return Spec(
         path=path,

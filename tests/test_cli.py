@@ -77,6 +77,64 @@ def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys, 
     assert not (tmp_path / "o").exists()  # nothing left behind by a refused run
 
 
+@pytest.mark.parametrize("name", ["FAL_QUEUE_URL", "FAL_RUN_URL", "FAL_REST_URL"])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("https://me:s3cret-pw@queue.example", "user name or password"),
+        ("https://queue.example:99999", "invalid port"),
+        ("https://queue.example:0", "invalid port"),
+        ("https://queue.example/?token=s3cret-pw", "query string"),
+        ("https://queue.example/#frag", "query string or a fragment"),
+        ("", "set but empty"),
+        ("https://", "no host"),
+        ("https:///fal", "no host"),
+        ("https://[::1", "not a URL"),
+        ("https://que ue.example", "space"),
+        ("queue.example", "https://"),
+    ],
+)
+def test_a_bad_server_url_is_refused_before_anything(
+    write_spec, tmp_path, monkeypatch, capsys, name, value, says
+):
+    monkeypatch.setenv("FAL_KEY", "k")
+    monkeypatch.setenv(name, value)
+    out = tmp_path / "o"
+    assert main(["run", str(write_spec()), "--backend", "fal", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"runner: {name}") and says in line
+    assert "s3cret-pw" not in captured.err + captured.out
+    assert not out.exists()  # nothing made, nothing sent
+
+
+def test_a_key_no_header_can_carry_is_refused_without_showing_it(
+    write_spec, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("FAL_KEY", "sk-line\x1bsecret")
+    assert main(["run", str(write_spec()), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "FAL_KEY" in err and "secret" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unresolvable_server_stops_with_exit_3_naming_host_and_cause(
+    write_spec, tmp_path, monkeypatch, capsys, no_dns
+):
+    monkeypatch.setenv("FAL_KEY", "k")
+    for name in ("FAL_QUEUE_URL", "FAL_RUN_URL", "FAL_REST_URL"):
+        monkeypatch.setenv(name, "https://fal.invalid")
+    spec = write_spec(matrix={"seed": {"range": [0, 49]}}, backend="fal")
+    out = tmp_path / "o"
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("runner: stopped: cannot connect to https://fal.invalid:443: ")
+    assert "name not resolved" in line and "HINT:" in line
+    assert {r["status"] for r in last_records(out).values()} == {"refused"}  # none failed
+    end = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+    assert end["event"] == "end" and end["failed"] == 0 and end["submitted"] == 0
+
+
 def test_fal_backend_against_a_server(write_spec, tmp_path, fal_server):
     server = fal_server("k-1", keys=frozenset({"k-1"}))
     spec = write_spec(matrix={"seed": {"range": [0, 7]}}, backend="fal")

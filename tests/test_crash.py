@@ -3,6 +3,7 @@ twice. The server (an emulator in this process) counts every submission."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -100,6 +101,53 @@ def test_second_ctrl_c_exits_at_once_and_resume_polls(write_spec, tmp_path, thre
     assert proc.returncode == 3 and "Traceback" not in stderr
     # It exited at once: had it waited for the requests in flight (3 s each), they would be ok.
     assert {r["status"] for r in last_records(out).values()} == {"submitted"}
+    again = start_run(spec, out, server.env())
+    stdout, _ = again.communicate(timeout=60)
+    assert again.returncode == 0 and "4 resumed" in stdout
+    assert server.stats.submissions == 4
+
+
+def test_sigterm_is_a_first_ctrl_c(write_spec, tmp_path, threaded_emulator):
+    # what `timeout`, process managers, CI cancellation and `docker stop` send
+    server = threaded_emulator(latency=6.0)  # 1.5 s at 10 steps
+    spec = write_spec(
+        matrix={"seed": {"range": [0, 19]}}, backend="fal", execution={"concurrency": 4}
+    )
+    out = tmp_path / "out"
+    proc = start_run(spec, out, server.env())
+    wait_for(lambda: server.stats.submissions >= 4)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3, stderr
+    assert "SIGTERM" in stderr and "Traceback" not in stderr
+    assert re.search(r"the [1-4] requests in flight finished and are journaled", stderr), stderr
+    assert "20 requests:" in stdout  # the summary
+    records = last_records(out)
+    assert 4 <= len(records) < 20 and all(r["status"] == "ok" for r in records.values())
+    end = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+    assert end["event"] == "end" and end["interrupted"] is True and end["ok"] == len(records)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["finished"] is True and stats["interrupted"] is True
+    assert stats["counts"]["ok"] == len(records) and stats["counts"]["in_flight"] == 0
+
+
+def test_a_second_signal_stops_at_once(write_spec, tmp_path, threaded_emulator):
+    server = threaded_emulator(latency=12.0)  # 3 s at 10 steps
+    spec = write_spec(
+        matrix={"seed": {"range": [0, 3]}}, backend="fal", execution={"concurrency": 4}
+    )
+    out = tmp_path / "out"
+    proc = start_run(spec, out, server.env())
+    wait_for(lambda: server.stats.submissions >= 4)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "Traceback" not in stderr
+    # it did not wait for the requests in flight (3 s each): they stay submitted
+    assert {r["status"] for r in last_records(out).values()} == {"submitted"}
+    assert json.loads((out / "stats.json").read_text())["interrupted"] is True
     again = start_run(spec, out, server.env())
     stdout, _ = again.communicate(timeout=60)
     assert again.returncode == 0 and "4 resumed" in stdout

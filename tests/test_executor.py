@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from runner.emulator import Faults
-from runner.errors import AuthError
+from runner.emulator import Emulator, EmulatorSettings, Faults
+from runner.errors import AuthError, ServerUnreachable
+from runner.executor import UNREACHABLE_AFTER
 from runner.grid import expand
 from runner.models import Request
 from runner.run import run_requests
@@ -19,7 +22,7 @@ from runner.settings import RunSettings
 from runner.tracking import RunStats
 from runner.validate import check
 
-from .conftest import fal_env, last_records
+from .conftest import closed_port, fal_env, last_records
 
 
 def settings_for(spec: Path, out: Path, **execution: Any) -> tuple[RunSettings, list[Request]]:
@@ -419,6 +422,56 @@ async def test_another_backends_row_is_never_done(write_spec, emulator_factory, 
     assert (stats.skipped, stats.ok, em.stats.submissions) == (0, 2, 2)
 
 
+async def test_a_request_that_cannot_be_built_is_refused_never_left_submitting(
+    write_spec, emulator_factory, tmp_path
+):
+    # a URL the environment check would refuse, handed to the executor directly: the client
+    # cannot build the request, so nothing is sent and nothing may count as maybe-charged
+    import aiohttp
+
+    from runner.executor import Executor
+    from runner.falapi import FalClient, ServerConfig
+    from runner.manifest import Journal
+
+    em = await emulator_factory()
+    bad = em.queue_url.replace("http://", "http://me:pw-0451@")
+    spec = write_spec(matrix={"seed": [1, 2]})
+    settings, requests = settings_for(spec, tmp_path / "out")
+    journal = Journal(tmp_path / "out")
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = FalClient(session, ServerConfig(bad, bad, bad, "k"))
+            stats = await Executor(client, journal, settings, "r1").run(requests)
+    finally:
+        journal.close()
+    assert em.stats.submissions == 0 and sum(em.stats.requests.values()) == 0
+    assert stats.submitted == 0 and stats.possible_duplicates == 0 and stats.failed == 2
+    lines = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    for line in lines:  # every submitting line is followed by its refusal
+        assert "pw-0451" not in json.dumps(line)
+    for record in last_records(tmp_path / "out").values():
+        assert record["status"] == "failed" and "not sent" in record["error"]["message"]
+        assert (record["attempts"], record["possible_duplicates"]) == (0, 0)
+    statuses = [line["status"] for line in lines]
+    assert statuses.count("submitting") == statuses.count("refused") == 2
+
+
+@pytest.mark.parametrize("mode", ["queue", "sync"])
+async def test_submissions_forbid_model_fallbacks_unless_the_spec_allows_them(
+    write_spec, emulator_factory, tmp_path, mode
+):
+    # an image from an "equivalent" other model would be a silent wrong result in a sweep
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": [1, 2]})
+    settings, requests = settings_for(spec, tmp_path / "strict", mode=mode)
+    assert (await run(settings, requests, em)).ok == 2
+    assert em.stats.platform_headers[("x-fal-disable-fallbacks", "true")] == 2
+    allowed, _ = settings_for(spec, tmp_path / "allowed", mode=mode, allow_fallbacks=True)
+    assert (await run(allowed, requests, em)).ok == 2
+    # the allowed run's two submissions carried no platform header at all
+    assert sum(em.stats.platform_headers.values()) == 2
+
+
 async def test_a_run_never_sends_more_than_the_validated_count(
     write_spec, emulator_factory, tmp_path
 ):
@@ -451,41 +504,149 @@ async def test_a_key_revoked_mid_run_leaves_nothing_maybe_sent(
     assert em.stats.duplicate_submissions == 0
 
 
-async def test_connection_refused_is_a_refusal_not_an_attempt(write_spec, tmp_path):
-    import socket
-
-    with socket.socket() as probe:  # a loopback port with nobody listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    spec = write_spec()
-    settings, requests = settings_for(spec, tmp_path / "out", retries=1)
+async def test_an_unreachable_server_stops_the_run_and_the_same_run_resumes(write_spec, tmp_path):
+    # nobody listens yet: a few refused connections stop the run, nothing is marked failed
+    port = closed_port()
+    spec = write_spec(matrix={"seed": {"range": [0, 49]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=8)
     url = f"http://127.0.0.1:{port}"
     env = {"FAL_KEY": "k", "FAL_QUEUE_URL": url, "FAL_RUN_URL": url, "FAL_REST_URL": url}
-    stats = await run_requests(settings, requests, env=env)
-    assert stats.failed == 1 and stats.submitted == 0 and stats.refused["connect"] == 2
-    record = next(iter(last_records(tmp_path / "out").values()))
-    assert (record["attempts"], record["possible_duplicates"]) == (0, 0)
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable) as stopped:
+        await run_requests(settings, requests, env=env)
+    assert time.monotonic() - started < 5
+    assert f"cannot connect to {url}: connection refused" in str(stopped.value)
+    records = last_records(tmp_path / "out")
+    assert len(records) == UNREACHABLE_AFTER  # one refused submission each, the rest untouched
+    for record in records.values():
+        assert record["status"] == "refused" and "connection refused" in record["error"]["message"]
+        assert (record["attempts"], record["possible_duplicates"]) == (0, 0)
+    # the server is back at that address: the same run sends every row once, as new
+    em = Emulator(EmulatorSettings())
+    await em.start(port=port)
+    try:
+        stats = await run_requests(settings, requests, env=fal_env(em, "k") | env)
+    finally:
+        await em.stop()
+    assert stats.ok == 50 and stats.possible_duplicates == 0 and stats.failed == 0
+
+
+async def test_a_name_that_does_not_resolve_stops_the_run(write_spec, tmp_path, no_dns):
+    spec = write_spec(matrix={"seed": {"range": [0, 19]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=4)
+    url = "https://queue.fal.invalid"
+    env = {"FAL_KEY": "k", "FAL_QUEUE_URL": url, "FAL_RUN_URL": url, "FAL_REST_URL": url}
+    with pytest.raises(ServerUnreachable) as stopped:
+        await run_requests(settings, requests, env=env)
+    said = str(stopped.value)
+    assert "cannot connect to https://queue.fal.invalid:443: name not resolved" in said
+    assert "refused" not in said
+    records = last_records(tmp_path / "out").values()
+    assert {r["status"] for r in records} == {"refused"}
+    assert all(r["error"]["message"].endswith("name not resolved") for r in records)
+
+
+async def test_an_untrusted_tls_certificate_stops_the_run(write_spec, tmp_path, monkeypatch):
+    import ssl
+
+    import trustme
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)  # the test CA is trusted by no one
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    em = Emulator(EmulatorSettings())
+    await em.start(ssl_context=context)
+    try:
+        spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+        settings, requests = settings_for(spec, tmp_path / "out")
+        with pytest.raises(ServerUnreachable, match="TLS certificate not trusted"):
+            await run_requests(settings, requests, env=fal_env(em))
+        assert em.stats.submissions == 0
+    finally:
+        await em.stop()
+    assert {r["status"] for r in last_records(tmp_path / "out").values()} == {"refused"}
+
+
+async def test_resumed_requests_of_an_unreachable_server_stay_submitted(write_spec, tmp_path):
+    # accepted earlier, and now no status call can connect: the run stops, nothing is failed
+    port = closed_port()
+    em = Emulator(EmulatorSettings(latency=4.0))
+    await em.start(port=port)
+    spec = write_spec(matrix={"seed": {"range": [0, 2]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=3, retries=1)
+    env = fal_env(em)
+    task = asyncio.create_task(run_requests(settings, requests, env=env))
+    try:
+        while em.stats.submissions < 3:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await em.stop()
+    with pytest.raises(ServerUnreachable, match="connection refused"):
+        await asyncio.wait_for(run_requests(settings, requests, env=env), 30)
+    assert {r["status"] for r in last_records(tmp_path / "out").values()} == {"submitted"}
+
+
+async def test_connect_failures_after_the_server_answered_keep_the_retry_rules(
+    write_spec, threaded_emulator, tmp_path
+):
+    # the server answers the first row, then goes away: the later rows fail after their
+    # retries, as before (the run does not stop), each saying why it could not connect
+    server = threaded_emulator()
+    spec = write_spec(matrix={"seed": {"range": [0, 3]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=1, retries=1)
+    first, *rest = requests
+
+    def rows():
+        yield first
+        stop = asyncio.run_coroutine_threadsafe(server.emulator.stop(), server._loop)
+        stop.result(10)
+        yield from rest
+
+    stats = await asyncio.wait_for(run_requests(settings, rows(), env=server.env()), 30)
+    assert stats.ok == 1 and stats.failed == 3 and stats.refused["connection refused"] >= 5
+    failed = [r for r in last_records(tmp_path / "out").values() if r["status"] == "failed"]
+    assert len(failed) == 3
+    for record in failed:
+        assert record["error"]["type"] == "transport"
+        assert record["error"]["message"].endswith("connection refused")
+        assert record["possible_duplicates"] == 0
 
 
 async def test_a_failed_upload_fails_its_row_not_the_run(
     write_spec, emulator_factory, tmp_path, monkeypatch
 ):
-    import socket
-
     import runner.attachments as attachments
 
     monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
     em = await emulator_factory()
-    with socket.socket() as probe:  # the storage host: nobody listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     spec = write_spec()
     settings, requests = settings_for(spec, tmp_path / "out")
-    env = {**fal_env(em), "FAL_REST_URL": f"http://127.0.0.1:{port}"}
+    # the storage host answers, but not to storage calls (404 on both upload routes)
+    env = {**fal_env(em), "FAL_REST_URL": f"{em.queue_url}/no-storage-here"}
     stats = await run_requests(settings, requests, env=env)
     assert stats.failed == 1 and em.stats.submissions == 0
     record = next(iter(last_records(tmp_path / "out").values()))
     assert record["error"]["type"] == "upload"
+
+
+async def test_an_unreachable_storage_host_stops_the_run(
+    write_spec, emulator_factory, tmp_path, monkeypatch
+):
+    import runner.attachments as attachments
+
+    monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    settings, requests = settings_for(spec, tmp_path / "out")
+    rest = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(ServerUnreachable, match=f"cannot connect to {rest}: connection refused"):
+        await run_requests(settings, requests, env={**fal_env(em), "FAL_REST_URL": rest})
+    assert em.stats.submissions == 0
+    assert not (tmp_path / "out" / "manifest.jsonl").exists() or not last_records(tmp_path / "out")
 
 
 async def test_the_spending_cap_holds_at_run_time_when_the_estimate_was_short(

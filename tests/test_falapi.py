@@ -147,13 +147,17 @@ def test_request_headers_from_the_execution_block():
     from runner.falapi import request_headers
     from runner.models import Execution
 
-    assert request_headers(Execution()) == {}
-    assert request_headers(Execution(queue_timeout=0.5, priority="low", store_io=False)) == {
+    # fal may not reroute a request to another model unless the spec allows it
+    assert request_headers(Execution()) == {"x-fal-disable-fallbacks": "true"}
+    assert request_headers(Execution(allow_fallbacks=True)) == {}
+    both = Execution(queue_timeout=0.5, priority="low", store_io=False, allow_fallbacks=True)
+    assert request_headers(both) == {
         "X-Fal-Request-Timeout": "1",
         "X-Fal-Queue-Priority": "low",
         "X-Fal-Store-IO": "0",
     }
-    assert request_headers(Execution(mode="sync", queue_timeout=3, priority="low")) == {}
+    sync = Execution(mode="sync", queue_timeout=3, priority="low")
+    assert request_headers(sync) == {"x-fal-disable-fallbacks": "true"}
 
 
 async def test_submit_sends_the_options_and_the_key(aiohttp_server):

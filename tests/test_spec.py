@@ -101,7 +101,7 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_ones(tmp_path: Path
     [line] = _errors(_write(tmp_path, HEAD + "execution: {zzz: 1}\n"))
     assert line == (
         "3:13: unknown key 'zzz' in 'execution' (expected one of: concurrency, "
-        "rate, retries, timeout, queue_timeout, mode, priority, store_io)"
+        "rate, retries, timeout, queue_timeout, mode, priority, store_io, allow_fallbacks)"
     )
 
 
@@ -185,3 +185,17 @@ def test_execution_priority_and_store_io(tmp_path):
     )
     loaded = load_spec(spec)
     assert loaded.execution.priority == "low" and loaded.execution.store_io is False
+
+
+def test_execution_allow_fallbacks(tmp_path):
+    from runner.spec import load_spec
+
+    spec = tmp_path / "s.yaml"
+    head = "version: 1\nendpoint: fal-ai/flux-1/dev/image-to-image\n"
+    spec.write_text(head)
+    assert load_spec(spec).execution.allow_fallbacks is False  # fal may not swap the model
+    spec.write_text(head + "execution: {allow_fallbacks: true}\n")
+    assert load_spec(spec).execution.allow_fallbacks is True
+    spec.write_text(head + "execution: {allow_fallbacks: yes please}\n")
+    [line] = _errors(spec)
+    assert "allow_fallbacks" in line

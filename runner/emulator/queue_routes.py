@@ -66,6 +66,9 @@ def new_request(
     request: web.Request, state: EmulatorState, endpoint: Endpoint, payload: Any, *, history: bool
 ) -> QueuedRequest:
     sync_mode = isinstance(payload, dict) and payload.get("sync_mode") is True
+    for name, value in request.headers.items():
+        if name.lower().startswith("x-fal-"):
+            state.stats.platform_headers[name.lower(), value] += 1
     queued = state.enqueue(
         endpoint,
         payload,

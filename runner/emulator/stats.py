@@ -1,5 +1,5 @@
 """Counters the emulator keeps for tests: calls per route, accepted submissions (and duplicate
-bodies), faults injected per route, peak concurrency."""
+bodies), fal's platform headers they carried, faults injected per route, peak concurrency."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ class Stats:
     requests: Counter[str] = field(default_factory=Counter)  # every request received, by route
     submissions: int = 0  # accepted (enqueued) submits
     submissions_by_body: Counter[str] = field(default_factory=Counter)  # canonical body -> count
+    # (lower-case name, value) of each `x-fal-*` header on the submissions and sync runs
+    # taken, e.g. ("x-fal-disable-fallbacks", "true") -> count
+    platform_headers: Counter[tuple[str, str]] = field(default_factory=Counter)
     status_calls: int = 0
     stream_calls: int = 0
     result_calls: int = 0
