@@ -265,6 +265,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"runner: stopped: {stats.stop_reason}; no more submissions "
             f"(what was sent is journaled). Once that is dealt with, run again to go on."
         )
+        if stats.unfinished or stats.unanswered:
+            _err(f"runner: {in_flight_note(stats)}")
         return EXIT_STOPPED
     if stats.interrupted:
         _err(f"runner: interrupted; {in_flight_note(stats)}. Run the same command again to resume.")

@@ -111,7 +111,7 @@ class Executor:
         self._taken = 0
         self._known = 0  # rows of this run the journal already held
         self._unannounced = 0  # settled rows counted since the last "skipped" event
-        self._open: set[str] = set()  # keys submitted and not yet finished
+        self._open: dict[str, InFlight] = {}  # rows submitted and not yet finished
         # A refused key (or an unreachable server) stops new submissions at once, but the
         # calls already under way are let finish (each is then known refused or accepted,
         # not left "maybe sent").
@@ -179,7 +179,9 @@ class Executor:
         finally:
             if watcher is not None:
                 watcher.cancel()
-            self.stats.unfinished = len(self._open)
+            left = [flight.status for flight in self._open.values()]
+            self.stats.unfinished = left.count(SUBMITTED)  # polled next time
+            self.stats.unanswered = left.count(SUBMITTING)  # sent again next time
             if self._unannounced:
                 self._notify("skipped", self.stats)
         if self._fatal is not None:
@@ -225,13 +227,14 @@ class Executor:
         flight = self._flight(request, state)
         if state is not None:
             flight.attempts, flight.duplicates = state.attempts, state.possible_duplicates
+            flight.status = state.status
             if state.request_id and (
                 state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS
             ):
                 # Queued earlier: polled by its id whatever --mode this run uses (a sync
                 # resubmission would pay again for a result the queue holds).
                 flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
-                self._open.add(request.key)
+                self._open[request.key] = flight
                 self.stats.resumed += 1
             elif may_be_charged(state.status, state.error_type, state.attempts):
                 # sent before, maybe charged (a crash between sending and journaling, or a
@@ -242,12 +245,12 @@ class Executor:
             reply = await self._until_result(flight)
             outputs, extras = await self._save(request.key, reply)
             self._journal.append(flight.record(OK, outputs=outputs, result=extras))
-            self._open.discard(request.key)
+            self._open.pop(request.key, None)
             self.stats.ok += 1
             self._notify("ok", self.stats)
         except Failed as failure:
             self._journal.append(flight.record(FAILED, error=failure.info))
-            self._open.discard(request.key)
+            self._open.pop(request.key, None)
             self.stats.failed += 1
             kind = failure.info["type"]
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
@@ -373,7 +376,7 @@ class Executor:
         )
         flight.submitted_at = utc_now()
         self._journal.append(flight.record(SUBMITTED))
-        self._open.add(flight.request.key)
+        self._open[flight.request.key] = flight
 
     async def _run_sync(self, flight: InFlight) -> Reply:
         endpoint, headers = self._settings.endpoint, self._headers
@@ -453,7 +456,7 @@ class Executor:
         flight.attempts += 1
         self.stats.submitted += 1
         self._journal.append(flight.record(SUBMITTING))
-        self._open.add(flight.request.key)
+        self._open[flight.request.key] = flight
 
     def _refused(self, flight: InFlight, reason: str, error: Exception) -> None:
         """Undo what _begin_submission counted: a refused submission charged nothing. The
@@ -471,7 +474,7 @@ class Executor:
         info = error_info("refused", self._client.redact(str(error)), status)
         self._journal.append(flight.record(SUBMITTING if flight.uncertain else REFUSED, error=info))
         if flight.handle is None:
-            self._open.discard(flight.request.key)
+            self._open.pop(flight.request.key, None)
 
     def _after_failed_send(
         self, flight: InFlight, error: CallError, decision: Decision, last: bool

@@ -36,6 +36,9 @@ def stats_document(
             "already_ok": stats.skipped,
             "failed_before": stats.failed_before,
             "in_flight": stats.in_flight,
+            # a stopped run's rows left sent and unfinished: polled, or sent again, next time
+            "awaiting_result": stats.unfinished,
+            "unanswered": stats.unanswered,
         },
         "errors": dict(sorted(stats.errors.items())),
         "submitted": stats.submitted,

@@ -32,6 +32,9 @@ class RunStats:
     interrupted: bool = False
     in_flight_at_stop: int = 0  # requests submitted and unfinished when the stop came
     unfinished: int = 0  # of those, still journaled as submitted at the end (resumable)
+    # ... and those whose last submission got no answer (journaled as submitting): the next
+    # run sends them again, counted as possibly charged twice
+    unanswered: int = 0
     stop_reason: str | None = None  # why the run stopped sending (an input changed)
     errors: dict[str, int] = field(default_factory=dict)  # failed rows by error type
     megapixels: int = 0  # billed output megapixels received in this run
@@ -132,6 +135,7 @@ class InFlight:
         self.counted_duplicate = False  # the submission under way was counted as one
         self.resubmitted: list[str] = []
         self.submitted_at: str | None = None  # wall clock of the last accepted submission
+        self.status: str | None = None  # the row's status in the journal (its last line)
         self._journaled: dict[str, Any] | None = None  # the last line's changing fields
 
     def record(self, status: str, **extra: Any) -> Record:
@@ -149,6 +153,7 @@ class InFlight:
             changing["resubmitted"] = list(self.resubmitted)
         changing.update(extra)
         self._count(status, extra)
+        self.status = status
         before, self._journaled = self._journaled, changing
         if before is None or before.keys() - changing.keys():  # a field gone: say it all
             return {**self.base, **changing}  # type: ignore[typeddict-item]
