@@ -33,6 +33,7 @@ from .manifest import (
     Record,
     RunLine,
     latest,
+    never_reached,
     read_runs,
     utc_now,
 )
@@ -110,7 +111,9 @@ def _choose(
     origins: dict[tuple[Any, Any], Path] = {}  # (backend, fal server) -> first folder with it
     for source in sources:
         for key, record in latest(source).items():
-            origins.setdefault((record.get("backend"), record.get("server")), source)
+            status, attempts = record.get("status"), record.get("attempts")
+            if not never_reached(status, attempts, record.get("possible_duplicates")):
+                origins.setdefault((record.get("backend"), record.get("server")), source)
             held = chosen.get(key)
             if held is None:
                 chosen[key] = (record, source)

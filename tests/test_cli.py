@@ -11,7 +11,7 @@ import pytest
 from runner.cli import main
 from runner.cliargs import build_parser, serve_settings
 
-from .conftest import last_records, png_bytes
+from .conftest import closed_port, last_records, png_bytes
 
 
 def test_validate_ok_and_bad(write_spec, capsys):
@@ -133,6 +133,24 @@ def test_an_unresolvable_server_stops_with_exit_3_naming_host_and_cause(
     assert {r["status"] for r in last_records(out).values()} == {"refused"}  # none failed
     end = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
     assert end["event"] == "end" and end["failed"] == 0 and end["submitted"] == 0
+
+
+def test_rows_no_server_ever_took_do_not_tie_the_folder_to_that_server(
+    write_spec, tmp_path, fal_server, monkeypatch, capsys
+):
+    # A mistyped FAL_QUEUE_URL (nobody listening) leaves only refused rows: nothing reached a
+    # server, so the corrected URL resumes the same folder instead of being refused.
+    server = fal_server()
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    out = tmp_path / "o"
+    monkeypatch.setenv("FAL_QUEUE_URL", f"http://127.0.0.1:{closed_port()}")
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+    assert {r["status"] for r in last_records(out).values()} == {"refused"}
+    monkeypatch.setenv("FAL_QUEUE_URL", server.env()["FAL_QUEUE_URL"])
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr()
+    assert server.stats.submissions == 2
+    assert {r["server"] for r in last_records(out).values()} == {server.env()["FAL_QUEUE_URL"]}
 
 
 def test_fal_backend_against_a_server(write_spec, tmp_path, fal_server):

@@ -153,6 +153,23 @@ def test_merge_refuses_folders_made_by_different_backends(spec, tmp_path, capsys
     assert not (merged / "manifest.jsonl").exists()
 
 
+def test_rows_no_server_ever_took_do_not_count_as_another_backends(spec, tmp_path, capsys):
+    # a part first tried against a mistyped server URL holds rows refused there: nothing of
+    # them reached any server, so they do not stop the merge as rows of another backend
+    tried, done = tmp_path / "tried", tmp_path / "done"
+    run(spec, tried, "--shard", "1/2")
+    run(spec, done, "--shard", "2/2")
+    journal = tried / "manifest.jsonl"
+    refused = {"status": "refused", "backend": "fal", "server": "https://typo.x", "attempts": 0}
+    journal.write_text(
+        "".join(json.dumps({**record, **refused}) + "\n" for record in last_records(tried).values())
+    )
+    merged = tmp_path / "merged"
+    assert main(["merge", str(tried), str(done), "--out", str(merged)]) == 0, capsys.readouterr()
+    assert run(spec, merged) == 1  # the refused rows are sent by the merged folder's backend
+    assert {r["backend"] for r in last_records(merged).values()} == {"local"}
+
+
 def test_merge_refuses_a_folder_a_run_is_using(spec, tmp_path):
     from runner.errors import UsageError
     from runner.folderlock import locked
