@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .spending import usd_text
 from .tracking import RunStats
 from .words import counted
 
@@ -30,7 +31,7 @@ class Progress:
             "retrying": stats.retrying,
         }
         if stats.usd is not None:
-            shown["spent"] = f"~${stats.usd:.2f}" + _up_to(stats, " ({})")
+            shown["spent"] = f"~{usd_text(stats.usd)}" + _up_to(stats, " ({})")
         self._bar.set_postfix(shown, refresh=False)
         self._bar.update(stats.done - self._bar.n)  # redraws at most every mininterval
 
@@ -73,7 +74,7 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
         more.append(f"{stats.possible_duplicates} possibly charged twice")
     if stats.usd is not None:
         more.append(
-            f"about ${stats.usd:.2f} spent ({stats.megapixels} MP)"
+            f"about {usd_text(stats.usd)} spent ({stats.megapixels} MP)"
             + _up_to(stats, ", {} if every uncertain submission was charged")
         )
     head = f"{counted(total, 'request')}: " if total is not None else ""
@@ -116,7 +117,7 @@ def _up_to(stats: RunStats, words: str) -> str:
     worst, spent = stats.worst_usd, stats.usd
     if worst is None or spent is None or stats.worst_megapixels <= stats.megapixels:
         return ""
-    return words.format(f"up to ${worst:.2f}")
+    return words.format(f"up to {usd_text(worst)}")
 
 
 def _reason(why: str) -> str:

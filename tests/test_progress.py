@@ -50,3 +50,11 @@ def test_a_stopped_run_tells_rows_sent_and_unfinished_from_rows_not_run():
         "by request id, without paying again) and 1 got no answer to its submission (the next "
         "run sends it again, counted as possibly charged twice)"
     )
+
+
+def test_dollars_are_written_as_the_cap_writes_them_never_rounded_down():
+    # $0.025 a megapixel: 3 MP is $0.075 and 5 MP $0.125, not "$0.07" and "$0.12"
+    stats = RunStats(ok=3, submitted=5, possible_duplicates=2, usd_per_megapixel=0.025)
+    stats.megapixels, stats.worst_megapixels = 3, 5
+    line = summary_line(stats, Path("out"), 1.0, total=3)
+    assert "about $0.075 spent (3 MP), up to $0.125 if every uncertain submission" in line
