@@ -98,6 +98,8 @@ async def test_stats_json_counts_the_run(write_spec, emulator_factory, tmp_path)
         "already_ok": 0,
         "failed_before": 0,
         "in_flight": 0,
+        "awaiting_result": 0,
+        "unanswered": 0,
     }
     assert document["errors"] == {"validation": 1}
     assert document["http_429"] == em.stats.faults_of("429") > 0
