@@ -185,6 +185,8 @@ class Executor:
             if self._unannounced:
                 self._notify("skipped", self.stats)
         if self._fatal is not None:
+            if self.stats.stop_reason is None:  # runs.jsonl and stats.json say why it stopped
+                self.stats.stop_reason = str(self._fatal)
             raise self._fatal
         if not self._stopping:  # every row was taken: the journal's other keys are not ours
             self.stats.elsewhere = self._journal.rows - self._known

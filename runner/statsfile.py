@@ -29,6 +29,9 @@ def stats_document(
         "updated": utc_now(),
         "finished": finished,
         "interrupted": stats.interrupted,
+        # why the run stopped sending before its last row (a cap, a changed input, a refused
+        # key, an unreachable server), else null
+        "stop_reason": stats.stop_reason,
         "elapsed_s": round(elapsed, 3),
         "counts": {
             "ok": stats.ok,

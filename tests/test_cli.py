@@ -189,6 +189,24 @@ def test_wrong_key_exits_3_fast(write_spec, tmp_path, fal_server, capsys):
     assert sum(server.stats.requests.values()) < 3
 
 
+def test_a_run_stopped_by_its_key_or_its_server_says_why_in_runs_jsonl_and_stats_json(
+    write_spec, tmp_path, fal_server, monkeypatch, capsys
+):
+    # a script reading the folder must not take a run that stopped early for a finished one
+    fal_server("wrong", keys=frozenset({"right"}))
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    for out, url in ((tmp_path / "key", None), (tmp_path / "gone", closed_port())):
+        if url is not None:
+            monkeypatch.setenv("FAL_QUEUE_URL", f"http://127.0.0.1:{url}")
+        assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+        end = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+        stats = json.loads((out / "stats.json").read_text())
+        said = "refused the API key" if url is None else "connection refused"
+        assert end["event"] == "end" and said in (end["stop_reason"] or ""), end
+        assert said in (stats["stop_reason"] or ""), stats
+    capsys.readouterr()
+
+
 def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
