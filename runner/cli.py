@@ -461,6 +461,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
             f"runner: note: the folders hold runs of different specs ({made}); merged all the "
             "same: a row's key is its request, whatever the spec"
         )
+    if done.pending or done.unfinished:
+        why = []
+        if done.unfinished:
+            why.append(
+                f"the last run of {', '.join(map(str, done.unfinished))} stopped early (rows it "
+                "did not reach are in no journal yet)"
+            )
+        if done.pending:
+            n = done.pending
+            why.append(f"{counted(n, 'row')} {'is' if n == 1 else 'are'} not finished")
+        _err(
+            f"runner: note: {' and '.join(why)}: go on in {done.out} (runner run SPEC --out "
+            f"{done.out}), not in the folders merged: a row run in both is paid twice"
+        )
     if done.conflicts:
         shown = ", ".join(done.conflicts[:5]) + (" …" if len(done.conflicts) > 5 else "")
         _err(
