@@ -256,9 +256,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             + (["--allow-remote-fetch"] if args.allow_remote_fetch else [])
         )
         remain = "remains" if failed == 1 else "remain"
+        taken = ""
+        if n := stats.fetchable:
+            taken = (
+                f" ({n} of them accepted by the server, {'its' if n == 1 else 'their'} result "
+                "not fetched: --retry-failed fetches it by request id, without paying again)"
+            )
         _err(
-            f"runner: {counted(failed, 'failed row')} {remain}; to submit them again: {again} "
-            "--retry-failed"
+            f"runner: {counted(failed, 'failed row')} {remain}{taken}; to submit them again: "
+            f"{again} --retry-failed"
         )
     if stats.stop_reason is not None:
         _err(

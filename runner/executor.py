@@ -61,6 +61,15 @@ UNREACHABLE_AFTER = 3
 
 # Failures after which the request id is still worth polling (the server may have the result).
 _POLLABLE_ERRORS = frozenset({"download", "transport"})
+
+
+def fetchable(status: str, error_type: str | None, request_id: str | None) -> bool:
+    """A failed row whose request the server took and whose result was not fetched (no
+    answer to the status or result calls, or the image could not be downloaded): a run with
+    --retry-failed polls it by its request id, without paying again."""
+    return status == FAILED and error_type in _POLLABLE_ERRORS and bool(request_id)
+
+
 # Settled rows of a resume are announced to the progress display in batches of this many.
 _ANNOUNCE_EVERY = 1024
 
@@ -223,16 +232,15 @@ class Executor:
             self._notify("skipped", self.stats)
             return
         if state is not None and state.status == FAILED and not self._settings.retry_failed:
-            self.stats.failed_before += 1
+            self._failed_before(state)
             self._notify("skipped", self.stats)
             return
         flight = self._flight(request, state)
         if state is not None:
             flight.attempts, flight.duplicates = state.attempts, state.possible_duplicates
             flight.status = state.status
-            if state.request_id and (
-                state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS
-            ):
+            later = fetchable(state.status, state.error_type, state.request_id)
+            if state.request_id and (state.status == SUBMITTED or later):
                 # Queued earlier: polled by its id whatever --mode this run uses (a sync
                 # resubmission would pay again for a result the queue holds).
                 flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
@@ -256,6 +264,8 @@ class Executor:
             self.stats.failed += 1
             kind = failure.info["type"]
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+            taken = flight.handle.request_id if flight.handle is not None else None
+            self.stats.fetchable += fetchable(FAILED, kind, taken)
             self._notify("failed", self.stats)
         except Stopped:
             pass
@@ -299,7 +309,7 @@ class Executor:
                 return KEY_ONLY
             self.stats.skipped += 1
         elif state.status == FAILED and not self._settings.retry_failed:
-            self.stats.failed_before += 1
+            self._failed_before(state)
         else:
             return FULL
         self._taken += 1
@@ -309,6 +319,11 @@ class Executor:
             self._unannounced = 0
             self._notify("skipped", self.stats)
         return HANDLED
+
+    def _failed_before(self, state: KeyState) -> None:
+        """A row an earlier run failed, left as it is (no --retry-failed)."""
+        self.stats.failed_before += 1
+        self.stats.fetchable += fetchable(state.status, state.error_type, state.request_id)
 
     def _ours(self, state: KeyState) -> bool:
         """Whether a record was made by this run's backend and fal server."""

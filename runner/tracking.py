@@ -20,6 +20,9 @@ class RunStats:
     failed: int = 0
     skipped: int = 0  # already ok in the journal
     failed_before: int = 0  # failed in an earlier run, not retried (no --retry-failed)
+    # failed rows (of this run or before) whose request the server took and whose result
+    # --retry-failed fetches by request id, without paying again (executor.fetchable)
+    fetchable: int = 0
     submitted: int = 0  # submissions in this run that may have reached the model (attempts)
     refused: Counter[str] = field(default_factory=Counter)  # refused submissions, by reason
     resumed: int = 0  # requests picked up by their stored request id

@@ -175,6 +175,30 @@ def test_failed_rows_exit_1_and_retry_failed(write_spec, tmp_path, fal_server, c
     capsys.readouterr()
 
 
+def test_the_retry_hint_says_which_failed_rows_are_fetched_without_paying_again(
+    write_spec, tmp_path, fal_server, capsys
+):
+    from dataclasses import replace
+
+    from runner.emulator import Faults
+
+    # the server takes the submission, then drops every status and result call: the row
+    # fails with its request id, and --retry-failed fetches its result instead of paying again
+    drops = Faults(p_drop=1.0, routes=frozenset({"status", "stream", "result"}))
+    server = fal_server(faults=drops)
+    spec = write_spec(matrix={"seed": [1]}, backend="fal", execution={"retries": 0})
+    argv = ["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]
+    for _ in range(2):  # the run that failed it, and a plain resume
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "1 failed row remains (1 of them accepted by the server, its result not " in err
+        assert "--retry-failed fetches it by request id, without paying again)" in err
+    server.emulator._state.settings = replace(server.emulator._state.settings, faults=Faults())
+    assert main([*argv, "--retry-failed"]) == 0
+    assert "1 resumed" in capsys.readouterr().out
+    assert server.stats.submissions == 1
+
+
 def test_wrong_key_exits_3_fast(write_spec, tmp_path, fal_server, capsys):
     import time
 
