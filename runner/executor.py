@@ -47,7 +47,7 @@ from .plan import Pricing
 from .repair import repair
 from .retry import Decision, Verdict, failure_kind, is_retryable_result, retried
 from .settings import RunSettings
-from .spending import Budget, may_be_charged, read_paid, row_megapixels
+from .spending import Budget, fetchable, may_be_charged, read_paid, row_megapixels
 from .tracking import Failed, InFlight, RunStats, Stopped, error_info
 
 T = TypeVar("T")
@@ -58,16 +58,6 @@ INLINE_SAVE_BYTES = 64 * 1024
 # Submissions in a row that cannot connect, while no request of this run has reached the
 # server, after which the run stops (exit 3, rows as they were) rather than fail every row.
 UNREACHABLE_AFTER = 3
-
-# Failures after which the request id is still worth polling (the server may have the result).
-_POLLABLE_ERRORS = frozenset({"download", "transport"})
-
-
-def fetchable(status: str, error_type: str | None, request_id: str | None) -> bool:
-    """A failed row whose request the server took and whose result was not fetched (no
-    answer to the status or result calls, or the image could not be downloaded): a run with
-    --retry-failed polls it by its request id, without paying again."""
-    return status == FAILED and error_type in _POLLABLE_ERRORS and bool(request_id)
 
 
 # Settled rows of a resume are announced to the progress display in batches of this many.

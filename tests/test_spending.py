@@ -247,6 +247,26 @@ def test_retry_failed_counts_a_failed_row_that_may_have_been_charged(
     assert server.stats.submissions == 4
 
 
+def test_a_failed_row_the_server_took_is_fetched_not_counted_as_a_row_to_send(
+    write_spec, tmp_path, fal_server, capsys
+):
+    from dataclasses import replace
+
+    # accepted, then every status call dropped: the row failed with its request id. With
+    # --retry-failed it is polled, so the cap's check counts nothing more to send for it
+    drops = Faults(p_drop=1.0, routes=frozenset({"status", "stream", "result"}))
+    server = fal_server(faults=drops)
+    out = tmp_path / "out"
+    spec = write_spec(matrix={"seed": [1]}, execution={"retries": 0})
+    assert fal_run(spec, out, "--max-usd", "1") == 1
+    server.emulator._state.settings = replace(server.emulator._state.settings, faults=Faults())
+    capsys.readouterr()
+    # what it may have cost ($0.025) is committed; fetching its result costs nothing more
+    assert fal_run(spec, out, "--max-usd", "0.025", "--retry-failed") == 0, capsys.readouterr()
+    assert "1 resumed" in capsys.readouterr().out
+    assert server.stats.submissions == 1
+
+
 def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):
     from runner.endpoints import get_endpoint
     from runner.manifest import Journal
