@@ -258,9 +258,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         remain = "remains" if failed == 1 else "remain"
         taken = ""
         if n := stats.fetchable:
+            one = n == 1
             taken = (
-                f" ({n} of them accepted by the server, {'its' if n == 1 else 'their'} result "
-                "not fetched: --retry-failed fetches it by request id, without paying again)"
+                f" ({n} of them accepted by the server, {'its' if one else 'their'} result not "
+                f"fetched: --retry-failed fetches {'it' if one else 'them'} by request id, "
+                "without paying again)"
             )
         _err(
             f"runner: {counted(failed, 'failed row')} {remain}{taken}; to submit them again: "
