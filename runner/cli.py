@@ -58,6 +58,9 @@ from .words import counted
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
+# A signal this soon after the first is the same stop delivered twice, not a second request:
+# GNU `timeout` sends SIGTERM to the command and then to its whole process group.
+ONE_STOP_SECONDS = 0.25
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,11 +331,15 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
     stop = asyncio.Event()
     stats = RunStats()  # the run's live counters once it reports them (its "started" event)
     signals = 0
+    first_at = 0.0
 
     def on_signal(name: str) -> None:
-        nonlocal signals
+        nonlocal signals, first_at
+        if signals and loop.time() - first_at < ONE_STOP_SECONDS:
+            return  # the first signal again (`timeout` signals the command and its group)
         signals += 1
         if signals == 1:
+            first_at = loop.time()
             stop.set()
             again = "Ctrl-C again" if name == "SIGINT" else "a second signal"
             _err(
