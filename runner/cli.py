@@ -53,7 +53,7 @@ from .run import DEFAULT_QUEUE_URL, server_url
 from .settings import with_overrides
 from .shards import Shard
 from .spec import read_spec
-from .spending import Budget, Paid, check_priced, read_paid
+from .spending import Budget, Paid, check_priced, read_paid, usd_text
 from .words import counted
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
@@ -242,6 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats = asyncio.run(_run_interruptible(settings, requests, progress))
     progress.close()
     print(summary_line(stats, settings.out, time.monotonic() - started, total))
+    _say_if_over_the_cap(stats, settings.out)
     if stats.elsewhere:
         _err(
             f"runner: note: {settings.out} also holds {counted(stats.elsewhere, 'row')} this "
@@ -283,6 +284,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(f"runner: interrupted; {in_flight_note(stats)}. Run the same command again to resume.")
         return EXIT_STOPPED
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _say_if_over_the_cap(stats: RunStats, out: Path) -> None:
+    """The cap holds at each submission by estimates; outputs larger than their estimate
+    (an input given as a URL counts as 1 MP) can take the folder past it: say so."""
+    cap, price, committed = stats.max_usd, stats.usd_per_megapixel, stats.committed_megapixels
+    if cap is None or price is None or committed is None:
+        return
+    budget = Budget(cap, price)
+    if not budget.fits(committed):
+        _err(
+            f"runner: note: {out} has committed {usd_text(budget.usd(committed))}, over its "
+            f"spending cap {usd_text(cap)}: outputs came back larger than their estimate (an "
+            "input given as a URL is estimated at 1 MP)"
+        )
 
 
 @dataclass(frozen=True)

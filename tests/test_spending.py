@@ -267,6 +267,23 @@ def test_a_failed_row_the_server_took_is_fetched_not_counted_as_a_row_to_send(
     assert server.stats.submissions == 1
 
 
+def test_a_folder_taken_past_its_cap_by_a_short_estimate_says_so(
+    write_spec, tmp_path, fal_server, capsys
+):
+    # an input given as a URL is estimated at 1 MP; its output is 2 MP: the cap ($0.025)
+    # let the one submission go, and what came back took the folder past it
+    server = fal_server(max_side=4096)
+    hosted = server.emulator._state.add_file(png_bytes(2048, 1024), "image/png", ext="png")
+    url = f"{server.env()['FAL_QUEUE_URL']}/files/{hosted}"
+    spec = write_spec(defaults={"image_url": url}, matrix={"seed": [1]})
+    assert fal_run(spec, tmp_path / "out", "--max-usd", "0.025") == 0
+    captured = capsys.readouterr()
+    assert "about $0.05 spent (2 MP)" in captured.out
+    assert "has committed $0.05, over its spending cap $0.025: outputs came back larger" in (
+        captured.err
+    )
+
+
 def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):
     from runner.endpoints import get_endpoint
     from runner.manifest import Journal
