@@ -416,7 +416,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if summary.missing:
         _err("runner: images are missing: `runner run` on the spec fetches them again")
     if summary.changed:
-        _err("runner: images changed since the run are not shown: they are not what was returned")
+        _err(
+            "runner: images changed since the run are not shown: they are not what was "
+            "returned. HINT: delete those files (the page marks them), and `runner run` on the "
+            "spec fetches them again"
+        )
     for png in summary.pngs:
         print(png)
     return EXIT_OK
