@@ -199,7 +199,8 @@ class Executor:
             try:
                 request = next(rows, None)
             except GridError as error:  # validation passed, so a source file changed since
-                changed = self._inputs.changed(globs=True) if self._inputs else None
+                inputs = self._inputs
+                changed = (inputs.changed(globs=True) or inputs.edited()) if inputs else None
                 self._halt(changed or f"the spec's inputs changed during the run: {error}")
                 return
             except ValueError:  # "generator already executing" cannot happen: one thread
