@@ -60,6 +60,10 @@ INLINE_SAVE_BYTES = 64 * 1024
 UNREACHABLE_AFTER = 3
 
 
+# Why a submission is sent again that may duplicate a charged one (journaled in `resubmitted`).
+SENT_AGAIN = "the previous submission may have been accepted: sent again"
+LOST_AGAIN = "result no longer on the server (404): submitted again"
+
 # Settled rows of a resume are announced to the progress display in batches of this many.
 _ANNOUNCE_EVERY = 1024
 
@@ -240,7 +244,7 @@ class Executor:
             elif may_be_charged(state.status, state.error_type, state.attempts):
                 # sent before, maybe charged (a crash between sending and journaling, or a
                 # failure after the server may have run it): sending it again may pay twice
-                flight.uncertain = True
+                flight.uncertain = SENT_AGAIN
         self.stats.in_flight += 1
         try:
             reply = await self._until_result(flight)
@@ -356,14 +360,13 @@ class Executor:
             if last:
                 return
             if error.http_status == 404:
-                # the lost result was most likely billed: the new submission pays again
-                flight.duplicates += 1
-                self.stats.possible_duplicates += 1
-            flight.resubmitted.append(
-                "result no longer on the server (404): submitted again"
-                if error.http_status == 404
-                else f"server failure {error.error_type or error.http_status}: submitted again"
-            )
+                # the lost result was most likely billed: the new submission, if it goes out
+                # (a stop or the cap may keep it), pays again
+                flight.uncertain = LOST_AGAIN
+            else:
+                flight.resubmitted.append(
+                    f"server failure {error.error_type or error.http_status}: submitted again"
+                )
             flight.handle = None
             self.stats.retrying += 1
             self._notify("retrying", self.stats)
@@ -451,16 +454,17 @@ class Executor:
         is then counted and journaled as going out."""
         committed, budget = self.stats.committed_megapixels, self._budget
         if budget is not None and committed is not None:
-            more = flight.will_count(flight.duplicates + flight.uncertain) - flight.counted
+            again = flight.uncertain is not None
+            more = flight.will_count(flight.duplicates + again) - flight.counted
             if not budget.fits(committed + more):
                 self._halt(budget.stop_reason(committed, flight.estimate))
                 raise Stopped
         flight.counted_duplicate = flight.uncertain
-        if flight.uncertain:
+        if flight.uncertain is not None:
             flight.duplicates += 1
             self.stats.possible_duplicates += 1
-            flight.uncertain = False
-            flight.resubmitted.append("the previous submission may have been accepted: sent again")
+            flight.resubmitted.append(flight.uncertain)
+            flight.uncertain = None
         flight.attempts += 1
         self.stats.submitted += 1
         self._journal.append(flight.record(SUBMITTING))
@@ -470,17 +474,19 @@ class Executor:
         """Undo what _begin_submission counted: a refused submission charged nothing. The
         journal goes back to the row's state before it (`submitting` when an earlier ambiguous
         send may still have been accepted, else `refused`: sent as new on resume)."""
-        if flight.counted_duplicate:
+        if flight.counted_duplicate is not None:
             flight.duplicates -= 1
             self.stats.possible_duplicates -= 1
-            flight.uncertain = True
-        flight.counted_duplicate = False
+            flight.resubmitted.pop()  # its reason, said when it went out: it did not go
+            flight.uncertain = flight.counted_duplicate
+        flight.counted_duplicate = None
         flight.attempts -= 1
         self.stats.submitted -= 1
         self.stats.refused[reason] += 1
         status = error.http_status if isinstance(error, CallError | AuthError) else None
         info = error_info("refused", self._client.redact(str(error)), status)
-        self._journal.append(flight.record(SUBMITTING if flight.uncertain else REFUSED, error=info))
+        again = flight.uncertain is not None
+        self._journal.append(flight.record(SUBMITTING if again else REFUSED, error=info))
         if flight.handle is None:
             self._open.pop(flight.request.key, None)
 
@@ -507,7 +513,7 @@ class Executor:
                         "accepted it, not resubmitted (--no-resubmit-ambiguous)",
                     )
                 )
-            flight.uncertain = True
+            flight.uncertain = SENT_AGAIN
         self.stats.retrying += 1
         self._notify("retrying", self.stats)
 

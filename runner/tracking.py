@@ -134,8 +134,10 @@ class InFlight:
         self.handle: Handle | None = None
         self.attempts = 0
         self.duplicates = 0
-        self.uncertain = False  # the next submission may duplicate an accepted one
-        self.counted_duplicate = False  # the submission under way was counted as one
+        # why the next submission may duplicate one that was charged (None: it may not); it
+        # is counted as a possible double charge when, and only if, it goes out
+        self.uncertain: str | None = None
+        self.counted_duplicate: str | None = None  # the submission under way was, and why
         self.resubmitted: list[str] = []
         self.submitted_at: str | None = None  # wall clock of the last accepted submission
         self.status: str | None = None  # the row's status in the journal (its last line)

@@ -354,6 +354,32 @@ async def test_a_result_the_server_lost_is_resubmitted_and_recorded(
     assert em.stats.stream_calls == 2  # an unknown request id does not turn the stream off
 
 
+async def test_a_lost_result_counts_a_double_charge_only_once_it_is_sent_again(
+    write_spec, emulator_factory, tmp_path
+):
+    from runner.manifest import SUBMITTED, Journal
+
+    em = await emulator_factory()
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out")
+    journal = Journal(tmp_path / "out")  # an earlier run got this id, long ago
+    journal.append(
+        {"key": requests[0].key, "status": SUBMITTED, "request_id": "gone-0001", "attempts": 1}
+    )
+    journal.close()
+    stop = asyncio.Event()
+
+    def on_event(event: str, stats: RunStats) -> None:
+        if event == "retrying":
+            stop.set()  # a first Ctrl-C before the new submission goes out
+
+    stats = await run(settings, requests, em, stop=stop, on_event=on_event)
+    assert em.stats.submissions == 0 and stats.submitted == 0
+    assert stats.possible_duplicates == 0  # nothing was sent again: nothing may pay twice
+    record = last_records(tmp_path / "out")[requests[0].key]
+    assert record["status"] == "submitted" and record.get("possible_duplicates", 0) == 0
+
+
 async def test_stalled_responses_do_not_hang_the_run(write_spec, emulator_factory, tmp_path):
     em = await emulator_factory(faults=Faults(p_stall=0.3), stall=0.3, seed=11)
     spec = write_spec(matrix={"seed": {"range": [0, 9]}})
