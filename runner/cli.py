@@ -53,11 +53,14 @@ from .run import DEFAULT_QUEUE_URL, server_url
 from .settings import with_overrides
 from .shards import Shard
 from .spec import read_spec
-from .spending import Budget, Paid, check_priced, read_paid
+from .spending import Budget, Paid, check_priced, read_paid, usd_text
 from .words import counted
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 GRACE_SECONDS = 10.0  # after a first Ctrl-C, requests in flight get this long to finish
+# A signal this soon after the first is the same stop delivered twice, not a second request:
+# GNU `timeout` sends SIGTERM to the command and then to its whole process group.
+ONE_STOP_SECONDS = 0.25
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,6 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats = asyncio.run(_run_interruptible(settings, requests, progress))
     progress.close()
     print(summary_line(stats, settings.out, time.monotonic() - started, total))
+    _say_if_over_the_cap(stats, settings.out)
     if stats.elsewhere:
         _err(
             f"runner: note: {settings.out} also holds {counted(stats.elsewhere, 'row')} this "
@@ -256,20 +260,45 @@ def cmd_run(args: argparse.Namespace) -> int:
             + (["--allow-remote-fetch"] if args.allow_remote_fetch else [])
         )
         remain = "remains" if failed == 1 else "remain"
+        taken = ""
+        if n := stats.fetchable:
+            one = n == 1
+            taken = (
+                f" ({n} of them accepted by the server, {'its' if one else 'their'} result not "
+                f"fetched: --retry-failed fetches {'it' if one else 'them'} by request id, "
+                "without paying again)"
+            )
         _err(
-            f"runner: {counted(failed, 'failed row')} {remain}; to submit them again: {again} "
-            "--retry-failed"
+            f"runner: {counted(failed, 'failed row')} {remain}{taken}; to submit them again: "
+            f"{again} --retry-failed"
         )
     if stats.stop_reason is not None:
         _err(
             f"runner: stopped: {stats.stop_reason}; no more submissions "
             f"(what was sent is journaled). Once that is dealt with, run again to go on."
         )
+        if stats.unfinished or stats.unanswered:
+            _err(f"runner: {in_flight_note(stats)}")
         return EXIT_STOPPED
     if stats.interrupted:
         _err(f"runner: interrupted; {in_flight_note(stats)}. Run the same command again to resume.")
         return EXIT_STOPPED
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _say_if_over_the_cap(stats: RunStats, out: Path) -> None:
+    """The cap holds at each submission by estimates; outputs larger than their estimate
+    (an input given as a URL counts as 1 MP) can take the folder past it: say so."""
+    cap, price, committed = stats.max_usd, stats.usd_per_megapixel, stats.committed_megapixels
+    if cap is None or price is None or committed is None:
+        return
+    budget = Budget(cap, price)
+    if not budget.fits(committed):
+        _err(
+            f"runner: note: {out} has committed {usd_text(budget.usd(committed))}, over its "
+            f"spending cap {usd_text(cap)}: outputs came back larger than their estimate (an "
+            "input given as a URL is estimated at 1 MP)"
+        )
 
 
 @dataclass(frozen=True)
@@ -318,11 +347,15 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
     stop = asyncio.Event()
     stats = RunStats()  # the run's live counters once it reports them (its "started" event)
     signals = 0
+    first_at = 0.0
 
     def on_signal(name: str) -> None:
-        nonlocal signals
+        nonlocal signals, first_at
+        if signals and loop.time() - first_at < ONE_STOP_SECONDS:
+            return  # the first signal again (`timeout` signals the command and its group)
         signals += 1
         if signals == 1:
+            first_at = loop.time()
             stop.set()
             again = "Ctrl-C again" if name == "SIGINT" else "a second signal"
             _err(
@@ -383,7 +416,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if summary.missing:
         _err("runner: images are missing: `runner run` on the spec fetches them again")
     if summary.changed:
-        _err("runner: images changed since the run are not shown: they are not what was returned")
+        _err(
+            "runner: images changed since the run are not shown: they are not what was "
+            "returned. HINT: delete those files (the page marks them), and `runner run` on the "
+            "spec fetches them again"
+        )
     for png in summary.pngs:
         print(png)
     return EXIT_OK
@@ -458,6 +495,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
         _err(
             f"runner: note: the folders hold runs of different specs ({made}); merged all the "
             "same: a row's key is its request, whatever the spec"
+        )
+    if done.pending or done.unfinished:
+        why = []
+        if done.unfinished:
+            why.append(
+                f"the last run of {', '.join(map(str, done.unfinished))} stopped early (rows it "
+                "did not reach are in no journal yet)"
+            )
+        if done.pending:
+            n = done.pending
+            why.append(f"{counted(n, 'row')} {'is' if n == 1 else 'are'} not finished")
+        _err(
+            f"runner: note: {' and '.join(why)}: go on in {done.out} (runner run SPEC --out "
+            f"{done.out}), not in the folders merged: a row run in both is paid twice"
         )
     if done.conflicts:
         shown = ", ".join(done.conflicts[:5]) + (" …" if len(done.conflicts) > 5 else "")

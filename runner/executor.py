@@ -47,7 +47,7 @@ from .plan import Pricing
 from .repair import repair
 from .retry import Decision, Verdict, failure_kind, is_retryable_result, retried
 from .settings import RunSettings
-from .spending import Budget, may_be_charged, read_paid, row_megapixels
+from .spending import Budget, fetchable, may_be_charged, read_paid, row_megapixels
 from .tracking import Failed, InFlight, RunStats, Stopped, error_info
 
 T = TypeVar("T")
@@ -59,8 +59,11 @@ INLINE_SAVE_BYTES = 64 * 1024
 # server, after which the run stops (exit 3, rows as they were) rather than fail every row.
 UNREACHABLE_AFTER = 3
 
-# Failures after which the request id is still worth polling (the server may have the result).
-_POLLABLE_ERRORS = frozenset({"download", "transport"})
+
+# Why a submission is sent again that may duplicate a charged one (journaled in `resubmitted`).
+SENT_AGAIN = "the previous submission may have been accepted: sent again"
+LOST_AGAIN = "result no longer on the server (404): submitted again"
+
 # Settled rows of a resume are announced to the progress display in batches of this many.
 _ANNOUNCE_EVERY = 1024
 
@@ -111,7 +114,7 @@ class Executor:
         self._taken = 0
         self._known = 0  # rows of this run the journal already held
         self._unannounced = 0  # settled rows counted since the last "skipped" event
-        self._open: set[str] = set()  # keys submitted and not yet finished
+        self._open: dict[str, InFlight] = {}  # rows submitted and not yet finished
         # A refused key (or an unreachable server) stops new submissions at once, but the
         # calls already under way are let finish (each is then known refused or accepted,
         # not left "maybe sent").
@@ -179,10 +182,14 @@ class Executor:
         finally:
             if watcher is not None:
                 watcher.cancel()
-            self.stats.unfinished = len(self._open)
+            left = [flight.status for flight in self._open.values()]
+            self.stats.unfinished = left.count(SUBMITTED)  # polled next time
+            self.stats.unanswered = left.count(SUBMITTING)  # sent again next time
             if self._unannounced:
                 self._notify("skipped", self.stats)
         if self._fatal is not None:
+            if self.stats.stop_reason is None:  # runs.jsonl and stats.json say why it stopped
+                self.stats.stop_reason = str(self._fatal)
             raise self._fatal
         if not self._stopping:  # every row was taken: the journal's other keys are not ours
             self.stats.elsewhere = self._journal.rows - self._known
@@ -196,7 +203,8 @@ class Executor:
             try:
                 request = next(rows, None)
             except GridError as error:  # validation passed, so a source file changed since
-                changed = self._inputs.changed(globs=True) if self._inputs else None
+                inputs = self._inputs
+                changed = (inputs.changed(globs=True) or inputs.edited()) if inputs else None
                 self._halt(changed or f"the spec's inputs changed during the run: {error}")
                 return
             except ValueError:  # "generator already executing" cannot happen: one thread
@@ -219,38 +227,40 @@ class Executor:
             self._notify("skipped", self.stats)
             return
         if state is not None and state.status == FAILED and not self._settings.retry_failed:
-            self.stats.failed_before += 1
+            self._failed_before(state)
             self._notify("skipped", self.stats)
             return
         flight = self._flight(request, state)
         if state is not None:
             flight.attempts, flight.duplicates = state.attempts, state.possible_duplicates
-            if state.request_id and (
-                state.status == SUBMITTED or state.error_type in _POLLABLE_ERRORS
-            ):
+            flight.status = state.status
+            later = fetchable(state.status, state.error_type, state.request_id)
+            if state.request_id and (state.status == SUBMITTED or later):
                 # Queued earlier: polled by its id whatever --mode this run uses (a sync
                 # resubmission would pay again for a result the queue holds).
                 flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
-                self._open.add(request.key)
+                self._open[request.key] = flight
                 self.stats.resumed += 1
             elif may_be_charged(state.status, state.error_type, state.attempts):
                 # sent before, maybe charged (a crash between sending and journaling, or a
                 # failure after the server may have run it): sending it again may pay twice
-                flight.uncertain = True
+                flight.uncertain = SENT_AGAIN
         self.stats.in_flight += 1
         try:
             reply = await self._until_result(flight)
             outputs, extras = await self._save(request.key, reply)
             self._journal.append(flight.record(OK, outputs=outputs, result=extras))
-            self._open.discard(request.key)
+            self._open.pop(request.key, None)
             self.stats.ok += 1
             self._notify("ok", self.stats)
         except Failed as failure:
             self._journal.append(flight.record(FAILED, error=failure.info))
-            self._open.discard(request.key)
+            self._open.pop(request.key, None)
             self.stats.failed += 1
             kind = failure.info["type"]
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+            taken = flight.handle.request_id if flight.handle is not None else None
+            self.stats.fetchable += fetchable(FAILED, kind, taken)
             self._notify("failed", self.stats)
         except Stopped:
             pass
@@ -294,7 +304,7 @@ class Executor:
                 return KEY_ONLY
             self.stats.skipped += 1
         elif state.status == FAILED and not self._settings.retry_failed:
-            self.stats.failed_before += 1
+            self._failed_before(state)
         else:
             return FULL
         self._taken += 1
@@ -304,6 +314,11 @@ class Executor:
             self._unannounced = 0
             self._notify("skipped", self.stats)
         return HANDLED
+
+    def _failed_before(self, state: KeyState) -> None:
+        """A row an earlier run failed, left as it is (no --retry-failed)."""
+        self.stats.failed_before += 1
+        self.stats.fetchable += fetchable(state.status, state.error_type, state.request_id)
 
     def _ours(self, state: KeyState) -> bool:
         """Whether a record was made by this run's backend and fal server."""
@@ -345,14 +360,13 @@ class Executor:
             if last:
                 return
             if error.http_status == 404:
-                # the lost result was most likely billed: the new submission pays again
-                flight.duplicates += 1
-                self.stats.possible_duplicates += 1
-            flight.resubmitted.append(
-                "result no longer on the server (404): submitted again"
-                if error.http_status == 404
-                else f"server failure {error.error_type or error.http_status}: submitted again"
-            )
+                # the lost result was most likely billed: the new submission, if it goes out
+                # (a stop or the cap may keep it), pays again
+                flight.uncertain = LOST_AGAIN
+            else:
+                flight.resubmitted.append(
+                    f"server failure {error.error_type or error.http_status}: submitted again"
+                )
             flight.handle = None
             self.stats.retrying += 1
             self._notify("retrying", self.stats)
@@ -373,7 +387,7 @@ class Executor:
         )
         flight.submitted_at = utc_now()
         self._journal.append(flight.record(SUBMITTED))
-        self._open.add(flight.request.key)
+        self._open[flight.request.key] = flight
 
     async def _run_sync(self, flight: InFlight) -> Reply:
         endpoint, headers = self._settings.endpoint, self._headers
@@ -440,38 +454,41 @@ class Executor:
         is then counted and journaled as going out."""
         committed, budget = self.stats.committed_megapixels, self._budget
         if budget is not None and committed is not None:
-            more = flight.will_count(flight.duplicates + flight.uncertain) - flight.counted
+            again = flight.uncertain is not None
+            more = flight.will_count(flight.duplicates + again) - flight.counted
             if not budget.fits(committed + more):
                 self._halt(budget.stop_reason(committed, flight.estimate))
                 raise Stopped
         flight.counted_duplicate = flight.uncertain
-        if flight.uncertain:
+        if flight.uncertain is not None:
             flight.duplicates += 1
             self.stats.possible_duplicates += 1
-            flight.uncertain = False
-            flight.resubmitted.append("the previous submission may have been accepted: sent again")
+            flight.resubmitted.append(flight.uncertain)
+            flight.uncertain = None
         flight.attempts += 1
         self.stats.submitted += 1
         self._journal.append(flight.record(SUBMITTING))
-        self._open.add(flight.request.key)
+        self._open[flight.request.key] = flight
 
     def _refused(self, flight: InFlight, reason: str, error: Exception) -> None:
         """Undo what _begin_submission counted: a refused submission charged nothing. The
         journal goes back to the row's state before it (`submitting` when an earlier ambiguous
         send may still have been accepted, else `refused`: sent as new on resume)."""
-        if flight.counted_duplicate:
+        if flight.counted_duplicate is not None:
             flight.duplicates -= 1
             self.stats.possible_duplicates -= 1
-            flight.uncertain = True
-        flight.counted_duplicate = False
+            flight.resubmitted.pop()  # its reason, said when it went out: it did not go
+            flight.uncertain = flight.counted_duplicate
+        flight.counted_duplicate = None
         flight.attempts -= 1
         self.stats.submitted -= 1
         self.stats.refused[reason] += 1
         status = error.http_status if isinstance(error, CallError | AuthError) else None
         info = error_info("refused", self._client.redact(str(error)), status)
-        self._journal.append(flight.record(SUBMITTING if flight.uncertain else REFUSED, error=info))
+        again = flight.uncertain is not None
+        self._journal.append(flight.record(SUBMITTING if again else REFUSED, error=info))
         if flight.handle is None:
-            self._open.discard(flight.request.key)
+            self._open.pop(flight.request.key, None)
 
     def _after_failed_send(
         self, flight: InFlight, error: CallError, decision: Decision, last: bool
@@ -496,7 +513,7 @@ class Executor:
                         "accepted it, not resubmitted (--no-resubmit-ambiguous)",
                     )
                 )
-            flight.uncertain = True
+            flight.uncertain = SENT_AGAIN
         self.stats.retrying += 1
         self._notify("retrying", self.stats)
 

@@ -129,6 +129,13 @@ class RunLine(TypedDict, total=False):
     conflicts: int
 
 
+def never_reached(status: object, attempts: object, duplicates: object) -> bool:
+    """Whether a row's record says that no submission of it ever reached a server: refused
+    every time (a wrong URL, key or port) and none that may have been taken. Such a row is
+    made by no one: sent as new by any backend, it never ties its folder to one."""
+    return status == REFUSED and not attempts and not duplicates
+
+
 class KeyState(NamedTuple):
     """A key's resume state, from its last journal line: a tuple, since a million of them
     are held at once (an ok row's is shared with every row whose line says the same)."""
@@ -390,8 +397,13 @@ class Journal:
         return sum(1 for state in self._state.values() if state[3])
 
     def origins(self) -> Counter[tuple[str | None, str | None]]:
-        """How many rows each (backend, server) made, by their last line."""
-        return Counter((state[5], state[6]) for state in self._state.values())
+        """How many rows each (backend, server) made, by their last line (a row no
+        submission of which reached a server was made by none)."""
+        return Counter(
+            (state.backend, state.server)
+            for state in self._state.values()
+            if not never_reached(state.status, state.attempts, state.possible_duplicates)
+        )
 
     def append(self, record: Record) -> None:
         record["time"] = utc_now()

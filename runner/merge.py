@@ -33,6 +33,7 @@ from .manifest import (
     Record,
     RunLine,
     latest,
+    never_reached,
     read_runs,
     utc_now,
 )
@@ -61,6 +62,9 @@ class MergeSummary:
     conflicts: tuple[str, ...]  # keys that were ok in more than one folder (the first kept)
     replaced: int  # keys whose failed or pending record gave way to a better one
     specs: tuple[SpecUse, ...] = ()  # the specs the sources' runs.jsonl name, in order
+    # sources whose last run stopped early (killed, Ctrl-C, a cap...): the rows it did not
+    # reach are in no journal, so only a run can finish them
+    unfinished: tuple[Path, ...] = ()
 
 
 def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
@@ -90,6 +94,7 @@ def merge(sources: Sequence[Path], out: Path) -> MergeSummary:
                     tuple(dict.fromkeys(conflicts)),
                     replaced,
                     _specs(sources),
+                    tuple(s for s in sources if _stopped_early(read_runs(s))),
                 )
                 _write_runs(sources, summary, partial)
                 # a run that takes DIR's lock now is refused until the rename, and after it
@@ -110,7 +115,9 @@ def _choose(
     origins: dict[tuple[Any, Any], Path] = {}  # (backend, fal server) -> first folder with it
     for source in sources:
         for key, record in latest(source).items():
-            origins.setdefault((record.get("backend"), record.get("server")), source)
+            status, attempts = record.get("status"), record.get("attempts")
+            if not never_reached(status, attempts, record.get("possible_duplicates")):
+                origins.setdefault((record.get("backend"), record.get("server")), source)
             held = chosen.get(key)
             if held is None:
                 chosen[key] = (record, source)
@@ -204,6 +211,16 @@ def _specs(sources: Sequence[Path]) -> tuple[SpecUse, ...]:
             if source not in folders:
                 folders.append(source)
     return tuple(SpecUse(spec, d, tuple(f)) for d, (spec, f) in found.items())
+
+
+def _stopped_early(lines: Sequence[RunLine]) -> bool:
+    """Whether a folder's last run stopped before its last row: no `end` line (killed, or a
+    crash), or one that says it was interrupted or why it stopped sending."""
+    runs = [line for line in lines if line.get("event") in ("start", "end")]
+    if not runs:
+        return False
+    last = runs[-1]
+    return last.get("event") == "start" or bool(last.get("interrupted") or last.get("stop_reason"))
 
 
 def _one_backend(origins: dict[tuple[Any, Any], Path]) -> None:

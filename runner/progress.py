@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .spending import usd_text
 from .tracking import RunStats
 from .words import counted
 
@@ -30,7 +31,7 @@ class Progress:
             "retrying": stats.retrying,
         }
         if stats.usd is not None:
-            shown["spent"] = f"~${stats.usd:.2f}" + _up_to(stats, " ({})")
+            shown["spent"] = f"~{usd_text(stats.usd)}" + _up_to(stats, " ({})")
         self._bar.set_postfix(shown, refresh=False)
         self._bar.update(stats.done - self._bar.n)  # redraws at most every mininterval
 
@@ -50,8 +51,14 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
         rows.append(f"{counted(stats.repaired, 'missing output')} fetched again")
     if stats.lost:
         rows.append(f"{counted(stats.lost, 'output')} lost (marked failed)")
-    if total is not None and total > ok + failed:
-        rows.append(f"{total - ok - failed} not run")
+    # a stopped run's rows that were sent and not finished are not "not run": they are paid for
+    if stats.unfinished:
+        rows.append(f"{stats.unfinished} awaiting a result")
+    if stats.unanswered:
+        rows.append(f"{stats.unanswered} sent without an answer")
+    reached = ok + failed + stats.unfinished + stats.unanswered
+    if total is not None and total > reached:
+        rows.append(f"{total - reached} not run")
     if stats.flagged_before:  # an earlier run killed mid-send said so only in its own summary
         rows.append(f"{stats.flagged_before} in the folder flagged as possibly charged twice")
     sends = counted(stats.submissions, "submission")
@@ -67,7 +74,7 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
         more.append(f"{stats.possible_duplicates} possibly charged twice")
     if stats.usd is not None:
         more.append(
-            f"about ${stats.usd:.2f} spent ({stats.megapixels} MP)"
+            f"about {usd_text(stats.usd)} spent ({stats.megapixels} MP)"
             + _up_to(stats, ", {} if every uncertain submission was charged")
         )
     head = f"{counted(total, 'request')}: " if total is not None else ""
@@ -77,21 +84,31 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
 
 
 def in_flight_note(stats: RunStats) -> str:
-    """What became of the requests in flight when Ctrl-C came (all of them are journaled)."""
+    """What became of the requests in flight when the run stopped (all of them are journaled):
+    finished, still queued on the server (polled next time) or sent with no answer (sent again
+    next time, which may pay twice)."""
     n = stats.in_flight_at_stop
     if n == 0:
         return "no request was in flight"
-    left = stats.unfinished
-    done = max(0, n - left)
-    if left == 0:
+    queued, unanswered = stats.unfinished, stats.unanswered
+    if queued + unanswered == 0:
         if n == 1:
             return "the request in flight finished and is journaled"
         return f"the {n} requests in flight finished and are journaled"
-    return (
-        f"of {counted(n, 'request')} in flight, {done} finished and {left} "
-        f"{'is' if left == 1 else 'are'} journaled as submitted "
-        "(the next run polls them by request id, without paying again)"
-    )
+    said = [f"{max(0, n - queued - unanswered)} finished"]
+    if queued:
+        one = queued == 1
+        said.append(
+            f"{queued} {'is' if one else 'are'} journaled as submitted (the next run polls "
+            f"{'it' if one else 'them'} by request id, without paying again)"
+        )
+    if unanswered:
+        one = unanswered == 1
+        said.append(
+            f"{unanswered} got no answer to {'its' if one else 'their'} submission (the next "
+            f"run sends {'it' if one else 'them'} again, counted as possibly charged twice)"
+        )
+    return f"of {counted(n, 'request')} in flight, {', '.join(said[:-1])} and {said[-1]}"
 
 
 def _up_to(stats: RunStats, words: str) -> str:
@@ -100,7 +117,7 @@ def _up_to(stats: RunStats, words: str) -> str:
     worst, spent = stats.worst_usd, stats.usd
     if worst is None or spent is None or stats.worst_megapixels <= stats.megapixels:
         return ""
-    return words.format(f"up to ${worst:.2f}")
+    return words.format(f"up to {usd_text(worst)}")
 
 
 def _reason(why: str) -> str:

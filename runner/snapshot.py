@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,18 @@ class InputSnapshot:
     """The spec's source files as validated; cheap to re-check (a stat per file)."""
 
     def __init__(
-        self, files: Mapping[Path, _Print], globs: Mapping[tuple[Path, str], tuple[str, ...]]
+        self,
+        files: Mapping[Path, _Print],
+        globs: Mapping[tuple[Path, str], tuple[str, ...]],
+        taken_ns: int = 0,
     ) -> None:
         self._files = dict(files)
         self._globs = dict(globs)
+        self._taken_ns = taken_ns  # wall clock when taken, before the grid read anything
 
     @classmethod
     def take(cls, spec: Spec) -> InputSnapshot:
+        taken_ns = time.time_ns()
         files: dict[Path, _Print] = {}
         globs: dict[tuple[Path, str], tuple[str, ...]] = {}
         for raw in spec.matrix.values():
@@ -51,7 +57,7 @@ class InputSnapshot:
             pattern = raw.get("files")
             if isinstance(pattern, str) and pattern:
                 globs[(spec.base_dir, pattern)] = _matches(spec.base_dir, pattern)
-        return cls(files, globs)
+        return cls(files, globs, taken_ns)
 
     def __bool__(self) -> bool:
         return bool(self._files or self._globs)
@@ -76,6 +82,17 @@ class InputSnapshot:
                     diff = sorted(set(now_matches) ^ set(before_matches))
                     which = f" ({diff[0]})" if diff else ""
                     return f"the files matching {pattern!r} changed during the run{which}"
+        return None
+
+    def edited(self) -> str | None:
+        """The first file a {files} glob matches that was written after validation began, in
+        words, or None: where to look once the grid no longer makes what was validated (an
+        image's new bytes make a new request). A stat per match: only for that case."""
+        for (base, _), matches in self._globs.items():
+            for name in matches:
+                now = _stat(base / name)
+                if now is not None and now[1] > self._taken_ns:
+                    return f"{_shown(base / name)} changed during the run"
         return None
 
 

@@ -62,6 +62,17 @@ UNCHARGED_FAILURES = frozenset({"validation", "refused", "upload", "queue_timeou
 )
 
 
+# Failures after which the request id is still worth polling (the server may have the result).
+_POLLABLE_ERRORS = frozenset({"download", "transport"})
+
+
+def fetchable(status: str, error_type: str | None, request_id: str | None) -> bool:
+    """A failed row whose request the server took and whose result was not fetched (no
+    answer to the status or result calls, or the image could not be downloaded): a run with
+    --retry-failed polls it by its request id, sending nothing and paying nothing more."""
+    return status == FAILED and error_type in _POLLABLE_ERRORS and bool(request_id)
+
+
 def billed_megapixels(width: int, height: int) -> int:
     """Whole megapixels fal bills for one image of this size (at least 1)."""
     return max(1, -(-(width * height) // MEGAPIXEL))
@@ -115,12 +126,13 @@ class Paid:
     def still_to_send(self, key: bytes, retry_failed: bool) -> bool:
         """Whether a run may submit this row: new (or another backend's), refused, possibly
         sent (`submitting`: sent again), or failed with --retry-failed. An ok or accepted
-        row is not sent (an accepted one is fetched by its request id)."""
+        row is not sent (an accepted one, or a failed one the server took, is fetched by its
+        request id)."""
         state = self.states.get(key)
         if state is None or not state.made_by(self.backend, self.server):
             return True
         if state.status == FAILED:
-            return retry_failed
+            return retry_failed and not fetchable(state.status, state.error_type, state.request_id)
         return state.status not in (OK, SUBMITTED)
 
 

@@ -29,6 +29,9 @@ def stats_document(
         "updated": utc_now(),
         "finished": finished,
         "interrupted": stats.interrupted,
+        # why the run stopped sending before its last row (a cap, a changed input, a refused
+        # key, an unreachable server), else null
+        "stop_reason": stats.stop_reason,
         "elapsed_s": round(elapsed, 3),
         "counts": {
             "ok": stats.ok,
@@ -36,6 +39,9 @@ def stats_document(
             "already_ok": stats.skipped,
             "failed_before": stats.failed_before,
             "in_flight": stats.in_flight,
+            # a stopped run's rows left sent and unfinished: polled, or sent again, next time
+            "awaiting_result": stats.unfinished,
+            "unanswered": stats.unanswered,
         },
         "errors": dict(sorted(stats.errors.items())),
         "submitted": stats.submitted,

@@ -20,6 +20,9 @@ class RunStats:
     failed: int = 0
     skipped: int = 0  # already ok in the journal
     failed_before: int = 0  # failed in an earlier run, not retried (no --retry-failed)
+    # failed rows (of this run or before) whose request the server took and whose result
+    # --retry-failed fetches by request id, without paying again (executor.fetchable)
+    fetchable: int = 0
     submitted: int = 0  # submissions in this run that may have reached the model (attempts)
     refused: Counter[str] = field(default_factory=Counter)  # refused submissions, by reason
     resumed: int = 0  # requests picked up by their stored request id
@@ -32,6 +35,9 @@ class RunStats:
     interrupted: bool = False
     in_flight_at_stop: int = 0  # requests submitted and unfinished when the stop came
     unfinished: int = 0  # of those, still journaled as submitted at the end (resumable)
+    # ... and those whose last submission got no answer (journaled as submitting): the next
+    # run sends them again, counted as possibly charged twice
+    unanswered: int = 0
     stop_reason: str | None = None  # why the run stopped sending (an input changed)
     errors: dict[str, int] = field(default_factory=dict)  # failed rows by error type
     megapixels: int = 0  # billed output megapixels received in this run
@@ -128,10 +134,13 @@ class InFlight:
         self.handle: Handle | None = None
         self.attempts = 0
         self.duplicates = 0
-        self.uncertain = False  # the next submission may duplicate an accepted one
-        self.counted_duplicate = False  # the submission under way was counted as one
+        # why the next submission may duplicate one that was charged (None: it may not); it
+        # is counted as a possible double charge when, and only if, it goes out
+        self.uncertain: str | None = None
+        self.counted_duplicate: str | None = None  # the submission under way was, and why
         self.resubmitted: list[str] = []
         self.submitted_at: str | None = None  # wall clock of the last accepted submission
+        self.status: str | None = None  # the row's status in the journal (its last line)
         self._journaled: dict[str, Any] | None = None  # the last line's changing fields
 
     def record(self, status: str, **extra: Any) -> Record:
@@ -149,6 +158,7 @@ class InFlight:
             changing["resubmitted"] = list(self.resubmitted)
         changing.update(extra)
         self._count(status, extra)
+        self.status = status
         before, self._journaled = self._journaled, changing
         if before is None or before.keys() - changing.keys():  # a field gone: say it all
             return {**self.base, **changing}  # type: ignore[typeddict-item]

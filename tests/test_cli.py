@@ -11,7 +11,7 @@ import pytest
 from runner.cli import main
 from runner.cliargs import build_parser, serve_settings
 
-from .conftest import last_records, png_bytes
+from .conftest import closed_port, last_records, png_bytes
 
 
 def test_validate_ok_and_bad(write_spec, capsys):
@@ -135,6 +135,24 @@ def test_an_unresolvable_server_stops_with_exit_3_naming_host_and_cause(
     assert end["event"] == "end" and end["failed"] == 0 and end["submitted"] == 0
 
 
+def test_rows_no_server_ever_took_do_not_tie_the_folder_to_that_server(
+    write_spec, tmp_path, fal_server, monkeypatch, capsys
+):
+    # A mistyped FAL_QUEUE_URL (nobody listening) leaves only refused rows: nothing reached a
+    # server, so the corrected URL resumes the same folder instead of being refused.
+    server = fal_server()
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    out = tmp_path / "o"
+    monkeypatch.setenv("FAL_QUEUE_URL", f"http://127.0.0.1:{closed_port()}")
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+    assert {r["status"] for r in last_records(out).values()} == {"refused"}
+    monkeypatch.setenv("FAL_QUEUE_URL", server.env()["FAL_QUEUE_URL"])
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr()
+    assert server.stats.submissions == 2
+    assert {r["server"] for r in last_records(out).values()} == {server.env()["FAL_QUEUE_URL"]}
+
+
 def test_fal_backend_against_a_server(write_spec, tmp_path, fal_server):
     server = fal_server("k-1", keys=frozenset({"k-1"}))
     spec = write_spec(matrix={"seed": {"range": [0, 7]}}, backend="fal")
@@ -157,6 +175,30 @@ def test_failed_rows_exit_1_and_retry_failed(write_spec, tmp_path, fal_server, c
     capsys.readouterr()
 
 
+def test_the_retry_hint_says_which_failed_rows_are_fetched_without_paying_again(
+    write_spec, tmp_path, fal_server, capsys
+):
+    from dataclasses import replace
+
+    from runner.emulator import Faults
+
+    # the server takes the submission, then drops every status and result call: the row
+    # fails with its request id, and --retry-failed fetches its result instead of paying again
+    drops = Faults(p_drop=1.0, routes=frozenset({"status", "stream", "result"}))
+    server = fal_server(faults=drops)
+    spec = write_spec(matrix={"seed": [1]}, backend="fal", execution={"retries": 0})
+    argv = ["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]
+    for _ in range(2):  # the run that failed it, and a plain resume
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "1 failed row remains (1 of them accepted by the server, its result not " in err
+        assert "--retry-failed fetches it by request id, without paying again)" in err
+    server.emulator._state.settings = replace(server.emulator._state.settings, faults=Faults())
+    assert main([*argv, "--retry-failed"]) == 0
+    assert "1 resumed" in capsys.readouterr().out
+    assert server.stats.submissions == 1
+
+
 def test_wrong_key_exits_3_fast(write_spec, tmp_path, fal_server, capsys):
     import time
 
@@ -169,6 +211,24 @@ def test_wrong_key_exits_3_fast(write_spec, tmp_path, fal_server, capsys):
     assert "refused the API key" in err and "sk-wrong-0123456789" not in err
     assert server.stats.submissions == 0
     assert sum(server.stats.requests.values()) < 3
+
+
+def test_a_run_stopped_by_its_key_or_its_server_says_why_in_runs_jsonl_and_stats_json(
+    write_spec, tmp_path, fal_server, monkeypatch, capsys
+):
+    # a script reading the folder must not take a run that stopped early for a finished one
+    fal_server("wrong", keys=frozenset({"right"}))
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    for out, url in ((tmp_path / "key", None), (tmp_path / "gone", closed_port())):
+        if url is not None:
+            monkeypatch.setenv("FAL_QUEUE_URL", f"http://127.0.0.1:{url}")
+        assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+        end = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+        stats = json.loads((out / "stats.json").read_text())
+        said = "refused the API key" if url is None else "connection refused"
+        assert end["event"] == "end" and said in (end["stop_reason"] or ""), end
+        assert said in (stats["stop_reason"] or ""), stats
+    capsys.readouterr()
 
 
 def test_help_shows_examples(capsys):

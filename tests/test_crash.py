@@ -95,7 +95,7 @@ def test_second_ctrl_c_exits_at_once_and_resume_polls(write_spec, tmp_path, thre
     wait_for(lambda: server.stats.submissions >= 4)
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    time.sleep(0.5)  # a second signal, not the first delivered again
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 3 and "Traceback" not in stderr
@@ -131,6 +131,28 @@ def test_sigterm_is_a_first_ctrl_c(write_spec, tmp_path, threaded_emulator):
     assert stats["counts"]["ok"] == len(records) and stats["counts"]["in_flight"] == 0
 
 
+def test_a_stop_signalled_twice_at_once_is_one_first_signal(
+    write_spec, tmp_path, threaded_emulator
+):
+    # GNU `timeout` sends SIGTERM to the command and then to its process group: the command
+    # gets it twice, microseconds apart, and must still wait for its requests in flight
+    server = threaded_emulator(latency=6.0)  # 1.5 s at 10 steps
+    spec = write_spec(
+        matrix={"seed": {"range": [0, 19]}}, backend="fal", execution={"concurrency": 4}
+    )
+    out = tmp_path / "out"
+    proc = start_run(spec, out, server.env())
+    wait_for(lambda: server.stats.submissions >= 4)
+    assert proc.stderr is not None
+    proc.send_signal(signal.SIGTERM)
+    assert "stopping (SIGTERM)" in proc.stderr.readline() + proc.stderr.readline()
+    proc.send_signal(signal.SIGTERM)  # the same stop, delivered again
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3, stderr
+    assert re.search(r"the [1-4] requests in flight finished and are journaled", stderr), stderr
+    assert {r["status"] for r in last_records(out).values()} == {"ok"}
+
+
 def test_a_second_signal_stops_at_once(write_spec, tmp_path, threaded_emulator):
     server = threaded_emulator(latency=12.0)  # 3 s at 10 steps
     spec = write_spec(
@@ -141,7 +163,7 @@ def test_a_second_signal_stops_at_once(write_spec, tmp_path, threaded_emulator):
     wait_for(lambda: server.stats.submissions >= 4)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    time.sleep(0.5)  # a second signal, not the first delivered again
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 3 and "Traceback" not in stderr

@@ -176,6 +176,16 @@ async def test_serve_forever_reports_urls_until_cancelled(http: aiohttp.ClientSe
         await task
 
 
+def test_the_served_line_counts_the_requests_it_ended_unbilled() -> None:
+    # a run resubmits a request that ended in an infrastructure error without flagging a
+    # possible double charge: the repeats the server counts are then more than the run's
+    from runner.emulator import Stats
+
+    stats = Stats(submissions=5)
+    stats.faults["model", "infra_error"] = 2
+    assert served_line(stats).endswith("0 uploads; 2 ended by an infrastructure error (not billed)")
+
+
 async def test_serve_forever_says_what_it_served_when_stopped(http: aiohttp.ClientSession) -> None:
     """`runner serve` is how a person rehearses failures: on Ctrl-C it must say how many
     submissions it accepted (and how many repeated a body), to count against the rows."""

@@ -17,6 +17,7 @@ from runner.errors import AuthError, ServerUnreachable
 from runner.executor import UNREACHABLE_AFTER
 from runner.grid import expand
 from runner.models import Request
+from runner.progress import in_flight_note, summary_line
 from runner.run import run_requests
 from runner.settings import RunSettings
 from runner.tracking import RunStats
@@ -238,6 +239,30 @@ async def test_a_stop_event_ends_submissions_and_lets_requests_in_flight_finish(
     assert {r["status"] for r in last_records(tmp_path / "out").values()} == {"ok"}
 
 
+async def test_a_stop_says_a_row_whose_submission_got_no_answer_is_sent_again(
+    write_spec, emulator_factory, tmp_path
+):
+    # The server takes every submission and drops the connection before answering: the row
+    # has no request id to poll, so the next run must send it again (a possible double charge)
+    em = await emulator_factory(faults=Faults(p_drop_after_accept=1.0))
+    spec = write_spec(matrix={"seed": [1]})
+    settings, requests = settings_for(spec, tmp_path / "out", retries=3)
+    stop = asyncio.Event()
+
+    def on_event(event: str, stats: RunStats) -> None:
+        if event == "retrying":
+            stop.set()  # a first Ctrl-C while the lost submission waits to be sent again
+
+    stats = await run(settings, requests, em, stop=stop, on_event=on_event)
+    assert stats.interrupted and stats.in_flight_at_stop == 1
+    assert [r["status"] for r in last_records(tmp_path / "out").values()] == ["submitting"]
+    note = in_flight_note(stats)
+    assert "journaled as submitted" not in note, note
+    assert "1 got no answer to its submission (the next run sends it again, counted as " in note
+    line = summary_line(stats, tmp_path / "out", 1.0, total=1)
+    assert line.startswith("1 request: 0 ok, 0 failed, 1 sent without an answer;"), line
+
+
 async def test_sync_mode(write_spec, emulator_factory, tmp_path):
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": [1, 2]})
@@ -327,6 +352,32 @@ async def test_a_result_the_server_lost_is_resubmitted_and_recorded(
     # the lost result was most likely billed: the new submission may pay twice
     assert record["possible_duplicates"] == stats.possible_duplicates == 1
     assert em.stats.stream_calls == 2  # an unknown request id does not turn the stream off
+
+
+async def test_a_lost_result_counts_a_double_charge_only_once_it_is_sent_again(
+    write_spec, emulator_factory, tmp_path
+):
+    from runner.manifest import SUBMITTED, Journal
+
+    em = await emulator_factory()
+    spec = write_spec()
+    settings, requests = settings_for(spec, tmp_path / "out")
+    journal = Journal(tmp_path / "out")  # an earlier run got this id, long ago
+    journal.append(
+        {"key": requests[0].key, "status": SUBMITTED, "request_id": "gone-0001", "attempts": 1}
+    )
+    journal.close()
+    stop = asyncio.Event()
+
+    def on_event(event: str, stats: RunStats) -> None:
+        if event == "retrying":
+            stop.set()  # a first Ctrl-C before the new submission goes out
+
+    stats = await run(settings, requests, em, stop=stop, on_event=on_event)
+    assert em.stats.submissions == 0 and stats.submitted == 0
+    assert stats.possible_duplicates == 0  # nothing was sent again: nothing may pay twice
+    record = last_records(tmp_path / "out")[requests[0].key]
+    assert record["status"] == "submitted" and record.get("possible_duplicates", 0) == 0
 
 
 async def test_stalled_responses_do_not_hang_the_run(write_spec, emulator_factory, tmp_path):

@@ -153,6 +153,48 @@ def test_merge_refuses_folders_made_by_different_backends(spec, tmp_path, capsys
     assert not (merged / "manifest.jsonl").exists()
 
 
+def test_rows_no_server_ever_took_do_not_count_as_another_backends(spec, tmp_path, capsys):
+    # a part first tried against a mistyped server URL holds rows refused there: nothing of
+    # them reached any server, so they do not stop the merge as rows of another backend
+    tried, done = tmp_path / "tried", tmp_path / "done"
+    run(spec, tried, "--shard", "1/2")
+    run(spec, done, "--shard", "2/2")
+    journal = tried / "manifest.jsonl"
+    refused = {"status": "refused", "backend": "fal", "server": "https://typo.x", "attempts": 0}
+    journal.write_text(
+        "".join(json.dumps({**record, **refused}) + "\n" for record in last_records(tried).values())
+    )
+    merged = tmp_path / "merged"
+    assert main(["merge", str(tried), str(done), "--out", str(merged)]) == 0, capsys.readouterr()
+    assert run(spec, merged) == 1  # the refused rows are sent by the merged folder's backend
+    assert {r["backend"] for r in last_records(merged).values()} == {"local"}
+
+
+def test_merge_says_to_go_on_in_the_merged_folder_when_a_part_is_not_finished(
+    spec, tmp_path, capsys
+):
+    # the merged folder and a part resumed both would each send the rows neither finished
+    p1, p2 = tmp_path / "p1", tmp_path / "p2"
+    run(spec, p1, "--shard", "1/2")
+    run(spec, p2, "--shard", "2/2")
+    capsys.readouterr()
+    assert main(["merge", str(p1), str(p2), "--out", str(tmp_path / "m1")]) == 0
+    assert "note" not in capsys.readouterr().err  # both parts finished
+    # a later run of p2 killed mid-way: a start line with no end, one row left submitted
+    start = {**runs_lines(p2)[0], "run_id": "killed"}
+    with (p2 / "runs.jsonl").open("a") as fh:
+        fh.write(json.dumps(start) + "\n")
+    key = next(iter(last_records(p2)))
+    pending = {"key": key, "status": "submitted", "backend": "local", "request_id": "r-1"}
+    with (p2 / "manifest.jsonl").open("a") as fh:
+        fh.write(json.dumps({**pending, "attempts": 1, "possible_duplicates": 0}) + "\n")
+    merged = tmp_path / "m2"
+    assert main(["merge", str(p1), str(p2), "--out", str(merged)]) == 0
+    err = capsys.readouterr().err
+    assert f"the last run of {p2} stopped early" in err and "1 row is not finished" in err
+    assert f"go on in {merged} (runner run SPEC --out {merged}), not in the folders merged" in err
+
+
 def test_merge_refuses_a_folder_a_run_is_using(spec, tmp_path):
     from runner.errors import UsageError
     from runner.folderlock import locked

@@ -36,3 +36,25 @@ def test_the_spend_says_what_uncertain_submissions_may_have_added():
     assert "14 possibly charged twice, about $0.50 spent (20 MP), up to $0.85 if every " in line
     stats.worst_megapixels = 20  # nothing uncertain: no "up to"
     assert "about $0.50 spent (20 MP) in" in summary_line(stats, Path("out"), 1.0, total=20)
+
+
+def test_a_stopped_run_tells_rows_sent_and_unfinished_from_rows_not_run():
+    # rows sent and not finished were paid for: they are never counted as "not run"
+    stats = RunStats(ok=2, submitted=4, in_flight_at_stop=3, unfinished=1, unanswered=1)
+    line = summary_line(stats, Path("out"), 1.0, total=6)
+    assert line.startswith(
+        "6 requests: 2 ok, 0 failed, 1 awaiting a result, 1 sent without an answer, 2 not run;"
+    )
+    assert in_flight_note(stats) == (
+        "of 3 requests in flight, 1 finished, 1 is journaled as submitted (the next run polls it "
+        "by request id, without paying again) and 1 got no answer to its submission (the next "
+        "run sends it again, counted as possibly charged twice)"
+    )
+
+
+def test_dollars_are_written_as_the_cap_writes_them_never_rounded_down():
+    # $0.025 a megapixel: 3 MP is $0.075 and 5 MP $0.125, not "$0.07" and "$0.12"
+    stats = RunStats(ok=3, submitted=5, possible_duplicates=2, usd_per_megapixel=0.025)
+    stats.megapixels, stats.worst_megapixels = 3, 5
+    line = summary_line(stats, Path("out"), 1.0, total=3)
+    assert "about $0.075 spent (3 MP), up to $0.125 if every uncertain submission" in line

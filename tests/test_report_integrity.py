@@ -95,6 +95,10 @@ def test_an_output_replaced_by_other_bytes_is_changed_not_an_image(write_spec, t
     captured = capsys.readouterr()
     assert "3 ok, 0 failed, 0 pending, 2 images changed since the run" in captured.out
     assert "not shown" in captured.err
+    # a run checks an output's size, not its bytes: it says how to get the image back
+    assert "HINT: delete those files (the page marks them), and `runner run` on the" in (
+        captured.err
+    )
     page = (out / "report.html").read_text()
     assert files[0] not in "".join(links(page)) and files[1] not in "".join(links(page))
     assert files[2] in "".join(links(page))

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 from runner.errors import GridError
+from runner.grid import Replay, expand
 from runner.snapshot import InputSnapshot
 from runner.spec import load_spec
+from runner.validate import check
 
 from .conftest import png_bytes
 from .test_crash import start_run, wait_for
@@ -80,6 +83,28 @@ async def test_a_local_image_changed_after_validation_is_never_sent(
     stats = await run(settings, requests, em)
     assert em.stats.submissions == 0
     assert stats.stop_reason is not None and "a.png changed" in stats.stop_reason
+
+
+async def test_an_image_of_a_glob_changed_mid_run_is_named(write_spec, emulator_factory, tmp_path):
+    # the run replays validation's keys, as `runner run` does: an image's new bytes make a
+    # request the grid did not validate, and the stop names the image, not a request key
+    em = await emulator_factory()
+    (tmp_path / "images" / "b.png").write_bytes(png_bytes(color=(0, 255, 0)))
+    spec = write_spec(matrix={"image_url": {"files": "images/*.png"}})
+    out = tmp_path / "out"
+    keys: list[str] = []
+    checked = check(spec, out=out, each=lambda key, cost: keys.append(key))
+    replay = Replay(lambda: expand(checked.spec, checked.endpoint))
+    for key in keys:
+        replay.add(key)
+    settings, _ = settings_for(spec, out, concurrency=1)
+    settings = replace(settings, inputs=checked.inputs, count=len(keys))
+    time.sleep(0.01)  # a later write has a later mtime than validation's start
+    (tmp_path / "images" / "b.png").write_bytes(png_bytes(color=(0, 0, 255)))
+    stats = await run(settings, replay, em)
+    assert stats.ok == 1 and em.stats.submissions == 1  # a.png went; b.png's row did not
+    said = stats.stop_reason or ""
+    assert "images/b.png changed during the run" in said and "no longer in the grid" not in said
 
 
 def test_snapshot_sees_edits_new_glob_matches_and_ignores_a_touch(write_spec, tmp_path):

@@ -98,6 +98,8 @@ async def test_stats_json_counts_the_run(write_spec, emulator_factory, tmp_path)
         "already_ok": 0,
         "failed_before": 0,
         "in_flight": 0,
+        "awaiting_result": 0,
+        "unanswered": 0,
     }
     assert document["errors"] == {"validation": 1}
     assert document["http_429"] == em.stats.faults_of("429") > 0
@@ -243,6 +245,43 @@ def test_retry_failed_counts_a_failed_row_that_may_have_been_charged(
         printed
     )
     assert server.stats.submissions == 4
+
+
+def test_a_failed_row_the_server_took_is_fetched_not_counted_as_a_row_to_send(
+    write_spec, tmp_path, fal_server, capsys
+):
+    from dataclasses import replace
+
+    # accepted, then every status call dropped: the row failed with its request id. With
+    # --retry-failed it is polled, so the cap's check counts nothing more to send for it
+    drops = Faults(p_drop=1.0, routes=frozenset({"status", "stream", "result"}))
+    server = fal_server(faults=drops)
+    out = tmp_path / "out"
+    spec = write_spec(matrix={"seed": [1]}, execution={"retries": 0})
+    assert fal_run(spec, out, "--max-usd", "1") == 1
+    server.emulator._state.settings = replace(server.emulator._state.settings, faults=Faults())
+    capsys.readouterr()
+    # what it may have cost ($0.025) is committed; fetching its result costs nothing more
+    assert fal_run(spec, out, "--max-usd", "0.025", "--retry-failed") == 0, capsys.readouterr()
+    assert "1 resumed" in capsys.readouterr().out
+    assert server.stats.submissions == 1
+
+
+def test_a_folder_taken_past_its_cap_by_a_short_estimate_says_so(
+    write_spec, tmp_path, fal_server, capsys
+):
+    # an input given as a URL is estimated at 1 MP; its output is 2 MP: the cap ($0.025)
+    # let the one submission go, and what came back took the folder past it
+    server = fal_server(max_side=4096)
+    hosted = server.emulator._state.add_file(png_bytes(2048, 1024), "image/png", ext="png")
+    url = f"{server.env()['FAL_QUEUE_URL']}/files/{hosted}"
+    spec = write_spec(defaults={"image_url": url}, matrix={"seed": [1]})
+    assert fal_run(spec, tmp_path / "out", "--max-usd", "0.025") == 0
+    captured = capsys.readouterr()
+    assert "about $0.05 spent (2 MP)" in captured.out
+    assert "has committed $0.05, over its spending cap $0.025: outputs came back larger" in (
+        captured.err
+    )
 
 
 def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):

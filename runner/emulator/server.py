@@ -152,9 +152,13 @@ async def serve_forever(
 
 
 def served_line(stats: Stats) -> str:
-    """What a standalone emulator served, to count against a run's rows."""
+    """What a standalone emulator served, to count against a run's rows (and the requests
+    it ended with an injected infrastructure error, which fal does not bill and a run
+    submits again without counting a possible double charge)."""
+    infra = stats.faults_of("infra_error")
+    unbilled = f"; {infra} ended by an infrastructure error (not billed)" if infra else ""
     return (
         f"served: {stats.submissions} queue submissions accepted "
         f"({stats.duplicate_submissions} repeating an earlier body), {stats.run_calls} sync "
-        f"runs, {stats.uploads} uploads"
+        f"runs, {stats.uploads} uploads{unbilled}"
     )
