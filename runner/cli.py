@@ -180,12 +180,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     capped = _capped(args)  # a spending cap is tallied during the check's pass over the grid
     shard: Shard | None = args.shard
 
-    replay = Replay(lambda: expand(checked.spec, checked.endpoint), shard.holds if shard else None)
     rows = 0  # this run's rows: a shard's are counted in the same pass, chosen by key
 
     def each(key: str, cost: Cost) -> None:
         nonlocal rows
-        replay.add(key)  # the run replays these keys: no second expansion for done rows
         mine = shard is None or shard.holds(key)
         rows += mine
         if (
@@ -194,6 +192,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             capped[1].count(key, cost)
 
     checked = check(args.spec, out=args.out, each=each)
+    assert checked.rows is not None  # a valid spec's requests
+    # The run replays validation's rows: a settled row is counted by its key, and a Request
+    # is built again only for a row that is sent.
+    replay = Replay(checked.rows, shard.holds if shard else None)
     _warn_spec(checked)
     spec = checked.spec
     check_out_dir(spec.output)

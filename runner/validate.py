@@ -3,11 +3,11 @@ with every problem located at the YAML node it comes from: schema, grid, limits,
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,11 @@ from PIL import Image
 
 from .endpoints import Endpoint, get_endpoint
 from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
-from .grid import Collapsed, expand
-from .keys import canonical, is_url
+from .engine import Engine, any_repeat, bottom_k
+from .grid import Collapsed, GridRows
+from .keys import KeySet, canonical, hex_key
 from .models import Location, Request, Spec
-from .plan import Cost, Pricing
-from .product import compile_product
+from .plan import Cost
 from .rowgrid import RowGrid
 from .snapshot import InputSnapshot
 from .spec import describe_error, label, read_spec
@@ -58,6 +58,8 @@ class Checked:
     inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
     first: tuple[Request, ...] = ()  # the first `preview` requests
     axes: tuple[tuple[str, int], ...] = ()  # (matrix axis, number of values), in matrix order
+    # The requests in run order as keys and rows, to build any one again (a run's Replay).
+    rows: GridRows | None = None
 
 
 def check(
@@ -100,17 +102,28 @@ def check(
                 found.add(e.path, e.message)
         except GridError as exc:
             found.add(exc.path, exc.message)
-    n, remote = 0, 0
-    first: tuple[Request, ...] = ()
+    walked = _Walked()
     if grid is not None and loaded.expand_ok:
-        n, remote, first = _expand(spec, endpoint, grid, inputs, found, each, collapsed, preview)
+        walked = _expand(spec, endpoint, grid, inputs, found, each, collapsed, preview)
     if found.errors:
         raise found.as_error()
-    warnings = (
-        tuple(found.warning(path, message) for path, message in grid.warnings()) if grid else ()
-    )
+    warnings = tuple(found.warning(where, message) for where, message in walked.warnings)
     sizes = tuple((name, len(source)) for name, source in grid.axes) if grid else ()
-    return Checked(spec, endpoint, n, remote, warnings, snapshot, first, sizes)
+    return Checked(
+        spec, endpoint, walked.n, walked.remote, warnings, snapshot, walked.first, sizes,
+        walked.rows,
+    )
+
+
+@dataclass
+class _Walked:
+    """What the walk over the expanded rows found."""
+
+    n: int = 0  # requests
+    remote: int = 0  # requests with a URL input
+    first: tuple[Request, ...] = ()
+    rows: GridRows | None = None
+    warnings: list[tuple[SpecPath, str]] = field(default_factory=list)
 
 
 def _expand(
@@ -122,53 +135,158 @@ def _expand(
     each: Callable[[str, Cost], None] | None = None,
     collapsed: Collapsed | None = None,
     preview: int = 0,
-) -> tuple[int, int, tuple[Request, ...]]:
-    """Expand the grid, checking each request (and handing its key and cost to `each`, so a
-    plan or a run needs no second pass); returns (requests, requests with a URL input, the
-    first `preview` requests). A plain product grid is checked per axis value instead of per
-    row (product.py); any other grid, or one with a problem to report, row by row."""
-    compiled = (
-        compile_product(spec, endpoint, grid, inputs.field_problems, _not_an_image)
-        if inputs.simple
-        else None
+) -> _Walked:
+    """Expand the grid (one scan, engine.py), collapse and sample it, then walk its requests
+    in run order: count them, hand each one's key and cost to `each` (so a plan or a run
+    needs no second pass), keep the first `preview`, and check each request that a cell
+    flagged (a value the input schema refuses, an input that is no image, a variable that
+    cannot render) as the contract's pipeline meets it."""
+    engine = Engine(spec, endpoint, grid, inputs.field_problems, _not_an_image)
+    cap = spec.max_requests * COUNT_PAST_LIMIT
+    sampled = spec.sample is not None
+    scanned = _Scanned(engine, inputs.simple)
+    scanned.take(None if sampled else cap)
+    repeat = bytearray()
+    if any_repeat(scanned.keys):
+        unique = _Unique()
+        unique.extend(scanned.keys)
+        while not sampled and scanned.more and scanned.stop is None and len(unique) < cap:
+            scanned.take(len(scanned.keys) + cap - len(unique))  # the uncounted repeats' worth
+            unique.extend(scanned.keys[len(unique.flags) :])
+        repeat = unique.flags
+        if collapsed is not None:
+            causes = engine.causes()
+            for position, again in zip(scanned.positions, repeat, strict=True):
+                found_causes = causes.add(position, bool(again))
+                if again:
+                    collapsed.add(found_causes)
+    order: range | list[int] = (
+        [s for s, again in enumerate(repeat) if not again] if repeat else range(len(scanned.keys))
     )
-    if compiled is not None:
-        if each is not None:
-            for key, cost in compiled.rows():
-                each(key, cost)
-        first = tuple(itertools.islice(expand(spec, endpoint, grid), preview)) if preview else ()
-        return compiled.count, compiled.remote, first
-    n, cap, remote = 0, spec.max_requests * COUNT_PAST_LIMIT, 0
-    file_fields = endpoint.file_fields
-    pricing = Pricing(endpoint)
-    kept: list[Request] = []
-    try:
-        for request in expand(spec, endpoint, grid, collapsed):
-            n += 1
-            if each is not None:
-                each(request.key, pricing.of(request))
-            if len(kept) < preview:
-                kept.append(request)
-            for f in file_fields:
-                if is_url(request.input.get(f)):
-                    remote += 1
-                    break
-            if n <= spec.max_requests:
-                for field, message in inputs.problems(request.input):
-                    found.input_problem(field, message, request, n, spec)
-                for field, file in request.files.items():
-                    if (problem := _not_an_image(file)) is not None:
-                        found.input_problem(field, problem, request, n, spec)
-            if n >= cap or (n >= spec.max_requests and found.full()):
-                break
-    except GridError as exc:
-        found.add(exc.path, exc.message)
-    if n > spec.max_requests:
+    if sampled:
+        assert spec.sample is not None
+        if scanned.stop is not None:  # the whole grid is expanded before a row is sampled
+            _stopped(engine, scanned.stop, found)
+            return _Walked()
+        order = bottom_k(scanned.keys, order, spec.sample.n, spec.sample.seed)
+    walked = _walk(engine, scanned, order, inputs, found, each, preview, spec, cap)
+    if walked.n > spec.max_requests:
         where: SpecPath = ("limits", "max_requests") if _has(spec, ("limits",)) else ("matrix",)
         limit = f"more than limits.max_requests ({spec.max_requests})"
-        size = f"at least {n}" if n >= cap else str(n)
+        size = f"at least {walked.n}" if walked.n >= cap else str(walked.n)
         found.add(where, f"the grid has {size} requests, {limit}")
-    return n, remote, tuple(kept)
+    if not found.errors:
+        keys, positions = scanned.keys, scanned.positions
+        if not isinstance(order, range):
+            keys = array("Q", (keys[s] for s in order))
+            positions = array("Q", (positions[s] for s in order))
+        walked.rows = GridRows(engine, keys, positions)
+        walked.warnings = engine.warnings()
+    return walked
+
+
+def _walk(
+    engine: Engine,
+    scanned: _Scanned,
+    order: range | list[int],
+    inputs: _InputChecker,
+    found: _Found,
+    each: Callable[[str, Cost], None] | None,
+    preview: int,
+    spec: Spec,
+    cap: int,
+) -> _Walked:
+    """The requests in run order, as validation's loop meets them (see _expand)."""
+    keys, positions, states = scanned.keys, scanned.positions, scanned.states
+    looks = iter(scanned.looks)
+    look = next(looks, -1)
+    costs = {state: engine.cost(state) for state in set(states)}
+    n = remote = 0
+    kept: list[Request] = []
+    ended = False  # the loop stopped before the rows ran out: no later row is reached
+    for s in order:
+        while -1 < look < s:
+            look = next(looks, -1)
+        request = None
+        if look == s:
+            try:  # the row's variables render here, as the pipeline reaches it
+                request = engine.request(positions[s], keys[s])
+            except GridError as exc:
+                found.add(exc.path, exc.message)
+                ended = True
+                break
+        n += 1
+        cost, far = costs[states[s]]
+        if each is not None:
+            each(hex_key(keys[s]), cost)
+        if len(kept) < preview:
+            kept.append(request or engine.request(positions[s], keys[s]))
+        remote += far
+        if request is not None and n <= spec.max_requests:
+            for name, message in inputs.problems(request.input):
+                found.input_problem(name, message, request, n, spec)
+            for name, file in request.files.items():
+                if (problem := _not_an_image(file)) is not None:
+                    found.input_problem(name, problem, request, n, spec)
+        if n >= cap or (n >= spec.max_requests and found.full()):
+            ended = True
+            break
+    if not ended and scanned.stop is not None:
+        _stopped(engine, scanned.stop, found)
+    return _Walked(n, remote, tuple(kept))
+
+
+def _stopped(engine: Engine, position: int, found: _Found) -> None:
+    """The error of the row that ends the expansion."""
+    try:
+        engine.request(position)
+    except GridError as exc:
+        found.add(exc.path, exc.message)
+    else:  # pragma: no cover
+        raise AssertionError(f"row {position} ends the expansion without an error")
+
+
+class _Scanned:
+    """The engine's scan, taken as far as needed: every row's key, position, cost state, and
+    the rows to look at; `stop`, a row that ends the expansion; `more`, rows not taken yet."""
+
+    def __init__(self, engine: Engine, simple: bool) -> None:
+        self._blocks = engine.blocks(1 << 16, looked=not simple)
+        self.keys, self.positions, self.states = array("Q"), array("Q"), array("L")
+        self.looks: list[int] = []
+        self.stop: int | None = None
+        self.more = True
+
+    def take(self, rows: int | None) -> None:
+        """Scan on until `rows` rows (None: all), a stop, or the end."""
+        while self.more and self.stop is None and (rows is None or len(self.keys) < rows):
+            out = next(self._blocks, None)
+            if out is None:
+                self.more = False
+                break
+            self.keys.extend(out.keys)
+            self.positions.extend(out.positions)
+            self.states.extend(out.states)
+            self.looks.extend(out.looks)
+            self.stop = out.stop
+
+
+class _Unique:
+    """Which rows repeat an earlier row's key, one row at a time."""
+
+    def __init__(self) -> None:
+        self._seen = KeySet()
+        self.flags = bytearray()  # 1: the row repeats an earlier key
+        self._unique = 0
+
+    def extend(self, keys: Iterable[int]) -> None:
+        for key in keys:
+            new = self._seen.add(hex_key(key))
+            self.flags.append(not new)
+            self._unique += new
+
+    def __len__(self) -> int:
+        return self._unique
 
 
 _MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 0  # PIL refuses an image of twice as many

@@ -1,0 +1,161 @@
+"""One body field or one variable of one row, worked out: a name and the row's values in, a
+Cell out. Each per-field step (render the template, resolve a local file or data: URI, check
+the value against the field's schema, the billing fact, the key fragment) is written once,
+here, and every way of expanding a grid calls it.
+
+A row's values may be partial (only some axes bound, to memoize a cell per combination of the
+axes it reads): reading a name whose axis is not bound then raises NeedAxis, see memo.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .endpoints import Endpoint
+from .keys import fragment, is_url
+from .localfiles import LocalFiles
+from .plan import Pricing
+from .templates import TemplateError, has_template, render
+
+# What a cell asks of its row, least to most: nothing; a look by the validation walk (a value
+# the schema refuses, an input that is no image, a variable that cannot render); or the end of
+# the expansion at this row (a field that cannot render, be read or be spelt as JSON).
+OK, LOOK, STOP = 0, 1, 2
+
+ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()  # a field the row leaves unset
+
+
+class Cell(NamedTuple):
+    """A field's or a variable's result in one row. `value`: the body value as journaled (a
+    local file or data: URI as its "sha256:" reference), a variable's rendered value, ABSENT,
+    or, when `trouble` is STOP (or LOOK for a variable), the exception it raised."""
+
+    value: Any
+    fragment: str  # keys.fragment of the value: "" for a variable or an absent field
+    trouble: int = OK
+    local: Path | str | None = None  # a file field's file (Path) or data: URI (str) to send
+    written: Any = None  # a file field's value as rendered, before it was resolved
+    fact: Any = None  # the billing fact (Pricing.fact) of a billed field
+    remote: bool = False  # a file field given as an http(s) URL
+
+
+class NeedAxis(Exception):
+    """A cell read a name that axis `axis` sets while that axis was not bound."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__(axis)
+        self.axis = axis
+
+
+class Probe(Mapping[str, Any]):
+    """A partial row that says which unbound axis a name needs: reading (or asking for) a name
+    that an unbound axis sets raises NeedAxis. Used only to explain a template error seen on
+    the partial row, so its speed does not matter."""
+
+    def __init__(self, values: Mapping[str, Any], owner: Mapping[str, int], bound: Collection[int]):
+        self._values, self._owner, self._bound = values, owner, bound
+
+    def _need(self, name: str) -> None:
+        axis = self._owner.get(name)
+        if axis is not None and axis not in self._bound:
+            raise NeedAxis(axis)
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name not in self._values:
+            self._need(name)
+        return name in self._values
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._values:
+            self._need(name)
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class Steps:
+    """The per-field steps of one expansion and what they need: the endpoint, LocalFiles, the
+    pricing, and (for validation) `problems(field, value)`, the input schema's complaints
+    about one value, and `not_an_image(path)`, why a local input is no image."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        local: LocalFiles,
+        problems: Callable[[str, Any], list[str]] | None = None,
+        not_an_image: Callable[[Path], str | None] | None = None,
+    ) -> None:
+        self.fields = endpoint.fields
+        self.file_fields = endpoint.file_fields
+        self.required = frozenset(endpoint.input_schema.get("required", ()))
+        self.pricing = Pricing(endpoint)
+        self.billed = self.pricing.billed
+        self.local = local
+        self.problems = problems
+        self.not_an_image = not_an_image
+
+    def field(
+        self, name: str, values: Mapping[str, Any], templated: bool, literal: Collection[str]
+    ) -> Cell:
+        """Body field `name` of the row `values`: `templated` says whether its value may be a
+        template (values from {files} and {range} never are); `literal` names the values that
+        are not rendered when a template reads them."""
+        if name not in values:  # an empty csv cell with no default: the field is left out
+            missing = self.problems is not None and name in self.required
+            return Cell(ABSENT, "", LOOK if missing else OK)
+        value = values[name]
+        if templated:
+            try:
+                value = render(value, values, name, literal)
+            except TemplateError as e:
+                return Cell(e, "", STOP)
+        local: Path | str | None = None
+        written = None
+        if name in self.file_fields:
+            written = value
+            try:
+                found = self.local.resolve(value)
+            except OSError as e:
+                return Cell(e, "", STOP, written=written)
+            if found is not None:
+                value, local = found
+        try:
+            text = fragment(name, value)
+            text.isascii() or text.encode()  # a lone surrogate is no UTF-8: no key
+        except (TypeError, ValueError) as e:
+            return Cell(e, "", STOP, written=value)  # the body's JSON names the value
+        trouble = OK
+        if self.problems is not None and (
+            self.problems(name, value)
+            or (isinstance(local, Path) and self.not_an_image is not None
+                and self.not_an_image(local) is not None)
+        ):
+            trouble = LOOK
+        fact = self.pricing.fact(name, value, local) if name in self.billed else None
+        remote = name in self.file_fields and is_url(value)
+        return Cell(value, text, trouble, local, written, fact, remote)
+
+    def var(
+        self, name: str, raw: Any, values: Mapping[str, Any], literal: Collection[str], paired: bool
+    ) -> Cell:
+        """Variable `name` of the row `values`, as its vars record it: a template rendered, and
+        an object axis's row (`paired`) with each field that holds a template rendered. `raw`
+        is the variable's value in the row (an object axis's mapping)."""
+        try:
+            if name not in self.fields and name not in literal and has_template(raw):
+                return Cell(render(raw, values, name, literal), "")
+            if paired and isinstance(raw, dict):
+                return Cell(
+                    {f: render(v, values, f, literal) if has_template(v) else v
+                     for f, v in raw.items()},
+                    "",
+                )
+        except TemplateError as e:
+            return Cell(e, "", LOOK)  # reported where the validation walk reaches the row
+        return Cell(raw, "")
