@@ -24,7 +24,9 @@ from .templates import TemplateError, has_template, render
 # the expansion at this row (a field that cannot render, be read or be spelt as JSON).
 OK, LOOK, STOP = 0, 1, 2
 
-ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()  # a field the row leaves unset
+ABSENT: Any = type(
+    "Absent", (), {"__repr__": lambda self: "ABSENT"}
+)()  # a field the row leaves unset
 
 
 class Cell(NamedTuple):
@@ -133,8 +135,11 @@ class Steps:
         trouble = OK
         if self.problems is not None and (
             self.problems(name, value)
-            or (isinstance(local, Path) and self.not_an_image is not None
-                and self.not_an_image(local) is not None)
+            or (
+                isinstance(local, Path)
+                and self.not_an_image is not None
+                and self.not_an_image(local) is not None
+            )
         ):
             trouble = LOOK
         fact = self.pricing.fact(name, value, local) if name in self.billed else None
@@ -152,8 +157,10 @@ class Steps:
                 return Cell(render(raw, values, name, literal), "")
             if paired and isinstance(raw, dict):
                 return Cell(
-                    {f: render(v, values, f, literal) if has_template(v) else v
-                     for f, v in raw.items()},
+                    {
+                        f: render(v, values, f, literal) if has_template(v) else v
+                        for f, v in raw.items()
+                    },
                     "",
                 )
         except TemplateError as e:

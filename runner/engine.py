@@ -15,7 +15,6 @@ import hashlib
 import heapq
 import itertools
 import operator
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,9 +186,7 @@ class Engine:
                 raise GridError(
                     f"cannot read {name} file {exact[name].written!r}: {error.strerror}", path
                 )
-        body = {
-            n: exact[n].written if n in exact else c.value for n, c in cells.items()
-        }
+        body = {n: exact[n].written if n in exact else c.value for n, c in cells.items()}
         try:
             request_key(self.endpoint.id, body)
         except (TypeError, ValueError) as e:
@@ -236,8 +233,8 @@ class Engine:
 
     def warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(where, what) for exclude entries that match no product row."""
-        matched = self.exclusion.matched() if self.grid.has_product else [False] * len(
-            self.grid.exclude
+        matched = (
+            self.exclusion.matched() if self.grid.has_product else [False] * len(self.grid.exclude)
         )
         return [
             (("exclude", j), "this exclude entry matches no row, so it drops nothing")

@@ -118,28 +118,45 @@ class Memo:
     # --- the cells ------------------------------------------------------------------------------
 
     def _recipes(self) -> list[Recipe]:
-        """A recipe per body field (in name order), then per variable of the rows' vars."""
-        grid, steps, literal = self.grid, self.steps, self.grid.literal
-        recipes: list[Recipe] = []
-        for name in sorted(grid.product_keys & grid.fields.keys()):
-            templated = name in grid.templated
-            recipes.append(
-                Recipe(name, lambda v, r, n=name, t=templated: steps.field(n, v, t, literal), True)
-            )
-        for name in grid.product_def_vars:
-            recipes.append(Recipe(name, lambda v, r, n=name: steps.var(n, v[n], v, literal, False), False))
-        for axis in self.axes:
-            if axis.fields is None and axis.name not in grid.fields:
-                n = axis.name
-                recipes.append(Recipe(n, lambda v, r, n=n: steps.var(n, v[n], v, literal, False), False))
-            elif axis.fields is not None:
-                i, n = axis.index, axis.name
-                recipes.append(
-                    Recipe(n, lambda v, r, i=i, n=n: steps.var(n, self._at(r, i), v, literal, True), False)
-                )
+        """A recipe per body field (in name order), then per variable of the rows' vars: the
+        defaults' variables, the plain axes that set no field, and each object axis's row."""
+        grid = self.grid
+        recipes = [
+            Recipe(name, self._field(name), True)
+            for name in sorted(grid.product_keys & grid.fields.keys())
+        ]
+        names = [*grid.product_def_vars]
+        names += [a.name for a in self.axes if a.fields is None and a.name not in grid.fields]
+        recipes += [Recipe(name, self._var(name, None), False) for name in names]
+        recipes += [
+            Recipe(a.name, self._var(a.name, a.index), False)
+            for a in self.axes
+            if a.fields is not None
+        ]
         for recipe in recipes:
             self._measure(recipe)
         return recipes
+
+    def _field(self, name: str) -> Callable[[Mapping[str, Any], Sequence[Any]], Cell]:
+        steps, literal, templated = self.steps, self.grid.literal, name in self.grid.templated
+
+        def compute(values: Mapping[str, Any], row: Sequence[Any]) -> Cell:
+            return steps.field(name, values, templated, literal)
+
+        return compute
+
+    def _var(
+        self, name: str, paired: int | None
+    ) -> Callable[[Mapping[str, Any], Sequence[Any]], Cell]:
+        """A variable named in the row, or (`paired`: that axis's index) an object axis's row."""
+        steps, literal = self.steps, self.grid.literal
+
+        def compute(values: Mapping[str, Any], row: Sequence[Any]) -> Cell:
+            if paired is None:
+                return steps.var(name, values[name], values, literal, False)
+            return steps.var(name, self._at(row, paired), values, literal, True)
+
+        return compute
 
     def _at(self, row: Sequence[Any], axis: int) -> Any:
         value = row[axis] if self.axes[axis].level >= 0 else self.fixed[axis]

@@ -148,7 +148,9 @@ class Scan:
         memo = self.memo
         varying = [a for a in memo.axes if a.level >= 0]
         self.levels = [
-            Level(a, [p for p in memo.recipes if p.level == a.level], memo, self.exclusion, self.costs)
+            Level(
+                a, [p for p in memo.recipes if p.level == a.level], memo, self.exclusion, self.costs
+            )
             for a in varying
         ]
         # a row's position: its value index per axis, mixed radix (the last axis fastest)

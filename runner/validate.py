@@ -16,8 +16,8 @@ from jsonschema import Draft202012Validator, ValidationError
 from PIL import Image
 
 from .endpoints import Endpoint, get_endpoint
-from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
 from .engine import Engine, any_repeat, bottom_k
+from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
 from .grid import Collapsed, GridRows
 from .keys import KeySet, canonical, hex_key
 from .models import Location, Request, Spec
@@ -29,6 +29,7 @@ from .templates import has_template
 from .yamlsource import Locator
 
 MAX_ERRORS = 20
+SCAN_BLOCK = 1 << 16  # rows taken from the engine's scan at a time
 COUNT_PAST_LIMIT = 100  # an over-limit grid is counted up to 100x the limit, then "at least"
 # Top-level input-schema keywords the per-field fast path understands; anything else (allOf,
 # if/then, dependentRequired...) falls back to validating each whole body.
@@ -110,7 +111,14 @@ def check(
     warnings = tuple(found.warning(where, message) for where, message in walked.warnings)
     sizes = tuple((name, len(source)) for name, source in grid.axes) if grid else ()
     return Checked(
-        spec, endpoint, walked.n, walked.remote, warnings, snapshot, walked.first, sizes,
+        spec,
+        endpoint,
+        walked.n,
+        walked.remote,
+        warnings,
+        snapshot,
+        walked.first,
+        sizes,
         walked.rows,
     )
 
@@ -251,7 +259,7 @@ class _Scanned:
     the rows to look at; `stop`, a row that ends the expansion; `more`, rows not taken yet."""
 
     def __init__(self, engine: Engine, simple: bool) -> None:
-        self._blocks = engine.blocks(1 << 16, looked=not simple)
+        self._blocks = engine.blocks(SCAN_BLOCK, looked=not simple)
         self.keys, self.positions, self.states = array("Q"), array("Q"), array("L")
         self.looks: list[int] = []
         self.stop: int | None = None

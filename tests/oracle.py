@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from runner import validate
 from runner.endpoints import Endpoint, get_endpoint
 from runner.errors import GridError, GridErrors
 from runner.grid import Collapsed
@@ -31,7 +32,6 @@ from runner.sources import Source
 from runner.spec import read_spec
 from runner.templates import TemplateError, has_template, render
 from runner.validate import (
-    COUNT_PAST_LIMIT,
     Checked,
     _Found,
     _has,
@@ -337,7 +337,7 @@ def _expand(
     collapsed: Collapsed | None,
     preview: int,
 ) -> tuple[int, int, tuple[Request, ...]]:
-    n, cap, remote = 0, spec.max_requests * COUNT_PAST_LIMIT, 0
+    n, cap, remote = 0, spec.max_requests * validate.COUNT_PAST_LIMIT, 0
     pricing = Pricing(endpoint)
     kept: list[Request] = []
     try:

@@ -18,7 +18,8 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from runner import memo
+from runner import memo, validate
+from runner.cli import main
 from runner.endpoints import get_endpoint
 from runner.errors import GridError, SpecErrors
 from runner.grid import Collapsed, Replay, expand
@@ -72,6 +73,8 @@ _scalar = {  # mostly values the schema takes; the last of each, now and then, o
     "image_url": _images,
     "prompt": _text(),
 }
+
+
 @st.composite
 def jobs(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, str]]:
     """A spec (as a mapping) and the text files it reads."""
@@ -117,7 +120,9 @@ def _axis(
         values = _scalar[name] if name in _scalar else _text(name)
         taken.add(name)
         unique = draw(st.integers(0, 3)) < 3  # else a value may repeat: rows collapse
-        return name, draw(st.lists(values, min_size=2, max_size=5, unique_by=_spelling if unique else None))
+        return name, draw(
+            st.lists(values, min_size=2, max_size=5, unique_by=_spelling if unique else None)
+        )
     if kind == "range":
         name = draw(st.sampled_from([k for k in ("seed", "strength") if k not in taken] or [None]))
         if name is None:
@@ -145,16 +150,26 @@ def _axis(
         return name, {"lines": f"lines{n}.txt"}
     columns = [
         k
-        for k in draw(st.lists(st.sampled_from(["prompt", "tag", "seed", "strength",
-                                                 "guidance_scale", "enable_safety_checker"]),
-                               min_size=1, max_size=3, unique=True))
+        for k in draw(
+            st.lists(
+                st.sampled_from(
+                    ["prompt", "tag", "seed", "strength", "guidance_scale", "enable_safety_checker"]
+                ),
+                min_size=1,
+                max_size=3,
+                unique=True,
+            )
+        )
         if k not in taken
     ]
     if not columns:
         return None
     taken.update(columns)
-    rows = draw(st.lists(st.fixed_dictionaries({c: _cell(c, kind) for c in columns}), min_size=2,
-                         max_size=5))
+    rows = draw(
+        st.lists(
+            st.fixed_dictionaries({c: _cell(c, kind) for c in columns}), min_size=2, max_size=5
+        )
+    )
     name = f"rows{n}"
     if kind == "objects":
         return name, rows
@@ -166,9 +181,7 @@ def _axis(
             writer.writerow([_csv_text(row[c]) for c in columns])
         files[f"{name}.csv"] = buffer.getvalue()
         return name, {"csv": f"{name}.csv"}
-    files[f"{name}.jsonl"] = "".join(
-        json.dumps(row) + "\n" for row in rows
-    )
+    files[f"{name}.jsonl"] = "".join(json.dumps(row) + "\n" for row in rows)
     return name, {"jsonl": f"{name}.jsonl"}
 
 
@@ -277,18 +290,18 @@ def _bucket(n: int) -> str:
     return next(f"{low}+" for low in (100, 30, 10, 4, 2, 1, 0) if n >= low)
 
 
-def agree(path: Path) -> None:
+def agree(path: Path) -> str:
+    """Compare; say what the spec is (ok and how big, or its first error), for statistics."""
     engine, checked = outcome(check, path)
     reference, _ = outcome(oracle.check, path)
     assert engine == reference
-    event(engine[0] if checked is None else f"ok, {_bucket(engine[1])} requests")
     if checked is None:
-        event(engine[1][0][2][:40])
-        return
+        return f"error: {engine[1][0][2][:40]}"
     want = expanded(oracle.expand, path)
     assert expanded(expand, path) == want
     assert checked.rows is not None
     assert [whole(r) for r in Replay(checked.rows)] == want[1]
+    return f"ok, {_bucket(engine[1])} requests"
 
 
 @pytest.mark.parametrize("small", [False, True], ids=["memoized", "streamed"])
@@ -298,9 +311,111 @@ def test_the_engine_gives_what_the_oracle_gives(
     small: bool, job: tuple[dict[str, Any], dict[str, str]]
 ) -> None:
     """Every source kind, exclude, include, sample and limits; "streamed": every axis of more
-    than two values read from its source as it goes, and no table of more than three cells."""
+    than two values read from its source as it goes, no table of more than three cells, and
+    validation taking the scan two rows at a time and counting to twice the limit."""
     with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as folder:
         if small:
             patch.setattr(memo, "HELD", 2)
             patch.setattr(memo, "TABLE_BUDGET", 3)
-        agree(write(Path(folder), *job))
+            patch.setattr(validate, "SCAN_BLOCK", 2)
+            patch.setattr(validate, "COUNT_PAST_LIMIT", 2)  # "at least" comes soon
+        event(agree(write(Path(folder), *job)))
+
+
+# --- shapes that once made two expanders disagree, and fixes --------------------------------------
+
+HEAD = f"version: 1\nendpoint: {EP.id}\n"
+
+
+def spec_file(folder: Path, text: str, files: dict[str, str] | None = None) -> Path:
+    for name, data in (files or {}).items():
+        (folder / name).write_text(data, encoding="utf-8")
+    path = folder / "job.yaml"
+    path.write_text(HEAD + text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "files", "count"),
+    [
+        (  # an empty cell keeps the default, whose template reads another axis
+            "defaults: {image_url: 'https://x/a.png', prompt: 'a {seed}'}\n"
+            "matrix:\n  rows: {csv: rows.csv}\n  seed: [1, 2]\n",
+            {"rows.csv": "prompt,strength\ncat,0.5\n,0.6\n"},
+            4,
+        ),
+        (  # ... through a variable
+            "defaults: {image_url: 'https://x/a.png', prompt: 'a {tag}', tag: '{seed} style'}\n"
+            "matrix:\n  rows: {csv: rows.csv}\n  seed: [1, 2]\n",
+            {"rows.csv": "tag,strength\ncat,0.5\n,0.6\n"},
+            4,
+        ),
+        (  # a value that reads a later axis only in some rows, from a file read as it goes
+            "defaults: {image_url: 'https://x/a.png'}\n"
+            "matrix:\n  prompt: {lines: p.txt}\n  tag: [red, blue]\n  seed: [1, 2]\n",
+            {"p.txt": "plain\nplain too\na {tag} one\n"},
+            8,  # a plain prompt is one request whatever the tag
+        ),
+    ],
+)
+def test_what_rendering_reads_decides_a_fields_axes(
+    tmp_path: Path, text: str, files: dict[str, str], count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memo, "HELD", 2)  # the prompts file is read as the scan goes
+    assert agree(spec_file(tmp_path, text, files)).startswith("ok")
+    assert check(tmp_path / "job.yaml").count == count
+
+
+def test_a_variable_no_field_reads_still_renders_for_vars(tmp_path: Path) -> None:
+    """Every row renders its variables (its vars say what it used): one that cannot (a cycle)
+    is an error at validate, not a run that halts later."""
+    for text in (
+        "defaults: {image_url: 'https://x/a.png', prompt: p, mood: 'a {mood}'}\n"
+        "matrix:\n  seed: [1, 2]\n",
+        "defaults: {image_url: 'https://x/a.png', v: '{tag}'}\n"
+        "matrix:\n  look: [{prompt: '{v}', tag: a}, {prompt: plain, tag: '{v}'}]\n",
+    ):
+        path = spec_file(tmp_path, text)
+        with pytest.raises(SpecErrors, match="template cycle"):
+            check(path)
+        agree(path)
+
+
+def test_a_value_that_is_no_utf8_is_a_located_error(tmp_path: Path) -> None:
+    path = spec_file(
+        tmp_path,
+        "defaults: {image_url: 'https://x/a.png'}\n"
+        'matrix:\n  prompt: [ok, "bad \\ud800"]\n  seed: [1, 2]\n',
+    )
+    with pytest.raises(SpecErrors, match="request body is not JSON"):
+        check(path)
+    agree(path)
+
+
+def test_plan_says_why_rows_collapsed_beside_a_value_that_is_no_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The causes of a collapse read every axis's values, one that is no UTF-8 among them:
+    plan says what is wrong in one line (it was a traceback)."""
+    path = spec_file(
+        tmp_path,
+        "defaults: {image_url: 'https://x/a.png', prompt: 'x {tag}'}\n"
+        'matrix:\n  look: [{tag: x}, {tag: x}, {tag: "bad \\ud800"}]\n',
+    )
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "request body is not JSON" in err
+
+
+def test_an_exclude_key_that_a_csv_row_leaves_unset_does_not_match_it(tmp_path: Path) -> None:
+    """An empty csv cell with no default leaves its field unset: an exclude entry naming that
+    field does not match the row (validate failed with a KeyError)."""
+    path = spec_file(
+        tmp_path,
+        "defaults: {image_url: 'https://x/a.png'}\n"
+        "matrix:\n  rows: {csv: rows.csv}\n  seed: [1, 2]\n"
+        "exclude:\n  - {strength: 0.5, seed: 1}\n",
+        {"rows.csv": "prompt,strength\na cat,0.5\na dog,\n"},
+    )
+    assert check(path).count == 3
+    agree(path)
