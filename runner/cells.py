@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .endpoints import Endpoint
-from .keys import fragment, is_url
+from .keys import is_url, speller
 from .localfiles import LocalFiles
 from .plan import Pricing
 from .templates import TemplateError, has_template, render
@@ -103,48 +103,61 @@ class Steps:
         self.not_an_image = not_an_image
 
     def field(
-        self, name: str, values: Mapping[str, Any], templated: bool, literal: Collection[str]
-    ) -> Cell:
-        """Body field `name` of the row `values`: `templated` says whether its value may be a
-        template (values from {files} and {range} never are); `literal` names the values that
-        are not rendered when a template reads them."""
-        if name not in values:  # an empty csv cell with no default: the field is left out
-            missing = self.problems is not None and name in self.required
-            return Cell(ABSENT, "", LOOK if missing else OK)
-        value = values[name]
-        if templated:
+        self, name: str, templated: bool, literal: Collection[str]
+    ) -> Callable[[Mapping[str, Any], Any], Cell]:
+        """The step that works out body field `name` of a row, step(values, row=None) -> Cell:
+        `templated` says whether its value may be a template (values from {files} and {range}
+        never are); `literal` names the values that are not rendered when a template reads
+        them. A step per field, so a million rows test only what their field needs."""
+        is_file, billed = name in self.file_fields, name in self.billed
+        lean = not (is_file or billed)  # most fields: no file, no billing fact
+        required = self.problems is not None and name in self.required
+        absent = Cell(ABSENT, "", LOOK if required else OK)
+        problems, not_an_image = self.problems, self.not_an_image
+        resolve, fact_of, spell = self.local.resolve, self.pricing.fact, speller(name)
+        new = tuple.__new__  # Cell(...) without its keyword handling: a million values come here
+
+        def step(values: Mapping[str, Any], row: Any = None) -> Cell:
+            if name not in values:  # an empty csv cell with no default: the field is left out
+                return absent
+            value = values[name]
+            if templated and isinstance(value, str) and ("{" in value or "}" in value):
+                try:
+                    value = render(value, values, name, literal)
+                except TemplateError as e:
+                    return Cell(e, "", STOP)
+            local: Path | str | None = None
+            written = None
+            if is_file:
+                written = value
+                try:
+                    found = resolve(value)
+                except OSError as e:
+                    return Cell(e, "", STOP, written=written)
+                if found is not None:
+                    value, local = found
             try:
-                value = render(value, values, name, literal)
-            except TemplateError as e:
-                return Cell(e, "", STOP)
-        local: Path | str | None = None
-        written = None
-        if name in self.file_fields:
-            written = value
-            try:
-                found = self.local.resolve(value)
-            except OSError as e:
-                return Cell(e, "", STOP, written=written)
-            if found is not None:
-                value, local = found
-        try:
-            text = fragment(name, value)
-            text.isascii() or text.encode()  # a lone surrogate is no UTF-8: no key
-        except (TypeError, ValueError) as e:
-            return Cell(e, "", STOP, written=value)  # the body's JSON names the value
-        trouble = OK
-        if self.problems is not None and (
-            self.problems(name, value)
-            or (
-                isinstance(local, Path)
-                and self.not_an_image is not None
-                and self.not_an_image(local) is not None
-            )
-        ):
-            trouble = LOOK
-        fact = self.pricing.fact(name, value, local) if name in self.billed else None
-        remote = name in self.file_fields and is_url(value)
-        return Cell(value, text, trouble, local, written, fact, remote)
+                text = spell(value)
+                text.isascii() or text.encode()  # a lone surrogate is no UTF-8: no key
+            except (TypeError, ValueError) as e:
+                return Cell(e, "", STOP, written=value)  # the body's JSON names the value
+            trouble = OK
+            if problems is not None and (
+                problems(name, value)
+                or (
+                    is_file
+                    and isinstance(local, Path)
+                    and not_an_image
+                    and not_an_image(local) is not None
+                )
+            ):
+                trouble = LOOK
+            if lean:
+                return new(Cell, (value, text, trouble, None, None, None, False))
+            fact = fact_of(name, value, local) if billed else None
+            return Cell(value, text, trouble, local, written, fact, is_file and is_url(value))
+
+        return step
 
     def var(
         self, name: str, raw: Any, values: Mapping[str, Any], literal: Collection[str], paired: bool

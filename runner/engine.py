@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import itertools
-import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from .errors import GridError
 from .exclude import Exclusion
 from .keys import KeySet, body_key, canonical_json, hex_key, request_key
 from .localfiles import LocalFiles
-from .memo import Memo, Misplaced, Recipe
+from .memo import READ_ERRORS, Memo, Misplaced, Recipe
 from .models import Request, Spec
 from .plan import Cost
 from .rowgrid import Row, RowGrid
@@ -121,7 +119,9 @@ class Engine:
         assert row.fixed is not None
         values, steps = row.values, self.steps
         cells = {
-            n: steps.field(n, values, n in row.templated, ()) for n in values if n in steps.fields
+            n: steps.field(n, n in row.templated, ())(values, None)
+            for n in values
+            if n in steps.fields
         }
         self._raise(row, cells, row.templated, values, None)
         body = {n: cell.value for n, cell in cells.items()}
@@ -219,7 +219,10 @@ class Engine:
         if i < at - 1 or a not in self._cursors:
             it, at = self.memo.axes[a].values(), 0
         while at <= i:
-            value = next(it, ABSENT)
+            try:
+                value = next(it, ABSENT)
+            except READ_ERRORS as e:
+                raise self.memo.axes[a].unreadable(e) from None
             if value is ABSENT:
                 raise GridError(
                     f"axis {self.memo.axes[a].name!r} has fewer values than when it was checked",
@@ -262,9 +265,27 @@ def _after(out: Block, start: int, done: int) -> Block:
 
 
 def any_repeat(keys: Sequence[int]) -> bool:
-    """Whether any key repeats (a sort of a copy: usually none does)."""
-    ordered = sorted(keys)
-    return any(map(operator.eq, ordered, itertools.islice(ordered, 1, None)))
+    """Whether any key repeats (usually none does). Keys are uniform 64-bit hashes: they are
+    first sorted into 2**24 buckets by their top bits, a byte each, and only the keys of
+    buckets met twice (a few percent) are compared: a million keys take 16 MB, not the 60 MB
+    of a set or a sorted list of them."""
+    if len(keys) < 1 << 16:
+        return len(set(keys)) != len(keys)
+    seen = bytearray(1 << 24)
+    twice = set()  # buckets holding two keys or more
+    for key in keys:
+        bucket = key >> 40
+        if seen[bucket]:
+            twice.add(bucket)
+        else:
+            seen[bucket] = 1
+    found: set[int] = set()
+    for key in keys:
+        if key >> 40 in twice:
+            if key in found:
+                return True
+            found.add(key)
+    return False
 
 
 def repeats(keys: Iterable[int]) -> bytearray:
@@ -325,7 +346,7 @@ class Causes:
             row = engine.grid.include[position - engine.scan.product_size]
             steps = engine.steps
             cells = [
-                steps.field(f, row.values, f in row.templated, ())
+                steps.field(f, f in row.templated, ())(row.values, None)
                 for f in sorted(steps.file_fields & row.values.keys())
             ]
         elif self._files:

@@ -37,7 +37,7 @@ class Axis:
         self.index, self.name, self.source = index, name, source
         self.fields = source.fields  # an object axis's fields; None for plain values
         self.size = len(source)
-        self.held: list[Any] | None = list(self._stream()) if self.size <= HELD else None
+        self.held: list[Any] | None = list(source) if self.size <= HELD else None
         self.level = -1
         # An empty csv cell leaves the default in place: binding a row restores them first.
         self.fallback = {f: defaults[f] for f in self.fields or () if f in defaults}
@@ -46,23 +46,32 @@ class Axis:
         return (self.name,) if self.fields is None else tuple(self.fields)
 
     def bind(self, values: dict[str, Any], value: Any) -> None:
-        """Set the row names that `value` of this axis sets."""
+        """Set the row names that `value` of this axis sets (over another value's: a field
+        an empty csv cell leaves unset goes back to its default, or out)."""
         if self.fields is None:
             values[self.name] = value
-        else:
-            values.update(self.fallback)
-            values.update(value)
+            return
+        if len(value) < len(self.fields):
+            for name in self.fields:
+                if name not in value:
+                    if name in self.fallback:
+                        values[name] = self.fallback[name]
+                    else:
+                        values.pop(name, None)
+        values.update(value)
 
     def values(self) -> Iterator[Any]:
-        return iter(self.held) if self.held is not None else self._stream()
+        """The axis's values; a streamed one read from its file again (which may raise
+        OSError, UnicodeDecodeError or csv.Error: see unreadable)."""
+        return iter(self.held) if self.held is not None else iter(self.source)
 
-    def _stream(self) -> Iterator[Any]:
-        """The source's values, a file that can no longer be read being a GridError (a run
-        re-reads a long axis's file: one edited since validation stops the run)."""
-        try:
-            yield from self.source
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise GridError(f"cannot read {self.name!r} any more: {e}", self.source.path) from None
+    def unreadable(self, error: Exception) -> GridError:
+        """A streamed axis's file that can no longer be read, as a GridError (a run re-reads
+        it: one removed or spoilt since validation stops the run)."""
+        return GridError(f"cannot read {self.name!r} any more: {error}", self.source.path)
+
+
+READ_ERRORS = (OSError, UnicodeDecodeError, csv.Error)
 
 
 @dataclass(eq=False)
@@ -138,12 +147,7 @@ class Memo:
         return recipes
 
     def _field(self, name: str) -> Callable[[Mapping[str, Any], Sequence[Any]], Cell]:
-        steps, literal, templated = self.steps, self.grid.literal, name in self.grid.templated
-
-        def compute(values: Mapping[str, Any], row: Sequence[Any]) -> Cell:
-            return steps.field(name, values, templated, literal)
-
-        return compute
+        return self.steps.field(name, name in self.grid.templated, self.grid.literal)
 
     def _var(
         self, name: str, paired: int | None
@@ -216,15 +220,20 @@ class Memo:
             recipe.compute(Probe(values, self.owner, bound), row)
         return cell
 
+    def evaluate_here(self, recipe: Recipe, values: Any, row: Sequence[Any]) -> Cell:
+        """evaluate, for a cell placed in a loop: a name of an axis that the loop does not
+        bind makes it Misplaced."""
+        try:
+            return self.evaluate(recipe, values, row)
+        except NeedAxis as need:
+            raise Misplaced(recipe, need.axis) from None
+
     def cell(self, recipe: Recipe, ix: Sequence[int], values: Any, row: Sequence[Any]) -> Cell:
         """The cell's result for the row whose value index per axis is `ix` (its table's
         entry, or worked out from `values` and `row` as in evaluate)."""
         if recipe.table is not None:
             return recipe.table[recipe.index(ix)]
-        try:
-            return self.evaluate(recipe, values, row)
-        except NeedAxis as need:
-            raise Misplaced(recipe, need.axis) from None
+        return self.evaluate_here(recipe, values, row)
 
     def deepen(self, recipe: Recipe, axis: int) -> None:
         """A cell worked out per visit read a name of `axis`, deeper than it was placed."""

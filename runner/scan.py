@@ -10,17 +10,20 @@ lookups, one str.format of the fragments in name order, and one sha256.
 
 from __future__ import annotations
 
+import itertools
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .cells import ABSENT, LOOK, OK, STOP, Cell
 from .exclude import Exclusion
-from .keys import body_key, key_head
-from .memo import Axis, Memo, Recipe
+from .keys import body_key, key_head, key_text, text_key
+from .memo import READ_ERRORS, Axis, Memo, Recipe
 from .plan import Cost, Pricing
 from .rowgrid import RowGrid
+
+INNER_FRAME_FROM = 8  # an innermost loop this long gets the other loops' fragments written in
 
 # One axis value's part of a row: (key fragments of the fields it fixes, trouble, exclude
 # mask, cost part).
@@ -96,36 +99,93 @@ class Level:
     ) -> None:
         self.axis = axis
         self.recipes = recipes  # fields first, in name order (Memo's order), then variables
-        self.fields = [p for p in recipes if p.is_field]
+        self.fields = [r for r in recipes if r.is_field]
+        self._fields = len(self.fields)
         billed = memo.steps.billed
-        self._billed = [i for i, p in enumerate(recipes) if p.is_field and p.name in billed]
+        self._billed = [
+            (i, r.name) for i, r in enumerate(recipes) if r.is_field and r.name in billed
+        ]
         self._memo, self._exclusion, self._costs = memo, exclusion, costs
-        self.evaluated = any(p.table is None for p in recipes)
+        self.evaluated = any(r.table is None for r in recipes)
+        self.wants_values = self.evaluated  # Scan.place: also when a deeper loop evaluates
+        self.deeper: list[int] = []  # the axes of the loops inside this one (Scan.place)
         # The same LevelCells for every visit when each cell here reads this axis alone.
         self.static: list[LevelCell] | None = None
-        if axis.held is not None and all(p.deps == (axis.index,) and p.table for p in recipes):
-            assert axis.held is not None
+        if axis.held is not None and all(r.deps == (axis.index,) and r.table for r in recipes):
             self.static = [
-                self.combine([p.table[i] for p in recipes if p.table], exclusion.at(axis, i, v))
+                self.combine([r.table[i] for r in recipes if r.table], exclusion.at(axis, i, v))
                 for i, v in enumerate(axis.held)
             ]
 
     def combine(self, cells: Sequence[Cell], mask: int) -> LevelCell:
+        """The LevelCell of one value from its cells (in the order of self.recipes)."""
         trouble = OK
         for cell in cells:
             trouble |= cell.trouble
-        fragments = tuple(cell.fragment for cell in cells[: len(self.fields)])
-        part = self._costs.part([(self.recipes[i].name, cells[i]) for i in self._billed])
+        fragments = tuple([cell.fragment for cell in cells[: self._fields]])
+        part = 0
+        if self._billed:
+            part = self._costs.part([(name, cells[i]) for i, name in self._billed])
         return fragments, trouble, mask, part
 
-    def cells(
-        self, index: int, value: Any, ix: Sequence[int], values: Any, row: Sequence[Any]
-    ) -> LevelCell:
-        """The LevelCell of this axis's value `index` in the row bound so far."""
-        if self.static is not None:
-            return self.static[index]
-        cells = [self._memo.cell(p, ix, values, row) for p in self.recipes]
-        return self.combine(cells, self._exclusion.at(self.axis, index, value))
+    def visit(
+        self, ix: list[int], row: list[Any], above: dict[str, Any] | None
+    ) -> Iterator[tuple[int, LevelCell, dict[str, Any] | None]]:
+        """This loop's values in the row bound so far (ix: the value index per axis, row: the
+        value per axis, None where unbound; above: the row's names, when a cell worked out
+        here or deeper needs them): (index, LevelCell, the row's names with this value)."""
+        axis, a, deeper, static = self.axis, self.axis.index, self.deeper, self.static
+        # (never None when a cell here is worked out: Scan.place sets wants_values)
+        bound: Any = dict(above) if self.wants_values and above is not None else None
+        plain = axis.name if axis.fields is None else None
+        bind, combine, memo, fields = axis.bind, self.combine, self._memo, self._fields
+        exclusion = self._exclusion
+        masks = exclusion.held[a] if exclusion.active else None
+        # Per cell: its table and where this axis's values start in it, or how to work it out.
+        ix[a] = 0
+        ways = [
+            (r.table, r.index(ix) if r.table is not None else 0, r.compute) for r in self.recipes
+        ]
+        # One cell worked out per value, and nothing else here: the long axis of a big grid.
+        alone = ways[0][2] if len(ways) == 1 and ways[0][0] is None and not self._billed else None
+        try:
+            for i, value in enumerate(axis.values()):
+                ix[a] = i
+                row[a] = value
+                for b in deeper:
+                    row[b] = None
+                if bound is not None:
+                    if plain is not None:
+                        bound[plain] = value
+                    else:
+                        bind(bound, value)
+                if static is not None:
+                    yield i, static[i], bound
+                    continue
+                mask = 0
+                if masks is not None:
+                    mask = masks[i]
+                elif exclusion.active:
+                    mask = exclusion.mask(axis, value)
+                lc: LevelCell
+                if alone is not None:
+                    cell = alone(bound, row)
+                    lc = (cell.fragment,) if fields else (), cell.trouble, mask, 0
+                else:
+                    lc = combine(
+                        [
+                            table[start + i] if table is not None else compute(bound, row)
+                            for table, start, compute in ways
+                        ],
+                        mask,
+                    )
+                if lc[1]:  # a template error may be a name of an axis this loop leaves unbound
+                    for (table, _, _), recipe in zip(ways, self.recipes, strict=True):
+                        if table is None:
+                            memo.evaluate_here(recipe, bound, row)
+                yield i, lc, bound
+        except READ_ERRORS as e:  # a long axis's file, read again, is gone or spoilt
+            raise axis.unreadable(e) from None
 
 
 class Scan:
@@ -159,24 +219,20 @@ class Scan:
         for axis in reversed(memo.axes):
             self.weights[axis.index] = weight
             weight *= axis.size
-        # Cells every row shares: their fragments go into the frame, the rest into constants.
-        pieces: list[str] = []
-        constant: list[tuple[Recipe, Cell]] = []
-        for recipe in memo.recipes:
-            if recipe.level < 0:
-                assert recipe.table is not None
-                constant.append((recipe, recipe.table[0]))
-        const = {id(p): c for p, c in constant}
-        for recipe in memo.recipes:
-            if not recipe.is_field:
-                continue
-            if recipe.level < 0:
-                text = const[id(recipe)].fragment
-                pieces.append(text.replace("{", "{{").replace("}", "}}"))
-            else:
-                slot = self.levels[recipe.level].fields.index(recipe)
-                pieces.append(f"{{{recipe.level}[{slot}]}}")
-        self.frame = "".join(pieces)
+        # The body's fields in name order: a cell every row shares as its fragment, any
+        # other as (loop, its place among that loop's fields).
+        constant = [(r, r.table[0]) for r in memo.recipes if r.level < 0 and r.table]
+        shared = {id(r): c.fragment for r, c in constant}
+        self.slots: list[str | tuple[int, int]] = [
+            shared[id(r)] if r.level < 0 else (r.level, self.levels[r.level].fields.index(r))
+            for r in memo.recipes
+            if r.is_field
+        ]
+        # str.format of the loops' fragment tuples: a row's fields, joined in name order
+        self.frame = "".join(
+            s.replace("{", "{{").replace("}", "}}") if isinstance(s, str) else f"{{{s[0]}[{s[1]}]}}"
+            for s in self.slots
+        )
         trouble = OK
         for _, cell in constant:
             trouble |= cell.trouble
@@ -186,9 +242,11 @@ class Scan:
         self.trouble = trouble
         billed = [(p.name, c) for p, c in constant if p.is_field and p.name in steps.billed]
         self.state = self.costs.join(0, self.costs.part(billed))
-        # a deeper loop's cells worked out per visit need the row's names bound above them
+        # A cell worked out per visit needs the row's names bound in its loop and above it.
         deepest = max((lv.axis.level for lv in self.levels if lv.evaluated), default=-1)
-        self.wants_values = [lv.axis.level <= deepest for lv in self.levels]
+        for lv in self.levels:
+            lv.wants_values = lv.axis.level <= deepest
+            lv.deeper = [inner.axis.index for inner in self.levels[lv.axis.level + 1 :]]
 
     # --- the scan -------------------------------------------------------------------------------
 
@@ -223,13 +281,37 @@ class Scan:
                 out = Block()
         yield out
 
+    def _inner_frame(self, lv: Sequence[tuple[str, ...]], k: int) -> tuple[str, bool]:
+        """A %-template of a row for the innermost loop k: the other loops' fragments (lv)
+        written in, one %s per field of loop k. The whole key text (True) when the body's
+        first field is not loop k's, else the body's fragments."""
+        body = "".join(
+            s.replace("%", "%%")
+            if isinstance(s, str)
+            else "%s"
+            if s[0] == k
+            else lv[s[0]][s[1]].replace("%", "%%")
+            for s in self.slots
+        )
+        for slot in self.slots:  # the first field this row sets: its comma is dropped
+            if isinstance(slot, tuple) and slot[0] == k:
+                return body, False  # loop k's, and maybe unset: dropped per row (body_key)
+            if (slot if isinstance(slot, str) else lv[slot[0]][slot[1]]) != "":
+                break
+        return key_text(self.head.replace("%", "%%"), body), True
+
+    @staticmethod
+    def _frame_of(fmt: Callable[..., str], lv: list[tuple[str, ...]]) -> Callable[[Any], str]:
+        """A row's fields from every loop's fragments (lv, the innermost's set per row)."""
+        return lambda fragments: fmt(*lv)
+
     def include_row(self, j: int) -> tuple[str, int, int]:
         """Include row j's key fragments (in name order), trouble and cost state."""
         row = self.grid.include[j]
         values = row.values
         steps = self.memo.steps
         names = sorted(k for k in values if k in steps.fields)
-        cells = [(n, steps.field(n, values, n in row.templated, ())) for n in names]
+        cells = [(n, steps.field(n, n in row.templated, ())(values, None)) for n in names]
         trouble = OK
         for _, cell in cells:
             trouble |= cell.trouble
@@ -249,7 +331,7 @@ class Scan:
             return
         levels, memo = self.levels, self.memo
         n = len(levels)
-        head, fmt = self.head, self.frame.format
+        head = self.head
         join = self.costs.join
         x0 = self.exclusion.const if self.exclusion.active else 0
         t0 = self.trouble | (LOOK if looked else OK)
@@ -261,6 +343,7 @@ class Scan:
                 row[axis.index] = None
         lv: list[tuple[str, ...]] = [()] * n
         keys, positions, states, looks = out.keys, out.positions, out.states, out.looks
+        fmt = self.frame.format
         if n == 0:
             if not x0:
                 if t0 & STOP:
@@ -275,43 +358,44 @@ class Scan:
             yield out
             return
         xs, ts, ss, bases = [x0] * n, [t0] * n, [self.state] * n, [0] * n
-        values: list[Any] = [dict(memo.base)] + [None] * n
-        its: list[Iterator[tuple[int, Any]]] = [iter(())] * n
+        names: list[dict[str, Any] | None] = [dict(memo.base)] + [None] * n
+        visits: list[Iterator[tuple[int, LevelCell, dict[str, Any] | None]]] = [iter(())] * n
         k = 0
         if n > 1:
-            its[0] = self._values(0, ix, row)
+            visits[0] = levels[0].visit(ix, row, names[0])
         while True:
-            if k < n - 1:
-                level = levels[k]
-                item = next(its[k], None)
+            if k < n - 1:  # the outer loops: one more value of loop k
+                item = next(visits[k], None)
                 if item is None:
                     if k == 0:
                         break
                     k -= 1
                     continue
-                i, value = item
-                if self.wants_values[k]:
-                    values[k + 1] = bound = dict(values[k])
-                    level.axis.bind(bound, value)
-                lc = level.cells(i, value, ix, values[k + 1], row)
+                i, lc, names[k + 1] = item
                 lv[k] = lc[0]
                 xs[k + 1] = xs[k] & lc[2]
                 ts[k + 1] = ts[k] | lc[1]
                 ss[k + 1] = join(ss[k], lc[3]) if lc[3] else ss[k]
-                bases[k + 1] = bases[k] + i * self.weights[level.axis.index]
+                bases[k + 1] = bases[k] + i * self.weights[levels[k].axis.index]
                 k += 1
                 if k < n - 1:
-                    its[k] = self._values(k, ix, row)
+                    visits[k] = levels[k].visit(ix, row, names[k])
                 continue
             # the innermost loop: one row per value
             level = levels[k]
             xo, to, so, base = xs[k], ts[k], ss[k], bases[k]
-            inner: Iterator[tuple[int, LevelCell]]
-            if level.static is not None and not level.evaluated:
-                inner = enumerate(level.static)
+            # The other loops' fragments written into a %-template once, for the whole key
+            # text when a field of theirs comes first (else the body's fragments).
+            whole, text_of = False, self._frame_of(fmt, lv)
+            if k == 0 or level.axis.size >= INNER_FRAME_FROM:
+                template, whole = self._inner_frame(lv, k)
+                text_of = template.__mod__
+            inner: Iterable[tuple[int, LevelCell, Any]]
+            if level.static is not None and not level.wants_values:
+                inner = zip(itertools.count(), level.static, itertools.repeat(None))
             else:
-                inner = self._inner(k, ix, row, values[k])
-            for i, lc in inner:
+                inner = level.visit(ix, row, names[k])
+            for i, lc, _ in inner:
                 if xo & lc[2]:
                     continue
                 lv[k] = lc[0]
@@ -322,7 +406,10 @@ class Scan:
                         yield out
                         return
                     looks.append(count)
-                keys.append(body_key(head, fmt(*lv)))
+                if whole:
+                    keys.append(text_key(text_of(lc[0])))
+                else:
+                    keys.append(body_key(head, text_of(lc[0])))
                 positions.append(base + i)
                 states.append(join(so, lc[3]) if lc[3] else so)
                 count += 1
@@ -335,28 +422,3 @@ class Scan:
                 break
             k -= 1
         yield out
-
-    def _values(self, k: int, ix: list[int], row: list[Any]) -> Iterator[tuple[int, Any]]:
-        """Level k's (value index, value), with ix and row kept up to date (and the axes
-        deeper than it unbound, so a cell worked out here cannot read them)."""
-        axis = self.levels[k].axis
-        a = axis.index
-        deeper = [lv.axis.index for lv in self.levels[k + 1 :]]
-        for i, value in enumerate(axis.values()):
-            ix[a] = i
-            row[a] = value
-            for b in deeper:
-                row[b] = None
-            yield i, value
-
-    def _inner(
-        self, k: int, ix: list[int], row: list[Any], above: Any
-    ) -> Iterator[tuple[int, LevelCell]]:
-        level = self.levels[k]
-        axis = level.axis
-        for i, value in self._values(k, ix, row):
-            bound = None
-            if level.evaluated:
-                bound = dict(above)
-                axis.bind(bound, value)
-            yield i, level.cells(i, value, ix, bound, row)

@@ -3,6 +3,7 @@ with every problem located at the YAML node it comes from: schema, grid, limits,
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from array import array
@@ -204,42 +205,65 @@ def _walk(
     spec: Spec,
     cap: int,
 ) -> _Walked:
-    """The requests in run order, as validation's loop meets them (see _expand)."""
+    """The requests in run order, as validation's loop meets them (see _expand): rows the
+    scan flagged, and the first `preview`, one by one; the stretches between them counted and
+    handed to `each` in a tight loop (they hold nothing to report)."""
     keys, positions, states = scanned.keys, scanned.positions, scanned.states
+    costs = {state: engine.cost(state) for state in set(states)}
+    far = [state for state, (_, remote) in costs.items() if remote]
     looks = iter(scanned.looks)
     look = next(looks, -1)
-    costs = {state: engine.cost(state) for state in set(states)}
     n = remote = 0
     kept: list[Request] = []
-    ended = False  # the loop stopped before the rows ran out: no later row is reached
-    for s in order:
+    at, rows = 0, len(order)
+    while at < rows:
+        s = order[at]
         while -1 < look < s:
             look = next(looks, -1)
-        request = None
-        if look == s:
-            try:  # the row's variables render here, as the pipeline reaches it
-                request = engine.request(positions[s], keys[s])
-            except GridError as exc:
-                found.add(exc.path, exc.message)
-                ended = True
-                break
-        n += 1
-        cost, far = costs[states[s]]
-        if each is not None:
-            each(hex_key(keys[s]), cost)
-        if len(kept) < preview:
-            kept.append(request or engine.request(positions[s], keys[s]))
-        remote += far
-        if request is not None and n <= spec.max_requests:
-            for name, message in inputs.problems(request.input):
-                found.input_problem(name, message, request, n, spec)
-            for name, file in request.files.items():
-                if (problem := _not_an_image(file)) is not None:
-                    found.input_problem(name, problem, request, n, spec)
+        if look == s or len(kept) < preview:
+            request = None
+            if look == s:
+                try:  # the row's variables render here, as the pipeline reaches it
+                    request = engine.request(positions[s], keys[s])
+                except GridError as exc:
+                    found.add(exc.path, exc.message)
+                    return _Walked(n, remote, tuple(kept))
+            n += 1
+            cost, distant = costs[states[s]]
+            if each is not None:
+                each(hex_key(keys[s]), cost)
+            if len(kept) < preview:
+                kept.append(request or engine.request(positions[s], keys[s]))
+            remote += distant
+            if request is not None and n <= spec.max_requests:
+                for name, message in inputs.problems(request.input):
+                    found.input_problem(name, message, request, n, spec)
+                for name, file in request.files.items():
+                    if (problem := _not_an_image(file)) is not None:
+                        found.input_problem(name, problem, request, n, spec)
+            at += 1
+        else:  # up to the next flagged row, or as far as the loop would go on
+            end = bisect.bisect_left(order, look, at) if look > s else rows
+            room = cap - n
+            if found.full():
+                room = min(room, spec.max_requests - n)
+            stretch = order[at : min(end, at + room)]
+            if isinstance(stretch, range):  # every row, in scan order: slices of the arrays
+                some_keys = keys[stretch.start : stretch.stop]
+                some_states = states[stretch.start : stretch.stop]
+            else:
+                some_keys = array("Q", (keys[s] for s in stretch))
+                some_states = array("L", (states[s] for s in stretch))
+            if each is not None:
+                cost_of = {state: cost for state, (cost, _) in costs.items()}
+                for key, state in zip(some_keys, some_states, strict=True):
+                    each(f"{key:016x}", cost_of[state])
+            remote += sum(some_states.count(state) for state in far)
+            n += len(stretch)
+            at += len(stretch)
         if n >= cap or (n >= spec.max_requests and found.full()):
-            ended = True
-            break
-    if not ended and scanned.stop is not None:
+            return _Walked(n, remote, tuple(kept))
+    if scanned.stop is not None:
         _stopped(engine, scanned.stop, found)
     return _Walked(n, remote, tuple(kept))
 

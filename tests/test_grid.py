@@ -23,7 +23,6 @@ from runner.endpoints import Endpoint, get_endpoint
 from runner.engine import Engine
 from runner.errors import GridError
 from runner.grid import Collapsed, axes, expand
-from runner.keys import body_key
 from runner.models import Request, Sample, Spec
 from runner.rowgrid import RowGrid
 
@@ -516,11 +515,15 @@ def million(tmp_path: Path) -> Spec:
 def test_a_million_rows_expand_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keyed: list[str] = []
 
-    def spy(head: str, fragments: str) -> int:
-        keyed.append(head)
-        return body_key(head, fragments)
+    def spy(encode: Any) -> Any:
+        def counted(*args: Any) -> int:
+            keyed.append(args[0])
+            return int(encode(*args))
 
-    monkeypatch.setattr(scan, "body_key", spy)
+        return counted
+
+    monkeypatch.setattr(scan, "body_key", spy(scan.body_key))
+    monkeypatch.setattr(scan, "text_key", spy(scan.text_key))
     s = million(tmp_path)
     first = list(itertools.islice(expand(s, EP), 10))
     assert len(keyed) == 10  # ten rows asked, ten rows built: nothing ahead of the consumer
