@@ -98,7 +98,12 @@ class Level:
         self, axis: Axis, recipes: list[Recipe], memo: Memo, exclusion: Exclusion, costs: Costs
     ) -> None:
         self.axis = axis
-        self.recipes = recipes  # fields first, in name order (Memo's order), then variables
+        # Fields first, in name order (Memo's order), then the variables that may not render
+        # (a variable whose every tabled value renders has nothing to tell the scan).
+        self.recipes = [
+            r for r in recipes if r.is_field or r.table is None or any(c.trouble for c in r.table)
+        ]
+        recipes = self.recipes
         self.fields = [r for r in recipes if r.is_field]
         self._fields = len(self.fields)
         billed = memo.steps.billed
@@ -247,6 +252,18 @@ class Scan:
         for lv in self.levels:
             lv.wants_values = lv.axis.level <= deepest
             lv.deeper = [inner.axis.index for inner in self.levels[lv.axis.level + 1 :]]
+
+    def distinct(self) -> bool:
+        """Whether no two rows can make one request, seen without the scan: every loop's
+        cells read its own axis alone, and its values give distinct fragments. Two product
+        rows then differ in the fragment of the first loop they differ in, each field's
+        fragment having one place in the key text; include rows may repeat any row."""
+        if self.grid.include:
+            return False
+        return all(
+            lv.static is not None and len({lc[0] for lc in lv.static}) == len(lv.static)
+            for lv in self.levels
+        )
 
     # --- the scan -------------------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ def _expand(
     scanned = _Scanned(engine, inputs.simple)
     scanned.take(None if sampled else cap)
     repeat = bytearray()
-    if any_repeat(scanned.keys):
+    if not engine.scan.distinct() and any_repeat(scanned.keys):
         unique = _Unique()
         unique.extend(scanned.keys)
         while not sampled and scanned.more and scanned.stop is None and len(unique) < cap:
