@@ -104,8 +104,9 @@ class GridRows:
     """Validation's requests in run order, each as its key and the position of its row (see
     engine.Block), with the engine that builds a row's Request again."""
 
-    def __init__(self, engine: Engine, keys: array[int], positions: array[int]) -> None:
-        assert len(keys) == len(positions)
+    def __init__(self, engine: Engine, keys: array[int], positions: array[int] | None) -> None:
+        """`positions` None: request i is row i (positions increase, so the last one says)."""
+        assert positions is None or len(keys) == len(positions)
         self.engine, self.keys, self.positions = engine, keys, positions
 
     def __len__(self) -> int:
@@ -115,7 +116,7 @@ class GridRows:
         """Request i, built again from its row: a GridError when the row no longer makes the
         key that validation saw (a source or input changed since)."""
         key = hex_key(self.keys[i])
-        request = self.engine.request(self.positions[i])
+        request = self.engine.request(i if self.positions is None else self.positions[i])
         if request.key != key:
             raise GridError(f"request {key} is no longer in the grid", ())
         return request
@@ -142,7 +143,7 @@ class Replay:
     def rows(self, need: Callable[[str], int]) -> Iterator[Request]:
         keep, rows = self._keep, self._rows
         for i, value in enumerate(rows.keys):
-            key = hex_key(value)
+            key = f"{value:016x}"  # hex_key, inline: a resume replays a million keys
             if keep is not None and not keep(key):
                 continue
             wanted = need(key)
