@@ -35,7 +35,6 @@ from . import (
     UsageError,
     check,
     expand,
-    make_plan,
     run_requests,
 )
 from .cliargs import build_parser, serve_settings
@@ -113,17 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     collapsed = Collapsed()
-    tally: Tally | None = None
-    if not args.jsonl:  # the plan is tallied during the check's pass over the grid
-        tally = _tally(args.spec, args.rows)
-    checked = check(
-        args.spec,
-        each=tally.count if tally else None,
-        collapsed=collapsed,
-        preview=tally.preview if tally else 0,
-    )
-    if tally:
-        tally.first = list(checked.first)
+    checked = check(args.spec, collapsed=collapsed, preview=0 if args.jsonl else args.rows)
     spec, endpoint = checked.spec, checked.endpoint
     _warn_spec(checked)
     _warn_remote(checked, spec.backend)
@@ -138,7 +127,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 + "\n"
             )
         return EXIT_OK
-    plan = tally.plan(checked.axes) if tally else make_plan([], checked.axes, endpoint)
+    tally = Tally(endpoint, args.rows)  # from the costs the check counted in its one pass
+    tally.first = list(checked.first)
+    tally.count_all(checked.costs)
+    plan = tally.plan(checked.axes)
     if args.json:
         print(
             json.dumps(
@@ -274,14 +266,6 @@ def _capped(args: argparse.Namespace) -> tuple[float, Tally, set[bytes]] | None:
     settled = {OK, SUBMITTED} if args.retry_failed else {OK, SUBMITTED, FAILED}
     paid = {key for key, state in read_state(spec.output).items() if state[0] in settled}
     return cap, Tally(endpoint, preview=0), paid
-
-
-def _tally(path: str, preview: int) -> Tally | None:
-    """An empty plan for the spec's endpoint (None if the spec does not name a known one:
-    check reports that)."""
-    loaded = read_spec(path)
-    endpoint = get_endpoint(loaded.spec.endpoint) if loaded.spec else None
-    return Tally(endpoint, preview) if endpoint else None
 
 
 async def _run_interruptible(settings: RunSettings, requests: Any, progress: Progress) -> RunStats:

@@ -167,6 +167,14 @@ class Tally:
         self.unsized += cost.unsized
         self.work += cost.work
 
+    def count_all(self, costs: Iterable[tuple[Cost, int]]) -> None:
+        """Count requests by their costs: (a cost, how many requests have it)."""
+        for cost, n in costs:
+            self.rows += n
+            self.megapixels += cost.megapixels * n
+            self.unsized += cost.unsized * n
+            self.work += cost.work * n
+
     def plan(self, axes: Iterable[tuple[str, int]]) -> Plan:
         price = self.endpoint.usd_per_megapixel
         usd = round(self.megapixels * price, 4) if price is not None else None

@@ -62,6 +62,8 @@ class Checked:
     axes: tuple[tuple[str, int], ...] = ()  # (matrix axis, number of values), in matrix order
     # The requests in run order as keys and rows, to build any one again (a run's Replay).
     rows: GridRows | None = None
+    # Each distinct Cost among the requests, and how many have it (a plan's estimate).
+    costs: tuple[tuple[Cost, int], ...] = ()
 
 
 def check(
@@ -121,6 +123,7 @@ def check(
         walked.first,
         sizes,
         walked.rows,
+        walked.costs,
     )
 
 
@@ -133,6 +136,7 @@ class _Walked:
     first: tuple[Request, ...] = ()
     rows: GridRows | None = None
     warnings: list[tuple[SpecPath, str]] = field(default_factory=list)
+    costs: tuple[tuple[Cost, int], ...] = ()
 
 
 def _expand(
@@ -194,6 +198,10 @@ def _expand(
             positions = None  # row i is position i (nothing excluded): 8 bytes a row spared
         walked.rows = GridRows(engine, keys, positions)
         walked.warnings = engine.warnings()
+        states = scanned.states
+        if not isinstance(order, range):
+            states = array("L", (states[s] for s in order))
+        walked.costs = _costs(engine, states)
     return walked
 
 
@@ -271,6 +279,15 @@ def _walk(
     if scanned.stop is not None:
         _stopped(engine, scanned.stop, found)
     return _Walked(n, remote, tuple(kept))
+
+
+def _costs(engine: Engine, states: array[int]) -> tuple[tuple[Cost, int], ...]:
+    """Each distinct Cost of the requests whose cost states are `states`, with its count."""
+    counts: dict[Cost, int] = {}
+    for state in sorted(set(states)):
+        cost = engine.cost(state)[0]
+        counts[cost] = counts.get(cost, 0) + states.count(state)
+    return tuple(counts.items())
 
 
 def _stopped(engine: Engine, position: int, found: _Found) -> None:
