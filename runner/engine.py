@@ -212,6 +212,10 @@ class Engine:
         row = Row(values, self.grid.templated, tuple(zip(ix, vals, strict=True)))
         return row, values, vals, ix
 
+    def rewind(self) -> None:
+        """Read long axes from their files' start again (a run's replay reads them afresh)."""
+        self._cursors.clear()
+
     def _streamed(self, a: int, i: int) -> Any:
         """Value i of a streamed axis, read on from the last one asked for (a run asks in
         order; an earlier index starts the file again)."""

@@ -142,6 +142,7 @@ class Replay:
 
     def rows(self, need: Callable[[str], int]) -> Iterator[Request]:
         keep, rows = self._keep, self._rows
+        rows.engine.rewind()
         for i, value in enumerate(rows.keys):
             key = f"{value:016x}"  # hex_key, inline: a resume replays a million keys
             if keep is not None and not keep(key):

@@ -421,3 +421,32 @@ def test_an_exclude_key_that_a_csv_row_leaves_unset_does_not_match_it(tmp_path: 
     )
     assert check(path).count == 3
     agree(path)
+
+
+def test_a_run_reading_a_long_axis_again_stops_when_its_file_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long axis is read from its file again as the run builds its requests: a file edited
+    or removed since validation is a GridError (the executor stops the run), never a request
+    validation did not see."""
+    monkeypatch.setattr(memo, "HELD", 2)  # the prompts file is not held
+    path = spec_file(
+        tmp_path,
+        "defaults: {image_url: 'https://x/a.png'}\n"
+        "matrix:\n  prompt: {lines: p.txt}\n  seed: [1, 2]\n",
+        {"p.txt": "one\ntwo\nthree\n"},
+    )
+    checked = check(path)
+    assert checked.rows is not None
+    assert [r.input["prompt"] for r in Replay(checked.rows)] == ["one"] * 2 + ["two"] * 2 + [
+        "three"
+    ] * 2
+    (tmp_path / "p.txt").write_text("one\nTWO\nthree\n")
+    with pytest.raises(GridError, match="is no longer in the grid"):
+        list(Replay(checked.rows))
+    (tmp_path / "p.txt").write_text("one\n")
+    with pytest.raises(GridError, match="has fewer values than when it was checked"):
+        list(Replay(checked.rows))
+    (tmp_path / "p.txt").unlink()
+    with pytest.raises(GridError, match="cannot read 'prompt' any more"):
+        list(Replay(checked.rows))
