@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ from .rowgrid import Row, RowGrid
 from .scan import Block, Scan
 from .templates import TemplateError
 
-__all__ = ["Causes", "Engine", "bottom_k", "any_repeat", "repeats"]
+__all__ = ["Causes", "Engine", "any_repeat", "bottom_k", "repeats"]
+
+HEAPED = 65_536  # a sample of up to this many is picked with a heap of its size
 
 
 class Engine:
@@ -298,17 +301,41 @@ def repeats(keys: Iterable[int]) -> bytearray:
     return bytearray(not seen.add(hex_key(k)) for k in keys)
 
 
-def bottom_k(keys: Sequence[int], order: Iterable[int], n: int, seed: int) -> list[int]:
+def bottom_k(keys: Sequence[int], order: range | list[int], n: int, seed: int) -> range | list[int]:
     """Stable sampling: of the rows `order` names (indices into keys, in run order), the n
     whose seeded hash of the key is smallest, in run order. Exactly n (or all, if fewer), and
-    a grown grid keeps every sampled request whose hash still ranks among the n smallest."""
+    a grown grid keeps every sampled request whose hash still ranks among the n smallest.
+    Equal hashes (none in practice) keep the earlier row. A heap of n entries; for a large n,
+    the rows whose hash is at most the n-th smallest (a few passes over 8 bytes a row)."""
+    if n >= len(order):
+        return order
     salt = hashlib.sha256(f"runner sample {seed}".encode()).digest()[:16]
     blake = hashlib.blake2b
+    ranks = array(
+        "Q",
+        (
+            int.from_bytes(blake(f"{keys[s]:016x}".encode(), key=salt, digest_size=8).digest())
+            for s in order
+        ),
+    )
+    if n > HEAPED:  # the n-th smallest hash, found by counting the hashes' top 16 bits
+        counts = [0] * (1 << 16)
+        for rank in ranks:
+            counts[rank >> 48] += 1
+        top = below = 0
+        while below + counts[top] < n:
+            below += counts[top]
+            top += 1
+        last = sorted(rank for rank in ranks if rank >> 48 == top)[n - below - 1]
+        below = sum(1 for rank in ranks if rank < last)
+        picked = []
+        for s, rank in zip(order, ranks, strict=True):
+            if rank < last or (rank == last and below < n):
+                below += rank == last
+                picked.append(s)
+        return picked
     heap: list[tuple[int, int]] = []  # (-rank, -row): the largest rank on top
-    for s in order:
-        rank = int.from_bytes(
-            blake(hex_key(keys[s]).encode(), key=salt, digest_size=8).digest(), "big"
-        )
+    for s, rank in zip(order, ranks, strict=True):
         entry = (-rank, -s)
         if len(heap) < n:
             heapq.heappush(heap, entry)

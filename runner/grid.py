@@ -90,7 +90,7 @@ def expand(
             found = causes.add(position, bool(repeat))
             if repeat:
                 collapsed.add(found)
-    kept = (s for s, repeat in enumerate(repeated) if not repeat)
+    kept = [s for s, repeat in enumerate(repeated) if not repeat]
     for s in bottom_k(keys, kept, spec.sample.n, spec.sample.seed):
         yield engine.request(positions[s], keys[s])
 

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from runner import memo, scan, validate
+from runner import engine, memo, scan, validate
 from runner.cli import main
 from runner.endpoints import get_endpoint
 from runner.errors import GridError, SpecErrors
@@ -313,7 +313,8 @@ def test_the_engine_gives_what_the_oracle_gives(
     """Every source kind, exclude, include, sample and limits; "streamed": every axis of more
     than two values read from its source as it goes, no table of more than three cells, and
     validation taking the scan two rows at a time and counting to twice the limit, and each
-    innermost loop getting its rows' key text from a template of the outer loops."""
+    innermost loop getting its rows' key text from a template of the outer loops, and samples
+    picked by the n-th smallest hash rather than a heap."""
     with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as folder:
         if small:
             patch.setattr(memo, "HELD", 2)
@@ -321,6 +322,7 @@ def test_the_engine_gives_what_the_oracle_gives(
             patch.setattr(validate, "SCAN_BLOCK", 2)
             patch.setattr(validate, "COUNT_PAST_LIMIT", 2)  # "at least" comes soon
             patch.setattr(scan, "INNER_FRAME_FROM", 2)
+            patch.setattr(engine, "HEAPED", 1)  # a sample of two or more: by a sorted copy
         event(agree(write(Path(folder), *job)))
 
 
