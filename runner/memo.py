@@ -88,6 +88,9 @@ class Recipe:
     table: list[Cell] | None = None
     strides: tuple[int, ...] = ()
     level: int = -1  # the scan depth at which every axis it reads is bound (-1: a constant)
+    # Whether the scan must look at it: an object axis's row whose fields are all request
+    # fields renders only what their cells render (and fail on) already.
+    scanned: bool = True
 
     def index(self, ix: Sequence[int]) -> int:
         """The table index of the row whose value index per axis is `ix`."""
@@ -137,8 +140,9 @@ class Memo:
         names = [*grid.product_def_vars]
         names += [a.name for a in self.axes if a.fields is None and a.name not in grid.fields]
         recipes += [Recipe(name, self._var(name, None), False) for name in names]
+        fields = grid.fields.keys()
         recipes += [
-            Recipe(a.name, self._var(a.name, a.index), False)
+            Recipe(a.name, self._var(a.name, a.index), False, scanned=not set(a.fields) <= fields)
             for a in self.axes
             if a.fields is not None
         ]

@@ -101,7 +101,9 @@ class Level:
         # Fields first, in name order (Memo's order), then the variables that may not render
         # (a variable whose every tabled value renders has nothing to tell the scan).
         self.recipes = [
-            r for r in recipes if r.is_field or r.table is None or any(c.trouble for c in r.table)
+            r
+            for r in recipes
+            if r.is_field or (r.scanned and (r.table is None or any(c.trouble for c in r.table)))
         ]
         recipes = self.recipes
         self.fields = [r for r in recipes if r.is_field]
