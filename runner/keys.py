@@ -10,6 +10,7 @@ import hashlib
 import json
 import json.encoder
 import os
+import struct
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
@@ -97,7 +98,12 @@ def key_text(head: str, fragments: str) -> str:
 def text_key(text: str) -> int:
     """The key of a key text, as a 64-bit number: the first 8 bytes of the sha256 of the text
     in UTF-8. UnicodeEncodeError for text that is no UTF-8 (a lone surrogate)."""
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    key: int = _FIRST_8(_SHA256(text.encode("utf-8")).digest())[0]
+    return key
+
+
+_SHA256 = hashlib.sha256
+_FIRST_8 = struct.Struct(">Q").unpack_from  # the digest's first 8 bytes, big-endian
 
 
 def body_key(head: str, fragments: str) -> int:
