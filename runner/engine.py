@@ -31,7 +31,7 @@ from .rowgrid import Row, RowGrid
 from .scan import Block, Scan
 from .templates import TemplateError
 
-__all__ = ["Causes", "Engine", "any_repeat", "bottom_k", "repeats"]
+__all__ = ["Causes", "Engine", "Repeats", "any_repeat", "bottom_k"]
 
 HEAPED = 65_536  # a sample of up to this many is picked with a heap of its size
 
@@ -57,11 +57,6 @@ class Engine:
         self.scan = Scan(grid, self.memo, self.exclusion, endpoint.id)
         self._recipes = {p.name: p for p in self.memo.recipes}
         self._cursors: dict[int, tuple[Iterator[Any], int, Any]] = {}
-
-    @property
-    def size(self) -> int:
-        """Rows before exclude and collapsing: the product's, then the include rows."""
-        return self.scan.product_size + len(self.grid.include)
 
     def cost(self, state: int) -> tuple[Cost, bool]:
         """A row's Cost, and whether it has an input given as an http(s) URL."""
@@ -295,10 +290,29 @@ def any_repeat(keys: Sequence[int]) -> bool:
     return False
 
 
-def repeats(keys: Iterable[int]) -> bytearray:
-    """Per row, 1 when its key repeats an earlier row's (the first stays)."""
-    seen = KeySet()
-    return bytearray(not seen.add(hex_key(k)) for k in keys)
+class Repeats:
+    """Which rows repeat an earlier row's key (the first stays), told the keys in run order:
+    `flags`, 1 per repeating row; len(), the rows that stay."""
+
+    def __init__(self, keys: Iterable[int] = ()) -> None:
+        self._seen = KeySet()
+        self.flags = bytearray()
+        self._stay = 0
+        self.extend(keys)
+
+    def add(self, key: int) -> bool:
+        """The next row's key; True when it stays (no earlier row had it)."""
+        new = self._seen.add(hex_key(key))
+        self.flags.append(not new)
+        self._stay += new
+        return new
+
+    def extend(self, keys: Iterable[int]) -> None:
+        for key in keys:
+            self.add(key)
+
+    def __len__(self) -> int:
+        return self._stay
 
 
 def bottom_k(keys: Sequence[int], order: range | list[int], n: int, seed: int) -> range | list[int]:

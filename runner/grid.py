@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .endpoints import Endpoint
-from .engine import Engine, any_repeat, bottom_k, repeats
+from .engine import Engine, Repeats, any_repeat, bottom_k
 from .errors import GridError
-from .keys import KeySet, hex_key
+from .keys import hex_key
 from .localfiles import LocalFiles
 from .models import Request, Spec
 from .rowgrid import RowGrid
@@ -64,10 +64,10 @@ def expand(
     engine = Engine(spec, endpoint, grid or RowGrid(spec, endpoint))
     causes = engine.causes() if collapsed is not None else None
     if spec.sample is None:  # lazily: nothing is worked out ahead of the consumer
-        seen = KeySet()
+        repeats = Repeats()  # flags kept for every row: 1 byte each
         for out in engine.blocks(block=1):
             for key, position in zip(out.keys, out.positions, strict=True):
-                new = seen.add(hex_key(key))
+                new = repeats.add(key)
                 if causes is not None and collapsed is not None:
                     found = causes.add(position, not new)
                     if not new:
@@ -84,7 +84,7 @@ def expand(
         positions.extend(out.positions)
         if out.stop is not None:
             engine.request(out.stop)
-    repeated = repeats(keys) if any_repeat(keys) else bytearray(len(keys))
+    repeated = Repeats(keys).flags if any_repeat(keys) else bytearray(len(keys))
     if causes is not None and collapsed is not None:
         for position, repeat in zip(positions, repeated, strict=True):
             found = causes.add(position, bool(repeat))

@@ -5,7 +5,8 @@ look at it: product rows (first axis slowest) minus exclude, then include rows.
 The product is nested loops, one per axis of more than one value. Each loop, at each of its
 values, fixes the cells placed at its depth (a table lookup, or worked out then) as one
 LevelCell: their key fragments, trouble, exclude mask and billed facts. A row is then a few
-lookups, one str.format of the fragments in name order, and one sha256.
+lookups, one string format of the fragments in name order (a %-template with the outer loops'
+fragments written in), and one sha256.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class Block:
 
 class Costs:
     """What each row costs, interned: a row's billed facts (and whether it has a URL input)
-    are joined one axis value's part at a time into a small state number; state_cost gives
-    its Cost once per distinct state."""
+    are joined one axis value's part at a time into a small state number; `of` gives its
+    Cost, once per distinct state."""
 
     def __init__(self, pricing: Pricing) -> None:
         self._pricing = pricing

@@ -7,7 +7,7 @@ import bisect
 import json
 import math
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -17,10 +17,10 @@ from jsonschema import Draft202012Validator, ValidationError
 from PIL import Image
 
 from .endpoints import Endpoint, get_endpoint
-from .engine import Engine, any_repeat, bottom_k
+from .engine import Engine, Repeats, any_repeat, bottom_k
 from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
 from .grid import Collapsed, GridRows
-from .keys import KeySet, canonical, hex_key
+from .keys import canonical, hex_key
 from .models import Location, Request, Spec
 from .plan import Cost
 from .rowgrid import RowGrid
@@ -161,8 +161,7 @@ def _expand(
     scanned.take(None if sampled else cap)
     repeat = bytearray()
     if not engine.scan.distinct() and any_repeat(scanned.keys):
-        unique = _Unique()
-        unique.extend(scanned.keys)
+        unique = Repeats(scanned.keys)
         while not sampled and scanned.more and scanned.stop is None and len(unique) < cap:
             scanned.take(len(scanned.keys) + cap - len(unique))  # the uncounted repeats' worth
             unique.extend(scanned.keys[len(unique.flags) :])
@@ -323,24 +322,6 @@ class _Scanned:
             self.states.extend(out.states)
             self.looks.extend(out.looks)
             self.stop = out.stop
-
-
-class _Unique:
-    """Which rows repeat an earlier row's key, one row at a time."""
-
-    def __init__(self) -> None:
-        self._seen = KeySet()
-        self.flags = bytearray()  # 1: the row repeats an earlier key
-        self._unique = 0
-
-    def extend(self, keys: Iterable[int]) -> None:
-        for key in keys:
-            new = self._seen.add(hex_key(key))
-            self.flags.append(not new)
-            self._unique += new
-
-    def __len__(self) -> int:
-        return self._unique
 
 
 _MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 0  # PIL refuses an image of twice as many
