@@ -42,12 +42,13 @@ IMAGES = {
     "big.png": png_bytes(1500, 1200, (9, 9, 9)),  # 2 megapixels
     "b.png": png_bytes(30, 20, (0, 0, 255)),
     "bad.png": b"notes, not a picture",  # an input that is no image
+    "b{a}.png": SMALL,  # a file name is never a template
 }
 VARS = ["a", "b", "tag"]
 
 # Text that templates read. Variables read only later ones (a -> b -> tag), so most specs
 # are valid; an odd text now and then brings a cycle, an undefined name or a bad brace.
-_plain = st.sampled_from(["x", "cat", " ", "é", "a dog", "{{", "}}", "0.5"])
+_plain = st.sampled_from(["x", "cat", " ", "é", "a dog", "{{", "}}", "0.5", "50%", "%s"])
 _odd = st.sampled_from(["{nope}", "{", "", "bad \ud800", "{a}", "{seed}"])
 _reads = {"a": ["{b}", "{tag}"], "b": ["{tag}"], "tag": [], "prompt": ["{a}", "{b}", "{tag}"]}
 
@@ -120,9 +121,10 @@ def _axis(
         values = _scalar[name] if name in _scalar else _text(name)
         taken.add(name)
         unique = draw(st.integers(0, 3)) < 3  # else a value may repeat: rows collapse
-        return name, draw(
-            st.lists(values, min_size=2, max_size=5, unique_by=_spelling if unique else None)
-        )
+        size = draw(st.sampled_from([2, 3, 1, 4, 5]))  # one value: an axis that varies nothing
+        by = _spelling if unique else None
+        low = 1 if unique else size  # two booleans are all there are
+        return name, draw(st.lists(values, min_size=low, max_size=size, unique_by=by))
     if kind == "range":
         name = draw(st.sampled_from([k for k in ("seed", "strength") if k not in taken] or [None]))
         if name is None:
