@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+CODE = ROOT  # the checkout whose runner is measured (--code)
 BENCH = Path(__file__).resolve().parent
 README = BENCH / "README.md"
 BEGIN, END = "<!-- run_all: begin -->", "<!-- run_all: end -->"
@@ -61,10 +62,11 @@ FAL_ENV["FAL_REST_URL"] = QUEUE_URL
 
 # -- one measured process -----------------------------------------------------------------
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run cmd under a small wrapper process: wall seconds and the command's peak RSS."""
+    """Run cmd under a small wrapper process: wall seconds and the command's peak RSS. It runs
+    in CODE, so `python -m runner` is that checkout's runner (--code: another version's)."""
     wrapper = [sys.executable, __file__, "--_measure", "--", *cmd]
     proc = subprocess.run(
-        wrapper, env={**os.environ, **(env or {})}, capture_output=True, text=True, cwd=ROOT
+        wrapper, env={**os.environ, **(env or {})}, capture_output=True, text=True, cwd=CODE
     )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -314,10 +316,19 @@ def main() -> None:
         "--only",
         help="some of open,resume,plan,memory,executor (comma-separated); README.md untouched",
     )
+    parser.add_argument(
+        "--code",
+        type=Path,
+        help="measure the runner of another checkout (an older version, for a before/after); "
+        "README.md untouched",
+    )
     args = parser.parse_args()
+    global CODE
+    if args.code:
+        CODE = args.code.resolve()
     rows, described = bench(args)
     command = "python benchmarks/run_all.py " + " ".join(sys.argv[1:])
-    if not args.no_write and not args.only:
+    if not args.no_write and not args.only and not args.code:
         write_readme(rows, described, command.strip())
         print(f"wrote the table into {README}")
 

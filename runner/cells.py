@@ -4,7 +4,8 @@ the value against the field's schema, the billing fact, the key fragment) is wri
 here, and every way of expanding a grid calls it.
 
 A row's values may be partial (only some axes bound, to memoize a cell per combination of the
-axes it reads): reading a name whose axis is not bound then raises NeedAxis, see memo.py.
+axes it reads): a template error there is explained through a Probe, which raises NeedAxis for
+a name whose axis is not bound (memo.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ from .templates import TemplateError, has_template, render
 # the expansion at this row (a field that cannot render, be read or be spelt as JSON).
 OK, LOOK, STOP = 0, 1, 2
 
-ABSENT: Any = type(
-    "Absent", (), {"__repr__": lambda self: "ABSENT"}
-)()  # a field the row leaves unset
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()  # the value of a field the row leaves unset (an empty csv cell)
 
 
 class Cell(NamedTuple):
@@ -38,7 +43,9 @@ class Cell(NamedTuple):
     fragment: str  # keys.fragment of the value: "" for a variable or an absent field
     trouble: int = OK
     local: Path | str | None = None  # a file field's file (Path) or data: URI (str) to send
-    written: Any = None  # a file field's value as rendered, before it was resolved
+    # a file field's value as rendered, before it was resolved; for a value that is no JSON,
+    # that value (the error message spells the whole body)
+    written: Any = None
     fact: Any = None  # the billing fact (Pricing.fact) of a billed field
     remote: bool = False  # a file field given as an http(s) URL
 
@@ -169,6 +176,8 @@ class Steps:
             if name not in self.fields and name not in literal and has_template(raw):
                 return Cell(render(raw, values, name, literal), "")
             if paired and isinstance(raw, dict):
+                # An object axis's fields, request fields too: a csv row's "a {tag} dog" went
+                # into the body rendered, so its vars say what the row really sent.
                 return Cell(
                     {
                         f: render(v, values, f, literal) if has_template(v) else v

@@ -183,7 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ):
             capped[1].count(key, cost)
 
-    checked = check(args.spec, out=args.out, each=each)
+    by_key = shard is not None or capped is not None  # else every request is this run's
+    checked = check(args.spec, out=args.out, each=each if by_key else None)
+    rows = rows if by_key else checked.count
     assert checked.rows is not None  # a valid spec's requests
     # The run replays validation's rows: a settled row is counted by its key, and a Request
     # is built again only for a row that is sent.

@@ -257,12 +257,10 @@ class Scan:
             lv.deeper = [inner.axis.index for inner in self.levels[lv.axis.level + 1 :]]
 
     def distinct(self) -> bool:
-        """Whether no two rows can make one request, seen without the scan: every loop's
-        cells read its own axis alone, and its values give distinct fragments. Two product
-        rows then differ in the fragment of the first loop they differ in, each field's
-        fragment having one place in the key text; include rows may repeat any row."""
-        if self.grid.include:
-            return False
+        """Whether no two product rows can make one request, seen without the scan: every
+        loop's cells read its own axis alone, and its values give distinct fragments. Two
+        product rows then differ in the fragment of the first loop they differ in, each
+        field's fragment having one place in the key text. (Include rows may repeat any.)"""
         return all(
             lv.static is not None and len({lc[0] for lc in lv.static}) == len(lv.static)
             for lv in self.levels

@@ -160,7 +160,7 @@ def _expand(
     scanned = _Scanned(engine, inputs.simple)
     scanned.take(None if sampled else cap)
     repeat = bytearray()
-    if not engine.scan.distinct() and any_repeat(scanned.keys):
+    if _may_repeat(engine, scanned) and any_repeat(scanned.keys):
         unique = Repeats(scanned.keys)
         while not sampled and scanned.more and scanned.stop is None and len(unique) < cap:
             scanned.take(len(scanned.keys) + cap - len(unique))  # the uncounted repeats' worth
@@ -202,6 +202,21 @@ def _expand(
             states = array("L", (states[s] for s in order))
         walked.costs = _costs(engine, states)
     return walked
+
+
+def _may_repeat(engine: Engine, scanned: _Scanned) -> bool:
+    """Whether two scanned rows may make one request: product rows that can (Scan.distinct),
+    or an include row (a few: each one's key is counted among all the rows')."""
+    if not engine.scan.distinct():
+        return True
+    include = len(engine.grid.include)
+    if include == 0:
+        return False
+    if include > 16:
+        return True
+    keys, positions = scanned.keys, scanned.positions
+    tail = zip(keys[-include:], positions[-include:], strict=True)
+    return any(p >= engine.scan.product_size and keys.count(k) > 1 for k, p in tail)
 
 
 def _walk(
