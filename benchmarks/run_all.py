@@ -181,6 +181,7 @@ def machine() -> str:
 
 
 def bench(args: argparse.Namespace) -> tuple[list[list[str]], str]:
+    host = machine()  # the load as the run begins
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     n, k = args.repeat, f"{args.rows:,}"
@@ -280,7 +281,7 @@ def bench(args: argparse.Namespace) -> tuple[list[list[str]], str]:
             f"{spread([r['thin'] for r in ratios], '.0f')} req/s)",
             statistics.median(r["ratio"] for r in ratios) >= 0.8,
         )
-    return rows, machine()
+    return rows, host
 
 
 def write_readme(rows: list[list[str]], described: str, command: str) -> None:
