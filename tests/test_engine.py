@@ -328,7 +328,7 @@ def test_the_engine_gives_what_the_oracle_gives(
         event(agree(write(Path(folder), *job)))
 
 
-# --- shapes that once made two expanders disagree, and fixes --------------------------------------
+# --- shapes where what a cell reads varies from row to row, and rows that cannot be built ---------
 
 HEAD = f"version: 1\nendpoint: {EP.id}\n"
 
@@ -402,7 +402,7 @@ def test_plan_says_why_rows_collapsed_beside_a_value_that_is_no_utf8(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The causes of a collapse read every axis's values, one that is no UTF-8 among them:
-    plan says what is wrong in one line (it was a traceback)."""
+    plan says what is wrong in one line, no traceback."""
     path = spec_file(
         tmp_path,
         "defaults: {image_url: 'https://x/a.png', prompt: 'x {tag}'}\n"
@@ -415,7 +415,7 @@ def test_plan_says_why_rows_collapsed_beside_a_value_that_is_no_utf8(
 
 def test_an_exclude_key_that_a_csv_row_leaves_unset_does_not_match_it(tmp_path: Path) -> None:
     """An empty csv cell with no default leaves its field unset: an exclude entry naming that
-    field does not match the row (validate failed with a KeyError)."""
+    field does not match the row."""
     path = spec_file(
         tmp_path,
         "defaults: {image_url: 'https://x/a.png'}\n"
