@@ -62,12 +62,7 @@ class Costs:
     def part(self, cells: Sequence[tuple[str, Cell]]) -> int:
         """The number of the part that these (field, cell) give to a row."""
         facts = tuple(sorted((n, c.fact) for n, c in cells if c.value is not ABSENT))
-        key = (facts, any(c.remote for _, c in cells))
-        found = self._parts.get(key)
-        if found is None:
-            found = self._parts[key] = len(self._part_list)
-            self._part_list.append(key)
-        return found
+        return _intern((facts, any(c.remote for _, c in cells)), self._parts, self._part_list)
 
     def join(self, state: int, part: int) -> int:
         """The state of a row that adds `part` to `state`."""
@@ -76,10 +71,7 @@ class Costs:
             facts, remote = self._state_list[state]
             more, far = self._part_list[part]
             key = (tuple(sorted(facts + more)), remote or far)
-            found = self._states.get(key)
-            if found is None:
-                found = self._states[key] = len(self._state_list)
-                self._state_list.append(key)
+            found = _intern(key, self._states, self._state_list)
             self._joined[(state, part)] = found
         return found
 
@@ -90,6 +82,20 @@ class Costs:
             facts, remote = self._state_list[state]
             found = self._costs[state] = (self._pricing.cost(facts), remote)
         return found
+
+
+def _intern(key: Any, numbers: dict[Any, int], keys: list[Any]) -> int:
+    """key's number in `keys`; a key that is no dict key (a list where a number belongs, which
+    validation reports) gets a new number each time."""
+    try:
+        found = numbers.get(key)
+    except TypeError:
+        keys.append(key)
+        return len(keys) - 1
+    if found is None:
+        found = numbers[key] = len(keys)
+        keys.append(key)
+    return found
 
 
 class Level:
