@@ -2,23 +2,27 @@
 benchmarks/README.md as a table (medians of several runs, min-max).
 
     python benchmarks/run_all.py [--rows 1000000] [--repeat 3] [--workdir DIR] [--no-write]
+        [--only open,resume,plan,memory,executor]
 
 What is measured (each in a fresh process; peak RSS is that process's own):
 
 * journal read: opening a 1,000,000-request run folder for a resume, `run_requests` with no
   requests: the journal's resume state and the check of every output file, a stat each
   (limit 5 s, 250 MB);
-* no-op resume: `runner run SPEC` on that finished folder, grid expansion and validation
-  included: nothing is sent (limit 10 s);
-* plan: `runner plan SPEC` of the 1,000,000-row grid, 1,000 prompts x 1,000 seeds, and of a
-  grid with one axis of 1,000,000 prompt lines (limit 5 s);
+* no-op resume: `runner run SPEC` on a finished folder, grid expansion and validation
+  included: nothing is sent (limit 10 s); for three grid shapes (synth.py's): 1,000 prompts x
+  1,000 seeds, a prompt template reading two {lines} files x a seed range, and a {csv} axis x
+  a {lines} axis x a {range} with exclude and include;
+* plan: `runner plan SPEC` of a 1,000,000-row grid (limit 5 s, 150 MB): those three shapes,
+  one axis of 1,000,000 prompt lines, and a template reading two 1,000-line files (whose
+  million values no table holds);
 * run memory: peak RSS of `runner run` sending N requests to the emulator (its own process),
   for two sizes: flat means the larger run needs no more than a few MB more;
 * executor: bench_executor.py, 5,000 requests at concurrency 64 against a zero-latency
   emulator: the runner's throughput over the `thin-job` loop's (same protocol steps, each
   image written to a file, one flushed JSON line per request), start-up included (limit 0.8).
 
-The synthetic run folder (benchmarks/synth.py) is written once into --workdir and reused.
+The synthetic run folders (benchmarks/synth.py) are written once into --workdir and reused.
 """
 
 from __future__ import annotations
@@ -38,12 +42,19 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+CODE = ROOT  # the checkout whose runner is measured (--code)
 BENCH = Path(__file__).resolve().parent
 README = BENCH / "README.md"
 BEGIN, END = "<!-- run_all: begin -->", "<!-- run_all: end -->"
 sys.path.insert(0, str(BENCH))
 
-from synth import QUEUE_URL, write_journal, write_spec  # noqa: E402
+from synth import (  # noqa: E402
+    QUEUE_URL,
+    SHAPES,
+    write_journal,
+    write_spec,
+    write_two_files_spec,
+)
 
 FAL_ENV = {"FAL_KEY": "bench", "FAL_QUEUE_URL": QUEUE_URL, "FAL_RUN_URL": QUEUE_URL}
 FAL_ENV["FAL_REST_URL"] = QUEUE_URL
@@ -51,10 +62,11 @@ FAL_ENV["FAL_REST_URL"] = QUEUE_URL
 
 # -- one measured process -----------------------------------------------------------------
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run cmd under a small wrapper process: wall seconds and the command's peak RSS."""
+    """Run cmd under a small wrapper process: wall seconds and the command's peak RSS. It runs
+    in CODE, so `python -m runner` is that checkout's runner (--code: another version's)."""
     wrapper = [sys.executable, __file__, "--_measure", "--", *cmd]
     proc = subprocess.run(
-        wrapper, env={**os.environ, **(env or {})}, capture_output=True, text=True, cwd=ROOT
+        wrapper, env={**os.environ, **(env or {})}, capture_output=True, text=True, cwd=CODE
     )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -93,12 +105,13 @@ def open_for_resume(out: str) -> None:
         raise SystemExit(f"opening the folder changed it: {stats}")
 
 
-def synthetic(workdir: Path, rows: int) -> Path:
-    folder = workdir / f"synthetic-{rows}"
+def synthetic(workdir: Path, rows: int, shape: str = "prompts") -> Path:
+    """A finished run folder of `rows` requests of a synth.py shape, written once."""
+    folder = workdir / (f"synthetic-{rows}" if shape == "prompts" else f"{shape}-{rows}")
     spec = folder / "job.yaml"
     if not (folder / "complete").exists():
         print(f"writing a synthetic {rows}-request run folder in {folder} (once)", flush=True)
-        write_spec(folder, rows)
+        SHAPES[shape](folder, rows)
         write_journal(spec)
         (folder / "complete").write_text("")
     return spec
@@ -168,75 +181,107 @@ def machine() -> str:
 
 
 def bench(args: argparse.Namespace) -> tuple[list[list[str]], str]:
+    host = machine()  # the load as the run begins
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    spec = synthetic(workdir, args.rows)
-    out = str(spec.parent / "out")
     n, k = args.repeat, f"{args.rows:,}"
     rows: list[list[str]] = []
+    wanted = set(args.only.split(",")) if args.only else None
 
     def add(what: str, limit: str, figure: str, ok: bool) -> None:
         rows.append([what, limit, figure, "met" if ok else "NOT met"])
         print(f"{what}: {figure} (limit {limit}) {'met' if ok else 'NOT met'}", flush=True)
 
-    read = repeat(n, lambda: measure([sys.executable, __file__, "--_open", out], FAL_ENV))
-    walls, rss = [r["wall"] for r in read], [r["rss_mb"] for r in read]
-    add(
-        f"open a {k}-request run folder for a resume (journal + a stat of every output file)",
-        "≤ 5 s, ≤ 250 MB",
-        f"{spread(walls, '.2f')} s, {spread(rss, '.0f')} MB",
-        statistics.median(walls) <= 5 and max(rss) <= 250,
-    )
-    resume_cmd = runner_cli("run", str(spec), "--no-progress")
-    resumes = repeat(n, lambda: measure(resume_cmd, FAL_ENV))
-    for r in resumes:  # a no-op: every row already done, nothing submitted
-        said = r["stdout"]
-        if f"{args.rows} already done" not in said or " 0 submission" not in said:
-            raise RuntimeError(f"the resume was not a no-op: {r['stdout']}")
-    walls, rss = [r["wall"] for r in resumes], [r["rss_mb"] for r in resumes]
-    add(
-        f"no-op resume of {k} rows (`runner run`, expansion included)",
-        "≤ 10 s",
-        f"{spread(walls, '.1f')} s, {spread(rss, '.0f')} MB",
-        statistics.median(walls) <= 10,
-    )
-    lines = write_spec(workdir / f"lines-{args.rows}", args.rows, seeds=1)
-    for shape, grid_spec in (
-        (f"{args.rows // 1000:,} prompts × 1,000 seeds", spec),
-        (f"one axis: a file of {k} prompt lines", lines),
+    if wanted is None or "open" in wanted:
+        out = str(synthetic(workdir, args.rows).parent / "out")
+        read = repeat(n, lambda: measure([sys.executable, __file__, "--_open", out], FAL_ENV))
+        walls, rss = [r["wall"] for r in read], [r["rss_mb"] for r in read]
+        add(
+            f"open a {k}-request run folder for a resume (journal + a stat of every output file)",
+            "≤ 5 s, ≤ 250 MB",
+            f"{spread(walls, '.2f')} s, {spread(rss, '.0f')} MB",
+            statistics.median(walls) <= 5 and max(rss) <= 250,
+        )
+    side = round(args.rows ** (1 / 3))
+    for shape, described in (
+        ("prompts", f"{args.rows // 1000:,} prompts × 1,000 seeds"),
+        ("two-files", f"a prompt reading two {side:,}-line files × {side:,} seeds"),
+        ("csv", f"{side:,} csv rows × {side:,} lines × {side:,} seeds, exclude and include"),
     ):
+        if wanted is not None and "resume" not in wanted:
+            break
+        spec = synthetic(workdir, args.rows, shape)
+        resume_cmd = runner_cli("run", str(spec), "--no-progress")
+        resumes = repeat(n, lambda cmd=resume_cmd: measure(cmd, FAL_ENV))
+        for r in resumes:  # a no-op: every row already done, nothing submitted
+            said = r["stdout"]
+            if "already done" not in said or " 0 submissions" not in said or r["rc"]:
+                raise RuntimeError(f"the resume was not a no-op: {r['stdout']}")
+        walls, rss = [r["wall"] for r in resumes], [r["rss_mb"] for r in resumes]
+        add(
+            f"no-op resume of {k} rows ({described}; `runner run`, expansion included)",
+            "≤ 10 s",
+            f"{spread(walls, '.1f')} s, {spread(rss, '.0f')} MB",
+            statistics.median(walls) <= 10,
+        )
+    grids = (
+        (f"{args.rows // 1000:,} prompts × 1,000 seeds", write_spec, {}),
+        (f"one axis: a file of {k} prompt lines", write_spec, {"seeds": 1}),
+        (
+            f'`prompt: "a {{animal}} at {{time}}"`, two {side:,}-line files × {side:,} seeds',
+            write_two_files_spec,
+            {},
+        ),
+        (
+            f"the same, two {round(args.rows**0.5):,}-line files × 1 seed (the prompt's "
+            f"{args.rows:,} values worked out one by one)",
+            write_two_files_spec,
+            {"seeds": 1},
+        ),
+        (
+            f"{side:,} csv rows × {side:,} lines × {side:,} seeds, exclude and include",
+            SHAPES["csv"],
+            {},
+        ),
+    )
+    for i, (shape, write, options) in enumerate(grids):
+        if wanted is not None and "plan" not in wanted:
+            break
+        grid_spec = write(workdir / f"plan-{i}-{args.rows}", args.rows, **options)
         plans = repeat(n, lambda path=grid_spec: measure(runner_cli("plan", str(path))))
-        walls = [r["wall"] for r in plans]
+        walls, rss = [r["wall"] for r in plans], [r["rss_mb"] for r in plans]
         add(
             f"`runner plan` of {k} rows ({shape})",
-            "≤ 5 s",
-            f"{spread(walls, '.1f')} s",
-            statistics.median(walls) <= 5,
+            "≤ 5 s, ≤ 150 MB",
+            f"{spread(walls, '.1f')} s, {spread(rss, '.0f')} MB",
+            statistics.median(walls) <= 5 and max(rss) <= 150,
         )
-    small, large = args.memory_sizes
-    mem_small = repeat(n, lambda: fresh_run(workdir, small))
-    mem_large = repeat(1, lambda: fresh_run(workdir, large))
-    grow = statistics.median(r["rss_mb"] for r in mem_large) - statistics.median(
-        r["rss_mb"] for r in mem_small
-    )
-    add(
-        f"run memory, {small:,} → {large:,} requests (peak RSS)",
-        "flat",
-        f"{spread([r['rss_mb'] for r in mem_small], '.0f')} → "
-        f"{spread([r['rss_mb'] for r in mem_large], '.0f')} MB (+{grow:.0f} MB)",
-        grow <= 10,
-    )
-    ratios = repeat(n, executor_ratio)
-    add(
-        "executor at saturation: runner / thin-job throughput (5,000 requests, concurrency 64, "
-        "zero latency, start-up included)",
-        "≥ 0.8",
-        f"{spread([r['ratio'] for r in ratios], '.2f')} "
-        f"({spread([r['runner'] for r in ratios], '.0f')} vs "
-        f"{spread([r['thin'] for r in ratios], '.0f')} req/s)",
-        statistics.median(r["ratio"] for r in ratios) >= 0.8,
-    )
-    return rows, machine()
+    if wanted is None or "memory" in wanted:
+        small, large = args.memory_sizes
+        mem_small = repeat(n, lambda: fresh_run(workdir, small))
+        mem_large = repeat(1, lambda: fresh_run(workdir, large))
+        grow = statistics.median(r["rss_mb"] for r in mem_large) - statistics.median(
+            r["rss_mb"] for r in mem_small
+        )
+        add(
+            f"run memory, {small:,} → {large:,} requests (peak RSS)",
+            "flat",
+            f"{spread([r['rss_mb'] for r in mem_small], '.0f')} → "
+            f"{spread([r['rss_mb'] for r in mem_large], '.0f')} MB (+{grow:.0f} MB)",
+            grow <= 10,
+        )
+    if wanted is None or "executor" in wanted:
+        ratios = repeat(n, executor_ratio)
+        add(
+            "executor at saturation: runner / thin-job throughput (5,000 requests, "
+            "concurrency 64, zero latency, start-up included)",
+            "≥ 0.8",
+            f"{spread([r['ratio'] for r in ratios], '.2f')} "
+            f"({spread([r['runner'] for r in ratios], '.0f')} vs "
+            f"{spread([r['thin'] for r in ratios], '.0f')} req/s)",
+            statistics.median(r["ratio"] for r in ratios) >= 0.8,
+        )
+    return rows, host
 
 
 def write_readme(rows: list[list[str]], described: str, command: str) -> None:
@@ -268,10 +313,23 @@ def main() -> None:
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "runner-bench"
     )
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    parser.add_argument(
+        "--only",
+        help="some of open,resume,plan,memory,executor (comma-separated); README.md untouched",
+    )
+    parser.add_argument(
+        "--code",
+        type=Path,
+        help="measure the runner of another checkout (an older version, for a before/after); "
+        "README.md untouched",
+    )
     args = parser.parse_args()
+    global CODE
+    if args.code:
+        CODE = args.code.resolve()
     rows, described = bench(args)
     command = "python benchmarks/run_all.py " + " ".join(sys.argv[1:])
-    if not args.no_write:
+    if not args.no_write and not args.only and not args.code:
         write_readme(rows, described, command.strip())
         print(f"wrote the table into {README}")
 

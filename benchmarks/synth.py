@@ -1,8 +1,12 @@
-"""Synthetic run folders: a spec of N rows (prompts x seeds) and a journal for it written
-directly, as a finished run would leave it, without a server. For the journal-reading and
-resume measurements; `--layout old` writes the pre-lean layout (three full lines a request).
+"""Synthetic run folders: a spec of N rows and a journal for it written directly, as a finished
+run would leave it, without a server. For the journal-reading, resume and plan measurements;
+`--layout old` writes the pre-lean layout (three full lines a request).
 
-    python benchmarks/synth.py DIR --rows 1000000 [--layout lean|old]
+    python benchmarks/synth.py DIR [--rows 1000000] [--shape prompts|two-files|csv] [--layout old]
+
+Shapes: `prompts` (a prompts file x a seed range), `two-files` (a prompt template reading two
+{lines} axes, x a seed range), `csv` (a {csv} axis x a {lines} axis x a {range}, with exclude
+and include).
 """
 
 from __future__ import annotations
@@ -55,6 +59,93 @@ limits: {{max_requests: {prompts * seeds}}}
 """
     )
     return folder / "job.yaml"
+
+
+def _image(folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="PNG")
+    (folder / "input.png").write_bytes(buffer.getvalue())
+
+
+def _side(rows: int) -> int:
+    """The side of a cube of about `rows` cells."""
+    return max(1, round(rows ** (1 / 3)))
+
+
+def write_two_files_spec(
+    folder: Path, rows: int, backend: str = "fal", seeds: int | None = None
+) -> Path:
+    """folder/job.yaml: `prompt: "a {animal} at {time}"`, animal and time each a {lines} file,
+    crossed with a seed range: side x side x side rows (100 x 100 x 100 for a million), the
+    prompt depending on two axes at once; with `seeds`, side x side x seeds (1,000 x 1,000 x 1
+    for a million: the prompt has a million values, each worked out as its row comes)."""
+    side = _side(rows)
+    if seeds is not None:
+        side = max(1, round((rows / seeds) ** 0.5))
+    _image(folder)
+    (folder / "animals.txt").write_text("".join(f"an animal number {i}\n" for i in range(side)))
+    (folder / "times.txt").write_text("".join(f"hour {i} of the night\n" for i in range(side)))
+    (folder / "job.yaml").write_text(
+        f"""version: 1
+name: two-files
+endpoint: {ENDPOINT}
+backend: {backend}
+output: out
+defaults:
+  image_url: input.png
+  num_inference_steps: 28
+  strength: 0.85
+  prompt: "a {{animal}} at {{time}}, oil painting"
+matrix:
+  animal: {{lines: animals.txt}}
+  time: {{lines: times.txt}}
+  seed: {{range: [0, {(seeds or side) - 1}]}}
+limits: {{max_requests: {side * side * (seeds or side)}}}
+"""
+    )
+    return folder / "job.yaml"
+
+
+def write_csv_spec(folder: Path, rows: int, backend: str = "fal") -> Path:
+    """folder/job.yaml: a {csv} axis (subject, strength, guidance) x a {lines} axis of styles x
+    a seed {range}, side x side x side, less two exclude entries, plus two include rows."""
+    side = _side(rows)
+    _image(folder)
+    (folder / "subjects.csv").write_text(
+        "subject,strength,guidance_scale\n"
+        + "".join(f"subject {i},0.{5 + i % 5},{2 + i % 3}\n" for i in range(side))
+    )
+    (folder / "styles.txt").write_text("".join(f"style number {i}\n" for i in range(side)))
+    (folder / "job.yaml").write_text(
+        f"""version: 1
+name: csv-lines-range
+endpoint: {ENDPOINT}
+backend: {backend}
+output: out
+defaults:
+  image_url: input.png
+  num_inference_steps: 28
+  prompt: "{{subject}} in the style of {{style}}"
+matrix:
+  rows: {{csv: subjects.csv}}
+  style: {{lines: styles.txt}}
+  seed: {{range: [0, {side - 1}]}}
+exclude:
+  - {{style: style number 3, seed: 1}}
+  - {{subject: subject 1}}
+include:
+  - {{prompt: a lighthouse at night, seed: 1}}
+  - {{subject: a harbour, style: charcoal, seed: 2}}
+limits: {{max_requests: {side**3 + 2}}}
+"""
+    )
+    return folder / "job.yaml"
+
+
+SHAPES = {"prompts": write_spec, "two-files": write_two_files_spec, "csv": write_csv_spec}
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -143,10 +234,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="prompts")
     parser.add_argument("--layout", choices=("lean", "old"), default="lean")
     parser.add_argument("--no-files", action="store_true", help="no output files, journal only")
     args = parser.parse_args()
-    spec = write_spec(args.folder, args.rows)
+    spec = SHAPES[args.shape](args.folder, args.rows)
     n = write_journal(spec, args.layout, files=not args.no_files)
     size = (spec.parent / "out" / "manifest.jsonl").stat().st_size
     print(f"{spec}: {n} requests, journal {size / 1e6:.0f} MB ({args.layout})")

@@ -38,7 +38,6 @@ from . import (
     UsageError,
     check,
     expand,
-    make_plan,
     run_requests,
 )
 from .cliargs import build_parser, serve_settings
@@ -122,17 +121,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     collapsed = Collapsed()
-    tally: Tally | None = None
-    if not args.jsonl:  # the plan is tallied during the check's pass over the grid
-        tally = _tally(args.spec, args.rows)
-    checked = check(
-        args.spec,
-        each=tally.count if tally else None,
-        collapsed=collapsed,
-        preview=tally.preview if tally else 0,
-    )
-    if tally:
-        tally.first = list(checked.first)
+    checked = check(args.spec, collapsed=collapsed, preview=0 if args.jsonl else args.rows)
     spec, endpoint = checked.spec, checked.endpoint
     _warn_spec(checked)
     _warn_remote(checked, spec.backend)
@@ -147,7 +136,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 + "\n"
             )
         return EXIT_OK
-    plan = tally.plan(checked.axes) if tally else make_plan([], checked.axes, endpoint)
+    tally = Tally(endpoint, args.rows)  # from the costs the check counted in its one pass
+    tally.first = list(checked.first)
+    tally.count_all(checked.costs)
+    plan = tally.plan(checked.axes)
     if args.json:
         print(
             json.dumps(
@@ -190,18 +182,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     shard: Shard | None = args.shard
     retry = args.retry_failed
 
-    replay = Replay(lambda: expand(checked.spec, checked.endpoint), shard.holds if shard else None)
     rows = 0  # this run's rows: a shard's are counted in the same pass, chosen by key
 
     def each(key: str, cost: Cost) -> None:
         nonlocal rows
-        replay.add(key)  # the run replays these keys: no second expansion for done rows
         mine = shard is None or shard.holds(key)
         rows += mine
         if capped is not None and mine and capped.paid.still_to_send(key.encode(), retry):
             capped.tally.count(key, cost)
 
-    checked = check(args.spec, out=args.out, each=each)
+    by_key = shard is not None or capped is not None  # else every request is this run's
+    checked = check(args.spec, out=args.out, each=each if by_key else None)
+    rows = rows if by_key else checked.count
+    assert checked.rows is not None  # a valid spec's requests
+    # The run replays validation's rows: a settled row is counted by its key, and a Request
+    # is built again only for a row that is sent.
+    replay = Replay(checked.rows, shard.holds if shard else None)
     _warn_spec(checked)
     if shard is not None and rows == 0:  # nothing to send: no backend, no folder
         print(
@@ -327,14 +323,6 @@ def _capped(args: argparse.Namespace) -> _Capped | None:
     server = origin(server_url(os.environ, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL))
     paid = read_paid(spec.output, tally.pricing, "fal", server)
     return _Capped(Budget(cap, price), paid, tally)
-
-
-def _tally(path: str, preview: int) -> Tally | None:
-    """An empty plan for the spec's endpoint (None if the spec does not name a known one:
-    check reports that)."""
-    loaded = read_spec(path)
-    endpoint = get_endpoint(loaded.spec.endpoint) if loaded.spec else None
-    return Tally(endpoint, preview) if endpoint else None
 
 
 async def _run_interruptible(settings: RunSettings, requests: Any, progress: Progress) -> RunStats:

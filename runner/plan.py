@@ -7,7 +7,6 @@ import base64
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -15,6 +14,7 @@ from urllib.parse import unquote_to_bytes
 from PIL import Image
 
 from .endpoints import Endpoint
+from .localimages import inspect as inspect_image
 from .models import Request
 from .spending import billed_megapixels
 
@@ -167,6 +167,14 @@ class Tally:
         self.unsized += cost.unsized
         self.work += cost.work
 
+    def count_all(self, costs: Iterable[tuple[Cost, int]]) -> None:
+        """Count requests by their costs: (a cost, how many requests have it)."""
+        for cost, n in costs:
+            self.rows += n
+            self.megapixels += cost.megapixels * n
+            self.unsized += cost.unsized * n
+            self.work += cost.work * n
+
     def plan(self, axes: Iterable[tuple[str, int]]) -> Plan:
         price = self.endpoint.usd_per_megapixel
         usd = round(self.megapixels * price, 4) if price is not None else None
@@ -199,14 +207,11 @@ def _inline_megapixels(digest: str, uri: str) -> int:
     return _INLINE[digest]
 
 
-@lru_cache(maxsize=4096)
 def _megapixels(path: Path) -> int:
-    try:
-        with Image.open(path) as img:  # reads the header only
-            width, height = img.size
-    except (OSError, ValueError, Image.DecompressionBombError):  # validation says what it is
-        return 1
-    return billed_megapixels(width, height)
+    facts = inspect_image(path)
+    if facts.problem is not None:
+        return 1  # validation says what it is
+    return billed_megapixels(facts.width, facts.height)
 
 
 def explain_cost(plan: Plan, endpoint: Endpoint, backend: str, concurrency: int) -> list[str]:

@@ -1,5 +1,6 @@
-"""The checked grid of one spec: a Spec and its Endpoint in, a RowGrid that yields raw rows
-(pre-template) in run order: the product of the matrix axes minus `exclude`, then `include`.
+"""The checked grid of one spec: a Spec and its Endpoint in, a RowGrid out: its axes, defaults,
+exclude entries and include rows, and what a row's vars and origins are. The engine (engine.py)
+expands it into requests.
 
 Every check that needs no iteration runs when the RowGrid is built, and all of them run, so
 `validate` reports every independent problem at once (GridErrors); errors come before any row.
@@ -8,7 +9,7 @@ Every check that needs no iteration runs when the RowGrid is built, and all of t
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,17 +20,9 @@ from .errors import GridError, GridErrors, SpecPath
 from .keys import canonical
 from .models import Spec
 from .sources import ListSource, Source, axis_source
-from .templates import (
-    TemplateError,
-    has_template,
-    literal_hint,
-    parse,
-    render,
-    undefined_message,
-)
+from .templates import TemplateError, has_template, literal_hint, parse, undefined_message
 from .words import counted
 
-_END: Any = object()
 REPEAT_HINT = "HINT: to repeat a request, sweep 'seed'"
 
 
@@ -96,7 +89,6 @@ class RowGrid:
             for j, raw in enumerate(spec.exclude)
             if (e := self._try(self._entry, "exclude", j, raw, known)) is not None
         ]
-        self.exclude_hits = [0] * len(self.exclude)  # rows each entry dropped, for warnings()
         self.include = [
             row
             for j, raw in enumerate(spec.include)
@@ -120,28 +112,7 @@ class RowGrid:
         if self._problems:
             raise GridErrors(self._problems)
 
-    # --- rows, in run order (the hot loop) ------------------------------------------------------
-
-    def rows(self) -> Iterator[Row]:
-        assert self.complete, "a grid with broken axes only checks"
-        if self.has_product:
-            shape = [(name, s.fields is None) for name, s in self.axes]
-            for combo in _product([s for _, s in self.axes]):
-                values = dict(self.defaults)
-                for (name, plain), (_, value) in zip(shape, combo):  # noqa: B905 (hot loop)
-                    if plain:
-                        values[name] = value
-                    else:
-                        values.update(value)
-                if self.exclude and self._dropped(values, combo):
-                    continue
-                yield Row(values, self.templated, combo)
-        for row in self.include:
-            yield Row(dict(row.values), row.templated, fixed=row.fixed)
-
-    def literal_for(self, row: Row) -> frozenset[str]:
-        """The names whose values in `row` are never rendered as templates."""
-        return self.literal if row.fixed is None else frozenset()
+    # --- one row ------------------------------------------------------------------------------
 
     def describe(self, row: Row) -> tuple[dict[str, Any], dict[str, SpecPath]]:
         """A row's vars (axis name -> value, plus the defaults' variables it uses) and origins."""
@@ -167,22 +138,9 @@ class RowGrid:
                 message = f"{where}: {message}" if where else message
         return GridError(message, self.describe(row)[1].get(error.key, ()))
 
-    def render_vars(self, row: Row, variables: dict[str, Any]) -> None:
-        """Replace each variable that is a template by its rendered value: what the row used."""
-        literal = self.literal_for(row)
-        for name, value in variables.items():
-            if name not in self.fields and name not in literal and has_template(value):
-                variables[name] = render(value, row.values, name, literal)
-            elif name in self.objects and isinstance(value, dict):
-                # An object axis's fields, endpoint fields too: a csv row's "a {tag} dog" went
-                # into the body rendered, so its vars say what the row really sent.
-                variables[name] = {
-                    f: render(v, row.values, f, literal) if has_template(v) else v
-                    for f, v in value.items()
-                }
-
     def warnings(self) -> list[tuple[SpecPath, str]]:
-        """After a full pass over rows(): (where, what) for what is suspicious but allowed."""
+        """(where, what) for what is suspicious but allowed, known once the grid is built: a
+        {files} glob's broken symbolic links (skipped)."""
         found: list[tuple[SpecPath, str]] = []
         for _, source in self.axes:
             broken = getattr(source, "broken", ())  # a {files} glob's dangling matches
@@ -194,32 +152,7 @@ class RowGrid:
                     else f"{broken[0]} is a broken symbolic link"
                 )
                 found.append(((*source.path, "files"), f"{what}; skipped"))
-        found.extend(
-            (("exclude", j), "this exclude entry matches no row, so it drops nothing")
-            for (j, _), hits in zip(self.exclude, self.exclude_hits, strict=True)
-            if not hits
-        )
         return found
-
-    def _dropped(self, values: dict[str, Any], combo: Sequence[tuple[int, Any]]) -> bool:
-        dropped = False
-        hits = self.exclude_hits
-        for i, (_, entry) in enumerate(self.exclude):
-            # Once the row is dropped, only entries that never matched yet are still tried.
-            if (not dropped or not hits[i]) and self._excluded(values, combo, entry):
-                hits[i] += 1
-                dropped = True
-        return dropped
-
-    def _excluded(
-        self, values: dict[str, Any], combo: Sequence[tuple[int, Any]], entry: list[tuple[str, Any]]
-    ) -> bool:
-        for key, want in entry:
-            # An object axis's name stands for its whole mapping.
-            have = values[key] if key in values else combo[self.axis_index[key]][1]
-            if not _same(have, want):
-                return False
-        return True
 
     # --- building and checking ------------------------------------------------------------------
 
@@ -428,34 +361,6 @@ def _literal_values(
     if source.fields is None:
         return ((v, source.origin(i)) for i, v in enumerate(source))
     return ((v[key], source.origin(i, key)) for i, v in enumerate(source))
-
-
-def _product(sources: Sequence[Source]) -> Iterator[tuple[tuple[int, Any], ...]]:
-    """Like itertools.product (first axis slowest), but re-iterates each source instead of
-    copying it into a tuple, so a million-line axis is never held in memory."""
-    if not sources:
-        yield ()
-        return
-    iters = [enumerate(s) for s in sources]
-    current = [next(it) for it in iters]
-    last = len(sources) - 1
-    while True:
-        yield tuple(current)
-        j = last
-        while (item := next(iters[j], _END)) is _END:
-            if j == 0:
-                return
-            iters[j] = enumerate(sources[j])
-            current[j] = next(iters[j])
-            j -= 1
-        current[j] = item
-
-
-def _same(a: Any, b: Any) -> bool:
-    # YAML's true is not 1: compare booleans only with booleans.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    return bool(a == b)
 
 
 def _unknown(part: str, key: str, known: Collection[str], more: str = "") -> str:

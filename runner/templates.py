@@ -74,12 +74,15 @@ def _render(
         if name not in values:
             raise TemplateError(undefined_message(name, values), stack[-1])
         value = values[name]
-        if isinstance(value, str) and name not in literal and has_template(value):
-            if name in stack:
-                cycle = " → ".join((*stack[stack.index(name) :], name))
-                raise TemplateError(f"template cycle: {cycle}", stack[-1])
-            value = _render(value, values, literal, (*stack, name))
-        out.append(_text(value))
+        if isinstance(value, str):  # most values: appended as they are, unless a template
+            if ("{" in value or "}" in value) and name not in literal:
+                if name in stack:
+                    cycle = " → ".join((*stack[stack.index(name) :], name))
+                    raise TemplateError(f"template cycle: {cycle}", stack[-1])
+                value = _render(value, values, literal, (*stack, name))
+            out.append(value)
+        else:
+            out.append(_text(value))
     return "".join(out)
 
 

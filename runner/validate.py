@@ -3,27 +3,26 @@ with every problem located at the YAML node it comes from: schema, grid, limits,
 
 from __future__ import annotations
 
-import itertools
+import bisect
+import functools
 import json
 import math
-import os
-import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from functools import lru_cache
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
-from PIL import Image, ImageFile
 
 from .endpoints import Endpoint, get_endpoint
+from .engine import Engine, Repeats, any_repeat, bottom_k
 from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
-from .grid import Collapsed, expand
-from .keys import canonical, is_url
+from .grid import Collapsed, GridRows
+from .keys import canonical, hex_key
+from .localimages import inspect as inspect_image
 from .models import Location, Request, Spec
-from .plan import Cost, Pricing
-from .product import compile_product
+from .plan import Cost
 from .rowgrid import RowGrid
 from .snapshot import InputSnapshot
 from .spec import describe_error, label, read_spec
@@ -31,6 +30,7 @@ from .templates import has_template
 from .yamlsource import Locator
 
 MAX_ERRORS = 20
+SCAN_BLOCK = 1 << 16  # rows taken from the engine's scan at a time
 COUNT_PAST_LIMIT = 100  # an over-limit grid is counted up to 100x the limit, then "at least"
 # Top-level input-schema keywords the per-field fast path understands; anything else (allOf,
 # if/then, dependentRequired...) falls back to validating each whole body.
@@ -60,6 +60,10 @@ class Checked:
     inputs: InputSnapshot | None = None  # the source files as validated (run re-checks them)
     first: tuple[Request, ...] = ()  # the first `preview` requests
     axes: tuple[tuple[str, int], ...] = ()  # (matrix axis, number of values), in matrix order
+    # The requests in run order as keys and rows, to build any one again (a run's Replay).
+    rows: GridRows | None = None
+    # Each distinct Cost among the requests, and how many have it (a plan's estimate).
+    costs: tuple[tuple[Cost, int], ...] = ()
 
 
 def check(
@@ -102,17 +106,37 @@ def check(
                 found.add(e.path, e.message)
         except GridError as exc:
             found.add(exc.path, exc.message)
-    n, remote = 0, 0
-    first: tuple[Request, ...] = ()
+    walked = _Walked()
     if grid is not None and loaded.expand_ok:
-        n, remote, first = _expand(spec, endpoint, grid, inputs, found, each, collapsed, preview)
+        walked = _expand(spec, endpoint, grid, inputs, found, each, collapsed, preview)
     if found.errors:
         raise found.as_error()
-    warnings = (
-        tuple(found.warning(path, message) for path, message in grid.warnings()) if grid else ()
-    )
+    warnings = tuple(found.warning(where, message) for where, message in walked.warnings)
     sizes = tuple((name, len(source)) for name, source in grid.axes) if grid else ()
-    return Checked(spec, endpoint, n, remote, warnings, snapshot, first, sizes)
+    return Checked(
+        spec,
+        endpoint,
+        walked.n,
+        walked.remote,
+        warnings,
+        snapshot,
+        walked.first,
+        sizes,
+        walked.rows,
+        walked.costs,
+    )
+
+
+@dataclass
+class _Walked:
+    """What the walk over the expanded rows found."""
+
+    n: int = 0  # requests
+    remote: int = 0  # requests with a URL input
+    first: tuple[Request, ...] = ()
+    rows: GridRows | None = None
+    warnings: list[tuple[SpecPath, str]] = field(default_factory=list)
+    costs: tuple[tuple[Cost, int], ...] = ()
 
 
 def _expand(
@@ -124,108 +148,211 @@ def _expand(
     each: Callable[[str, Cost], None] | None = None,
     collapsed: Collapsed | None = None,
     preview: int = 0,
-) -> tuple[int, int, tuple[Request, ...]]:
-    """Expand the grid, checking each request (and handing its key and cost to `each`, so a
-    plan or a run needs no second pass); returns (requests, requests with a URL input, the
-    first `preview` requests). A plain product grid is checked per axis value instead of per
-    row (product.py); any other grid, or one with a problem to report, row by row."""
-    compiled = (
-        compile_product(spec, endpoint, grid, inputs.field_problems, _not_an_image)
-        if inputs.simple
-        else None
+) -> _Walked:
+    """Expand the grid (one scan, engine.py), collapse and sample it, then walk its requests
+    in run order: count them, hand each one's key and cost to `each` (so a plan or a run
+    needs no second pass), keep the first `preview`, and check each request that a cell
+    flagged (a value the input schema refuses, an input that is no image, a variable that
+    cannot render) as the contract's pipeline meets it."""
+    not_an_image = functools.partial(_not_an_image, base=spec.base_dir)
+    engine = Engine(spec, endpoint, grid, inputs.field_problems, not_an_image)
+    cap = spec.max_requests * COUNT_PAST_LIMIT
+    sampled = spec.sample is not None
+    scanned = _Scanned(engine, inputs.simple)
+    scanned.take(None if sampled else cap)
+    repeat = bytearray()
+    if _may_repeat(engine, scanned) and any_repeat(scanned.keys):
+        unique = Repeats(scanned.keys)
+        while not sampled and scanned.more and scanned.stop is None and len(unique) < cap:
+            scanned.take(len(scanned.keys) + cap - len(unique))  # the uncounted repeats' worth
+            unique.extend(scanned.keys[len(unique.flags) :])
+        repeat = unique.flags
+        if collapsed is not None:
+            causes = engine.causes()
+            for position, again in zip(scanned.positions, repeat, strict=True):
+                found_causes = causes.add(position, bool(again))
+                if again:
+                    collapsed.add(found_causes)
+    order: range | list[int] = (
+        [s for s, again in enumerate(repeat) if not again] if repeat else range(len(scanned.keys))
     )
-    if compiled is not None:
-        if each is not None:
-            for key, cost in compiled.rows():
-                each(key, cost)
-        first = tuple(itertools.islice(expand(spec, endpoint, grid), preview)) if preview else ()
-        return compiled.count, compiled.remote, first
-    n, cap, remote = 0, spec.max_requests * COUNT_PAST_LIMIT, 0
-    file_fields = endpoint.file_fields
-    pricing = Pricing(endpoint)
-    kept: list[Request] = []
-    try:
-        for request in expand(spec, endpoint, grid, collapsed):
-            n += 1
-            if each is not None:
-                each(request.key, pricing.of(request))
-            if len(kept) < preview:
-                kept.append(request)
-            for f in file_fields:
-                if is_url(request.input.get(f)):
-                    remote += 1
-                    break
-            if n <= spec.max_requests:
-                for field, message in inputs.problems(request.input):
-                    found.input_problem(field, message, request, n, spec)
-                for field, file in request.files.items():
-                    if (problem := _not_an_image(file, spec.base_dir)) is not None:
-                        found.input_problem(field, problem, request, n, spec)
-            if n >= cap or (n >= spec.max_requests and found.full()):
-                break
-    except GridError as exc:
-        found.add(exc.path, exc.message)
-    if n > spec.max_requests:
+    if sampled:
+        assert spec.sample is not None
+        if scanned.stop is not None:  # the whole grid is expanded before a row is sampled
+            _stopped(engine, scanned.stop, found)
+            return _Walked()
+        order = bottom_k(scanned.keys, order, spec.sample.n, spec.sample.seed)
+    walked = _walk(engine, scanned, order, inputs, found, each, preview, spec, cap, not_an_image)
+    if walked.n > spec.max_requests:
         where: SpecPath = ("limits", "max_requests") if _has(spec, ("limits",)) else ("matrix",)
         limit = f"more than limits.max_requests ({spec.max_requests})"
-        size = f"at least {n}" if n >= cap else str(n)
+        size = f"at least {walked.n}" if walked.n >= cap else str(walked.n)
         found.add(where, f"the grid has {size} requests, {limit}")
-    return n, remote, tuple(kept)
+    if not found.errors:
+        keys = scanned.keys
+        positions: array[int] | None = scanned.positions
+        if not isinstance(order, range):
+            keys = array("Q", (keys[s] for s in order))
+            positions = array("Q", (scanned.positions[s] for s in order))
+        elif positions and positions[-1] == len(positions) - 1:
+            positions = None  # row i is position i (nothing excluded): 8 bytes a row spared
+        walked.rows = GridRows(engine, keys, positions)
+        walked.warnings = grid.warnings() + engine.warnings()
+        states = scanned.states
+        if not isinstance(order, range):
+            states = array("L", (states[s] for s in order))
+        walked.costs = _costs(engine, states)
+    return walked
 
 
-_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 0  # PIL refuses an image of twice as many
+def _may_repeat(engine: Engine, scanned: _Scanned) -> bool:
+    """Whether two scanned rows may make one request: product rows that can (Scan.distinct),
+    or an include row (a few: each one's key is counted among all the rows')."""
+    if not engine.scan.distinct():
+        return True
+    include = len(engine.grid.include)
+    if include == 0:
+        return False
+    if include > 16:
+        return True
+    keys, positions = scanned.keys, scanned.positions
+    tail = zip(keys[-include:], positions[-include:], strict=True)
+    return any(p >= engine.scan.product_size and keys.count(k) > 1 for k, p in tail)
+
+
+def _walk(
+    engine: Engine,
+    scanned: _Scanned,
+    order: range | list[int],
+    inputs: _InputChecker,
+    found: _Found,
+    each: Callable[[str, Cost], None] | None,
+    preview: int,
+    spec: Spec,
+    cap: int,
+    not_an_image: Callable[[Path], str | None],
+) -> _Walked:
+    """The requests in run order, as validation's loop meets them (see _expand): rows the
+    scan flagged, and the first `preview`, one by one; the stretches between them counted and
+    handed to `each` in a tight loop (they hold nothing to report)."""
+    keys, positions, states = scanned.keys, scanned.positions, scanned.states
+    costs = {state: engine.cost(state) for state in set(states)}
+    far = {state for state, (_, remote) in costs.items() if remote}
+    looks = iter(scanned.looks)
+    look = next(looks, -1)
+    n = remote = 0
+    kept: list[Request] = []
+    at, rows = 0, len(order)
+    while at < rows:
+        s = order[at]
+        while -1 < look < s:
+            look = next(looks, -1)
+        if look == s or len(kept) < preview:
+            request = None
+            if look == s:
+                try:  # the row's variables render here, as the pipeline reaches it
+                    request = engine.request(positions[s], keys[s])
+                except GridError as exc:
+                    found.add(exc.path, exc.message)
+                    return _Walked(n, remote, tuple(kept))
+            n += 1
+            cost, distant = costs[states[s]]
+            if each is not None:
+                each(hex_key(keys[s]), cost)
+            if len(kept) < preview:
+                kept.append(request or engine.request(positions[s], keys[s]))
+            remote += distant
+            if request is not None and n <= spec.max_requests:
+                for name, message in inputs.problems(request.input):
+                    found.input_problem(name, message, request, n, spec)
+                for name, file in request.files.items():
+                    if (problem := not_an_image(file)) is not None:
+                        found.input_problem(name, problem, request, n, spec)
+            at += 1
+        else:  # up to the next flagged row, or as far as the loop would go on
+            end = bisect.bisect_left(order, look, at) if look > s else rows
+            room = cap - n
+            if found.full():
+                room = min(room, spec.max_requests - n)
+            stretch = order[at : min(end, at + room)]
+            some_keys: Sequence[int]
+            some_states: Sequence[int]
+            if isinstance(stretch, range):  # every row, in scan order: the arrays, uncopied
+                some_keys = memoryview(keys)[stretch.start : stretch.stop]
+                some_states = memoryview(states)[stretch.start : stretch.stop]
+            else:
+                some_keys = array("Q", (keys[s] for s in stretch))
+                some_states = array("L", (states[s] for s in stretch))
+            if each is not None:
+                cost_of = {state: cost for state, (cost, _) in costs.items()}
+                for key, state in zip(some_keys, some_states, strict=True):
+                    each(f"{key:016x}", cost_of[state])
+            remote += sum(1 for state in some_states if state in far) if far else 0
+            n += len(stretch)
+            at += len(stretch)
+        if n >= cap or (n >= spec.max_requests and found.full()):
+            return _Walked(n, remote, tuple(kept))
+    if scanned.stop is not None:
+        _stopped(engine, scanned.stop, found)
+    return _Walked(n, remote, tuple(kept))
+
+
+def _costs(engine: Engine, states: array[int]) -> tuple[tuple[Cost, int], ...]:
+    """Each distinct Cost of the requests whose cost states are `states`, with its count."""
+    counts: dict[Cost, int] = {}
+    for state in sorted(set(states)):
+        cost = engine.cost(state)[0]
+        counts[cost] = counts.get(cost, 0) + states.count(state)
+    return tuple(counts.items())
+
+
+def _stopped(engine: Engine, position: int, found: _Found) -> None:
+    """The error of the row that ends the expansion."""
+    try:
+        engine.request(position)
+    except GridError as exc:
+        found.add(exc.path, exc.message)
+    else:  # pragma: no cover
+        raise AssertionError(f"row {position} ends the expansion without an error")
+
+
+class _Scanned:
+    """The engine's scan, taken as far as needed: every row's key, position, cost state, and
+    the rows to look at; `stop`, a row that ends the expansion; `more`, rows not taken yet."""
+
+    def __init__(self, engine: Engine, simple: bool) -> None:
+        self._blocks = engine.blocks(SCAN_BLOCK, looked=not simple)
+        self.keys, self.positions, self.states = array("Q"), array("Q"), array("L")
+        self.looks: list[int] = []
+        self.stop: int | None = None
+        self.more = True
+
+    def take(self, rows: int | None) -> None:
+        """Scan on until `rows` rows (None: all), a stop, or the end."""
+        while self.more and self.stop is None and (rows is None or len(self.keys) < rows):
+            out = next(self._blocks, None)
+            if out is None:
+                self.more = False
+                break
+            self.keys.extend(out.keys)
+            self.positions.extend(out.positions)
+            self.states.extend(out.states)
+            self.looks.extend(out.looks)
+            self.stop = out.stop
 
 
 def _not_an_image(path: Path, base: Path | None = None) -> str | None:
-    """Why a local input file is no image the server could decode, or None. The whole image
-    is decoded, not just its header: a truncated JPEG or a stray notes.txt fails here, not as a
-    422 per request once the run is paid for. The file is named relative to `base` (the spec's
-    folder) when it lies inside it."""
+    """Why a local input file is no image the server could decode, or None (the whole image
+    is decoded: localimages.py). The file is named relative to `base` (the spec's folder)
+    when it lies inside it."""
+    problem = inspect_image(path).problem
+    if problem is None:
+        return None
     try:
         shown = str(path.relative_to(base)) if base is not None else path.name
     except ValueError:
         shown = str(path)
-    try:
-        stat = os.stat(path)
-    except OSError as e:
-        return f"{shown} cannot be read: {e.strerror or e}"
-    problem = _decode_problem(os.fspath(path), stat.st_size, stat.st_mtime_ns)
-    return f"{shown} {problem}" if problem else None
-
-
-# Answers are None or one short line: room for every image of a grid that cycles through more
-# images than it has rows to check (limits.max_requests), so none is decoded twice.
-_IMAGES_CACHED = 65_536
-
-
-@lru_cache(maxsize=_IMAGES_CACHED)
-def _decode_problem(path: str, size: int, mtime_ns: int) -> str | None:
-    """Keyed by size and mtime as well as the path: a million rows naming one image decode it
-    once, and an image edited since is decoded again."""
-    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a script that set it must not let truncation by
-    try:
-        with warnings.catch_warnings():
-            # Between the two bomb limits PIL only warns; the library never prints.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            try:
-                img = Image.open(path)
-            except Image.DecompressionBombError:
-                return f"is too large an image to read (over {2 * _MAX_PIXELS} pixels)"
-            except OSError as e:
-                if e.errno is not None:
-                    return f"cannot be read: {e.strerror or e}"
-                return "is not an image (no image format recognises it)"
-            except ValueError:
-                return "is not an image (no image format recognises it)"
-            with img:
-                img.draft(None, (1, 1))  # a JPEG still decodes all its data, at 1/8 the memory
-                img.load()
-    except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError...
-        return f"is truncated or corrupt: {str(e) or type(e).__name__}"
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
-    return None
+    return f"{shown} {problem}"
 
 
 def _has(spec: Spec, path: SpecPath) -> bool:

@@ -8,6 +8,7 @@ import itertools
 import json
 import subprocess
 import sys
+from array import array
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import example as also_try
 from hypothesis import strategies as st
 
-from runner import grid
+from runner import grid, scan
 from runner.endpoints import Endpoint, get_endpoint
+from runner.engine import Engine
 from runner.errors import GridError
 from runner.grid import Collapsed, axes, expand
-from runner.keys import request_key
 from runner.models import Request, Sample, Spec
+from runner.rowgrid import RowGrid
 
 _EP = get_endpoint("fal-ai/flux-1/dev/image-to-image")
 assert _EP is not None
@@ -587,11 +589,15 @@ def million(tmp_path: Path) -> Spec:
 def test_a_million_rows_expand_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keyed: list[str] = []
 
-    def spy(endpoint_id: str, body: Mapping[str, Any]) -> str:
-        keyed.append(endpoint_id)
-        return request_key(endpoint_id, body)
+    def spy(encode: Any) -> Any:
+        def counted(*args: Any) -> int:
+            keyed.append(args[0])
+            return int(encode(*args))
 
-    monkeypatch.setattr(grid, "request_key", spy)
+        return counted
+
+    monkeypatch.setattr(scan, "body_key", spy(scan.body_key))
+    monkeypatch.setattr(scan, "text_key", spy(scan.text_key))
     s = million(tmp_path)
     first = list(itertools.islice(expand(s, EP), 10))
     assert len(keyed) == 10  # ten rows asked, ten rows built: nothing ahead of the consumer
@@ -873,40 +879,49 @@ def test_no_request_body_holds_an_unrendered_name(
             assert "{" not in str(value)
 
 
-def test_replay_expands_only_as_far_as_the_last_row_sent() -> None:
+def validated(s: Spec) -> grid.GridRows:
+    """The spec's rows as validation hands them to a run."""
+    engine = Engine(s, EP, RowGrid(s, EP))
+    keys, positions = array("Q"), array("Q")
+    for out in engine.blocks():
+        keys.extend(out.keys)
+        positions.extend(out.positions)
+    return grid.GridRows(engine, keys, positions)
+
+
+def test_replay_builds_only_the_rows_it_sends(monkeypatch: pytest.MonkeyPatch) -> None:
     s = spec(matrix={"prompt": ["a", "b", "c"], "seed": [1, 2]})
     full = run(s)
-    calls = []
+    rows = validated(s)
+    built: list[int] = []
+    real = Engine.request
 
-    def expansion() -> Any:
-        calls.append(1)
-        return expand(s, get_endpoint(s.endpoint))
+    def counting(self: Engine, position: int, key: int | None = None) -> Any:
+        built.append(position)
+        return real(self, position, key)
 
-    replay = grid.Replay(expansion)
-    for request in full:
-        replay.add(request.key)
+    monkeypatch.setattr(Engine, "request", counting)
+    replay = grid.Replay(rows)
     assert [r for r in replay] == full  # iterating it yields the whole requests
     settled = {r.key for r in full[:4]}
-    calls.clear()
-    rows = list(replay.rows(lambda key: grid.KEY_ONLY if key in settled else grid.FULL))
-    assert [r.key for r in rows] == [r.key for r in full]
-    assert all(r.input == {} for r in rows[:4]) and rows[4:] == full[4:]
-    assert len(calls) == 1
-    calls.clear()
+    built.clear()
+    got = list(replay.rows(lambda key: grid.KEY_ONLY if key in settled else grid.FULL))
+    assert [r.key for r in got] == [r.key for r in full]
+    assert all(r.input == {} for r in got[:4]) and got[4:] == full[4:]
+    assert built == [4, 5]  # a settled row is replayed by its key alone
+    built.clear()
     assert all(r.input == {} for r in replay.rows(lambda key: grid.KEY_ONLY))
-    assert calls == []  # nothing to send: the grid is not expanded again
-    keep = grid.Replay(expansion, keep=lambda key: key == full[2].key)
-    for request in full:
-        keep.add(request.key)
+    assert built == []  # nothing to send: no row is built again
+    keep = grid.Replay(rows, keep=lambda key: key == full[2].key)
     assert list(keep.rows(lambda key: grid.FULL)) == [full[2]]
-    calls.clear()
+    built.clear()
     handled = list(replay.rows(lambda key: grid.HANDLED if key in settled else grid.FULL))
-    assert handled == full[4:] and len(calls) == 1  # a handled row yields nothing
+    assert handled == full[4:] and built == [4, 5]  # a handled row yields nothing
 
 
 def test_replay_of_a_key_the_grid_no_longer_makes_is_a_grid_error() -> None:
     s = spec(matrix={"prompt": ["a", "b"]})
-    replay = grid.Replay(lambda: expand(s, get_endpoint(s.endpoint)))
-    replay.add("0123456789abcdef")
-    with pytest.raises(GridError, match="no longer in the grid"):
-        list(replay)
+    rows = validated(s)
+    rows.keys[1] = 0x0123456789ABCDEF
+    with pytest.raises(GridError, match="request 0123456789abcdef is no longer in the grid"):
+        list(grid.Replay(rows))

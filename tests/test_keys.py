@@ -12,7 +12,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.keys import KeySet, canonical_json, file_sha256, is_remote, request_key
+from runner.keys import (
+    KeySet,
+    body_key,
+    canonical_json,
+    file_sha256,
+    fragment,
+    hex_key,
+    is_remote,
+    key_head,
+    request_key,
+)
 
 EP = "fal-ai/flux-1/dev/image-to-image"
 
@@ -46,6 +56,26 @@ def test_key_is_16_hex_of_sha256_of_endpoint_and_body() -> None:
     body = {"prompt": "a cat", "seed": 1}
     text = '{"endpoint":"' + EP + '","input":{"prompt":"a cat","seed":1}}'
     assert request_key(EP, body) == hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=6), st.text())
+def test_the_key_joins_field_fragments_into_the_canonical_json_of_the_request(
+    body: dict[str, Any], endpoint: str
+) -> None:
+    """The one spelling of a key: the fragments of a body's fields, joined in name order, hash
+    to what canonical_json of the whole request hashes to, byte for byte."""
+    text = canonical_json({"endpoint": endpoint, "input": body})
+    expected = hashlib.sha256(text.encode()).hexdigest()[:16]
+    fragments = "".join(fragment(name, body[name]) for name in sorted(body))
+    assert hex_key(body_key(key_head(endpoint), fragments)) == expected
+    assert request_key(endpoint, body) == expected
+
+
+def test_a_value_that_is_no_json_or_no_utf8_has_no_key() -> None:
+    with pytest.raises(ValueError):
+        fragment("strength", float("nan"))
+    with pytest.raises(UnicodeEncodeError):
+        request_key(EP, {"prompt": "bad \ud800"})
 
 
 def test_key_ignores_key_order_but_not_values_or_endpoint() -> None:

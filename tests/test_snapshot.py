@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 
 from runner.errors import GridError
-from runner.grid import Replay, expand
+from runner.grid import Replay
 from runner.snapshot import InputSnapshot
 from runner.spec import load_spec
 from runner.validate import check
@@ -92,13 +92,11 @@ async def test_an_image_of_a_glob_changed_mid_run_is_named(write_spec, emulator_
     (tmp_path / "images" / "b.png").write_bytes(png_bytes(color=(0, 255, 0)))
     spec = write_spec(matrix={"image_url": {"files": "images/*.png"}})
     out = tmp_path / "out"
-    keys: list[str] = []
-    checked = check(spec, out=out, each=lambda key, cost: keys.append(key))
-    replay = Replay(lambda: expand(checked.spec, checked.endpoint))
-    for key in keys:
-        replay.add(key)
+    checked = check(spec, out=out)
+    assert checked.rows is not None
+    replay = Replay(checked.rows)
     settings, _ = settings_for(spec, out, concurrency=1)
-    settings = replace(settings, inputs=checked.inputs, count=len(keys))
+    settings = replace(settings, inputs=checked.inputs, count=checked.count)
     time.sleep(0.01)  # a later write has a later mtime than validation's start
     (tmp_path / "images" / "b.png").write_bytes(png_bytes(color=(0, 0, 255)))
     stats = await run(settings, replay, em)

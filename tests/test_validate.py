@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from PIL import Image, ImageFile
 
-from runner import validate
+from runner import localimages, validate
 from runner.endpoints import get_endpoint
 from runner.errors import SpecErrors
 from runner.validate import MAX_ERRORS, Checked, check
@@ -264,11 +264,11 @@ def test_each_image_is_decoded_once_until_it_changes(
         opened.append(str(fp))
         return real_open(fp, *args, **kwargs)
 
-    monkeypatch.setattr(validate.Image, "open", spy)
+    monkeypatch.setattr(localimages.Image, "open", spy)
     image = folder / "images" / "a.png"
     image.write_bytes(png_bytes(5, 5))  # a new size: whatever an earlier test cached is stale
     path = folder / "job.yaml"
-    # include forces the row-by-row check: 300 rows name one image
+    # 300 rows name one image, which validation and the cost estimate both read
     path.write_text(
         HEAD + "defaults: {image_url: images/a.png, prompt: a}\nmatrix:\n"
         "  seed: {range: [1, 300]}\ninclude:\n  - {seed: 0}\n"
