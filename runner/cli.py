@@ -114,7 +114,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     started = write_starter(args.dir)
     print(f"wrote {started.spec}: a starter spec for the offline emulator (backend local)")
     print(f"wrote {started.image}: the picture it sends")
-    spec, out = shlex.quote(str(started.spec)), shlex.quote(str(started.output))
+    spec, out = (
+        shlex.quote(f"./{path}" if str(path).startswith("-") else str(path))  # not an option
+        for path in (started.spec, started.output)
+    )
     print("next:")
     for command in (f"validate {spec}", f"run {spec}", f"report {out}"):
         print(f"  runner {command}")

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_folder,
         default=Path("."),
         metavar="DIR",
-        help="the folder to write into (default: the current one)",
+        help="the folder to write into, made if missing (default: the current one)",
     )
 
     p = sub.add_parser(

@@ -79,6 +79,14 @@ def test_init_dir_writes_there_and_its_commands_work_from_here(tmp_path, monkeyp
     assert (tmp_path / "my jobs" / "first" / "runs" / "starter" / "report.html").is_file()
 
 
+def test_the_next_commands_of_a_folder_named_like_an_option_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--", "-job"]) == 0
+    steps = _next_commands(capsys.readouterr().out)
+    assert steps[0] == ["validate", "./-job/runner.yaml"]
+    assert main(steps[0]) == 0
+
+
 def test_the_spec_s_schema_comment_names_the_installed_schema(tmp_path, capsys):
     assert main(["init", str(tmp_path)]) == 0
     first = (tmp_path / "runner.yaml").read_text(encoding="utf-8").splitlines()[0]
