@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,10 +154,10 @@ def test_a_file_that_appears_during_init_is_kept_and_init_undoes_its_own(
 
     real_create = starter._create
 
-    def other_terminal_first(path: Path, data: bytes) -> None:
+    def other_terminal_first(path: Path, data: bytes, made: list[Path]) -> None:
         if path.name == "runner.yaml":
             path.write_text("the other init's")
-        real_create(path, data)
+        real_create(path, data, made)
 
     monkeypatch.setattr(starter, "_create", other_terminal_first)
     target = tmp_path / "new" / "job"
@@ -165,21 +167,25 @@ def test_a_file_that_appears_during_init_is_kept_and_init_undoes_its_own(
     assert sorted(p.name for p in target.iterdir()) == ["runner.yaml"]  # no images/ left
 
 
-def test_an_unwritable_folder_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
-    from runner import starter
-
-    def disk_full(path: Path, data: bytes) -> None:
-        if path.name == "runner.yaml":
-            raise OSError(28, "No space left on device", str(path))
-        with open(path, "xb") as out:
-            out.write(data)
-
-    monkeypatch.setattr(starter, "_create", disk_full)
-    assert main(["init", str(tmp_path / "job")]) == 2
-    assert capsys.readouterr().err == (
-        f"runner: cannot write {tmp_path}/job/runner.yaml: No space left on device; {REFUSED}\n"
+def test_a_write_that_fails_half_way_is_one_line_and_leaves_nothing(tmp_path):
+    # a file size limit (as a full disk would) stops the picture's write part way: the half
+    # file, and the folders init made, are removed
+    limited = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))\n"
+        "from runner.cli import main\n"
+        "sys.exit(main(['init', sys.argv[1]]))\n"
     )
-    assert list(tmp_path.iterdir()) == []  # the folder it made is gone too
+    job = tmp_path / "job"
+    done = subprocess.run(
+        [sys.executable, "-c", limited, str(job)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"runner: cannot write {job}/images/sample.png: File too large; {REFUSED}\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

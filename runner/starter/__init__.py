@@ -52,8 +52,7 @@ def write_starter(folder: Path) -> Started:
     try:
         for path, data in files:
             _make_folders(path.parent, made)
-            _create(path, data)
-            made.append(path)
+            _create(path, data, made)
     except BaseException as error:
         _remove(made)
         if isinstance(error, FileExistsError):  # made by someone else since the check
@@ -90,10 +89,12 @@ def _make_folders(folder: Path, made: list[Path]) -> None:
         made.append(path)
 
 
-def _create(path: Path, data: bytes) -> None:
+def _create(path: Path, data: bytes, made: list[Path]) -> None:
     # O_EXCL: a file that appeared since the check (another `runner init` at once) is never
     # replaced, nor is a link at that name followed
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    made.append(path)  # from here on it is ours: a failed write (disk full) takes it back
+    with open(fd, "wb") as out:
         out.write(data)
 
 
