@@ -1,5 +1,5 @@
-"""The command line: `runner validate | plan | run | report | export | merge | fields | schema |
-serve` (grammar in cliargs.py). The one place that prints and the one place where errors
+"""The command line: `runner init | validate | plan | run | report | export | merge | fields |
+schema | serve` (grammar in cliargs.py). The one place that prints and the one place where errors
 become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -65,6 +66,8 @@ ONE_STOP_SECONDS = 0.25
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "init":
+            return cmd_init(args)
         if args.command == "validate":
             return cmd_validate(args)
         if args.command == "plan":
@@ -102,6 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before a run started (validating, planning): nothing was sent
         _err("runner: interrupted")
         return EXIT_STOPPED
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .starter import write_starter
+
+    started = write_starter(args.dir)
+    print(f"wrote {started.spec}: a starter spec for the offline emulator (backend local)")
+    print(f"wrote {started.image}: the picture it sends")
+    spec, out = (
+        shlex.quote(f"./{path}" if str(path).startswith("-") else str(path))  # not an option
+        for path in (started.spec, started.output)
+    )
+    print("next:")
+    for command in (f"validate {spec}", f"run {spec}", f"report {out}"):
+        print(f"  runner {command}")
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -537,9 +556,9 @@ def cmd_fields(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .endpoints import schemas_dir
+    from .endpoints import job_schema
 
-    print(schemas_dir() / "job.schema.json")
+    print(job_schema())
     return EXIT_OK
 
 

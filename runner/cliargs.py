@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 from .errors import UsageError
 from .limits import MAX_CONCURRENCY
 from .shards import Shard, parse_shard
-from .version import __version__
+from .version import DISTRIBUTION, __version__
 
 if TYPE_CHECKING:  # the emulator (aiohttp, Pillow) is imported only when `serve` runs
     from .emulator import EmulatorSettings
 
 EXAMPLES = """examples:
+  runner init                             # a starter spec and a sample image, here
   runner validate specs/*.yaml
   runner plan specs/sweep.yaml            # count, axes, first rows, cost; nothing sent
   runner plan specs/sweep.yaml --jsonl    # every request in run order
@@ -41,6 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "init",
+        help="write a starter spec (runner.yaml) and a sample image; never overwrites",
+        epilog="examples:\n  runner init\n  runner init my-job    # made if missing",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "dir",
+        nargs="?",
+        type=_folder,
+        default=Path("."),
+        metavar="DIR",
+        help="the folder to write into, made if missing (default: the current one)",
+    )
 
     p = sub.add_parser(
         "validate",
@@ -146,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         required=True,
         choices=["imagefolder", "parquet", "webdataset", "csv", "jsonl"],
-        help="dataset layout (parquet needs: pip install 'runner[export]')",
+        help=f"dataset layout (parquet needs: pip install '{DISTRIBUTION}[export]')",
     )
     p.add_argument(
         "--to",

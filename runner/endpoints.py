@@ -50,6 +50,11 @@ def schemas_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "schemas"
 
 
+def job_schema() -> Path:
+    """The installed job schema: what `runner schema` prints, and what editors are pointed at."""
+    return schemas_dir() / "job.schema.json"
+
+
 @cache
 def all_endpoints() -> Mapping[str, Endpoint]:
     found: dict[str, Endpoint] = {}

@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
-from .endpoints import all_endpoints, get_endpoint, schemas_dir
+from .endpoints import all_endpoints, get_endpoint, job_schema
 from .errors import SpecError, SpecErrors, SpecPath
 from .models import Execution, Sample, Spec
 from .sources import SOURCE_KEYS as SOURCES
@@ -37,7 +37,7 @@ _TYPES = {
 
 @cache
 def job_validator() -> Draft202012Validator:
-    schema = json.loads((schemas_dir() / "job.schema.json").read_text(encoding="utf-8"))
+    schema = json.loads(job_schema().read_text(encoding="utf-8"))
     return Draft202012Validator(schema)
 
 

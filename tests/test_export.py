@@ -174,7 +174,11 @@ def test_parquet_without_pyarrow_is_a_one_line_usage_error(run, tmp_path, capsys
     dest = tmp_path / "pq"
     assert main(["export", str(run), "--format", "parquet", "--to", str(dest)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == ("runner: --format parquet needs pyarrow: pip install 'runner[export]'")
+    # the install hint names this project's distribution, not `runner` (another PyPI project)
+    assert err.strip() == (
+        "runner: --format parquet needs pyarrow: pip install 'fal-batch-runner[export]' "
+        "(installed with pipx: pipx inject fal-batch-runner pyarrow)"
+    )
 
 
 def test_webdataset_shards_load_with_webdataset(run, tmp_path):

@@ -1,6 +1,6 @@
 """`--format parquet`: DEST/data/train-00000-of-000NN.parquet, images embedded as
 struct<bytes, path> with the `huggingface` schema metadata that makes `datasets` (and the Hub's
-viewer) read them as Image columns. Needs pyarrow: `pip install 'runner[export]'`."""
+viewer) read them as Image columns. Needs pyarrow: `pip install 'fal-batch-runner[export]'`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError, UsageError
+from ..version import DISTRIBUTION
 from .rows import Column, ExportRow, ExportTable, ImageRef
 
 ROW_GROUP = 100  # rows per row group, as `datasets` writes image data
@@ -21,7 +22,10 @@ def write_parquet(table: ExportTable, dest: Path, shard_size: int) -> list[Path]
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise UsageError("--format parquet needs pyarrow: pip install 'runner[export]'") from None
+        raise UsageError(
+            f"--format parquet needs pyarrow: pip install '{DISTRIBUTION}[export]' (installed "
+            f"with pipx: pipx inject {DISTRIBUTION} pyarrow)"
+        ) from None
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     fields = [pa.field("image", image), pa.field("input", image)]
     fields += [pa.field(c.name, getattr(pa, _ARROW[c.kind])()) for c in table.columns]
