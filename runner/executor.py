@@ -122,7 +122,8 @@ class Executor:
         self._taken = 0
         self._known = 0  # rows of this run the journal already held
         self._unannounced = 0  # settled rows counted since the last "skipped" event
-        self._decided: dict[KeyState, Action] = {}  # the settled ones of decide()'s answers
+        # the last state decided (by identity) and its action, for the rows that share it
+        self._last: tuple[KeyState | None, Action] = (None, Action.SEND)
         self._open: dict[str, InFlight] = {}  # rows submitted and not yet finished
         self._cannot_connect = 0  # submissions in a row that could not connect, none answered
         self.stats = RunStats(
@@ -183,8 +184,8 @@ class Executor:
         # All workers share one lazy iterator: a row is taken only when a worker is free. A
         # row the journal has settled is counted in this loop, without a Request or an await
         # (a resume of a million done rows is mostly this).
-        count = self._settings.count
-        while self.stats.stop is None:
+        count, stats, decide_row = self._settings.count, self.stats, self._decide
+        while stats.stop is None:
             if count is not None and self._taken >= count:
                 return  # what was validated is all that is sent, whatever the files say now
             try:
@@ -195,7 +196,7 @@ class Executor:
             if row is None:
                 return
             self._taken += 1
-            action = self._decide(row.key)
+            action = decide_row(row.key)
             if action is not None:
                 await self._carry_out(row, action)
 
@@ -206,16 +207,15 @@ class Executor:
             return Action.SEND
         self._known += 1
         damaged = key in self._damaged
-        # One decision per distinct state: the rows a resume settles share a few states.
-        action = None if damaged else self._decided.get(state)
-        if action is None:
+        last, action = self._last
+        if state is not last or damaged:
+            # The rows a resume settles share a few state objects (manifest.read_state), so
+            # most rows take the decision made for the row before.
             ours = state.made_by(self._settings.backend, self._server)
             retry = self._settings.retry_failed
             action = decide(state, ours=ours, damaged=damaged, retry_failed=retry)
-            if action.settled:
-                if len(self._decided) >= 4096:  # failed rows' states differ: do not pile up
-                    self._decided.clear()
-                self._decided[state] = action
+            if not damaged:
+                self._last = (state, action)
         if action is Action.DONE:
             self.stats.skipped += 1
         elif action is Action.FAILED_BEFORE:
