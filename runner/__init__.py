@@ -4,9 +4,12 @@ The public surface (`__all__`; the rest of the package is internal, and cli.py i
 names from here like any script):
 
     check(path) -> Checked            load a spec and check it all: schema, grid, endpoint inputs
+    run(checked, RunOptions(...))     what `runner run` does (async) -> RunResult: the shard,
+                                      the fal key, the folder's lock, the spending cap, resume,
+                                      runs.jsonl and stats.json; RunResult.stop if it stopped early
     expand(spec, endpoint)            the spec's Requests, lazily, in run order
     make_plan(requests, axes, ep)     count, first rows and cost, without sending anything
-    run_requests(settings, requests)  run or resume them into settings.out (async) -> RunStats
+    run_requests(settings, requests)  run or resume a script's own Requests (async) -> RunStats
     read_records(out), latest(out)    the manifest's lines, or the last line of each key
     RunnerError and its subclasses    the one exception tree (see runner/errors.py)
 """
@@ -18,7 +21,6 @@ from .errors import (
     GridError,
     GridErrors,
     InputChanged,
-    Interrupted,
     ManifestError,
     RunnerError,
     ServerUnreachable,
@@ -31,8 +33,10 @@ from .keys import request_key
 from .manifest import Record, latest, read_records
 from .models import Execution, Request, Spec
 from .plan import Plan, make_plan
-from .run import run_requests
-from .settings import RunSettings
+from .run import RunResult, run, run_requests
+from .settings import RunOptions, RunSettings
+from .shards import Shard
+from .stops import Stop, StopKind
 from .tracking import RunStats
 from .validate import Checked, check
 from .version import __version__
@@ -46,18 +50,22 @@ __all__ = [
     "GridError",
     "GridErrors",
     "InputChanged",
-    "Interrupted",
     "ManifestError",
     "Plan",
     "Record",
     "Request",
+    "RunOptions",
+    "RunResult",
     "RunSettings",
     "RunStats",
     "RunnerError",
     "ServerUnreachable",
+    "Shard",
     "Spec",
     "SpecError",
     "SpecErrors",
+    "Stop",
+    "StopKind",
     "UsageError",
     "__version__",
     "axes",
@@ -67,5 +75,6 @@ __all__ = [
     "make_plan",
     "read_records",
     "request_key",
+    "run",
     "run_requests",
 ]

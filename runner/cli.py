@@ -4,7 +4,11 @@ become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent
     1  some requests failed      3  stopped early (bad credentials, server unreachable,
-                                    Ctrl-C or SIGTERM, disk): resumable
+                                    Ctrl-C or SIGTERM, a changed input, the spending
+                                    cap, disk): resumable
+
+`runner run` is the library's run (runner.run): this module builds its RunOptions from the
+flags, turns signals into its stop, and prints what its RunResult says.
 """
 
 from __future__ import annotations
@@ -17,43 +21,37 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 # The library's own names, as a script would import them (runner/__init__.py); the rest are
-# the commands' helpers (grammar, progress bar, caps, shards), which the library does not offer.
+# the commands' helpers (grammar, progress bar and its words), which the library does not offer.
 from . import (
-    AuthError,
     BackendError,
     Checked,
     InputChanged,
-    Interrupted,
     ManifestError,
     RunnerError,
-    RunSettings,
+    RunOptions,
+    RunResult,
     RunStats,
     SpecError,
+    Stop,
+    StopKind,
     UsageError,
     check,
-    expand,
-    run_requests,
+    run,
 )
 from .cliargs import build_parser, serve_settings
-from .endpoints import get_endpoint
 from .folderlock import check_out_dir
 from .grid import Collapsed, Replay
-from .http import origin
 from .manifest import MANIFEST
-from .plan import Cost, Tally, explain_cost
-from .progress import Progress, in_flight_note, summary_line
-from .run import DEFAULT_QUEUE_URL, server_url
-from .settings import with_overrides
-from .shards import Shard
-from .spec import read_spec
-from .spending import Budget, Paid, check_priced, read_paid, usd_text
+from .plan import Tally, explain_cost
+from .progress import Progress, stop_lines, summary_line
+from .spending import usd_text
 from .words import counted
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
@@ -91,10 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         _err(f"runner: {error}")
         return EXIT_USAGE
-    except AuthError as error:
-        _err(f"runner: stopped: {error}. Fix the key and run the same command again.")
-        return EXIT_STOPPED
-    except (Interrupted, ManifestError, BackendError, InputChanged) as error:
+    except (ManifestError, BackendError, InputChanged) as error:
         _err(f"runner: stopped: {error}")
         return EXIT_STOPPED
     except RunnerError as error:
@@ -146,7 +141,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     _warn_remote(checked, spec.backend)
     if args.jsonl:
         out = sys.stdout
-        for request in expand(spec, endpoint):
+        assert checked.rows is not None  # a valid spec's requests
+        for request in (row.request() for row in Replay(checked.rows)):
             out.write(
                 json.dumps(
                     {"key": request.key, "input": dict(request.input), "vars": dict(request.vars)},
@@ -197,75 +193,59 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out_dir(args.out)  # a file named as --out is a usage mistake, before validating
-    capped = _capped(args)  # a spending cap is tallied during the check's pass over the grid
-    shard: Shard | None = args.shard
-    retry = args.retry_failed
+    with _sigterm_interrupts():
+        checked = check(args.spec, out=args.out)
+        _warn_spec(checked)
+        options = RunOptions(
+            out=args.out,
+            backend=args.backend,
+            concurrency=args.concurrency,
+            mode=args.mode,
+            retry_failed=args.retry_failed,
+            resubmit_ambiguous=not args.no_resubmit_ambiguous,
+            allow_remote_fetch=args.allow_remote_fetch,
+            shard=args.shard,
+            max_usd=args.max_usd,
+        )
+        progress: Progress | None = None
 
-    rows = 0  # this run's rows: a shard's are counted in the same pass, chosen by key
+        def on_event(event: str, stats: RunStats) -> None:
+            nonlocal progress
+            if event == "starting":  # this run's rows are chosen; nothing is touched yet
+                if not args.allow_remote_fetch:
+                    _warn_remote(checked, options.backend_for(checked.spec))
+                progress = Progress(stats.rows, not args.no_progress and sys.stderr.isatty())
+            elif progress is not None:
+                progress.update(event, stats)
 
-    def each(key: str, cost: Cost) -> None:
-        nonlocal rows
-        mine = shard is None or shard.holds(key)
-        rows += mine
-        if capped is not None and mine and capped.paid.still_to_send(key.encode(), retry):
-            capped.tally.count(key, cost)
-
-    by_key = shard is not None or capped is not None  # else every request is this run's
-    checked = check(args.spec, out=args.out, each=each if by_key else None)
-    rows = rows if by_key else checked.count
-    assert checked.rows is not None  # a valid spec's requests
-    # The run replays validation's rows: a settled row is counted by its key, and a Request
-    # is built again only for a row that is sent.
-    replay = Replay(checked.rows, shard.holds if shard else None)
-    _warn_spec(checked)
-    if shard is not None and rows == 0:  # nothing to send: no backend, no folder
+        started = time.monotonic()
+        try:
+            result = asyncio.run(_run_interruptible(checked, options, on_event))
+        finally:
+            if progress is not None:
+                progress.close()
+    if not result.ran:
         print(
-            f"--shard {shard} selects none of the {counted(checked.count, 'request')}; "
+            f"--shard {args.shard} selects none of the {counted(result.requests, 'request')}; "
             "nothing to run"
         )
         return EXIT_OK
-    spec = checked.spec
-    check_out_dir(spec.output)
-    execution = with_overrides(spec.execution, args.concurrency, args.mode)
-    settings = RunSettings(
-        endpoint=spec.endpoint,
-        backend=args.backend or spec.backend,
-        out=spec.output,
-        execution=execution,
-        spec_path=str(spec.path),
-        spec_sha256=spec.sha256,
-        name=spec.name,
-        retry_failed=args.retry_failed,
-        resubmit_ambiguous=not args.no_resubmit_ambiguous,
-        count=rows,  # what was validated (for a shard: its part) is all that is sent
-        inputs=checked.inputs,
-        shard=str(args.shard) if args.shard else None,
-        report=spec.report or None,
-        allow_remote_fetch=args.allow_remote_fetch,
-        max_usd=capped.budget.cap if capped is not None else None,
-    )
-    if not args.allow_remote_fetch:
-        _warn_remote(checked, settings.backend)
-    if capped is not None:  # before anything is sent
-        to_send = capped.tally.plan(())
-        capped.budget.check_start(capped.paid, to_send, to_send.unsized_inputs)
-        del capped  # the folder's state: the run reads its own, under the folder's lock
-    requests = replay
-    total = rows  # the summary's "N requests:" head, a shard's part alike
-    progress = Progress(total, enabled=not args.no_progress and sys.stderr.isatty())
-    started = time.monotonic()
-    stats = asyncio.run(_run_interruptible(settings, requests, progress))
-    progress.close()
-    print(summary_line(stats, settings.out, time.monotonic() - started, total))
-    _say_if_over_the_cap(stats, settings.out)
+    stats, out = result.stats, result.out
+    print(summary_line(stats, out, time.monotonic() - started, result.rows))
+    if result.over_cap:  # the cap holds at each submission by estimates
+        _err(
+            f"runner: note: {out} has committed {usd_text(stats.committed_usd or 0)}, over its "
+            f"spending cap {usd_text(stats.max_usd or 0)}: outputs came back larger than their "
+            "estimate (an input given as a URL is estimated at 1 MP)"
+        )
     if stats.elsewhere:
         _err(
-            f"runner: note: {settings.out} also holds {counted(stats.elsewhere, 'row')} this "
+            f"runner: note: {out} also holds {counted(stats.elsewhere, 'row')} this "
             "run does not make (from an earlier version of the spec, or another shard); report "
             "and export include them. HINT: a new --out keeps versions apart"
         )
     failed = stats.failed + stats.failed_before
-    if failed and not stats.interrupted and stats.stop_reason is None:
+    if failed and result.stop is None:
         # the same part of the same job on the same backend: the rest of the command as given
         again = " ".join(
             [f"runner run {args.spec}"]
@@ -287,64 +267,34 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"runner: {counted(failed, 'failed row')} {remain}{taken}; to submit them again: "
             f"{again} --retry-failed"
         )
-    if stats.stop_reason is not None:
-        _err(
-            f"runner: stopped: {stats.stop_reason}; no more submissions "
-            f"(what was sent is journaled). Once that is dealt with, run again to go on."
-        )
-        if stats.unfinished or stats.unanswered:
-            _err(f"runner: {in_flight_note(stats)}")
-        return EXIT_STOPPED
-    if stats.interrupted:
-        _err(f"runner: interrupted; {in_flight_note(stats)}. Run the same command again to resume.")
+    if result.stop is not None:
+        for line in stop_lines(stats):
+            _err(line)
         return EXIT_STOPPED
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _say_if_over_the_cap(stats: RunStats, out: Path) -> None:
-    """The cap holds at each submission by estimates; outputs larger than their estimate
-    (an input given as a URL counts as 1 MP) can take the folder past it: say so."""
-    cap, price, committed = stats.max_usd, stats.usd_per_megapixel, stats.committed_megapixels
-    if cap is None or price is None or committed is None:
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Until the run's own handlers take over, SIGTERM is a Ctrl-C: while validating, nothing
+    is sent, and the command says "interrupted" and exits 3 rather than dying with 143."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread has signals
         return
-    budget = Budget(cap, price)
-    if not budget.fits(committed):
-        _err(
-            f"runner: note: {out} has committed {usd_text(budget.usd(committed))}, over its "
-            f"spending cap {usd_text(cap)}: outputs came back larger than their estimate (an "
-            "input given as a URL is estimated at 1 MP)"
-        )
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-@dataclass(frozen=True)
-class _Capped:
-    """A spending cap's check before a run: the cap, what the output folder has paid for,
-    and the plan of the rows still to send (tallied during the check's pass over the grid)."""
-
-    budget: Budget
-    paid: Paid
-    tally: Tally
-
-
-def _capped(args: argparse.Namespace) -> _Capped | None:
-    """The cap's check when one applies: a fal run with limits.max_usd or --max-usd; None
-    otherwise (a local run is free). The cap is the budget of the output folder across its
-    runs: what it has already paid for counts, so a resume gets no fresh budget."""
-    spec = read_spec(args.spec, out=args.out).spec
-    if spec is None:
-        return None  # check reports why
-    cap = args.max_usd if args.max_usd is not None else spec.max_usd
-    endpoint = get_endpoint(spec.endpoint)
-    if cap is None or (args.backend or spec.backend) != "fal" or endpoint is None:
-        return None
-    price = check_priced(endpoint.usd_per_megapixel, cap)
-    tally = Tally(endpoint, preview=0)
-    server = origin(server_url(os.environ, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL))
-    paid = read_paid(spec.output, tally.pricing, "fal", server)
-    return _Capped(Budget(cap, price), paid, tally)
-
-
-async def _run_interruptible(settings: RunSettings, requests: Any, progress: Progress) -> RunStats:
+async def _run_interruptible(
+    checked: Checked, options: RunOptions, on_event: Callable[[str, RunStats], None]
+) -> RunResult:
     """First Ctrl-C or SIGTERM (what `timeout`, process managers, CI cancellation and `docker
     stop` send): no new submissions, a bounded wait for what is in flight, then the summary
     and exit 3. A second signal of either kind: now."""
@@ -352,7 +302,7 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
     main_task = asyncio.current_task()
     assert main_task is not None
     stop = asyncio.Event()
-    stats = RunStats()  # the run's live counters once it reports them (its "started" event)
+    stats = RunStats()  # the run's live counters, as its events last showed them
     signals = 0
     first_at = 0.0
 
@@ -373,19 +323,20 @@ async def _run_interruptible(settings: RunSettings, requests: Any, progress: Pro
         else:
             main_task.cancel()
 
-    def on_event(event: str, live: RunStats) -> None:
+    def seen(event: str, live: RunStats) -> None:
         nonlocal stats
         stats = live
-        progress.update(event, live)
+        on_event(event, live)
 
     handled = (signal.SIGINT, signal.SIGTERM)
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum.name)
     try:
-        return await run_requests(settings, requests, stop=stop, on_event=on_event)
+        return await run(checked, options, stop=stop, on_event=seen)
     except asyncio.CancelledError:  # a second signal, or the grace period ran out
-        stats.interrupted = True
-        return stats
+        if stats.stop is None:
+            stats.stop = Stop(StopKind.INTERRUPTED, "cancelled")
+        return RunResult(stats, checked.spec.output, checked.count, options.shard)
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)

@@ -11,11 +11,13 @@
      │    └── ServerUnreachable  no connection to the server could be made at all: resumable
      ├── CallError            one HTTP call failed; retry.py decides, the executor records
      ├── ManifestError        the output folder or its journal cannot be read or written
-     ├── InputChanged         a file the run was validated with changed: no more submissions
-     └── Interrupted          the user stopped the run; it can be resumed
+     └── InputChanged         a file the run was validated with changed: no more submissions
 
 Per-request failures (a 422, a timeout, retries exhausted) are not exceptions: the executor
-records them in the manifest and the run goes on.
+records them in the manifest and the run goes on. BackendError and InputChanged do not leave a
+run either: the executor turns them into the run's stop (stops.Stop, in RunStats.stop), as it
+does a stop event or the spending cap; a run raises only UsageError and SpecError (before
+anything is sent) and ManifestError.
 """
 
 from __future__ import annotations
@@ -101,10 +103,6 @@ class ManifestError(RunnerError):
 
 class InputChanged(RunnerError):
     """A source file or local input differs from what was validated; the run stops sending."""
-
-
-class Interrupted(RunnerError):
-    """The run was stopped by the user; what was submitted is journaled and resumes next time."""
 
 
 class CallError(RunnerError):

@@ -1,11 +1,14 @@
-"""The scheduling loop: takes Requests lazily, runs each through submit → wait → result →
-download with `concurrency` workers, journals every state change before the next step, and
-gives RunStats. Per-request failures become `failed` records; only ManifestError and
-cancellation stop the run at once. A refused key (AuthError, 401/403), or a server that no
-submission could connect to before any request reached it (ServerUnreachable), stops new
-submissions, lets the calls under way end (so none is left "maybe sent"), then is raised. A
-changed input (or a grid error, which only a changed source file can cause after validation)
-stops new submissions the same way, with RunStats.stop_reason."""
+"""The scheduling loop: takes a run's RunRows lazily, decides each from its journal state
+(decision.py: skip, repair, poll, send), and runs the ones it polls or sends through submit →
+wait → result → download with `concurrency` workers, journaling every state change before the
+next step; gives RunStats. Per-request failures become `failed` records. Before each submission
+it asks the policies beside it: the input guard (what was validated is what is sent), the
+spending cap and the gate (rate, 429 pause); each call is retried per retry.py.
+
+A stop (stops.py: the stop event, a refused key, a server no submission could reach, a changed
+input, the cap) ends new submissions: the first one wins, the calls under way end (so none is
+left "maybe sent"), the requests in flight finish, and the run returns with RunStats.stop. Only
+ManifestError and cancellation end the run at once."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from .attachments import INPUTS, Attachments
+from .decision import Action, decide
 from .endpoints import get_endpoint
 from .errors import (
     AuthError,
@@ -26,8 +30,8 @@ from .errors import (
     ServerUnreachable,
 )
 from .falapi import FalClient, Handle, request_headers
-from .grid import FULL, HANDLED, KEY_ONLY, Replay
 from .http import Reply, error_detail
+from .inputguard import InputGuard
 from .limits import SubmitGate
 from .manifest import (
     FAILED,
@@ -41,14 +45,16 @@ from .manifest import (
     Record,
     utc_now,
 )
-from .models import Request
+from .models import Request, RunRow
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .plan import Pricing
 from .repair import repair
 from .retry import Decision, Verdict, failure_kind, is_retryable_result, retried
 from .settings import RunSettings
-from .spending import Budget, fetchable, may_be_charged, read_paid, row_megapixels
-from .tracking import Failed, InFlight, RunStats, Stopped, error_info
+from .spending import fetchable, row_megapixels
+from .spendingcap import SpendingCap
+from .stops import Stop, StopKind, Stopped, stop_for
+from .tracking import Failed, InFlight, RunStats, error_info
 
 T = TypeVar("T")
 
@@ -64,7 +70,7 @@ UNREACHABLE_AFTER = 3
 SENT_AGAIN = "the previous submission may have been accepted: sent again"
 LOST_AGAIN = "result no longer on the server (404): submitted again"
 
-# Settled rows of a resume are announced to the progress display in batches of this many.
+# Settled rows are announced to the progress display in batches of this many.
 _ANNOUNCE_EVERY = 1024
 
 
@@ -81,12 +87,15 @@ class Executor:
         price: float | None = None,
         damaged: Mapping[str, Record] | None = None,
         stop: asyncio.Event | None = None,
+        cap: SpendingCap | None = None,
     ) -> None:
         """`server`: the fal queue's origin, recorded with each row; `price`: USD per billed
         megapixel (None: not counted); `damaged`: ok rows whose outputs must be fetched again;
-        `stop`: once set, no new submissions (requests in flight go on)."""
+        `stop`: once set, no new submissions (requests in flight go on); `cap`: the output
+        folder's spending cap, read from the journal under the run's lock."""
         self._client = self.client = client
         self._journal = journal
+        self._states = journal.states
         self._settings = settings
         self._exe = settings.execution
         self._run_id, self._server = run_id, server
@@ -100,84 +109,64 @@ class Executor:
             self._fixed["server"] = server
         self._stop_event = stop
         self._gate = SubmitGate(self._exe.rate)
+        self._guard = InputGuard(settings.inputs)
+        self._cap = cap
         self._headers = request_headers(self._exe)
         self._attachments = Attachments(client, journal.out_dir / INPUTS)
         self._notify = on_event or (lambda event, stats: None)
-        self._stopping = False
         # Until one submission is accepted, submissions go one at a time: a wrong key or URL
         # costs one refused call, not `concurrency` of them.
         self._probe = asyncio.Lock()
         self._proven = False
-        self._inputs = settings.inputs
-        self._inputs_listed = False  # the {files} globs are listed again once, at the start
         self._damaged = damaged or {}
         self._taken = 0
         self._known = 0  # rows of this run the journal already held
         self._unannounced = 0  # settled rows counted since the last "skipped" event
+        # the last state decided (by identity) and its action, for the rows that share it
+        self._last: tuple[KeyState | None, Action] = (None, Action.SEND)
         self._open: dict[str, InFlight] = {}  # rows submitted and not yet finished
-        # A refused key (or an unreachable server) stops new submissions at once, but the
-        # calls already under way are let finish (each is then known refused or accepted,
-        # not left "maybe sent").
-        self._fatal: BackendError | None = None
         self._cannot_connect = 0  # submissions in a row that could not connect, none answered
-        self.stats = RunStats(usd_per_megapixel=price, max_usd=settings.max_usd)
+        self.stats = RunStats(
+            usd_per_megapixel=price,
+            max_usd=settings.max_usd,
+            rows=settings.count,
+            committed_megapixels=None if cap is None else cap.committed,
+        )
         # On a priced (fal) run each request counts at its estimate from when it is sent
         endpoint = get_endpoint(settings.endpoint) if price is not None else None
         self._pricing = Pricing(endpoint) if endpoint is not None else None
-        self._budget: Budget | None = None  # with a spending cap, once the folder is read
-        self._paid_rows: Mapping[bytes, int] = {}  # what read_paid counted for each such row
-
-    def _read_budget(self) -> None:
-        """With a cap: what the folder has already committed, read under the run's lock."""
-        cap, price = self._settings.max_usd, self.stats.usd_per_megapixel
-        if cap is None or price is None or self._pricing is None:
-            return
-        out, backend = self._journal.out_dir, self._settings.backend
-        paid = read_paid(out, self._pricing, backend, self._server, states=False)
-        self._budget, self._paid_rows = Budget(cap, price), paid.rows
-        self.stats.committed_megapixels = paid.megapixels
 
     def _spend(self, change: int, received: int) -> None:
         """A row's journal state changed what it counts (InFlight._count)."""
         self.stats.megapixels += received
         self.stats.worst_megapixels += change
-        if self.stats.committed_megapixels is not None:
-            self.stats.committed_megapixels += change
+        if self._cap is not None:
+            self._cap.spend(change)
+            self.stats.committed_megapixels = self._cap.committed
 
     async def _stop_when_set(self, stop: asyncio.Event) -> None:
         await stop.wait()
-        self._stop()
+        self._stop(Stop(StopKind.INTERRUPTED, "the run was asked to stop"))
 
-    def _stop(self) -> None:
-        """Graceful stop: no new submissions; requests in flight go on."""
-        if not self._stopping:
+    def _stop(self, stop: Stop) -> None:
+        """The run stops: no new submissions; requests in flight go on. The first stop wins."""
+        if self.stats.stop is None:
+            self.stats.stop = stop
             self.stats.in_flight_at_stop = len(self._open)
-        self._stopping = True
-        self.stats.interrupted = True
 
-    def _halt(self, reason: str) -> None:
-        """An input changed: no new submissions (requests in flight go on), exit 3 later."""
-        if self.stats.stop_reason is None:
-            self.stats.stop_reason = reason
-        if not self._stopping:
-            self.stats.in_flight_at_stop = len(self._open)
-        self._stopping = True
-
-    async def run(self, requests: Iterable[Request]) -> RunStats:
-        # A Replay of validation's keys expands the grid only for rows this run will send.
-        rows = requests.rows(self._settle) if isinstance(requests, Replay) else iter(requests)
+    async def run(self, rows: Iterable[RunRow]) -> RunStats:
+        taken = iter(rows)
         workers = self._exe.concurrency
         if self._settings.count is not None:  # never more workers than rows
             workers = max(1, min(workers, self._settings.count))
-        self._read_budget()
         stop = self._stop_event
         watcher = asyncio.create_task(self._stop_when_set(stop)) if stop is not None else None
         self._notify("started", self.stats)  # the live counters, before any request ends
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
-                    group.create_task(self._worker(rows))
-        except BaseExceptionGroup as eg:  # surface the run-stopping error itself
+                    group.create_task(self._worker(taken))
+        except BaseExceptionGroup as eg:  # surface the run-ending error itself
             raise eg.exceptions[0] from None
         finally:
             if watcher is not None:
@@ -187,75 +176,99 @@ class Executor:
             self.stats.unanswered = left.count(SUBMITTING)  # sent again next time
             if self._unannounced:
                 self._notify("skipped", self.stats)
-        if self._fatal is not None:
-            if self.stats.stop_reason is None:  # runs.jsonl and stats.json say why it stopped
-                self.stats.stop_reason = str(self._fatal)
-            raise self._fatal
-        if not self._stopping:  # every row was taken: the journal's other keys are not ours
+        if self.stats.stop is None:  # every row was taken: the journal's other keys are not ours
             self.stats.elsewhere = self._journal.rows - self._known
         return self.stats
 
-    async def _worker(self, rows: Iterator[Request]) -> None:
-        # All workers share one lazy iterator: a row is taken only when a worker is free.
-        while not self._stopping:
-            if self._settings.count is not None and self._taken >= self._settings.count:
+    async def _worker(self, rows: Iterator[RunRow]) -> None:
+        # All workers share one lazy iterator: a row is taken only when a worker is free. A
+        # row the journal has settled is counted in this loop, without a Request or an await
+        # (a resume of a million done rows is mostly this).
+        count, stats, decide_row = self._settings.count, self.stats, self._decide
+        while stats.stop is None:
+            if count is not None and self._taken >= count:
                 return  # what was validated is all that is sent, whatever the files say now
             try:
-                request = next(rows, None)
-            except GridError as error:  # validation passed, so a source file changed since
-                inputs = self._inputs
-                changed = (inputs.changed(globs=True) or inputs.edited()) if inputs else None
-                self._halt(changed or f"the spec's inputs changed during the run: {error}")
+                row = next(rows, None)
+            except GridError as error:  # a script's lazy expansion: a source file changed
+                self._stop(self._guard.grid_changed(error))
                 return
-            except ValueError:  # "generator already executing" cannot happen: one thread
-                raise
-            if request is None:
+            if row is None:
                 return
             self._taken += 1
-            await self._process(request)
+            action = decide_row(row.key)
+            if action is not None:
+                await self._carry_out(row, action)
 
-    async def _process(self, request: Request) -> None:
-        state = self._journal.state(request.key)
-        self._known += state is not None
-        if state is not None and not self._ours(state):
-            state = None  # another backend's (or endpoint's) record is never this row's result
-        if state is not None and state.status == OK:
-            if request.key in self._damaged:
-                await self._repair(request.key, self._damaged[request.key])
-                return
+    def _decide(self, key: str) -> Action | None:
+        """The row's action from its journal state, or None for a settled row (counted here)."""
+        state = self._states.get(key.encode())
+        if state is None:
+            return Action.SEND
+        self._known += 1
+        damaged = key in self._damaged
+        last, action = self._last
+        if state is not last or damaged:
+            # The rows a resume settles share a few state objects (manifest.read_state), so
+            # most rows take the decision made for the row before.
+            ours = state.made_by(self._settings.backend, self._server)
+            retry = self._settings.retry_failed
+            action = decide(state, ours=ours, damaged=damaged, retry_failed=retry)
+            if not damaged:
+                self._last = (state, action)
+        if action is Action.DONE:
             self.stats.skipped += 1
+        elif action is Action.FAILED_BEFORE:
+            self.stats.failed_before += 1
+            self.stats.fetchable += fetchable(state.status, state.error_type, state.request_id)
+        else:
+            return action
+        self._unannounced += 1
+        if self._unannounced >= _ANNOUNCE_EVERY:  # progress moves, without an event a row
+            self._unannounced = 0
             self._notify("skipped", self.stats)
+        return None
+
+    async def _carry_out(self, row: RunRow, action: Action) -> None:
+        """Repair, poll or send one row, until it is journaled ok or failed, or the run stops."""
+        key = row.key
+        if action is Action.REPAIR:
+            await self._repair(key, self._damaged[key])
             return
-        if state is not None and state.status == FAILED and not self._settings.retry_failed:
-            self._failed_before(state)
-            self._notify("skipped", self.stats)
+        try:
+            request = row.request()
+        except GridError as error:  # validation passed, so a source file changed since
+            self._stop(self._guard.grid_changed(error))
             return
+        changed = self._guard.row_changed(key, request)
+        if changed is not None:
+            self._stop(changed)
+            return
+        state = self._states.get(key.encode())
+        if state is not None and not state.made_by(self._settings.backend, self._server):
+            state = None  # another backend's (or server's) record is never this row's result
         flight = self._flight(request, state)
         if state is not None:
             flight.attempts, flight.duplicates = state.attempts, state.possible_duplicates
             flight.status = state.status
-            later = fetchable(state.status, state.error_type, state.request_id)
-            if state.request_id and (state.status == SUBMITTED or later):
-                # Queued earlier: polled by its id whatever --mode this run uses (a sync
-                # resubmission would pay again for a result the queue holds).
-                flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
-                self._open[request.key] = flight
-                self.stats.resumed += 1
-            elif may_be_charged(state.status, state.error_type, state.attempts):
-                # sent before, maybe charged (a crash between sending and journaling, or a
-                # failure after the server may have run it): sending it again may pay twice
-                flight.uncertain = SENT_AGAIN
+        if action is Action.POLL:
+            assert state is not None and state.request_id is not None
+            flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
+            self._open[key] = flight
+            self.stats.resumed += 1
+        elif action is Action.SEND_AGAIN:
+            flight.uncertain = SENT_AGAIN
         self.stats.in_flight += 1
         try:
             reply = await self._until_result(flight)
-            outputs, extras = await self._save(request.key, reply)
+            outputs, extras = await self._save(key, reply)
             self._journal.append(flight.record(OK, outputs=outputs, result=extras))
-            self._open.pop(request.key, None)
+            self._open.pop(key, None)
             self.stats.ok += 1
             self._notify("ok", self.stats)
         except Failed as failure:
             self._journal.append(flight.record(FAILED, error=failure.info))
-            self._open.pop(request.key, None)
+            self._open.pop(key, None)
             self.stats.failed += 1
             kind = failure.info["type"]
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
@@ -263,17 +276,16 @@ class Executor:
             self.stats.fetchable += fetchable(FAILED, kind, taken)
             self._notify("failed", self.stats)
         except Stopped:
-            pass
-        except BackendError as error:  # a refused key, an unreachable server: the run stops
-            self._stopping = True
-            self._fatal = self._fatal or error
+            pass  # the run stopped before this request's next submission: it stays as it is
+        except (BackendError, InputChanged) as error:  # a refused key, an unreachable server...
+            self._stop(stop_for(error))
         finally:
             self.stats.in_flight -= 1
 
     def _flight(self, request: Request, state: KeyState | None) -> InFlight:
         """A new flight for a row, with what the row counts against the cap so far: for a
         row the journal holds, counted anew at this request's estimate (in place of what
-        read_paid counted from its record)."""
+        the folder's journal counted for it)."""
         estimate = self._pricing.of(request).megapixels if self._pricing is not None else 0
         counted = 0
         if state is not None:
@@ -285,44 +297,10 @@ class Executor:
                 attempts=state.attempts,
             )
         self.stats.worst_megapixels += counted
-        if self.stats.committed_megapixels is not None:
-            self.stats.committed_megapixels += counted - self._paid_rows.get(
-                request.key.encode(), 0
-            )
+        if self._cap is not None:
+            self._cap.take_over(request.key, counted)
+            self.stats.committed_megapixels = self._cap.committed
         return InFlight(request, self._fixed, estimate, counted, self._spend)
-
-    def _settle(self, key: str) -> int:
-        """What _process needs of a replayed row: nothing for a row the journal has settled
-        (ok, or failed without --retry-failed), counted here and now, without a Request or a
-        coroutine (a resume of a million done rows is mostly this); its key for a row to
-        repair (ok with a damaged output); else the whole request."""
-        state = self._journal.state(key)
-        if state is None or not self._ours(state):
-            return FULL
-        if state.status == OK:
-            if key in self._damaged:
-                return KEY_ONLY
-            self.stats.skipped += 1
-        elif state.status == FAILED and not self._settings.retry_failed:
-            self._failed_before(state)
-        else:
-            return FULL
-        self._taken += 1
-        self._known += 1
-        self._unannounced += 1
-        if self._unannounced >= _ANNOUNCE_EVERY:  # progress moves, without an event a row
-            self._unannounced = 0
-            self._notify("skipped", self.stats)
-        return HANDLED
-
-    def _failed_before(self, state: KeyState) -> None:
-        """A row an earlier run failed, left as it is (no --retry-failed)."""
-        self.stats.failed_before += 1
-        self.stats.fetchable += fetchable(state.status, state.error_type, state.request_id)
-
-    def _ours(self, state: KeyState) -> bool:
-        """Whether a record was made by this run's backend and fal server."""
-        return state.made_by(self._settings.backend, self._server)
 
     async def _repair(self, key: str, record: Record) -> None:
         """An ok row whose file is gone: fetch it again, or mark the row failed (reported)."""
@@ -397,14 +375,11 @@ class Executor:
         """One submission (queue submit or sync run), retried per the policy."""
 
         async def attempt() -> T:
-            if self._stopping:
-                raise Stopped  # never start a submission after Ctrl-C
+            if self.stats.stop is not None:
+                raise Stopped  # never start a submission after a stop
             await self._gate.admit()
             try:
                 body = await self._attachments.body(flight.request)
-            except InputChanged as error:  # what was validated is what is sent, or nothing
-                self._halt(str(error))
-                raise Stopped from None
             except CallError as error:  # the upload of a large local input failed: this row
                 if error.connect is not None and not self._client.answered:
                     raise  # no server reached yet: counted as one that cannot connect
@@ -413,13 +388,12 @@ class Executor:
                 # Until one submission is accepted they go one at a time, and the
                 # `submitting` line is written only when this one really goes out.
                 async with self._probe if not self._proven else contextlib.nullcontext():
-                    self._check_inputs()
-                    self._begin_submission(flight)
+                    self._admit(flight)
                     try:
                         result = await send(body)
                     except AuthError as error:
-                        self._stopping = True  # a task waiting on the probe must not send
                         self._refused(flight, str(error.http_status or "auth"), error)
+                        self._stop(stop_for(error))  # a task waiting on the probe must not send
                         raise
                     self._proven = True
                     return result
@@ -437,28 +411,18 @@ class Executor:
             kind = failure_kind(error.http_status)
             raise Failed(error_info(kind, error.message, error.http_status)) from None
 
-    def _check_inputs(self) -> None:
-        """Before each submission: a stat per source file (and the globs once per run)."""
-        if self._stopping:
-            raise Stopped
-        if self._inputs is None:
-            return
-        changed = self._inputs.changed(globs=not self._inputs_listed)
-        self._inputs_listed = True
-        if changed:
-            self._halt(changed)
-            raise Stopped
-
-    def _begin_submission(self, flight: InFlight) -> None:
-        """The spending cap allows this submission (else Stopped: no new submissions), which
-        is then counted and journaled as going out."""
-        committed, budget = self.stats.committed_megapixels, self._budget
-        if budget is not None and committed is not None:
+    def _admit(self, flight: InFlight) -> None:
+        """Before a submission goes out, the policies: no stop yet, the inputs as validated,
+        the spending cap allows it (else the stop, and Stopped). The submission is then
+        counted and journaled as going out."""
+        stop = self.stats.stop or self._guard.before_submission()
+        if stop is None and self._cap is not None:
             again = flight.uncertain is not None
             more = flight.will_count(flight.duplicates + again) - flight.counted
-            if not budget.fits(committed + more):
-                self._halt(budget.stop_reason(committed, flight.estimate))
-                raise Stopped
+            stop = self._cap.before_submission(more, flight.estimate)
+        if stop is not None:
+            self._stop(stop)
+            raise Stopped
         flight.counted_duplicate = flight.uncertain
         if flight.uncertain is not None:
             flight.duplicates += 1
@@ -471,7 +435,7 @@ class Executor:
         self._open[flight.request.key] = flight
 
     def _refused(self, flight: InFlight, reason: str, error: Exception) -> None:
-        """Undo what _begin_submission counted: a refused submission charged nothing. The
+        """Undo what _admit counted: a refused submission charged nothing. The
         journal goes back to the row's state before it (`submitting` when an earlier ambiguous
         send may still have been accepted, else `refused`: sent as new on resume)."""
         if flight.counted_duplicate is not None:

@@ -11,26 +11,24 @@ images to hash); never prints or sends.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .endpoints import Endpoint
 from .engine import Engine, Repeats, any_repeat, bottom_k
-from .errors import GridError
-from .keys import hex_key
 from .localfiles import LocalFiles
 from .models import Request, Spec
+from .plan import Cost
 from .rowgrid import RowGrid
+from .shards import Shard
 from .sources import axis_source
 
 __all__ = [
-    "FULL",
-    "HANDLED",
-    "KEY_ONLY",
     "Collapsed",
     "GridRows",
     "LocalFiles",
     "Replay",
+    "ReplayRow",
     "axes",
     "expand",
 ]
@@ -95,65 +93,82 @@ def expand(
         yield engine.request(positions[s], keys[s])
 
 
-# What a run needs of a row it replays (Replay.rows): the whole request, its key alone, or
-# nothing (the run has dealt with the row already: a settled row is only counted).
-FULL, KEY_ONLY, HANDLED = 0, 1, 2
-
-
 class GridRows:
-    """Validation's requests in run order, each as its key and the position of its row (see
-    engine.Block), with the engine that builds a row's Request again."""
+    """Validation's requests in run order, each as its key, the position of its row (see
+    engine.Block) and its cost state, with the engine that builds a row's Request again."""
 
-    def __init__(self, engine: Engine, keys: array[int], positions: array[int] | None) -> None:
-        """`positions` None: request i is row i (positions increase, so the last one says)."""
+    def __init__(
+        self,
+        engine: Engine,
+        keys: array[int],
+        positions: array[int] | None,
+        costs: array[int] | None = None,
+    ) -> None:
+        """`positions` None: request i is row i (positions increase, so the last one says).
+        `costs`: each request's cost state (Engine.cost), when the run may need them."""
         assert positions is None or len(keys) == len(positions)
-        self.engine, self.keys, self.positions = engine, keys, positions
+        assert costs is None or len(keys) == len(costs)
+        self.engine, self.keys, self.positions, self.costs = engine, keys, positions, costs
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def request(self, i: int) -> Request:
-        """Request i, built again from its row: a GridError when the row no longer makes the
-        key that validation saw (a source or input changed since)."""
-        key = hex_key(self.keys[i])
-        request = self.engine.request(i if self.positions is None else self.positions[i])
-        if request.key != key:
-            raise GridError(f"request {key} is no longer in the grid", ())
-        return request
+        """Request i, built again from its row. Its key is what the row makes now: another
+        than keys[i] when a source or input changed since validation (the run's InputGuard
+        says which); a GridError when the row no longer builds at all."""
+        return self.engine.request(i if self.positions is None else self.positions[i])
+
+    def cost(self, i: int) -> Cost:
+        """Request i's Cost, as validation priced it."""
+        assert self.costs is not None, "validation keeps the cost states"
+        return self.engine.cost(self.costs[i])[0]
+
+
+class ReplayRow:
+    """One row of a Replay: its key at once, its Request built again when asked."""
+
+    __slots__ = ("_i", "_rows", "key")
+
+    def __init__(self, key: str, rows: GridRows, i: int) -> None:
+        self.key, self._rows, self._i = key, rows, i
+
+    def request(self) -> Request:
+        return self._rows.request(self._i)
 
 
 class Replay:
-    """The requests of a run, replayed from validation's rows (GridRows), so a resume builds
-    a Request only for a row it sends.
+    """The rows of a run, replayed from validation's rows (GridRows): each gives its key at
+    once and builds its Request again only when asked, so a resume builds one only for a row
+    it sends. `shard`: only that part's rows."""
 
-    rows(need) asks `need` what the run needs of each key: FULL yields the full Request (built
-    again from its row, and checked to make the key validation saw), KEY_ONLY a key-only
-    Request (no body, vars or origins), HANDLED nothing."""
-
-    def __init__(self, rows: GridRows, keep: Callable[[str], bool] | None = None) -> None:
-        self._rows = rows
-        self._keep = keep  # a shard's part: other keys are not this run's rows
+    def __init__(self, rows: GridRows, shard: Shard | None = None) -> None:
+        self._rows, self._shard = rows, shard
+        self._count: int | None = None
 
     def __len__(self) -> int:
-        return len(self._rows)
+        """This run's rows (a shard's part: counted by key once)."""
+        if self._count is None:
+            self._count = sum(1 for _ in self._indexes()) if self._shard else len(self._rows)
+        return self._count
 
-    def __iter__(self) -> Iterator[Request]:
-        return self.rows(lambda key: FULL)
-
-    def rows(self, need: Callable[[str], int]) -> Iterator[Request]:
-        keep, rows = self._keep, self._rows
+    def __iter__(self) -> Iterator[ReplayRow]:
+        rows = self._rows
         rows.engine.rewind()
-        for i, value in enumerate(rows.keys):
-            key = f"{value:016x}"  # hex_key, inline: a resume replays a million keys
-            if keep is not None and not keep(key):
-                continue
-            wanted = need(key)
-            if wanted == HANDLED:
-                continue
-            if wanted == KEY_ONLY:
-                yield Request(key, {}, {})
-                continue
-            yield rows.request(i)
+        for i in self._indexes():
+            yield ReplayRow(f"{rows.keys[i]:016x}", rows, i)  # hex_key, inline: a million
+
+    def costs(self) -> Iterator[tuple[str, Cost]]:
+        """Each row's key and Cost, in run order, without building a Request."""
+        rows = self._rows
+        for i in self._indexes():
+            yield f"{rows.keys[i]:016x}", rows.cost(i)
+
+    def _indexes(self) -> Iterator[int]:
+        keys, shard = self._rows.keys, self._shard
+        if shard is None:
+            return iter(range(len(keys)))
+        return (i for i, value in enumerate(keys) if shard.holds_number(value))
 
 
 def axes(spec: Spec) -> list[tuple[str, int]]:

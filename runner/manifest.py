@@ -310,29 +310,45 @@ def last_full_records(out_dir: Path, keys: Collection[bytes]) -> dict[bytes, dic
     return found
 
 
-def _read_checked(out_dir: Path) -> tuple[dict[bytes, KeyState], set[str]]:
+def _read_checked(
+    out_dir: Path, also: LineSeer | None = None
+) -> tuple[dict[bytes, KeyState], set[str]]:
     """read_state with every ok row's output files checked: (state, the ok rows whose last
-    line names a missing or resized file). A large journal's files are checked by a helper
-    process; if it dies, the journal is read again and checked here."""
+    line names a missing or resized file); `also` is shown each ok line too. A large
+    journal's files are checked by a helper process; if it dies, the journal is read again
+    and checked here (`also` sees the lines again: what it keeps per key is replaced)."""
     try:
         big = (out_dir / MANIFEST).stat().st_size >= HELPER_FROM
     except OSError:
         big = False
     if big:
         try:
-            return _read_checked_by(OutputCheck(out_dir, helper=True), out_dir)
+            return _read_checked_by(OutputCheck(out_dir, helper=True), out_dir, also)
         except HelperFailed:
             pass
-    return _read_checked_by(OutputCheck(out_dir), out_dir)
+    return _read_checked_by(OutputCheck(out_dir), out_dir, also)
 
 
-def _read_checked_by(check: OutputCheck, out_dir: Path) -> tuple[dict[bytes, KeyState], set[str]]:
+def _read_checked_by(
+    check: OutputCheck, out_dir: Path, also: LineSeer | None
+) -> tuple[dict[bytes, KeyState], set[str]]:
     try:
-        state = read_state(out_dir, check)
+        state = read_state(out_dir, check if also is None else _Both(check, also))
         found = check.damaged()
     finally:
         check.close()
     return state, {key.decode() for key in found if key in state and state[key][0] == OK}
+
+
+class _Both:
+    """Two LineSeers shown each line in turn."""
+
+    def __init__(self, first: LineSeer, second: LineSeer) -> None:
+        self._first, self._second = first, second
+
+    def see(self, key: bytes, raw: bytes) -> None:
+        self._first.see(key, raw)
+        self._second.see(key, raw)
 
 
 def _ok_state(fields: bytes) -> KeyState | None:
@@ -364,15 +380,19 @@ class Journal:
     lines it appends are not kept in memory (a million-request run stays small).
     """
 
-    def __init__(self, out_dir: Path, check_outputs: bool = False) -> None:
+    def __init__(
+        self, out_dir: Path, check_outputs: bool = False, also: LineSeer | None = None
+    ) -> None:
+        """`also` is shown every ok line of the journal's one read (what a run's spending
+        cap counts), beside the output check."""
         self.out_dir = out_dir
         self.path = out_dir / MANIFEST
         # With check_outputs, the ok rows whose output files are missing or resized.
         self.damaged: set[str] = set()
         if check_outputs:
-            self._state, self.damaged = _read_checked(out_dir)
+            self._state, self.damaged = _read_checked(out_dir, also)
         else:
-            self._state = read_state(out_dir)
+            self._state = read_state(out_dir, also)
         self._made = not self.path.exists()  # so a journal left empty is not left behind
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,6 +408,11 @@ class Journal:
     def rows(self) -> int:
         """How many keys the journal held when it was opened."""
         return len(self._state)
+
+    @property
+    def states(self) -> Mapping[bytes, KeyState]:
+        """Each key's resume state as the journal was opened (keys as bytes)."""
+        return self._state
 
     def state(self, key: str) -> KeyState | None:
         return self._state.get(key.encode())

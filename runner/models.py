@@ -1,7 +1,7 @@
 """Small frozen value types handed from one pipeline stage to the next.
 
-spec.py builds a Spec; grid.py turns it into Requests; the executor turns each Request into
-manifest records (see manifest.py for the journal's line format).
+spec.py builds a Spec; grid.py turns it into Requests (a run's RunRows); the executor turns each
+RunRow it sends into manifest records (see manifest.py for the journal's line format).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from .errors import SpecPath
 
@@ -89,3 +89,27 @@ class Request:
     # field or variable name -> the YAML path its value came from (for error locations)
     origins: Mapping[str, SpecPath] = field(default_factory=dict, repr=False)
     inline: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+class RunRow(Protocol):
+    """A row of a run as the executor takes it: its key at once, its Request only when asked
+    (a resume builds none for the rows its journal has settled)."""
+
+    @property
+    def key(self) -> str: ...
+
+    def request(self) -> Request: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GivenRow:
+    """A Request already built, as a RunRow (a script's own list of requests)."""
+
+    given: Request
+
+    @property
+    def key(self) -> str:
+        return self.given.key
+
+    def request(self) -> Request:
+        return self.given

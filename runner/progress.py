@@ -1,6 +1,6 @@
 """What `runner run` shows (CLI side): a tqdm bar on stderr with ok/failed/retrying counts and
 the estimated spend of a fal run, fed by the executor's events and silent when stderr is not a
-terminal, and the summary line."""
+terminal; the summary line, and the lines that say why a run stopped early."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .spending import usd_text
+from .stops import StopKind
 from .tracking import RunStats
 from .words import counted
 
@@ -109,6 +110,30 @@ def in_flight_note(stats: RunStats) -> str:
             f"run sends {'it' if one else 'them'} again, counted as possibly charged twice)"
         )
     return f"of {counted(n, 'request')} in flight, {', '.join(said[:-1])} and {said[-1]}"
+
+
+def stop_lines(stats: RunStats) -> list[str]:
+    """Why the run stopped early (stats.stop) and how to go on, and what became of the
+    requests in flight: the lines `runner run` prints before it exits 3."""
+    stop = stats.stop
+    if stop is None:
+        return []
+    if stop.kind is StopKind.INTERRUPTED:
+        return [
+            f"runner: interrupted; {in_flight_note(stats)}. Run the same command again to resume."
+        ]
+    if stop.kind is StopKind.REFUSED_KEY:
+        said = f"runner: stopped: {stop.reason}. Fix the key and run the same command again."
+    elif stop.kind is StopKind.UNREACHABLE:
+        said = f"runner: stopped: {stop.reason}"  # it says how to go on (a HINT)
+    else:
+        said = (
+            f"runner: stopped: {stop.reason}; no more submissions (what was sent is journaled). "
+            "Once that is dealt with, run again to go on."
+        )
+    if stats.unfinished or stats.unanswered:
+        return [said, f"runner: {in_flight_note(stats)}"]
+    return [said]
 
 
 def _up_to(stats: RunStats, words: str) -> str:

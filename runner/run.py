@@ -1,121 +1,110 @@
-"""One `runner run`: locks the output folder, picks the backend (fal.ai from the environment, or
-the embedded emulator started on a loopback port), opens the journal and one HTTP session, and
-drives the executor over the lazily expanded requests. Both backends go through the same fal
-client code. A folder holding another backend's results is refused (a row is done only for the
-backend that made it)."""
+"""One run, as `runner run` does it and as a script calls it: `run(job, options)` checks the
+spec (or takes a Checked), selects a shard's rows, checks the fal key and URLs (before any
+folder is made), locks the output folder, reads its journal once (refusing another backend's
+folder; the spending cap: what the folder has committed, and the refusal of a run whose rows
+still to send would pass it; the outputs to fetch again), drives the executor over
+validation's rows, and writes runs.jsonl's start and end lines and stats.json.
+`run_requests(settings, requests)` runs a script's own Requests through the same steps (all
+but the shard and the cap's check ahead, which need validation's rows)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from .endpoints import get_endpoint
+from .backends import backend_server, fal_server
+from .decision import decide
+from .endpoints import Endpoint, get_endpoint
 from .errors import UsageError
 from .executor import Executor
-from .falapi import FalClient, ServerConfig
+from .falapi import FalClient
 from .folderlock import locked
+from .grid import Replay
 from .http import origin
-from .manifest import Journal, Record, RunLine, append_run, utc_now
-from .models import Request
+from .manifest import MANIFEST, Journal, KeyState, Record, RunLine, append_run, utc_now
+from .models import GivenRow, Request, RunRow
+from .plan import Pricing, Tally
 from .repair import find_damaged
-from .settings import RunSettings
+from .settings import RunOptions, RunSettings, with_overrides
+from .shards import Shard
+from .spending import Billed, Budget, Paid, check_priced, paid_from
+from .spendingcap import SpendingCap
 from .statsfile import keep_writing, stats_document, write_stats
+from .stops import Stop
 from .tracking import RunStats
-from .urls import base_url_problem, is_loopback
+from .urls import is_loopback
+from .validate import Checked, check
 from .version import __version__
 
-DEFAULT_QUEUE_URL = "https://queue.fal.run"
-DEFAULT_RUN_URL = "https://fal.run"
-DEFAULT_REST_URL = "https://rest.fal.ai"
+OnEvent = Callable[[str, RunStats], None]
 
 
-def fal_key(env: Mapping[str, str]) -> str:
-    """FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET (as the official clients read them)."""
-    key = env.get("FAL_KEY", "").strip()
-    name = "FAL_KEY"
-    if not key:
-        key_id, secret = env.get("FAL_KEY_ID", "").strip(), env.get("FAL_KEY_SECRET", "").strip()
-        key, name = (f"{key_id}:{secret}" if key_id and secret else ""), "FAL_KEY_ID/SECRET"
-    if not key:
-        raise UsageError(
-            "backend 'fal' needs an API key: set FAL_KEY (or FAL_KEY_ID and "
-            "FAL_KEY_SECRET), or run offline with --backend local"
-        )
-    if not (key.isascii() and key.isprintable()):  # an HTTP header cannot carry it
-        raise UsageError(
-            f"{name} holds a control character or a non-ASCII letter, which no key has "
-            "(a paste gone wrong?). HINT: copy the key again from fal.ai's dashboard"
-        )
-    return key
+@dataclass(frozen=True)
+class RunResult:
+    """What a run did: its stats (RunStats.stop says why it stopped early, if it did), its
+    folder, and what it was a part of."""
+
+    stats: RunStats
+    out: Path
+    requests: int  # validation's request count: the whole job, every shard
+    shard: Shard | None = None
+    ran: bool = True  # False: the shard selects none of the requests (nothing was started)
+
+    @property
+    def rows(self) -> int:
+        """This run's rows: the requests, or the shard's part of them."""
+        return self.stats.rows or 0
+
+    @property
+    def stop(self) -> Stop | None:
+        return self.stats.stop
+
+    @property
+    def over_cap(self) -> bool:
+        """The folder's commitments end past its spending cap: outputs came back larger than
+        their estimate (the cap holds at each submission by estimates)."""
+        stats = self.stats
+        cap, price, committed = stats.max_usd, stats.usd_per_megapixel, stats.committed_megapixels
+        if cap is None or price is None or committed is None:
+            return False
+        return not Budget(cap, price).fits(committed)
 
 
-def server_url(env: Mapping[str, str], name: str, default: str) -> str:
-    """A base URL from the environment (`default` when the variable is unset): https, or plain
-    http on a loopback host only (urls.base_url_problem has the rules). An empty variable
-    is a mistake, not the default. The UsageError names the variable and never repeats the
-    URL's password or query."""
-    if name not in env:
-        return default
-    url = env[name].strip()
-    if not url:
-        raise UsageError(
-            f"{name} is set but empty. HINT: unset it to use {default}, or give the server's URL"
-        )
-    problem = base_url_problem(url)
-    if problem is not None:
-        raise UsageError(f"{name}={_shown_url(url)} {problem}")
-    return url.rstrip("/")
-
-
-def _shown_url(url: str) -> str:
-    """A URL as an error repeats it: scheme, host, port and path only (no user name, password,
-    query or fragment, where a secret may sit)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(not a URL)"
-    if "://" not in url:  # no scheme: anything may be a password (`user:secret@host`)
-        return repr(url[:200]) if not any(c in url for c in "@?#") else "(not shown)"
-    host = parts.netloc.rpartition("@")[2]
-    return repr(f"{parts.scheme}://{host}{parts.path}"[:200])
-
-
-def fal_server(env: Mapping[str, str]) -> ServerConfig:
-    """fal.ai (or the FAL_*_URL servers) and the key, from the environment; UsageError when
-    the key is missing or a URL is not allowed."""
-    return ServerConfig(
-        queue_url=server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL),
-        run_url=server_url(env, "FAL_RUN_URL", DEFAULT_RUN_URL),
-        rest_url=server_url(env, "FAL_REST_URL", DEFAULT_REST_URL),
-        key=fal_key(env),
-    )
-
-
-@contextlib.asynccontextmanager
-async def backend_server(
-    backend: str, env: Mapping[str, str], allow_remote_fetch: bool = False
-) -> AsyncIterator[ServerConfig]:
-    """The server to talk to: fal.ai (or FAL_*_URL), or a fresh embedded emulator that
-    requires a one-time key, so the local run authenticates exactly like a fal run. The
-    emulator fetches http(s) inputs only with `allow_remote_fetch` (offline by default)."""
-    if backend == "fal":
-        yield fal_server(env)
-        return
-    from .emulator import Emulator, EmulatorSettings
-
-    token = secrets.token_urlsafe(24)
-    emulated = EmulatorSettings(keys=frozenset({token}), allow_remote_fetch=allow_remote_fetch)
-    async with Emulator(emulated) as emulator:
-        yield ServerConfig(emulator.queue_url, emulator.run_url, emulator.queue_url, token)
+async def run(
+    job: Checked | str | Path,
+    options: RunOptions | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    stop: asyncio.Event | None = None,
+    on_event: OnEvent | None = None,
+) -> RunResult:
+    """Run (or resume) a spec into its output folder, as `runner run` does. `job`: a spec's
+    path (checked here: SpecErrors) or check()'s Checked; `options`: what `runner run`'s flags
+    say (None fields: the spec's). `env`: where FAL_KEY and FAL_*_URL are read (os.environ);
+    setting `stop` ends new submissions while the requests in flight finish (the first
+    Ctrl-C); `on_event(event, stats)` is told "starting" (the rows are chosen, nothing is
+    touched yet), "started", then each row's "ok", "failed", "skipped" (batched) and
+    "retrying", with the live RunStats. Raises UsageError (nothing sent) and ManifestError;
+    any other stop is in the result."""
+    options = options or RunOptions()
+    checked = job if isinstance(job, Checked) else check(job, out=options.out)
+    assert checked.rows is not None  # a valid spec's requests
+    rows = Replay(checked.rows, options.shard)
+    settings = _run_settings(checked, options, len(rows))
+    if options.shard is not None and len(rows) == 0:  # nothing to send: no backend, no folder
+        return RunResult(RunStats(rows=0), settings.out, checked.count, options.shard, ran=False)
+    stats = await _run(settings, rows, env, stop, on_event, ahead=rows)
+    return RunResult(stats, settings.out, checked.count, options.shard)
 
 
 async def run_requests(
@@ -124,27 +113,120 @@ async def run_requests(
     *,
     env: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
-    on_event: Callable[[str, RunStats], None] | None = None,
+    on_event: OnEvent | None = None,
 ) -> RunStats:
-    """Run (or resume) every request into settings.out; returns the stats. Setting `stop`
-    ends new submissions while the requests in flight go on (a graceful stop)."""
+    """Run (or resume) a script's own requests into settings.out, through the steps `run`
+    takes; returns the stats (RunStats.stop: why it stopped early). The spending cap
+    (settings.max_usd) holds at each submission; the check ahead of the run needs
+    validation's rows, so only `run` makes it."""
+    return await _run(settings, (GivenRow(r) for r in requests), env, stop, on_event)
+
+
+def _run_settings(checked: Checked, options: RunOptions, rows: int) -> RunSettings:
+    """The run's configuration: the spec's, with the options over it; `rows`: how many it
+    makes (validation's count, or a shard's part), all it may take."""
+    spec = checked.spec
+    backend = options.backend_for(spec)
+    cap = options.max_usd if options.max_usd is not None else spec.max_usd
+    return RunSettings(
+        endpoint=spec.endpoint,
+        backend=backend,
+        out=spec.output if options.out is None else Path(options.out).resolve(),
+        execution=with_overrides(spec.execution, options.concurrency, options.mode),
+        spec_path=str(spec.path),
+        spec_sha256=spec.sha256,
+        name=spec.name,
+        retry_failed=options.retry_failed,
+        resubmit_ambiguous=options.resubmit_ambiguous,
+        count=rows,
+        inputs=checked.inputs,
+        shard=None if options.shard is None else str(options.shard),
+        report=spec.report or None,
+        allow_remote_fetch=options.allow_remote_fetch,
+        max_usd=cap if backend == "fal" else None,  # a local run is free
+    )
+
+
+async def _run(
+    settings: RunSettings,
+    rows: Iterable[RunRow],
+    env: Mapping[str, str] | None,
+    stop: asyncio.Event | None,
+    on_event: OnEvent | None,
+    ahead: Replay | None = None,
+) -> RunStats:
+    """Everything around the loop; `ahead`: validation's rows, to check the cap against
+    before anything is sent."""
+    if on_event is not None:
+        on_event("starting", RunStats(rows=settings.count))
     env = os.environ if env is None else env
     # A missing key or a bad URL is refused before the output folder is made or touched.
     server_id = origin(fal_server(env).queue_url) if settings.backend == "fal" else None
+    capped = _capped(settings)
+    fresh = not (settings.out / MANIFEST).exists()
+    if capped is not None and ahead is not None and fresh:
+        # a folder with no journal has committed nothing: refused before it is made
+        _check_ahead(SpendingCap(capped.budget, Paid()), capped.endpoint, ahead, {}, settings)
     with locked(settings.out):
-        journal = Journal(settings.out, check_outputs=True)
+        billed = Billed()  # the ok rows' billed megapixels, seen in the journal's one read
+        journal = Journal(settings.out, check_outputs=True, also=billed if capped else None)
         ran = False
         try:
             _refuse_other_backends(settings, journal, server_id)
+            cap = None
+            if capped is not None:
+                states, pricing = journal.states, Pricing(capped.endpoint)
+                backend = settings.backend
+                paid = paid_from(settings.out, states, billed, pricing, backend, server_id)
+                cap = SpendingCap(capped.budget, paid)
+                if ahead is not None and (states or not fresh):
+                    _check_ahead(cap, capped.endpoint, ahead, states, settings, server_id)
             damaged = find_damaged(settings.out, journal.damaged)
             stats = await _run_locked(
-                settings, requests, journal, damaged, server_id, env, stop, on_event
+                settings, rows, journal, damaged, server_id, env, stop, on_event, cap
             )
             stats.flagged_before = journal.flagged()  # the resume repeats them (kill -9...)
             ran = True
             return stats
         finally:
             journal.close(keep_empty=ran)  # a run refused or broken off before its first line
+
+
+class _Capped(NamedTuple):
+    budget: Budget
+    endpoint: Endpoint  # whose pricing estimates the rows
+
+
+def _capped(settings: RunSettings) -> _Capped | None:
+    """The spending cap, when one applies: a fal run with limits.max_usd or --max-usd
+    (UsageError: the endpoint states no price, so the cap cannot be checked)."""
+    endpoint = get_endpoint(settings.endpoint)
+    if settings.max_usd is None or settings.backend != "fal" or endpoint is None:
+        return None
+    price = check_priced(endpoint.usd_per_megapixel, settings.max_usd)
+    return _Capped(Budget(settings.max_usd, price), endpoint)
+
+
+def _check_ahead(
+    cap: SpendingCap,
+    endpoint: Endpoint,
+    rows: Replay,
+    states: Mapping[bytes, KeyState],
+    settings: RunSettings,
+    server: str | None = None,
+) -> None:
+    """Before anything is sent: UsageError when what the folder has committed and the
+    estimate of the rows this run will send (decision.decide, the executor's rule) pass the
+    cap. The rows are priced as validation priced them."""
+    tally = Tally(endpoint, preview=0)
+    backend, retry = settings.backend, settings.retry_failed
+    for key, cost in rows.costs():
+        state = states.get(key.encode())
+        ours = state is not None and state.made_by(backend, server)
+        if decide(state, ours=ours, damaged=False, retry_failed=retry).sends:
+            tally.count(key, cost)
+    to_send = tally.plan(())
+    cap.check_start(to_send, to_send.unsized_inputs)
 
 
 def _refuse_other_backends(settings: RunSettings, journal: Journal, server: str | None) -> None:
@@ -181,13 +263,14 @@ def _label(backend: str, server: str | None) -> str:
 
 async def _run_locked(
     settings: RunSettings,
-    requests: Iterable[Request],
+    rows: Iterable[RunRow],
     journal: Journal,
     damaged: Mapping[str, Record],
     server_id: str | None,
     env: Mapping[str, str],
     stop: asyncio.Event | None,
-    on_event: Callable[[str, RunStats], None] | None,
+    on_event: OnEvent | None,
+    cap: SpendingCap | None,
 ) -> RunStats:
     started = time.monotonic()
     run_id = utc_now().replace(":", "").replace("-", "")[:15] + "-" + secrets.token_hex(3)
@@ -225,6 +308,7 @@ async def _run_locked(
                     price=_price(settings),
                     damaged=damaged,
                     stop=stop,
+                    cap=cap,
                 )
                 client, stats_now = executor.client, executor.stats
                 writer = asyncio.create_task(
@@ -236,7 +320,7 @@ async def _run_locked(
                     )
                 )
                 try:
-                    return await executor.run(requests)
+                    return await executor.run(rows)
                 finally:
                     writer.cancel()
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from .errors import UsageError
 from .models import Request
 
 
@@ -15,12 +16,22 @@ class Shard:
     index: int  # 1-based
     count: int
 
+    def __post_init__(self) -> None:
+        if not (type(self.index) is int and type(self.count) is int):
+            raise UsageError(f"a shard is I/N, two integers, not {self.index!r}/{self.count!r}")
+        if not 1 <= self.index <= self.count:
+            raise UsageError(f"a shard is I/N with 1 <= I <= N (e.g. 2/3), not {self}")
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
     def holds(self, key: str) -> bool:
+        return self.holds_number(int(key, 16))
+
+    def holds_number(self, key: int) -> bool:
+        """holds() for a key as its number (validation keeps keys so)."""
         # keys are hex digests of the request: uniform, so the parts come out even
-        return int(key, 16) % self.count == self.index - 1
+        return key % self.count == self.index - 1
 
     def select(self, requests: Iterable[Request]) -> Iterator[Request]:
         return (r for r in requests if self.holds(r.key))
@@ -30,9 +41,8 @@ def parse_shard(text: str) -> Shard:
     """ "I/N" with 1 <= I <= N; ValueError with the rule otherwise."""
     index, sep, count = text.partition("/")
     try:
-        shard = Shard(int(index), int(count))
-    except ValueError:
-        shard = None
-    if not sep or shard is None or not 1 <= shard.index <= shard.count:
-        raise ValueError(f"--shard takes I/N with 1 <= I <= N (e.g. 2/3), not {text!r}")
-    return shard
+        if sep:
+            return Shard(int(index), int(count))
+    except (ValueError, UsageError):  # not a number; out of range
+        pass
+    raise ValueError(f"--shard takes I/N with 1 <= I <= N (e.g. 2/3), not {text!r}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,15 +85,16 @@ class InputSnapshot:
                     return f"the files matching {pattern!r} changed during the run{which}"
         return None
 
-    def edited(self) -> str | None:
-        """The first file a {files} glob matches that was written after validation began, in
-        words, or None: where to look once the grid no longer makes what was validated (an
-        image's new bytes make a new request). A stat per match: only for that case."""
-        for (base, _), matches in self._globs.items():
-            for name in matches:
-                now = _stat(base / name)
-                if now is not None and now[1] > self._taken_ns:
-                    return f"{_shown(base / name)} changed during the run"
+    def edited(self, also: Iterable[Path] = ()) -> str | None:
+        """The first file written after validation began, in words, or None: of `also` (the
+        local files a row read, such as a fixed image in `defaults`), then of what the {files}
+        globs match. Where to look once the grid no longer makes what was validated (an
+        image's new bytes make a new request). A stat per file: only for that case."""
+        matched = (base / name for (base, _), names in self._globs.items() for name in names)
+        for path in itertools.chain(also, matched):
+            now = _stat(path)
+            if now is not None and now[1] > self._taken_ns:
+                return f"{_shown(path)} changed during the run"
         return None
 
 

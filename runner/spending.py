@@ -3,12 +3,12 @@ width x height in megapixels, rounded up to a whole megapixel, where fal's megap
 1024 x 1024 pixels (a 1024x1024 or 1024x768 output is 1 MP, 1280x1024 is 2 MP).
 
 The spending cap is the budget of one output folder across all its runs, and one rule says
-what counts against it (`row_megapixels`, a row at a time; `read_paid`, a folder's journal;
-`Budget.fits`, the comparison): an ok row's outputs as billed, once more for each time it may
-have been charged twice; a row sent and not answered (`submitting`, `submitted`, or failed in
-a way that may have been charged) at its estimate; plus, before a run, the estimate of every
-row it may still send. The check before a run and the check before each submission both
-apply it."""
+what counts against it (`row_megapixels`, a row at a time; `paid_from`, a folder's journal as
+its one read gives it, `read_paid` reading it; `Budget.fits`, the comparison): an ok row's
+outputs as billed, once more for each time it may have been charged twice; a row sent and not
+answered (`submitting`, `submitted`, or failed in a way that may have been charged) at its
+estimate; plus, before a run, the estimate of every row it may still send. The check before a
+run and the check before each submission both apply it (spendingcap.SpendingCap)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import UsageError
 from .manifest import (
     FAILED,
-    MANIFEST,
     OK,
     SUBMITTED,
     SUBMITTING,
@@ -108,67 +107,38 @@ def row_megapixels(
 @dataclass(frozen=True)
 class Paid:
     """What an output folder's journal says this backend was paid, or may have been paid,
-    for (in billed megapixels), and each row's resume state."""
+    for (in billed megapixels)."""
 
     received: int = 0  # the ok rows' outputs, once each
     uncertain: int = 0  # the rest: sent and unanswered, failed after a possible charge, duplicates
     submissions: int = 0  # how many submissions `uncertain` counts
     # what each row that is not ok counts: a run that takes the row over counts it anew
     rows: Mapping[bytes, int] = field(default_factory=dict)
-    states: Mapping[bytes, KeyState] = field(default_factory=dict)
-    backend: str = "fal"
-    server: str | None = None
 
     @property
     def megapixels(self) -> int:
         return self.received + self.uncertain
 
-    def still_to_send(self, key: bytes, retry_failed: bool) -> bool:
-        """Whether a run may submit this row: new (or another backend's), refused, possibly
-        sent (`submitting`: sent again), or failed with --retry-failed. An ok or accepted
-        row is not sent (an accepted one, or a failed one the server took, is fetched by its
-        request id)."""
-        state = self.states.get(key)
-        if state is None or not state.made_by(self.backend, self.server):
-            return True
-        if state.status == FAILED:
-            return retry_failed and not fetchable(state.status, state.error_type, state.request_id)
-        return state.status not in (OK, SUBMITTED)
+
+def read_paid(out_dir: Path, pricing: Pricer, backend: str, server: str | None) -> Paid:
+    """The folder's Paid for `backend` at `server`, from one read of its journal (a run
+    counts it from the read that opens its journal: paid_from)."""
+    billed = Billed()
+    return paid_from(out_dir, read_state(out_dir, billed), billed, pricing, backend, server)
 
 
-# The last folder read_paid read, without its rows' states, by the journal's identity, size
-# and time: a run reads again the folder its command has just checked, and a journal only
-# grows (a line added since, or a torn tail cut, shows in its size).
-_LAST: dict[tuple[Any, ...], Paid] = {}
-
-
-def read_paid(
-    out_dir: Path, pricing: Pricer, backend: str, server: str | None, states: bool = True
+def paid_from(
+    out_dir: Path,
+    states: Mapping[bytes, KeyState],
+    billed: Billed,
+    pricing: Pricer,
+    backend: str,
+    server: str | None,
 ) -> Paid:
-    """The folder's Paid for `backend` at `server` (other backends' rows count nothing: a
-    run refuses such a folder). A row that needs an estimate is priced from its own journal
-    record: what was sent, its local input files measured as `runner plan` measures them.
-    `states=False`: Paid.states left empty, and the last read reused if the journal has not
-    changed since."""
-    try:
-        seen = (out_dir / MANIFEST).stat()
-        journal: tuple[Any, ...] = (seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns)
-    except OSError:
-        journal = ()
-    mine = (backend, server, frozenset(pricing.file_fields), *journal)
-    if not states and journal and mine in _LAST:
-        return _LAST[mine]
-    paid = _read_paid(out_dir, pricing, backend, server)
-    stateless = replace(paid, states={})
-    _LAST.clear()
-    if journal:
-        _LAST[mine] = stateless
-    return paid if states else stateless
-
-
-def _read_paid(out_dir: Path, pricing: Pricer, backend: str, server: str | None) -> Paid:
-    billed = _Billed()
-    states = read_state(out_dir, billed)
+    """The folder's Paid for `backend` at `server` from its journal's resume state and the
+    Billed shown its ok lines in the same read (other backends' rows count nothing: a run
+    refuses such a folder). A row that needs an estimate is priced from its own journal
+    record: what was sent, its local input files measured as `runner plan` measures them."""
     received = uncertain = submissions = 0
     unpriced: dict[bytes, KeyState] = {}
     for key, state in states.items():
@@ -193,7 +163,7 @@ def _read_paid(out_dir: Path, pricing: Pricer, backend: str, server: str | None)
         )
         uncertain += rows[key]
         submissions += dups + may_be_charged(state.status, kind, state.attempts)
-    return Paid(received, uncertain, submissions, rows, states, backend, server)
+    return Paid(received, uncertain, submissions, rows)
 
 
 def _estimate(pricing: Pricer, record: Mapping[str, Any] | None, out_dir: Path) -> int:
@@ -217,7 +187,7 @@ _OUTPUTS = b'"outputs":['
 _SIZE = re.compile(rb'"width":(\d+),"height":(\d+)')
 
 
-class _Billed:
+class Billed:
     """Shown each ok journal line (read_state's LineSeer): the billed megapixels of the last
     ok line of each key. Found with bytes.find, not a JSON parse (a million-row journal has a
     million such lines; most have one output, of a size many lines share); a line spelt

@@ -1,5 +1,6 @@
-"""What the executor keeps track of: the run's counters (RunStats) and each request in flight
-(InFlight: its progress through submit → wait → result and the manifest records it writes)."""
+"""What the executor keeps track of: the run's counters and why it stopped early (RunStats),
+and each request in flight (InFlight: its progress through submit → wait → result and the
+manifest records it writes)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .falapi import Handle
 from .manifest import OK, RESUME_FIELDS, SUBMITTING, ErrorInfo, Record
 from .models import Request
 from .spending import billed_megapixels, row_megapixels
+from .stops import Stop, StopKind
 
 
 @dataclass
@@ -32,13 +34,13 @@ class RunStats:
     repaired: int = 0  # ok rows whose missing or damaged output was fetched again
     lost: int = 0  # ok rows whose output is gone and could not be fetched (now failed)
     in_flight: int = 0
-    interrupted: bool = False
+    # why the run stopped before its last row (the first stop wins), else None
+    stop: Stop | None = None
     in_flight_at_stop: int = 0  # requests submitted and unfinished when the stop came
     unfinished: int = 0  # of those, still journaled as submitted at the end (resumable)
     # ... and those whose last submission got no answer (journaled as submitting): the next
     # run sends them again, counted as possibly charged twice
     unanswered: int = 0
-    stop_reason: str | None = None  # why the run stopped sending (an input changed)
     errors: dict[str, int] = field(default_factory=dict)  # failed rows by error type
     megapixels: int = 0  # billed output megapixels received in this run
     # what the rows this run worked on may have cost at most (spending.row_megapixels): their
@@ -52,6 +54,19 @@ class RunStats:
     # another shard); known only when the run went through all its rows
     elsewhere: int | None = None
     usd_per_megapixel: float | None = None
+    # the rows this run makes (validation's count, a shard's part); None: not known ahead
+    rows: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by its stop event (the first Ctrl-C or SIGTERM), as stats.json says."""
+        return self.stop is not None and self.stop.kind is StopKind.INTERRUPTED
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why a run stopped that was not interrupted (a cap, a changed input, a refused key,
+        an unreachable server), as runs.jsonl and stats.json say; else None."""
+        return None if self.stop is None or self.interrupted else self.stop.reason
 
     @property
     def usd(self) -> float | None:
@@ -79,10 +94,6 @@ class RunStats:
     def submissions(self) -> int:
         """Every submission call made, refused ones included."""
         return self.submitted + sum(self.refused.values())
-
-
-class Stopped(Exception):
-    """Internal: a stop was asked before this request's next submission; it stays as is."""
 
 
 class Failed(Exception):

@@ -19,7 +19,7 @@ from .endpoints import Endpoint, get_endpoint
 from .engine import Engine, Repeats, any_repeat, bottom_k
 from .errors import GridError, GridErrors, SpecError, SpecErrors, SpecPath
 from .grid import Collapsed, GridRows
-from .keys import canonical, hex_key
+from .keys import canonical
 from .localimages import inspect as inspect_image
 from .models import Location, Request, Spec
 from .plan import Cost
@@ -70,14 +70,13 @@ def check(
     path: str | Path,
     *,
     out: Path | None = None,
-    each: Callable[[str, Cost], None] | None = None,
     collapsed: Collapsed | None = None,
     preview: int = 0,
 ) -> Checked:
     """The whole `runner validate` pipeline for one spec; raises SpecErrors on any problem.
-    `each` is told every request's key and cost, in run order, during the one pass over the
-    grid; `collapsed` counts the rows that repeat a request; Checked.first holds the first
-    `preview` requests.
+    `collapsed` counts the rows that repeat a request; Checked.first holds the first
+    `preview` requests; Checked.rows gives a run every request's key and cost again without
+    a second pass over the grid.
 
     Every independent problem is found in one pass: schema errors do not stop the checks of
     what they leave intact (the defaults' values, template names, the other axes); only checks
@@ -108,7 +107,7 @@ def check(
             found.add(exc.path, exc.message)
     walked = _Walked()
     if grid is not None and loaded.expand_ok:
-        walked = _expand(spec, endpoint, grid, inputs, found, each, collapsed, preview)
+        walked = _expand(spec, endpoint, grid, inputs, found, collapsed, preview)
     if found.errors:
         raise found.as_error()
     warnings = tuple(found.warning(where, message) for where, message in walked.warnings)
@@ -145,13 +144,11 @@ def _expand(
     grid: RowGrid,
     inputs: _InputChecker,
     found: _Found,
-    each: Callable[[str, Cost], None] | None = None,
     collapsed: Collapsed | None = None,
     preview: int = 0,
 ) -> _Walked:
     """Expand the grid (one scan, engine.py), collapse and sample it, then walk its requests
-    in run order: count them, hand each one's key and cost to `each` (so a plan or a run
-    needs no second pass), keep the first `preview`, and check each request that a cell
+    in run order: count them, keep the first `preview`, and check each request that a cell
     flagged (a value the input schema refuses, an input that is no image, a variable that
     cannot render) as the contract's pipeline meets it."""
     not_an_image = functools.partial(_not_an_image, base=spec.base_dir)
@@ -182,7 +179,7 @@ def _expand(
             _stopped(engine, scanned.stop, found)
             return _Walked()
         order = bottom_k(scanned.keys, order, spec.sample.n, spec.sample.seed)
-    walked = _walk(engine, scanned, order, inputs, found, each, preview, spec, cap, not_an_image)
+    walked = _walk(engine, scanned, order, inputs, found, preview, spec, cap, not_an_image)
     if walked.n > spec.max_requests:
         where: SpecPath = ("limits", "max_requests") if _has(spec, ("limits",)) else ("matrix",)
         limit = f"more than limits.max_requests ({spec.max_requests})"
@@ -196,11 +193,11 @@ def _expand(
             positions = array("Q", (scanned.positions[s] for s in order))
         elif positions and positions[-1] == len(positions) - 1:
             positions = None  # row i is position i (nothing excluded): 8 bytes a row spared
-        walked.rows = GridRows(engine, keys, positions)
-        walked.warnings = grid.warnings() + engine.warnings()
         states = scanned.states
         if not isinstance(order, range):
             states = array("L", (states[s] for s in order))
+        walked.rows = GridRows(engine, keys, positions, states)
+        walked.warnings = grid.warnings() + engine.warnings()
         walked.costs = _costs(engine, states)
     return walked
 
@@ -226,15 +223,14 @@ def _walk(
     order: range | list[int],
     inputs: _InputChecker,
     found: _Found,
-    each: Callable[[str, Cost], None] | None,
     preview: int,
     spec: Spec,
     cap: int,
     not_an_image: Callable[[Path], str | None],
 ) -> _Walked:
     """The requests in run order, as validation's loop meets them (see _expand): rows the
-    scan flagged, and the first `preview`, one by one; the stretches between them counted and
-    handed to `each` in a tight loop (they hold nothing to report)."""
+    scan flagged, and the first `preview`, one by one; the stretches between them counted in a
+    tight loop (they hold nothing to report)."""
     keys, positions, states = scanned.keys, scanned.positions, scanned.states
     costs = {state: engine.cost(state) for state in set(states)}
     far = {state for state, (_, remote) in costs.items() if remote}
@@ -256,9 +252,7 @@ def _walk(
                     found.add(exc.path, exc.message)
                     return _Walked(n, remote, tuple(kept))
             n += 1
-            cost, distant = costs[states[s]]
-            if each is not None:
-                each(hex_key(keys[s]), cost)
+            distant = costs[states[s]][1]
             if len(kept) < preview:
                 kept.append(request or engine.request(positions[s], keys[s]))
             remote += distant
@@ -275,18 +269,11 @@ def _walk(
             if found.full():
                 room = min(room, spec.max_requests - n)
             stretch = order[at : min(end, at + room)]
-            some_keys: Sequence[int]
             some_states: Sequence[int]
-            if isinstance(stretch, range):  # every row, in scan order: the arrays, uncopied
-                some_keys = memoryview(keys)[stretch.start : stretch.stop]
+            if isinstance(stretch, range):  # every row, in scan order: the array, uncopied
                 some_states = memoryview(states)[stretch.start : stretch.stop]
             else:
-                some_keys = array("Q", (keys[s] for s in stretch))
                 some_states = array("L", (states[s] for s in stretch))
-            if each is not None:
-                cost_of = {state: cost for state, (cost, _) in costs.items()}
-                for key, state in zip(some_keys, some_states, strict=True):
-                    each(f"{key:016x}", cost_of[state])
             remote += sum(1 for state in some_states if state in far) if far else 0
             n += len(stretch)
             at += len(stretch)

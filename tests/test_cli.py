@@ -547,3 +547,64 @@ def test_a_resume_repeats_the_rows_flagged_as_possibly_charged_twice(write_spec,
     assert (
         "3 already done, 1 in the folder flagged as possibly charged twice; 0 submissions" in line
     )
+
+
+def test_a_refused_key_or_an_unreachable_server_prints_the_summary_then_why(
+    write_spec, tmp_path, fal_server, monkeypatch, capsys
+):
+    fal_server("wrong", keys=frozenset({"right"}))
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    assert main(["run", str(spec), "--out", str(tmp_path / "key"), "--no-progress"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.startswith("2 requests: 0 ok, 0 failed, 2 not run; 1 submission ("), (
+        captured.out
+    )
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("runner: stopped: ") and "refused the API key" in line
+    assert line.endswith(". Fix the key and run the same command again.")
+    monkeypatch.setenv("FAL_QUEUE_URL", f"http://127.0.0.1:{closed_port()}")
+    assert main(["run", str(spec), "--out", str(tmp_path / "gone"), "--no-progress"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.startswith("2 requests: 0 ok, 0 failed, 2 not run; "), captured.out
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("runner: stopped: cannot connect to http://127.0.0.1:")
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """What a command read: "spec" each time the spec file is parsed, "grid" each time its
+    grid is built (its source files read)."""
+    from runner import spec as spec_module
+    from runner.rowgrid import RowGrid
+
+    read: list[str] = []
+    real_yaml, real_grid = spec_module.load_yaml, RowGrid.__init__
+
+    def load_yaml(text):
+        read.append("spec")
+        return real_yaml(text)
+
+    def grid(self, *args, **kwargs):
+        read.append("grid")
+        real_grid(self, *args, **kwargs)
+
+    monkeypatch.setattr(spec_module, "load_yaml", load_yaml)
+    monkeypatch.setattr(RowGrid, "__init__", grid)
+    return read
+
+
+def test_a_sharded_capped_run_reads_the_spec_once(write_spec, tmp_path, fal_server, reads):
+    fal_server()
+    (tmp_path / "prompts.txt").write_text("a red square\na red circle\n")
+    spec = write_spec(matrix={"prompt": {"lines": "prompts.txt"}, "seed": [1, 2]}, backend="fal")
+    out = str(tmp_path / "o")
+    argv = ["run", str(spec), "--out", out, "--no-progress", "--max-usd", "1", "--shard", "1/2"]
+    assert main(argv) == 0
+    assert reads == ["spec", "grid"]
+
+
+def test_plan_jsonl_reads_the_spec_once(write_spec, tmp_path, reads, capsys):
+    (tmp_path / "prompts.txt").write_text("a red square\na red circle\n")
+    spec = write_spec(matrix={"prompt": {"lines": "prompts.txt"}, "seed": [1, 2]})
+    assert main(["plan", str(spec), "--jsonl"]) == 0
+    assert reads == ["spec", "grid"] and len(capsys.readouterr().out.splitlines()) == 4

@@ -174,3 +174,18 @@ def test_a_second_signal_stops_at_once(write_spec, tmp_path, threaded_emulator):
     stdout, _ = again.communicate(timeout=60)
     assert again.returncode == 0 and "4 resumed" in stdout
     assert server.stats.submissions == 4
+
+
+def test_sigterm_while_the_spec_is_checked_is_a_ctrl_c_then(write_spec, tmp_path):
+    # a source file that is a pipe: checking the spec waits on it, so the signal comes while
+    # the run has not started; nothing is sent and no folder is made
+    os.mkfifo(tmp_path / "prompts.txt")
+    spec = write_spec(matrix={"prompt": {"lines": "prompts.txt"}})
+    out = tmp_path / "out"
+    proc = start_run(spec, out, {})
+    with open(tmp_path / "prompts.txt", "w"):  # returns once the run opens it to read
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3, stderr
+    assert stderr == "runner: interrupted\n" and stdout == ""
+    assert not out.exists()

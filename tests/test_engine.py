@@ -23,6 +23,7 @@ from runner.cli import main
 from runner.endpoints import get_endpoint
 from runner.errors import GridError, SpecErrors
 from runner.grid import Collapsed, Replay, expand
+from runner.inputguard import InputGuard
 from runner.models import Request
 from runner.plan import Cost
 from runner.spec import load_spec
@@ -262,7 +263,14 @@ def outcome(run: Any, path: Path) -> tuple[Any, ...]:
     rows: list[tuple[str, Cost]] = []
     collapsed = Collapsed()
     try:
-        checked = run(path, each=lambda k, c: rows.append((k, c)), collapsed=collapsed, preview=3)
+        if run is oracle.check:  # told each request's key and cost as it expands
+            checked = run(
+                path, each=lambda k, c: rows.append((k, c)), collapsed=collapsed, preview=3
+            )
+        else:  # keeps them for a run, which asks for them again
+            checked = run(path, collapsed=collapsed, preview=3)
+            assert checked.rows is not None
+            rows = list(Replay(checked.rows).costs())
     except SpecErrors as e:
         return ("error", [(x.line, x.col, x.message) for x in e.errors], e.hidden), None
     said = (
@@ -302,7 +310,7 @@ def agree(path: Path) -> str:
     want = expanded(oracle.expand, path)
     assert expanded(expand, path) == want
     assert checked.rows is not None
-    assert [whole(r) for r in Replay(checked.rows)] == want[1]
+    assert [whole(r.request()) for r in Replay(checked.rows)] == want[1]
     return f"ok, {_bucket(engine[1])} requests"
 
 
@@ -442,15 +450,16 @@ def test_a_run_reading_a_long_axis_again_stops_when_its_file_changed(
     )
     checked = check(path)
     assert checked.rows is not None
-    assert [r.input["prompt"] for r in Replay(checked.rows)] == ["one"] * 2 + ["two"] * 2 + [
-        "three"
-    ] * 2
+    replayed = [r.request() for r in Replay(checked.rows)]
+    assert [r.input["prompt"] for r in replayed] == ["one"] * 2 + ["two"] * 2 + ["three"] * 2
     (tmp_path / "p.txt").write_text("one\nTWO\nthree\n")
-    with pytest.raises(GridError, match="is no longer in the grid"):
-        list(Replay(checked.rows))
+    guard = InputGuard(checked.inputs)
+    stops = [guard.row_changed(r.key, r.request()) for r in Replay(checked.rows)]
+    assert stops[:2] == [None, None]  # the first line is as validated
+    assert stops[2] is not None and "p.txt changed during the run" in stops[2].reason
     (tmp_path / "p.txt").write_text("one\n")
     with pytest.raises(GridError, match="has fewer values than when it was checked"):
-        list(Replay(checked.rows))
+        [r.request() for r in Replay(checked.rows)]
     (tmp_path / "p.txt").unlink()
     with pytest.raises(GridError, match="cannot read 'prompt' any more"):
-        list(Replay(checked.rows))
+        [r.request() for r in Replay(checked.rows)]

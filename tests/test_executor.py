@@ -13,13 +13,13 @@ import pytest
 from PIL import Image
 
 from runner.emulator import Emulator, EmulatorSettings, Faults
-from runner.errors import AuthError, ServerUnreachable
 from runner.executor import UNREACHABLE_AFTER
 from runner.grid import expand
-from runner.models import Request
+from runner.models import GivenRow, Request
 from runner.progress import in_flight_note, summary_line
 from runner.run import run_requests
 from runner.settings import RunSettings
+from runner.stops import StopKind
 from runner.tracking import RunStats
 from runner.validate import check
 
@@ -160,9 +160,9 @@ async def test_wrong_key_stops_at_once(write_spec, emulator_factory, tmp_path):
     em = await emulator_factory(keys=frozenset({"right"}))
     spec = write_spec(matrix={"seed": {"range": [0, 49]}})
     settings, requests = settings_for(spec, tmp_path / "out", concurrency=8)
-    with pytest.raises(AuthError) as caught:
-        await asyncio.wait_for(run(settings, requests, em, key="wrong-key-123"), 5)
-    assert "wrong-key-123" not in str(caught.value)
+    stats = await asyncio.wait_for(run(settings, requests, em, key="wrong-key-123"), 5)
+    assert stats.stop is not None and stats.stop.kind is StopKind.REFUSED_KEY
+    assert "wrong-key-123" not in stats.stop.reason
     assert em.stats.submissions == 0
     assert sum(em.stats.requests.values()) < 3
 
@@ -407,8 +407,8 @@ async def test_a_refused_key_charges_nothing_and_counts_no_duplicate(
     em = await emulator_factory(keys=frozenset({"right"}))
     spec = write_spec(matrix={"seed": {"range": [0, 4]}})
     settings, requests = settings_for(spec, tmp_path / "out", concurrency=4)
-    with pytest.raises(AuthError):
-        await run(settings, requests, em, key="wrong")
+    stopped = await run(settings, requests, em, key="wrong")
+    assert stopped.stop is not None and stopped.stop.kind is StopKind.REFUSED_KEY
     statuses = [r["status"] for r in last_records(tmp_path / "out").values()]
     assert "submitting" not in statuses and statuses == ["refused"]
     stats = await run(settings, requests, em, key="right")  # the key is fixed
@@ -467,7 +467,7 @@ async def test_another_backends_row_is_never_done(write_spec, emulator_factory, 
     try:
         async with aiohttp.ClientSession() as session:
             executor = Executor(FalClient(session, config), journal, settings, "r1")
-            stats = await executor.run(requests)
+            stats = await executor.run(GivenRow(r) for r in requests)
     finally:
         journal.close()
     assert (stats.skipped, stats.ok, em.stats.submissions) == (0, 2, 2)
@@ -492,7 +492,9 @@ async def test_a_request_that_cannot_be_built_is_refused_never_left_submitting(
     try:
         async with aiohttp.ClientSession() as session:
             client = FalClient(session, ServerConfig(bad, bad, bad, "k"))
-            stats = await Executor(client, journal, settings, "r1").run(requests)
+            stats = await Executor(client, journal, settings, "r1").run(
+                GivenRow(r) for r in requests
+            )
     finally:
         journal.close()
     assert em.stats.submissions == 0 and sum(em.stats.requests.values()) == 0
@@ -544,8 +546,8 @@ async def test_a_key_revoked_mid_run_leaves_nothing_maybe_sent(
     while em.stats.submissions < 3:
         await asyncio.sleep(0.01)
     em._state.settings = replace(em._state.settings, keys=frozenset({"new"}))  # revoked
-    with pytest.raises(AuthError):
-        await asyncio.wait_for(task, 10)
+    stopped = await asyncio.wait_for(task, 10)
+    assert stopped.stop is not None and stopped.stop.kind is StopKind.REFUSED_KEY
     records = last_records(tmp_path / "out").values()
     # every row is refused (nothing charged) or submitted (polled next time); none "maybe"
     assert {r["status"] for r in records} <= {"submitted", "refused", "ok"}
@@ -563,10 +565,10 @@ async def test_an_unreachable_server_stops_the_run_and_the_same_run_resumes(writ
     url = f"http://127.0.0.1:{port}"
     env = {"FAL_KEY": "k", "FAL_QUEUE_URL": url, "FAL_RUN_URL": url, "FAL_REST_URL": url}
     started = time.monotonic()
-    with pytest.raises(ServerUnreachable) as stopped:
-        await run_requests(settings, requests, env=env)
+    stopped = await run_requests(settings, requests, env=env)
     assert time.monotonic() - started < 5
-    assert f"cannot connect to {url}: connection refused" in str(stopped.value)
+    assert stopped.stop is not None and stopped.stop.kind is StopKind.UNREACHABLE
+    assert f"cannot connect to {url}: connection refused" in stopped.stop.reason
     records = last_records(tmp_path / "out")
     assert len(records) == UNREACHABLE_AFTER  # one refused submission each, the rest untouched
     for record in records.values():
@@ -587,9 +589,9 @@ async def test_a_name_that_does_not_resolve_stops_the_run(write_spec, tmp_path, 
     settings, requests = settings_for(spec, tmp_path / "out", concurrency=4)
     url = "https://queue.fal.invalid"
     env = {"FAL_KEY": "k", "FAL_QUEUE_URL": url, "FAL_RUN_URL": url, "FAL_REST_URL": url}
-    with pytest.raises(ServerUnreachable) as stopped:
-        await run_requests(settings, requests, env=env)
-    said = str(stopped.value)
+    stopped = await run_requests(settings, requests, env=env)
+    assert stopped.stop is not None and stopped.stop.kind is StopKind.UNREACHABLE
+    said = stopped.stop.reason
     assert "cannot connect to https://queue.fal.invalid:443: name not resolved" in said
     assert "refused" not in said
     records = last_records(tmp_path / "out").values()
@@ -610,8 +612,9 @@ async def test_an_untrusted_tls_certificate_stops_the_run(write_spec, tmp_path, 
     try:
         spec = write_spec(matrix={"seed": {"range": [0, 9]}})
         settings, requests = settings_for(spec, tmp_path / "out")
-        with pytest.raises(ServerUnreachable, match="TLS certificate not trusted"):
-            await run_requests(settings, requests, env=fal_env(em))
+        stopped = await run_requests(settings, requests, env=fal_env(em))
+        assert stopped.stop is not None and stopped.stop.kind is StopKind.UNREACHABLE
+        assert "TLS certificate not trusted" in stopped.stop.reason
         assert em.stats.submissions == 0
     finally:
         await em.stop()
@@ -636,8 +639,9 @@ async def test_resumed_requests_of_an_unreachable_server_stay_submitted(write_sp
             await task
     finally:
         await em.stop()
-    with pytest.raises(ServerUnreachable, match="connection refused"):
-        await asyncio.wait_for(run_requests(settings, requests, env=env), 30)
+    stopped = await asyncio.wait_for(run_requests(settings, requests, env=env), 30)
+    assert stopped.stop is not None and stopped.stop.kind is StopKind.UNREACHABLE
+    assert "connection refused" in stopped.stop.reason
     assert {r["status"] for r in last_records(tmp_path / "out").values()} == {"submitted"}
 
 
@@ -694,8 +698,9 @@ async def test_an_unreachable_storage_host_stops_the_run(
     spec = write_spec(matrix={"seed": {"range": [0, 9]}})
     settings, requests = settings_for(spec, tmp_path / "out")
     rest = f"http://127.0.0.1:{closed_port()}"
-    with pytest.raises(ServerUnreachable, match=f"cannot connect to {rest}: connection refused"):
-        await run_requests(settings, requests, env={**fal_env(em), "FAL_REST_URL": rest})
+    stopped = await run_requests(settings, requests, env={**fal_env(em), "FAL_REST_URL": rest})
+    assert stopped.stop is not None and stopped.stop.kind is StopKind.UNREACHABLE
+    assert f"cannot connect to {rest}: connection refused" in stopped.stop.reason
     assert em.stats.submissions == 0
     assert not (tmp_path / "out" / "manifest.jsonl").exists() or not last_records(tmp_path / "out")
 

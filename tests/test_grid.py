@@ -23,8 +23,10 @@ from runner.endpoints import Endpoint, get_endpoint
 from runner.engine import Engine
 from runner.errors import GridError
 from runner.grid import Collapsed, axes, expand
+from runner.inputguard import InputGuard
 from runner.models import Request, Sample, Spec
 from runner.rowgrid import RowGrid
+from runner.shards import Shard
 
 _EP = get_endpoint("fal-ai/flux-1/dev/image-to-image")
 assert _EP is not None
@@ -902,26 +904,25 @@ def test_replay_builds_only_the_rows_it_sends(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(Engine, "request", counting)
     replay = grid.Replay(rows)
-    assert [r for r in replay] == full  # iterating it yields the whole requests
-    settled = {r.key for r in full[:4]}
+    assert [r.request() for r in replay] == full  # each row builds the whole request
     built.clear()
-    got = list(replay.rows(lambda key: grid.KEY_ONLY if key in settled else grid.FULL))
-    assert [r.key for r in got] == [r.key for r in full]
-    assert all(r.input == {} for r in got[:4]) and got[4:] == full[4:]
-    assert built == [4, 5]  # a settled row is replayed by its key alone
-    built.clear()
-    assert all(r.input == {} for r in replay.rows(lambda key: grid.KEY_ONLY))
-    assert built == []  # nothing to send: no row is built again
-    keep = grid.Replay(rows, keep=lambda key: key == full[2].key)
-    assert list(keep.rows(lambda key: grid.FULL)) == [full[2]]
-    built.clear()
-    handled = list(replay.rows(lambda key: grid.HANDLED if key in settled else grid.FULL))
-    assert handled == full[4:] and built == [4, 5]  # a handled row yields nothing
+    taken = list(replay)
+    assert [r.key for r in taken] == [r.key for r in full]
+    assert built == []  # a row is replayed by its key alone until its request is asked for
+    assert [r.request() for r in taken[4:]] == full[4:] and built == [4, 5]
+    part = Shard(1, 2)
+    mine = [r for r in full if part.holds(r.key)]
+    assert 0 < len(mine) < len(full)
+    assert [r.request() for r in grid.Replay(rows, part)] == mine
+    assert len(grid.Replay(rows, part)) == len(mine) and len(replay) == len(full)
 
 
-def test_replay_of_a_key_the_grid_no_longer_makes_is_a_grid_error() -> None:
+def test_replay_of_a_key_the_grid_no_longer_makes_is_named_not_sent() -> None:
     s = spec(matrix={"prompt": ["a", "b"]})
     rows = validated(s)
     rows.keys[1] = 0x0123456789ABCDEF
-    with pytest.raises(GridError, match="request 0123456789abcdef is no longer in the grid"):
-        list(grid.Replay(rows))
+    first, second = grid.Replay(rows)
+    guard = InputGuard(None)
+    assert guard.row_changed(first.key, first.request()) is None
+    stop = guard.row_changed(second.key, second.request())
+    assert stop is not None and "request 0123456789abcdef is no longer in the grid" in stop.reason

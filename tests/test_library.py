@@ -4,10 +4,12 @@ README's library script runs as written."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -45,18 +47,28 @@ def library_script() -> str:
 
 
 def test_the_readme_library_script_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fal_server: Any,
 ) -> None:
+    # a sharded run on fal under a cap, through the one entry `runner run` takes too
+    server = fal_server()
     shutil.copytree(ROOT / "specs", tmp_path / "specs", ignore=shutil.ignore_patterns("runs"))
     monkeypatch.chdir(tmp_path)
     script = library_script()
-    assert len([line for line in script.splitlines() if line and "import" not in line]) == 5
+    assert len([line for line in script.splitlines() if line and "import" not in line]) == 6
     exec(compile(script, "README.md", "exec"), {})
-    assert capsys.readouterr().out.startswith("2 ok; 2 rows in")
-    records = runner.latest(tmp_path / "specs" / "runs" / "quickstart")
-    assert [r["status"] for r in records.values()] == ["ok", "ok"]
+    out = tmp_path / "runs" / "quickstart-fal"
+    assert capsys.readouterr().out == f"1 ok of 1 rows; stopped: None -> {out}\n"
+    records = runner.latest(out)
+    assert [r["status"] for r in records.values()] == ["ok"]  # part 1 of the spec's 2 rows
+    assert server.stats.submissions == 1 and {r["backend"] for r in records.values()} == {"fal"}
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert runs[0]["shard"] == "1/2"
+    assert json.loads((out / "stats.json").read_text())["max_usd"] == 0.1
     # a folder given as a string, as a script would write it (was a TypeError)
-    assert runner.latest("specs/runs/quickstart") == records
+    assert runner.latest("runs/quickstart-fal") == records
 
 
 def imported_runner_modules(path: Path) -> set[str]:

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 
+import runner
+from runner import RunOptions
 from runner.errors import GridError
-from runner.grid import Replay
+from runner.grid import expand
+from runner.inputguard import InputGuard
 from runner.snapshot import InputSnapshot
 from runner.spec import load_spec
+from runner.stops import StopKind
 from runner.validate import check
 
-from .conftest import png_bytes
+from .conftest import fal_env, png_bytes
 from .test_crash import start_run, wait_for
 from .test_executor import run, settings_for
 
@@ -93,13 +96,10 @@ async def test_an_image_of_a_glob_changed_mid_run_is_named(write_spec, emulator_
     spec = write_spec(matrix={"image_url": {"files": "images/*.png"}})
     out = tmp_path / "out"
     checked = check(spec, out=out)
-    assert checked.rows is not None
-    replay = Replay(checked.rows)
-    settings, _ = settings_for(spec, out, concurrency=1)
-    settings = replace(settings, inputs=checked.inputs, count=checked.count)
     time.sleep(0.01)  # a later write has a later mtime than validation's start
     (tmp_path / "images" / "b.png").write_bytes(png_bytes(color=(0, 0, 255)))
-    stats = await run(settings, replay, em)
+    options = RunOptions(backend="fal", concurrency=1)
+    stats = (await runner.run(checked, options, env=fal_env(em))).stats
     assert stats.ok == 1 and em.stats.submissions == 1  # a.png went; b.png's row did not
     said = stats.stop_reason or ""
     assert "images/b.png changed during the run" in said and "no longer in the grid" not in said
@@ -120,3 +120,19 @@ def test_snapshot_sees_edits_new_glob_matches_and_ignores_a_touch(write_spec, tm
     assert "images/b.png" in (snap.changed(globs=True) or "")
     (tmp_path / "rows.csv").write_text("prompt\ny\n")
     assert "rows.csv changed" in (snap.changed() or "")
+
+
+def test_a_fixed_image_whose_row_no_longer_makes_its_key_is_named(write_spec, tmp_path):
+    # the row built again reads the image's new bytes (a new request): the stop names the
+    # image that `defaults` names, not only the key validation saw
+    spec = write_spec(matrix={"seed": [1, 2]})
+    checked = check(spec)
+    validated = next(expand(checked.spec, checked.endpoint))
+    time.sleep(0.01)  # a later write has a later mtime than validation's start
+    (tmp_path / "images" / "a.png").write_bytes(png_bytes(color=(0, 0, 255)))
+    rebuilt = next(expand(checked.spec, checked.endpoint))
+    assert rebuilt.key != validated.key
+    stop = InputGuard(checked.inputs).row_changed(validated.key, rebuilt)
+    assert stop is not None and stop.kind is StopKind.INPUT_CHANGED
+    assert "images/a.png changed during the run" in stop.reason
+    assert "no longer in the grid" not in stop.reason

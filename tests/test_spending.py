@@ -285,8 +285,9 @@ def test_a_folder_taken_past_its_cap_by_a_short_estimate_says_so(
 
 
 def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):
+    from runner.decision import decide
     from runner.endpoints import get_endpoint
-    from runner.manifest import Journal
+    from runner.manifest import Journal, read_state
     from runner.plan import Pricing
     from runner.spending import read_paid
 
@@ -341,14 +342,21 @@ def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):
     # the inline input kept in OUT/inputs at 2 MP; a URL input of unknown size at 1 MP
     assert paid.uncertain == 3 + 2 + 4 + 2 + 2 + 2 + 1
     assert paid.submissions == 1 + 1 + 2 + 1 + 1 + 1 + 1
-    assert paid.still_to_send(f"{3:016x}".encode(), retry_failed=False)  # sent again
-    assert not paid.still_to_send(f"{2:016x}".encode(), retry_failed=False)  # fetched
-    assert paid.still_to_send(f"{4:016x}".encode(), retry_failed=True)
-    assert not paid.still_to_send(f"{4:016x}".encode(), retry_failed=False)
-    assert paid.still_to_send(f"{11:016x}".encode(), retry_failed=False)
-    # a run reads the folder again: a line written since its command's check is counted
+    states = read_state(out)
+
+    def sends(n: int, retry_failed: bool = False) -> bool:  # what the cap counts ahead
+        state = states[f"{n:016x}".encode()]
+        ours = state.made_by("fal", "s")
+        return decide(state, ours=ours, damaged=False, retry_failed=retry_failed).sends
+
+    assert sends(3)  # sent again
+    assert not sends(2)  # fetched
+    assert sends(4, retry_failed=True)
+    assert not sends(4)
+    assert sends(11)
+    # the folder read again: a line written since is counted
     journal = Journal(out)
     journal.append(row(13, "submitted", request_id="r13"))
     journal.close()
-    again = read_paid(out, Pricing(get_endpoint(fal["endpoint"])), "fal", "s", states=False)
-    assert again.uncertain == paid.uncertain + 2 and not again.states
+    again = read_paid(out, Pricing(get_endpoint(fal["endpoint"])), "fal", "s")
+    assert again.uncertain == paid.uncertain + 2
