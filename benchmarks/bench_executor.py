@@ -432,6 +432,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "thin_poll_interval": THIN_POLL,
             "ideal_wall": ideal,
             "cpus": os.cpu_count(),
+            "protocol": "HTTP" if args.http else "HTTPS",
         },
         "contenders": results,
         "ratios": {
@@ -449,7 +450,7 @@ def print_table(report: dict[str, Any]) -> None:
     s = report["settings"]
     print(
         f"{s['requests']} requests, concurrency {s['concurrency']}, emulator latency "
-        f"{s['latency']:g} s (ideal wall {s['ideal_wall']:.2f} s), {s['cpus']} CPUs, HTTPS"
+        f"{s['latency']:g} s (ideal wall {s['ideal_wall']:.2f} s), {s['cpus']} CPUs, {s['protocol']}"
     )
     head = ("contender", "wall s", "req/s", "eff", "client CPU ms/req", "server CPU ms/req")
     head2 = ("status calls/req", "HTTP req/req")
