@@ -480,9 +480,9 @@ def main() -> None:
     parser.add_argument("--server-concurrency", type=int, default=64, help="emulator slots")
     parser.add_argument(
         "--order",
-        default=",".join(CONTENDERS),
+        default=None,
         help=f"comma-separated contenders in run order, runner among them (default "
-        f"{','.join(CONTENDERS)})",
+        f"{','.join(CONTENDERS)}; without fal-client under --http)",
     )
     parser.add_argument(
         "--profile",
@@ -502,7 +502,11 @@ def main() -> None:
     if args._client:
         client_main(args)
         return
+    if args.order is None:  # fal-client speaks HTTPS only (its hosts are host[:port])
+        args.order = ",".join(n for n in CONTENDERS if not (args.http and n == "fal-client"))
     args.order = [n.strip() for n in args.order.split(",") if n.strip()]
+    if args.http and "fal-client" in args.order:
+        parser.error("fal-client speaks HTTPS only: leave it out of --order with --http")
     if "runner" not in args.order or len(set(args.order)) != len(args.order):
         parser.error("--order must name runner, and each contender at most once")
     if set(args.order) - set(CONTENDERS):
