@@ -450,7 +450,8 @@ def print_table(report: dict[str, Any]) -> None:
     s = report["settings"]
     print(
         f"{s['requests']} requests, concurrency {s['concurrency']}, emulator latency "
-        f"{s['latency']:g} s (ideal wall {s['ideal_wall']:.2f} s), {s['cpus']} CPUs, {s['protocol']}"
+        f"{s['latency']:g} s (ideal wall {s['ideal_wall']:.2f} s), {s['cpus']} CPUs, "
+        f"{s['protocol']}"
     )
     head = ("contender", "wall s", "req/s", "eff", "client CPU ms/req", "server CPU ms/req")
     head2 = ("status calls/req", "HTTP req/req")

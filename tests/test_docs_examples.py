@@ -118,4 +118,4 @@ def test_a_fragment_is_checked_over_the_spec_above_it(tmp_path: Path):
     finally:
         DOCS.remove(doc)
     assert [e.complete for e in found] == [True, False]
-    assert found[1].spec == {"version": 1, "endpoint": "e", "matrix": {"seed": [1]}, "sample": {"n": 1}}
+    assert found[1].spec == {**found[0].spec, "sample": {"n": 1}}

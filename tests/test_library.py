@@ -1,4 +1,4 @@
-"""The public library surface: `runner.__all__` lists exactly the public names, and the
+"""The public library surface: `runner.__all__` lists exactly the public names, and
 the script in docs/library.md runs as written."""
 
 from __future__ import annotations
