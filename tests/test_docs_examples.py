@@ -13,6 +13,8 @@ Which blocks are checked, and how: every fenced block whose info string is `yaml
 
 from __future__ import annotations
 
+import asyncio
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,3 +121,14 @@ def test_a_fragment_is_checked_over_the_spec_above_it(tmp_path: Path):
         DOCS.remove(doc)
     assert [e.complete for e in found] == [True, False]
     assert found[1].spec == {**found[0].spec, "sample": {"n": 1}}
+
+
+def test_the_library_page_reads_a_run_back_from_the_repository_root(tmp_path, monkeypatch, capsys):
+    page = (ROOT / "docs" / "library.md").read_text(encoding="utf-8")
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "latest" in b]
+    shutil.copytree(ROOT / "specs", tmp_path / "specs", ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.chdir(tmp_path)
+    result = asyncio.run(runner.run("specs/quickstart.yaml", runner.RunOptions()))
+    assert result.stats.ok == 2
+    exec(compile(snippet, "docs/library.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("['ok', 'ok'] {'style': ")
