@@ -432,6 +432,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "thin_poll_interval": THIN_POLL,
             "ideal_wall": ideal,
             "cpus": os.cpu_count(),
+            "protocol": "HTTP" if args.http else "HTTPS",
         },
         "contenders": results,
         "ratios": {
@@ -449,7 +450,8 @@ def print_table(report: dict[str, Any]) -> None:
     s = report["settings"]
     print(
         f"{s['requests']} requests, concurrency {s['concurrency']}, emulator latency "
-        f"{s['latency']:g} s (ideal wall {s['ideal_wall']:.2f} s), {s['cpus']} CPUs, HTTPS"
+        f"{s['latency']:g} s (ideal wall {s['ideal_wall']:.2f} s), {s['cpus']} CPUs, "
+        f"{s['protocol']}"
     )
     head = ("contender", "wall s", "req/s", "eff", "client CPU ms/req", "server CPU ms/req")
     head2 = ("status calls/req", "HTTP req/req")
@@ -479,9 +481,9 @@ def main() -> None:
     parser.add_argument("--server-concurrency", type=int, default=64, help="emulator slots")
     parser.add_argument(
         "--order",
-        default=",".join(CONTENDERS),
+        default=None,
         help=f"comma-separated contenders in run order, runner among them (default "
-        f"{','.join(CONTENDERS)})",
+        f"{','.join(CONTENDERS)}; without fal-client under --http)",
     )
     parser.add_argument(
         "--profile",
@@ -501,7 +503,11 @@ def main() -> None:
     if args._client:
         client_main(args)
         return
+    if args.order is None:  # fal-client speaks HTTPS only (its hosts are host[:port])
+        args.order = ",".join(n for n in CONTENDERS if not (args.http and n == "fal-client"))
     args.order = [n.strip() for n in args.order.split(",") if n.strip()]
+    if args.http and "fal-client" in args.order:
+        parser.error("fal-client speaks HTTPS only: leave it out of --order with --http")
     if "runner" not in args.order or len(set(args.order)) != len(args.order):
         parser.error("--order must name runner, and each contender at most once")
     if set(args.order) - set(CONTENDERS):

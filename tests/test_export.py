@@ -311,9 +311,9 @@ def _write(out: Path, records: list[dict[str, Any]]) -> None:
             fh.write(json.dumps(rec) + "\n")
 
 
-def test_readme_export_snippets_work_from_the_repository_root(tmp_path, monkeypatch, capsys):
+def test_the_docs_export_snippets_work_from_the_repository_root(tmp_path, monkeypatch, capsys):
     root = Path(__file__).resolve().parent.parent
-    text = (root / "README.md").read_text(encoding="utf-8")
+    text = (root / "docs" / "results.md").read_text(encoding="utf-8")
     section = text.split("## Export a run as a dataset", 1)[1].split("\n## ", 1)[0]
     commands = [
         line
@@ -333,7 +333,7 @@ def test_readme_export_snippets_work_from_the_repository_root(tmp_path, monkeypa
     for snippet in snippets:
         with warnings.catch_warnings():  # webdataset 1.0 leaves its shard files to the collector
             warnings.simplefilter("ignore", ResourceWarning)
-            exec(compile(snippet, "README.md", "exec"), {})
+            exec(compile(snippet, "docs/results.md", "exec"), {})
             gc.collect()
     printed = capsys.readouterr().out
     assert "(96, 64)" in printed and "Image(" in printed and "sha256:" not in printed

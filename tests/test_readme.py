@@ -1,6 +1,7 @@
-"""The README's own claims, run as it tells a user to: the quick start's paths, the output
-layout, the dataset snippet from the repository root, and the walkthrough end to end (offline,
-then against a fal-compatible server), with the commands and snippets read from the README."""
+"""The README's own claims, run as it tells a user to: its length and order, the quick start's
+paths, the output layout (drawn in docs/results.md), the results section's export and loading
+from the repository root, and the walkthrough end to end (offline, then against a
+fal-compatible server), with the commands and snippets read from the docs."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from .conftest import last_records
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
 
 
-def section(title: str) -> str:
-    """The README's text from the `## title` heading to the next `## ` heading."""
-    start = README.index(f"\n## {title}")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end >= 0 else len(README)]
+def section(title: str, text: str = README) -> str:
+    """The text from the `## title` heading to the next `## ` heading (of the README)."""
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
 
 
 def blocks(text: str, lang: str) -> list[str]:
@@ -63,7 +65,8 @@ def copy_specs(tmp_path: Path) -> Path:
 
 def layout_patterns() -> dict[str, re.Pattern[str]]:
     """The Output section's folder layout as regexes over paths relative to the run folder."""
-    (layout,) = [b for b in blocks(section("Output"), "") if "<output>/manifest.jsonl" in b]
+    drawn = section("The run folder", RESULTS)
+    (layout,) = [b for b in blocks(drawn, "") if "<output>/manifest.jsonl" in b]
     patterns = {}
     for line in layout.splitlines():
         path = line.split()[0].removeprefix("<output>/")
@@ -109,14 +112,35 @@ def test_output_layout_is_as_drawn(tmp_path, monkeypatch, capsys):
             assert key in output["file"]  # named from the key only
 
 
-def test_the_dataset_snippet_runs_from_the_repository_root(tmp_path, monkeypatch, capsys):
-    (snippet,) = [b for b in blocks(section("Output"), "python") if "manifest.jsonl" in b]
+def test_the_results_section_exports_and_loads_from_the_repository_root(
+    tmp_path, monkeypatch, capsys
+):
+    results = section("Results and datasets")
+    exports = commands(results)
+    assert [e[0] for e in exports] == ["export", "export"]
+    assert {e[e.index("--format") + 1] for e in exports} == {"parquet", "imagefolder"}
+    (snippet,) = blocks(results, "python")
+    assert "load_dataset" in snippet
     repo = copy_specs(tmp_path)
     monkeypatch.chdir(repo)
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "hf-cache")
     assert main(["run", "specs/sweep.yaml", "--no-progress"]) == 0
-    scope: dict[str, object] = {}
-    exec(snippet, scope)
-    assert isinstance(scope["ok"], list) and len(scope["ok"]) == 12
+    for export in exports:
+        assert main(export) == 0, export
+    capsys.readouterr()
+    exec(snippet, {})
+    assert capsys.readouterr().out.startswith("12 (96, 64) ")  # every row, its output image
+
+
+def test_the_readme_is_read_in_one_sitting_in_the_issue_s_order():
+    assert len(README.splitlines()) <= 250
+    titles = [line[3:] for line in README.splitlines() if line.startswith("## ")]
+    order = ["Install", "Quick start", "Walkthrough", "Writing a spec", "Running on fal for real"]
+    order += ["Results and datasets", "When something fails"]
+    assert len(titles) == len(order), titles
+    assert all(title.startswith(o) for title, o in zip(titles, order, strict=True)), titles
+    top = README[: README.index("\n## ")]
+    assert "](docs/report.png)" in top and "](docs/troubleshooting.md)" in top
 
 
 def _photo(path: Path, color: tuple[int, int, int]) -> None:
@@ -185,7 +209,7 @@ def test_the_walkthrough_end_to_end(tmp_path, monkeypatch, fal_server, capsys):
 
 
 def test_the_exit_codes_the_readme_lists(write_spec, tmp_path, fal_server):
-    stated = dict(re.findall(r"\*\*(\d)\*\* ([^;*]+)", section("Command line")))
+    stated = dict(re.findall(r"\*\*(\d)\*\* ([^;*]+)", section("When something fails")))
     assert set(stated) == {"0", "1", "2", "3"}
     assert "ok" in stated["0"] and "failed" in stated["1"]
     assert "nothing sent" in stated["2"] and "stopped early" in stated["3"]
