@@ -60,7 +60,7 @@ def test_run_fal_backend_needs_a_key(write_spec, tmp_path, monkeypatch, capsys):
     spec = write_spec()
     assert main(["run", str(spec), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
     assert "FAL_KEY" in capsys.readouterr().err
-    # refused before the folder is touched: no folder (was: one with an empty manifest.jsonl)
+    # refused before the folder is touched: no folder, not even an empty manifest.jsonl
     assert not (tmp_path / "o").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("kept")
@@ -530,7 +530,7 @@ def test_a_run_says_when_the_folder_holds_rows_its_spec_does_not_make(write_spec
 def test_a_resume_repeats_the_rows_flagged_as_possibly_charged_twice(write_spec, tmp_path, capsys):
     """kill -9 between sending and journaling leaves a `submitting` line: the next run sends
     that row again and flags it, and says so; a later resume, with nothing left to send,
-    said only "already done" (the flag was in the journal alone)."""
+    still says how many rows in the folder are flagged, not only "already done"."""
     spec = write_spec(matrix={"seed": [1, 2, 3]})
     out = tmp_path / "o"
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0

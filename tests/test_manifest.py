@@ -167,7 +167,7 @@ def test_only_the_first_line_of_a_run_carries_the_input(tmp_path):
 
 
 def test_merged_lean_lines_equal_the_full_record(tmp_path):
-    """The merge of a run's lines is the record the old writer put on its last line."""
+    """Merged, a run's lean lines give the whole record, every field as last written."""
     flight, fulls = _flight(), []
     journal = Journal(tmp_path)
     for line in _journey(flight):
