@@ -100,9 +100,21 @@ def test_disk_full_is_a_manifest_error(tmp_path):
     journal.close()
 
 
-def test_runs_file(tmp_path):
-    append_run(tmp_path, {"run_id": "x", "spec_sha256": "abc"})
-    assert json.loads((tmp_path / "runs.jsonl").read_text())["spec_sha256"] == "abc"
+def test_each_run_appends_one_line_to_the_runs_file(tmp_path):
+    (tmp_path / "runs.jsonl").write_text('{"event":"start","run_id":"r0"}\n')  # an earlier run
+    append_run(tmp_path, {"event": "start", "run_id": "r1", "spec_sha256": "abc"})
+    append_run(tmp_path, {"event": "end", "run_id": "r1", "stop_reason": "café"})
+    assert (tmp_path / "runs.jsonl").read_text(encoding="utf-8").splitlines() == [
+        '{"event":"start","run_id":"r0"}',  # never rewritten
+        '{"event":"start","run_id":"r1","spec_sha256":"abc"}',
+        '{"event":"end","run_id":"r1","stop_reason":"café"}',  # one compact line, text as is
+    ]
+
+
+def test_a_runs_file_that_cannot_be_written_is_a_manifest_error(tmp_path):
+    (tmp_path / "runs.jsonl").mkdir()  # unwritable, even for root
+    with pytest.raises(ManifestError, match="cannot write .*runs.jsonl"):
+        append_run(tmp_path, {"event": "start", "run_id": "r1"})
 
 
 # -- lean lines ----------------------------------------------------------------------------
