@@ -1,5 +1,7 @@
+import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,6 +23,8 @@ from runner.manifest import (
     read_records,
     read_runs,
 )
+
+from .conftest import last_records, png_bytes
 
 
 def test_last_line_wins_and_state_survives_reopen(tmp_path):
@@ -338,3 +342,43 @@ async def test_a_run_writes_only_the_fields_runline_defines(write_spec, tmp_path
     assert [line["event"] for line in lines] == ["start", "end"]
     for line in lines:
         assert set(line) <= set(RunLine.__annotations__), set(line) - set(RunLine.__annotations__)
+
+
+# -- input_files: a local input is traceable to its file --------------------------------------
+async def _run_locally(spec, out):
+    checked = runner.check(spec)
+    spec = checked.spec
+    settings = runner.RunSettings(spec.endpoint, spec.backend, out, spec.execution)
+    return await runner.run_requests(settings, runner.expand(spec, checked.endpoint))
+
+
+async def test_every_record_of_a_local_input_names_its_file(write_spec, tmp_path):
+    """The path stands beside the sha256 that stands for the file in `input`, on the line
+    that starts the record (lean lines inherit it when merged)."""
+    (tmp_path / "images" / "b.png").write_bytes(png_bytes(20, 20, (0, 90, 200)))
+    spec = write_spec(matrix={"image_url": {"files": "images/*.png"}})
+    out = tmp_path / "out"
+    assert (await _run_locally(spec, out)).ok == 2
+    records = last_records(out)
+    assert len(records) == 2
+    for record in records.values():
+        path = Path(record["input_files"]["image_url"])
+        assert path.is_absolute() and path.parent == tmp_path / "images"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert record["input"]["image_url"] == f"sha256:{digest}"
+    assert {Path(r["input_files"]["image_url"]).name for r in records.values()} == {
+        "a.png",
+        "b.png",
+    }
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    full = [line for line in lines if '"input":' in line]
+    assert len(full) == 2 and all('"input_files"' in line for line in full)
+
+
+async def test_an_inline_or_remote_input_has_no_input_files(write_spec, tmp_path):
+    inline = "data:image/png;base64,iVBORw0KGgo="
+    spec = write_spec(matrix={"image_url": [inline, "https://example.invalid/x.png"]})
+    out = tmp_path / "out"
+    await _run_locally(spec, out)  # the offline emulator fails the remote row: still journaled
+    records = list(last_records(out).values())
+    assert len(records) == 2 and not any("input_files" in record for record in records)
