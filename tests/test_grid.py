@@ -607,6 +607,7 @@ def test_a_million_rows_expand_lazily(tmp_path: Path, monkeypatch: pytest.Monkey
     assert first[0].input["prompt"] == "a animal 0, wizard"
 
 
+@pytest.mark.slow  # ~20 s: the count must be a million for its memory to tell
 def test_counting_a_million_rows_keeps_memory_flat(tmp_path: Path) -> None:
     # A child process, so its peak memory is this count's alone (tracemalloc would slow a
     # million rows down fivefold).
