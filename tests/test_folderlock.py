@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -60,19 +57,6 @@ def test_lock_in_process_names_the_holder(tmp_path):
         pass
     with locked(tmp_path / "o"):  # released on exit
         pass
-
-
-def test_a_file_as_output_folder_is_a_usage_error(write_spec, tmp_path):
-    spec = write_spec()
-    (tmp_path / "afile").write_text("x")
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", "run", str(spec), "--out", str(tmp_path / "afile")],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-        timeout=60,
-    )
-    assert proc.returncode == 2 and "is a file" in proc.stderr
 
 
 def test_merges_share_a_folder_and_a_run_is_refused_while_one_reads(tmp_path):
