@@ -193,21 +193,26 @@ async def test_queue_timeout(write_spec, emulator_factory, tmp_path):
 
 
 async def test_interrupted_run_resumes_by_request_id(write_spec, emulator_factory, tmp_path):
-    em = await emulator_factory(latency=4.0)  # 1 s a request: none is done when cancelled
+    em = await emulator_factory(latency=4.0)  # 1 s a request: most are running when cancelled
     spec = write_spec(matrix={"seed": {"range": [0, 7]}})
     settings, requests = settings_for(spec, tmp_path / "out", concurrency=8)
     task = asyncio.create_task(run(settings, requests, em))
     out = tmp_path / "out"
+
+    def all_accepted() -> bool:  # one that finished already, on a slow machine, counts too
+        records = last_records_or_none(out)
+        return len(records) == 8 and all(r["status"] in ("submitted", "ok") for r in records)
+
     async with asyncio.timeout(20):  # fails, not hangs, if the submissions never all land
-        while [r["status"] for r in last_records_or_none(out)] != ["submitted"] * 8:
+        while not all_accepted():
             await asyncio.sleep(0.02)
     task.cancel()  # like a second Ctrl-C: in-flight requests stay `submitted`
     with pytest.raises(asyncio.CancelledError):
         await task
-    statuses = {r["status"] for r in last_records(tmp_path / "out").values()}
-    assert statuses == {"submitted"}
+    waiting = [r for r in last_records(out).values() if r["status"] == "submitted"]
+    assert waiting  # something to resume
     stats = await run(settings, requests, em)
-    assert stats.ok == 8 and stats.resumed == 8 and stats.submitted == 0
+    assert (stats.ok + stats.skipped, stats.resumed, stats.submitted) == (8, len(waiting), 0)
     assert em.stats.submissions == 8
 
 
