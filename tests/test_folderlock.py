@@ -17,7 +17,9 @@ from .test_crash import start_run, wait_for
 def test_a_second_run_on_the_same_folder_is_refused_at_once(
     write_spec, tmp_path, threaded_emulator
 ):
-    server = threaded_emulator(latency=8.0)  # 2 s a request at 10 steps
+    # The first run must still hold the folder when the second reaches its lock: 3 s a request
+    # (at 10 steps) leaves the second process that long to start, a few times what it needs
+    server = threaded_emulator(latency=12.0)
     spec = write_spec(matrix={"seed": {"range": [0, 7]}}, backend="fal")
     out = tmp_path / "out"
     first = start_run(spec, out, server.env())
