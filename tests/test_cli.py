@@ -60,7 +60,7 @@ def test_run_fal_backend_needs_a_key(write_spec, tmp_path, monkeypatch, capsys):
     spec = write_spec()
     assert main(["run", str(spec), "--backend", "fal", "--out", str(tmp_path / "o")]) == 2
     assert "FAL_KEY" in capsys.readouterr().err
-    # refused before the folder is touched: no folder (was: one with an empty manifest.jsonl)
+    # refused before the folder is touched: no folder, not even an empty manifest.jsonl
     assert not (tmp_path / "o").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("kept")
@@ -199,18 +199,16 @@ def test_the_retry_hint_says_which_failed_rows_are_fetched_without_paying_again(
     assert server.stats.submissions == 1
 
 
-def test_wrong_key_exits_3_fast(write_spec, tmp_path, fal_server, capsys):
-    import time
-
+def test_a_wrong_key_stops_the_run_at_its_first_refusal(write_spec, tmp_path, fal_server, capsys):
     server = fal_server("sk-wrong-0123456789", keys=frozenset({"right"}))
     spec = write_spec(matrix={"seed": {"range": [0, 99]}}, backend="fal")
-    start = time.monotonic()
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 3
-    assert time.monotonic() - start < 5
     err = capsys.readouterr().err
     assert "refused the API key" in err and "sk-wrong-0123456789" not in err
+    # "at once" by count, not by the clock: until one submission is accepted they go one at
+    # a time, so of 100 rows only the first reached the server
     assert server.stats.submissions == 0
-    assert sum(server.stats.requests.values()) < 3
+    assert dict(server.stats.requests) == {"submit": 1}, server.stats.requests
 
 
 def test_a_run_stopped_by_its_key_or_its_server_says_why_in_runs_jsonl_and_stats_json(
@@ -530,7 +528,7 @@ def test_a_run_says_when_the_folder_holds_rows_its_spec_does_not_make(write_spec
 def test_a_resume_repeats_the_rows_flagged_as_possibly_charged_twice(write_spec, tmp_path, capsys):
     """kill -9 between sending and journaling leaves a `submitting` line: the next run sends
     that row again and flags it, and says so; a later resume, with nothing left to send,
-    said only "already done" (the flag was in the journal alone)."""
+    still says how many rows in the folder are flagged, not only "already done"."""
     spec = write_spec(matrix={"seed": [1, 2, 3]})
     out = tmp_path / "o"
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0

@@ -11,7 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from .conftest import last_records
 
@@ -34,6 +37,7 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # ~20 s: ten runs killed at random moments, then one to the end
 def test_kill_9_loop_loses_nothing(write_spec, tmp_path, threaded_emulator):
     server = threaded_emulator(latency=4.0, concurrency=32)  # 1 s at 10 steps
     spec = write_spec(
@@ -79,6 +83,8 @@ def test_first_ctrl_c_finishes_in_flight_and_exits_3(write_spec, tmp_path, threa
     records = last_records(out)
     assert 4 <= len(records) < 20
     assert all(r["status"] == "ok" for r in records.values())  # in-flight ones finished
+    state = server.emulator.state  # the resume need not wait 1.5 s a request
+    state.settings = replace(state.settings, latency=0.05)
     again = start_run(spec, out, server.env())
     again.communicate(timeout=60)
     assert again.returncode == 0

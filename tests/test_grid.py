@@ -565,7 +565,7 @@ def test_rows_collapsed_by_identical_image_files_say_so(tmp_path: Path) -> None:
         matrix={"image_url": {"files": "*.png"}, "seed": [1, 2], "prompt": ["p", "{tag}"]},
     )
     assert len(list(expand(s, EP, collapsed=collapsed))) == 4  # a and d, by 2 seeds
-    # b and c were counted as "templates": no axis repeats a value, the files' bytes are alike
+    # b and c collapse for their bytes (alike to a's), named as such, never as "templates"
     assert collapsed.by == {
         "templates": 4,  # "{tag}" renders as "p" (on a and d)
         "identical input files (a.png = b.png)": 4,
@@ -607,6 +607,7 @@ def test_a_million_rows_expand_lazily(tmp_path: Path, monkeypatch: pytest.Monkey
     assert first[0].input["prompt"] == "a animal 0, wizard"
 
 
+@pytest.mark.slow  # ~20 s: the count must be a million for its memory to tell
 def test_counting_a_million_rows_keeps_memory_flat(tmp_path: Path) -> None:
     # A child process, so its peak memory is this count's alone (tracemalloc would slow a
     # million rows down fivefold).
@@ -628,7 +629,7 @@ print(sum(1 for _ in expand(s, EP)), resource.getrusage(resource.RUSAGE_SELF).ru
     assert int(out[1]) < 100_000  # KiB: a million live rows would be several hundred MB
 
 
-# --- contract v1.1: templates in variables, axes that matter, canonical numbers ----------------
+# --- templates in variables, axes that matter, canonical numbers -------------------------------
 
 
 def test_templates_inside_variable_values_render() -> None:
@@ -791,7 +792,7 @@ def test_csv_cells_say_booleans_and_unset(tmp_path: Path) -> None:
 def test_an_empty_csv_cell_with_no_default_leaves_the_field_out(tmp_path: Path) -> None:
     (tmp_path / "rows.csv").write_text("prompt,strength\na,\nb,0.5\n")
     s = spec(tmp_path, defaults={"image_url": URL}, matrix={"r": {"csv": "rows.csv"}})
-    a, b = run(s)  # was a KeyError: the csv column may hold templates, the cell held nothing
+    a, b = run(s)  # an empty cell in a column that may hold templates: nothing to render
     assert "strength" not in a.input and b.input["strength"] == 0.5
 
 
@@ -815,7 +816,7 @@ def test_vars_of_an_object_axis_hold_what_the_row_sent(
     s = spec(tmp_path, defaults={"image_url": URL, "tag": "red"}, matrix={"r": source})
     a, b = run(s)
     assert a.input["prompt"] == "a red dog"
-    assert a.vars == {"tag": "red", "r": {"prompt": "a red dog", "seed": 1}}  # was "a {tag} dog"
+    assert a.vars == {"tag": "red", "r": {"prompt": "a red dog", "seed": 1}}  # rendered
     assert b.vars["r"] == {"prompt": "a cat", "seed": 2}
 
 

@@ -66,7 +66,7 @@ def test_the_library_page_s_script_runs(
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert runs[0]["shard"] == "1/2"
     assert json.loads((out / "stats.json").read_text())["max_usd"] == 0.1
-    # a folder given as a string, as a script would write it (was a TypeError)
+    # a folder given as a string, as a script would write it, reads as the Path does
     assert runner.latest("runs/quickstart-fal") == records
 
 

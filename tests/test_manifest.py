@@ -1,5 +1,7 @@
+import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,6 +23,8 @@ from runner.manifest import (
     read_records,
     read_runs,
 )
+
+from .conftest import last_records, png_bytes
 
 
 def test_last_line_wins_and_state_survives_reopen(tmp_path):
@@ -100,9 +104,21 @@ def test_disk_full_is_a_manifest_error(tmp_path):
     journal.close()
 
 
-def test_runs_file(tmp_path):
-    append_run(tmp_path, {"run_id": "x", "spec_sha256": "abc"})
-    assert json.loads((tmp_path / "runs.jsonl").read_text())["spec_sha256"] == "abc"
+def test_each_run_appends_one_line_to_the_runs_file(tmp_path):
+    (tmp_path / "runs.jsonl").write_text('{"event":"start","run_id":"r0"}\n')  # an earlier run
+    append_run(tmp_path, {"event": "start", "run_id": "r1", "spec_sha256": "abc"})
+    append_run(tmp_path, {"event": "end", "run_id": "r1", "stop_reason": "café"})
+    assert (tmp_path / "runs.jsonl").read_text(encoding="utf-8").splitlines() == [
+        '{"event":"start","run_id":"r0"}',  # never rewritten
+        '{"event":"start","run_id":"r1","spec_sha256":"abc"}',
+        '{"event":"end","run_id":"r1","stop_reason":"café"}',  # one compact line, text as is
+    ]
+
+
+def test_a_runs_file_that_cannot_be_written_is_a_manifest_error(tmp_path):
+    (tmp_path / "runs.jsonl").mkdir()  # unwritable, even for root
+    with pytest.raises(ManifestError, match="cannot write .*runs.jsonl"):
+        append_run(tmp_path, {"event": "start", "run_id": "r1"})
 
 
 # -- lean lines ----------------------------------------------------------------------------
@@ -167,7 +183,7 @@ def test_only_the_first_line_of_a_run_carries_the_input(tmp_path):
 
 
 def test_merged_lean_lines_equal_the_full_record(tmp_path):
-    """The merge of a run's lines is the record the old writer put on its last line."""
+    """Merged, a run's lean lines give the whole record, every field as last written."""
     flight, fulls = _flight(), []
     journal = Journal(tmp_path)
     for line in _journey(flight):
@@ -326,3 +342,43 @@ async def test_a_run_writes_only_the_fields_runline_defines(write_spec, tmp_path
     assert [line["event"] for line in lines] == ["start", "end"]
     for line in lines:
         assert set(line) <= set(RunLine.__annotations__), set(line) - set(RunLine.__annotations__)
+
+
+# -- input_files: a local input is traceable to its file --------------------------------------
+async def _run_locally(spec, out):
+    checked = runner.check(spec)
+    spec = checked.spec
+    settings = runner.RunSettings(spec.endpoint, spec.backend, out, spec.execution)
+    return await runner.run_requests(settings, runner.expand(spec, checked.endpoint))
+
+
+async def test_every_record_of_a_local_input_names_its_file(write_spec, tmp_path):
+    """The path stands beside the sha256 that stands for the file in `input`, on the line
+    that starts the record (lean lines inherit it when merged)."""
+    (tmp_path / "images" / "b.png").write_bytes(png_bytes(20, 20, (0, 90, 200)))
+    spec = write_spec(matrix={"image_url": {"files": "images/*.png"}})
+    out = tmp_path / "out"
+    assert (await _run_locally(spec, out)).ok == 2
+    records = last_records(out)
+    assert len(records) == 2
+    for record in records.values():
+        path = Path(record["input_files"]["image_url"])
+        assert path.is_absolute() and path.parent == tmp_path / "images"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert record["input"]["image_url"] == f"sha256:{digest}"
+    assert {Path(r["input_files"]["image_url"]).name for r in records.values()} == {
+        "a.png",
+        "b.png",
+    }
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    full = [line for line in lines if '"input":' in line]
+    assert len(full) == 2 and all('"input_files"' in line for line in full)
+
+
+async def test_an_inline_or_remote_input_has_no_input_files(write_spec, tmp_path):
+    inline = "data:image/png;base64,iVBORw0KGgo="
+    spec = write_spec(matrix={"image_url": [inline, "https://example.invalid/x.png"]})
+    out = tmp_path / "out"
+    await _run_locally(spec, out)  # the offline emulator fails the remote row: still journaled
+    records = list(last_records(out).values())
+    assert len(records) == 2 and not any("input_files" in record for record in records)

@@ -145,8 +145,8 @@ def test_a_folder_name_with_a_newline_is_checked_here(tmp_path: Path) -> None:
 @pytest.mark.parametrize("helper", [False, True])
 def test_an_ok_line_in_another_json_spelling_is_checked_too(tmp_path: Path, helper: bool) -> None:
     """A journal line is JSON (README: "the rule for reading it"): one rewritten by another
-    tool (spaces, sorted keys) names its outputs all the same (found by a hostile user: its
-    missing file was not seen, and the row stayed done)."""
+    tool (spaces, keys in another order) names its outputs all the same, so its missing file
+    is found and the row is not taken as done."""
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "here.png").write_bytes(b"x" * 5)
     outputs = [{"file": "images/gone.png", "sha256": "0" * 64, "bytes": 2}]

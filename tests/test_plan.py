@@ -93,8 +93,8 @@ def _header_only_png(width: int, height: int) -> bytes:
 
 
 def test_an_input_too_large_to_open_is_a_located_error_not_a_crash(write_spec, tmp_path, capsys):
-    # Found by a hostile user: plan and run priced each row before checking its image, and
-    # PIL's DecompressionBombError (400 MP) escaped as a traceback; validate said where.
+    # An image over PIL's pixel limit (400 MP here) is refused where it is named, by plan as
+    # by validate, before any row is priced: one located line, never PIL's traceback.
     (tmp_path / "images" / "huge.png").write_bytes(_header_only_png(20000, 20000))
     spec = write_spec(matrix={"image_url": ["images/a.png", "images/huge.png"]})
     for command in ("validate", "plan"):

@@ -1,10 +1,12 @@
-"""The run's summary line (progress.summary_line): rows apart from submissions."""
+"""What a run shows: the progress bar (progress.Progress) and the summary line
+(progress.summary_line), rows apart from submissions."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from runner.progress import in_flight_note, summary_line
+from runner.progress import Progress, in_flight_note, summary_line
 from runner.tracking import RunStats
 
 
@@ -58,3 +60,52 @@ def test_dollars_are_written_as_the_cap_writes_them_never_rounded_down():
     stats.megapixels, stats.worst_megapixels = 3, 5
     line = summary_line(stats, Path("out"), 1.0, total=3)
     assert "about $0.075 spent (3 MP), up to $0.125 if every uncertain submission" in line
+
+
+def _last_frame(err: str) -> str:
+    """The bar as last drawn (tqdm redraws a line with carriage returns)."""
+    return err.replace("\n", "\r").rstrip("\r").rsplit("\r", 1)[-1]
+
+
+def test_the_bar_shows_rows_done_and_what_became_of_them(capsys):
+    progress = Progress(6, enabled=True)
+    stats = RunStats(usd_per_megapixel=0.025)
+    stats.skipped = 1  # already ok: counted as ok, and as done
+    progress.update("skipped", stats)
+    stats.ok, stats.megapixels, stats.worst_megapixels = 2, 2, 2
+    progress.update("ok", stats)
+    stats.failed, stats.failed_before, stats.retrying = 1, 1, 3
+    stats.worst_megapixels = 5  # 3 submissions unanswered or sent twice: "up to"
+    progress.update("failed", stats)
+    progress.close()
+    frame = _last_frame(capsys.readouterr().err)
+    assert "5/6" in frame, frame
+    assert "ok=3, failed=2, retrying=3, spent=~$0.05 (up to $0.125)" in frame, frame
+
+
+def test_a_local_run_shows_no_spend_and_a_disabled_bar_shows_nothing(capsys):
+    progress = Progress(2, enabled=True)
+    progress.update("ok", RunStats(ok=2))  # no price: the local backend costs nothing
+    progress.close()
+    frame = _last_frame(capsys.readouterr().err)
+    assert "2/2" in frame and "ok=2, failed=0, retrying=0" in frame and "spent" not in frame
+    quiet = Progress(2, enabled=False)
+    quiet.update("ok", RunStats(ok=2))
+    quiet.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_the_bar_of_a_fal_run_never_shows_the_key(
+    write_spec, tmp_path, fal_server, capsys, monkeypatch
+):
+    from runner.cli import main
+
+    key = "sk-progress-0123456789abcdef"
+    fal_server(key, keys=frozenset({key}))
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # as on a terminal: the bar shows
+    assert main(["run", str(spec), "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert "2/2" in _last_frame(captured.err) and "spent=~$0.05" in captured.err, captured.err
+    assert key not in captured.err + captured.out

@@ -1,5 +1,7 @@
-"""A million requests on one machine: run folders from before image sub-folders and lean journal
-lines still resume and report; a run writes one full line per key."""
+"""The layout that lets one folder hold a million requests, shown on a few rows: images in
+sub-folders by key prefix, one full journal line per key (lean lines after it), damaged outputs
+found in the journal's one read; and folders from before that layout still resume and report.
+The million-row tests themselves are in test_grid and test_sources (marked slow)."""
 
 from __future__ import annotations
 

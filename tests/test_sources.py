@@ -179,6 +179,7 @@ def test_missing_or_undecodable_file_is_an_error(tmp_path: Path) -> None:
     assert "cannot read" in error({"lines": "bad.txt"}, tmp_path).message
 
 
+@pytest.mark.slow  # ~10 s: a million lines under tracemalloc
 def test_a_million_lines_are_not_held_in_memory(tmp_path: Path) -> None:
     with open(tmp_path / "big.txt", "w") as f:
         for i in range(1_000_000):

@@ -93,7 +93,7 @@ def test_a_name_renders_its_value(name: str, value: str, around: str) -> None:
     assert render(f"{literal}{{{name}}}{literal}", {name: value}) == f"{around}{value}{around}"
 
 
-# --- a variable's value is a template too (contract v1.1) --------------------------------------
+# --- a variable's value is a template too ------------------------------------------------------
 
 
 def test_variables_render_recursively() -> None:

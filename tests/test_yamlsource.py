@@ -114,7 +114,7 @@ def test_deep_nesting_and_alias_bombs_are_errors_not_crashes() -> None:
         load_yaml(bomb)
 
 
-# --- merge keys, tags, numbers (contract v1.1 / issue 6 item 15, issue 9 item 2) ---------------
+# --- merge keys, tags, numbers -----------------------------------------------------------------
 
 
 def test_a_merge_key_then_an_overriding_key_is_accepted() -> None:
