@@ -28,17 +28,17 @@ from .errors import (
     SpecErrors,
     UsageError,
 )
-from .grid import axes, expand
+from .execution.run import RunResult, run, run_requests
+from .execution.settings import RunOptions, RunSettings
+from .execution.stops import Stop, StopKind
+from .execution.tracking import RunStats
+from .folder.journal import Record, latest, read_records
+from .grid.expand import axes, expand
+from .grid.plan import Plan, make_plan
+from .grid.shards import Shard
 from .keys import request_key
-from .manifest import Record, latest, read_records
 from .models import Execution, Request, Spec
-from .plan import Plan, make_plan
-from .run import RunResult, run, run_requests
-from .settings import RunOptions, RunSettings
-from .shards import Shard
-from .stops import Stop, StopKind
-from .tracking import RunStats
-from .validate import Checked, check
+from .spec.check import Checked, check
 from .version import __version__
 
 __all__ = [

@@ -9,8 +9,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.cli import main
-from runner.cliargs import build_parser
+from runner.cli.args import build_parser
+from runner.cli.commands import main
 from runner.endpoints import schemas_dir
 
 ROOT = Path(__file__).resolve().parent.parent

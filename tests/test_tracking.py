@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from runner.cli import main
+from runner.cli.commands import main
 
 from .conftest import last_records, png_bytes
 
