@@ -1,7 +1,7 @@
 """runner: a declarative batch runner for fal's image-to-image endpoints.
 
-The public surface (`__all__`; the rest of the package is internal, and cli.py imports these
-names from here like any script):
+The public surface (`__all__`; the rest of the package is internal, and the command line
+imports these names from here like any script):
 
     check(path) -> Checked            load a spec and check it all: schema, grid, endpoint inputs
     run(checked, RunOptions(...))     what `runner run` does (async) -> RunResult: the shard,

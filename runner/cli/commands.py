@@ -1,5 +1,5 @@
 """The command line: `runner init | validate | plan | run | report | export | merge | fields |
-schema | serve` (grammar in cliargs.py). The one place that prints and the one place where errors
+schema | serve` (grammar in args.py). The one place that prints and the one place where errors
 become exit codes:
 
     0  every request ok          2  bad spec or usage, nothing sent

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..errors import CallError
-from ..folder.journal import FAILED, OutputFile, Record, merge, read_records
+from ..folder.journal import FAILED, OutputFile, Record, current_records, read_records
 from .falapi import FalClient
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .tracking import error_info
@@ -27,7 +27,7 @@ def find_damaged(out_dir: Path, keys: set[str]) -> dict[str, Record]:
     missing or resized (Journal(out, check_outputs=True).damaged)."""
     if not keys:
         return {}
-    return {k: r for k, r in merge(read_records(out_dir)).items() if k in keys}
+    return {k: r for k, r in current_records(read_records(out_dir)).items() if k in keys}
 
 
 def _intact(out: Path, output: Any) -> bool:

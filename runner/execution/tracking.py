@@ -157,7 +157,7 @@ class InFlight:
 
     def record(self, status: str, **extra: Any) -> Record:
         """The journal line for `status`: the full record the first time, afterwards the key,
-        the status, the resume fields and what changed (readers merge; see manifest.py)."""
+        the status, the resume fields and what changed (readers fold them: folder/journal.py)."""
         changing: dict[str, Any] = {
             "status": status,
             "request_id": self.handle.request_id if self.handle else None,

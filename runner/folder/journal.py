@@ -229,10 +229,10 @@ def read_records(out_dir: str | os.PathLike[str]) -> Iterator[Record]:
 
 def latest(out_dir: str | os.PathLike[str]) -> dict[str, Record]:
     """The full current record of each key (lean lines merged), in first-seen order."""
-    return merge(read_records(out_dir))
+    return current_records(read_records(out_dir))
 
 
-def merge(records: Iterable[Record]) -> dict[str, Record]:
+def current_records(records: Iterable[Record]) -> dict[str, Record]:
     """Journal lines in order -> each key's current record: a line with `input` replaces it,
     any other line updates it."""
     state: dict[str, Record] = {}

@@ -6,7 +6,7 @@ scan: collapsing repeated requests, sampling, and why rows collapsed.
     scan.py   the rows in run order: product (first axis slowest) - exclude, then include
     here      a row's Request by its position; collapse; sample; causes
 
-Every grid shape goes through it: validation (validate.py), a run's replay and runner.expand.
+Every grid shape goes through it: validation (spec/check.py), a run's replay and runner.expand.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ sources read ({lines}, {csv}, {jsonl}) and the list of each {files} glob's match
 validation. `changed()` names the first file that differs now, or gives None.
 
 Local images are not fingerprinted here: their sha256 is in every request (`sha256:<hex>`), and
-attachments.py checks the bytes it sends against it.
+execution/attachments.py checks the bytes it sends against it.
 """
 
 from __future__ import annotations

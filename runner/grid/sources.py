@@ -1,10 +1,10 @@
 """Axis value sources: one matrix axis's raw YAML value in, a re-iterable sized sequence out.
 
 A list, or a mapping with one source key: {range: [a, b], step}, {files: glob}, {lines: file},
-{csv: file}, {jsonl: file}. The axis's shape is the job schema's to check (spec.py); here come the
-checks that need the values or the files. Files are scanned once to check and count, then re-read
-on each iteration, so a million-line file is never held as a million objects. Numbers come out
-canonical (keys.canonical): an integer-valued 5.0 is 5.
+{csv: file}, {jsonl: file}. The axis's shape is the job schema's to check (spec/load.py); here
+come the checks that need the values or the files. Files are scanned once to check and count,
+then re-read on each iteration, so a million-line file is never held as a million objects.
+Numbers come out canonical (keys.canonical): an integer-valued 5.0 is 5.
 """
 
 from __future__ import annotations

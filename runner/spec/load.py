@@ -1,6 +1,6 @@
 """Load a job spec: file -> safe YAML -> schema check (each error one located line) -> Spec.
 
-Only the spec language is checked here; grid expansion and endpoint input checks are validate.py's.
+Only the spec language is checked here; grid expansion and endpoint input checks are check.py's.
 """
 
 from __future__ import annotations
