@@ -1,7 +1,7 @@
 """runner: a declarative batch runner for fal's image-to-image endpoints.
 
-The public surface (`__all__`; the rest of the package is internal, and cli.py imports these
-names from here like any script):
+The public surface (`__all__`; the rest of the package is internal, and the command line
+imports these names from here like any script):
 
     check(path) -> Checked            load a spec and check it all: schema, grid, endpoint inputs
     run(checked, RunOptions(...))     what `runner run` does (async) -> RunResult: the shard,
@@ -28,17 +28,17 @@ from .errors import (
     SpecErrors,
     UsageError,
 )
-from .grid import axes, expand
+from .execution.run import RunResult, run, run_requests
+from .execution.settings import RunOptions, RunSettings
+from .execution.stops import Stop, StopKind
+from .execution.tracking import RunStats
+from .folder.journal import Record, latest, read_records
+from .grid.expand import axes, expand
+from .grid.plan import Plan, make_plan
+from .grid.shards import Shard
 from .keys import request_key
-from .manifest import Record, latest, read_records
 from .models import Execution, Request, Spec
-from .plan import Plan, make_plan
-from .run import RunResult, run, run_requests
-from .settings import RunOptions, RunSettings
-from .shards import Shard
-from .stops import Stop, StopKind
-from .tracking import RunStats
-from .validate import Checked, check
+from .spec.check import Checked, check
 from .version import __version__
 
 __all__ = [

@@ -3,7 +3,7 @@
     RunnerError
      ├── SpecError            one problem in a job spec, located as file:line:col
      │    └── SpecErrors      several of them, reported together
-     ├── GridError            expansion problem at a spec path; validate.py locates it
+     ├── GridError            expansion problem at a spec path; spec/check.py locates it
      │    └── GridErrors      several independent ones, found together
      ├── UsageError           bad command line or environment (no key, bad URL); nothing sent
      ├── BackendError         the server or the network failed in a way that stops the run

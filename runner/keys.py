@@ -17,8 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .datauri import is_data_uri
+
 KEY_HEX = 16  # 64 bits: collisions stay negligible well past millions of requests
-_REMOTE_PREFIXES = ("http://", "https://", "data:")
 
 
 _ENCODER = json.JSONEncoder(
@@ -130,7 +131,7 @@ def is_url(value: object) -> bool:
 
 def is_remote(value: object) -> bool:
     """True for values the server fetches or decodes itself (URLs, data: URIs): no local file."""
-    return isinstance(value, str) and value[:8].lower().startswith(_REMOTE_PREFIXES)
+    return isinstance(value, str) and (is_url(value) or is_data_uri(value))
 
 
 def file_sha256(path: Path) -> str:

@@ -1,7 +1,7 @@
 """Small frozen value types handed from one pipeline stage to the next.
 
-spec.py builds a Spec; grid.py turns it into Requests (a run's RunRows); the executor turns each
-RunRow it sends into manifest records (see manifest.py for the journal's line format).
+spec/load.py builds a Spec; grid/expand.py turns it into Requests (a run's RunRows); the
+executor turns each RunRow it sends into journal lines (folder/journal.py: their format).
 """
 
 from __future__ import annotations

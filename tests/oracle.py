@@ -19,25 +19,25 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from runner import validate
 from runner.endpoints import Endpoint, get_endpoint
 from runner.errors import GridError, GridErrors
-from runner.grid import Collapsed
+from runner.grid.expand import Collapsed
+from runner.grid.localfiles import LocalFiles
+from runner.grid.plan import Cost, Pricing
+from runner.grid.rowgrid import Row, RowGrid
+from runner.grid.sources import Source
+from runner.grid.templates import TemplateError, has_template, render
 from runner.keys import KeySet, canonical, canonical_json, is_url, request_key
-from runner.localfiles import LocalFiles
 from runner.models import Request, Spec
-from runner.plan import Cost, Pricing
-from runner.rowgrid import Row, RowGrid
-from runner.sources import Source
-from runner.spec import read_spec
-from runner.templates import TemplateError, has_template, render
-from runner.validate import (
+from runner.spec import check as validate
+from runner.spec.check import (
     Checked,
     _Found,
     _has,
     _InputChecker,
     _not_an_image,
 )
+from runner.spec.load import read_spec
 
 _END: Any = object()
 _Rendered = tuple[Row, str, dict[str, Any], dict[str, Path], dict[str, str]]

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.errors import SpecError, SpecErrors
-from runner.spec import load_spec
-from runner.validate import check
+from runner.spec.check import check
+from runner.spec.load import load_spec
 
 CORPUS = Path(__file__).parent / "data" / "bad_specs"
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from runner.cli import main
-from runner.cliargs import build_parser, serve_settings
+from runner.cli.args import build_parser, serve_settings
+from runner.cli.commands import main
 
 from .conftest import closed_port, last_records, png_bytes
 
@@ -299,7 +299,7 @@ def test_the_schema_and_the_command_line_share_the_concurrency_ceiling():
     import json
 
     from runner.endpoints import schemas_dir
-    from runner.limits import MAX_CONCURRENCY
+    from runner.execution.limits import MAX_CONCURRENCY
 
     schema = json.loads((schemas_dir() / "job.schema.json").read_text())
     concurrency = schema["properties"]["execution"]["properties"]["concurrency"]
@@ -307,7 +307,7 @@ def test_the_schema_and_the_command_line_share_the_concurrency_ceiling():
 
 
 def test_never_more_workers_than_rows(write_spec, tmp_path, monkeypatch):
-    from runner import executor as executor_module
+    from runner.execution import executor as executor_module
 
     started = []
     real = executor_module.Executor._worker
@@ -572,8 +572,8 @@ def test_a_refused_key_or_an_unreachable_server_prints_the_summary_then_why(
 def reads(monkeypatch):
     """What a command read: "spec" each time the spec file is parsed, "grid" each time its
     grid is built (its source files read)."""
-    from runner import spec as spec_module
-    from runner.rowgrid import RowGrid
+    from runner.grid.rowgrid import RowGrid
+    from runner.spec import load as spec_module
 
     read: list[str] = []
     real_yaml, real_grid = spec_module.load_yaml, RowGrid.__init__

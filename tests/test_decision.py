@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.decision import Action, decide
-from runner.manifest import KeyState
+from runner.execution.decision import Action, decide
+from runner.folder.journal import KeyState
 
 
 def state(

@@ -18,16 +18,17 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from runner import engine, memo, scan, validate
-from runner.cli import main
+from runner.cli.commands import main
 from runner.endpoints import get_endpoint
 from runner.errors import GridError, SpecErrors
-from runner.grid import Collapsed, Replay, expand
-from runner.inputguard import InputGuard
+from runner.execution.inputguard import InputGuard
+from runner.grid import engine, memo, scan
+from runner.grid.expand import Collapsed, Replay, expand
+from runner.grid.plan import Cost
 from runner.models import Request
-from runner.plan import Cost
-from runner.spec import load_spec
-from runner.validate import check
+from runner.spec import check as validate
+from runner.spec.check import check
+from runner.spec.load import load_spec
 
 from . import oracle
 from .conftest import png_bytes

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from runner.cli.progress import in_flight_note, summary_line
 from runner.emulator import Emulator, EmulatorSettings, Faults
-from runner.executor import UNREACHABLE_AFTER
-from runner.grid import expand
+from runner.execution.executor import UNREACHABLE_AFTER
+from runner.execution.run import run_requests
+from runner.execution.settings import RunSettings
+from runner.execution.stops import StopKind
+from runner.execution.tracking import RunStats
+from runner.grid.expand import expand
 from runner.models import GivenRow, Request
-from runner.progress import in_flight_note, summary_line
-from runner.run import run_requests
-from runner.settings import RunSettings
-from runner.stops import StopKind
-from runner.tracking import RunStats
-from runner.validate import check
+from runner.spec.check import check
 
 from .conftest import closed_port, fal_env, last_records
 
@@ -278,7 +278,7 @@ async def test_rate_limit(write_spec, emulator_factory, tmp_path):
 
 
 async def test_large_local_file_is_uploaded(write_spec, emulator_factory, tmp_path, monkeypatch):
-    import runner.attachments as attachments
+    import runner.execution.attachments as attachments
 
     monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
     em = await emulator_factory()
@@ -291,7 +291,7 @@ async def test_large_local_file_is_uploaded(write_spec, emulator_factory, tmp_pa
 async def test_one_large_file_is_uploaded_once_for_all_its_requests(
     write_spec, emulator_factory, tmp_path, monkeypatch
 ):
-    import runner.attachments as attachments
+    import runner.execution.attachments as attachments
 
     monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
     em = await emulator_factory(latency=0.2)
@@ -305,7 +305,7 @@ async def test_disk_full_mid_run_stops_with_a_resumable_journal(
     write_spec, emulator_factory, tmp_path, monkeypatch
 ):
     from runner.errors import ManifestError
-    from runner.manifest import Journal
+    from runner.folder.journal import Journal
 
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": {"range": [0, 9]}})
@@ -330,7 +330,7 @@ async def test_disk_full_mid_run_stops_with_a_resumable_journal(
 async def test_a_result_the_server_lost_is_resubmitted_and_recorded(
     write_spec, emulator_factory, tmp_path
 ):
-    from runner.manifest import SUBMITTED, Journal
+    from runner.folder.journal import SUBMITTED, Journal
 
     em = await emulator_factory()
     spec = write_spec()
@@ -353,7 +353,7 @@ async def test_a_result_the_server_lost_is_resubmitted_and_recorded(
 async def test_a_lost_result_counts_a_double_charge_only_once_it_is_sent_again(
     write_spec, emulator_factory, tmp_path
 ):
-    from runner.manifest import SUBMITTED, Journal
+    from runner.folder.journal import SUBMITTED, Journal
 
     em = await emulator_factory()
     spec = write_spec()
@@ -448,9 +448,9 @@ async def test_another_backends_row_is_never_done(write_spec, emulator_factory, 
     is not this row's result, even when the executor is handed such a journal."""
     import aiohttp
 
-    from runner.executor import Executor
-    from runner.falapi import FalClient, ServerConfig
-    from runner.manifest import Journal
+    from runner.execution.executor import Executor
+    from runner.execution.falapi import FalClient, ServerConfig
+    from runner.folder.journal import Journal
 
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": [1, 2]})
@@ -476,9 +476,9 @@ async def test_a_request_that_cannot_be_built_is_refused_never_left_submitting(
     # cannot build the request, so nothing is sent and nothing may count as maybe-charged
     import aiohttp
 
-    from runner.executor import Executor
-    from runner.falapi import FalClient, ServerConfig
-    from runner.manifest import Journal
+    from runner.execution.executor import Executor
+    from runner.execution.falapi import FalClient, ServerConfig
+    from runner.folder.journal import Journal
 
     em = await emulator_factory()
     bad = em.queue_url.replace("http://", "http://me:pw-0451@")
@@ -671,7 +671,7 @@ async def test_connect_failures_after_the_server_answered_keep_the_retry_rules(
 async def test_a_failed_upload_fails_its_row_not_the_run(
     write_spec, emulator_factory, tmp_path, monkeypatch
 ):
-    import runner.attachments as attachments
+    import runner.execution.attachments as attachments
 
     monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
     em = await emulator_factory()
@@ -688,7 +688,7 @@ async def test_a_failed_upload_fails_its_row_not_the_run(
 async def test_an_unreachable_storage_host_stops_the_run(
     write_spec, emulator_factory, tmp_path, monkeypatch
 ):
-    import runner.attachments as attachments
+    import runner.execution.attachments as attachments
 
     monkeypatch.setattr(attachments, "DATA_URI_MAX_BYTES", 10)
     em = await emulator_factory()
@@ -728,8 +728,8 @@ async def test_requests_in_flight_count_against_the_cap_at_their_estimate(
 async def test_retry_failed_flags_a_row_only_when_its_failure_may_have_been_charged(
     write_spec, emulator_factory, tmp_path
 ):
-    from runner.http import origin
-    from runner.manifest import Journal
+    from runner.execution.http import origin
+    from runner.folder.journal import Journal
 
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": [1, 2, 3]})

@@ -25,9 +25,9 @@ import webdataset as wds
 import yaml
 from PIL import Image
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.export import export
-from runner.manifest import latest
+from runner.folder.journal import latest
 
 from .conftest import png_bytes
 from .test_merge import kill_mid_way, start_slowed

@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 
 from runner.errors import AuthError, CallError
-from runner.falapi import FalClient, ServerConfig, handle_for
-from runner.http import error_detail
+from runner.execution.falapi import FalClient, ServerConfig, handle_for
+from runner.execution.http import error_detail
 from runner.urls import app_base
 
 
@@ -144,7 +144,7 @@ async def test_the_key_goes_only_to_the_configured_hosts(aiohttp_server):
 
 
 def test_request_headers_from_the_execution_block():
-    from runner.falapi import request_headers
+    from runner.execution.falapi import request_headers
     from runner.models import Execution
 
     # fal may not reroute a request to another model unless the spec allows it

@@ -9,7 +9,8 @@ import os
 import pytest
 
 from runner.errors import UsageError
-from runner.folderlock import LOCK_FILE, MERGE, locked, reading
+from runner.folder.lock import MERGE, locked, reading
+from runner.folder.names import LOCK_FILE
 
 from .test_crash import start_run, wait_for
 

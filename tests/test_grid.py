@@ -18,15 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import example as also_try
 from hypothesis import strategies as st
 
-from runner import grid, scan
 from runner.endpoints import Endpoint, get_endpoint
-from runner.engine import Engine
 from runner.errors import GridError
-from runner.grid import Collapsed, axes, expand
-from runner.inputguard import InputGuard
+from runner.execution.inputguard import InputGuard
+from runner.grid import expand as grid
+from runner.grid import scan
+from runner.grid.engine import Engine
+from runner.grid.expand import Collapsed, axes, expand
+from runner.grid.rowgrid import RowGrid
+from runner.grid.shards import Shard
 from runner.models import Request, Sample, Spec
-from runner.rowgrid import RowGrid
-from runner.shards import Shard
 
 _EP = get_endpoint("fal-ai/flux-1/dev/image-to-image")
 assert _EP is not None
@@ -616,7 +617,7 @@ def test_counting_a_million_rows_keeps_memory_flat(tmp_path: Path) -> None:
 import resource
 from pathlib import Path
 from tests.test_grid import EP, million
-from runner.grid import expand
+from runner.grid.expand import expand
 s = million(Path({str(tmp_path)!r}))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(sum(1 for _ in expand(s, EP)), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)

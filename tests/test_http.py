@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import runner.http as http
+import runner.execution.http as http
 from runner.errors import CallError
-from runner.http import Http, connect_cause, origin
-from runner.retry import Verdict, decide
+from runner.execution.http import Http, connect_cause, origin
+from runner.execution.retry import Verdict, decide
 
 from .conftest import closed_port
 

@@ -4,6 +4,8 @@ functions alike) is acyclic, so every module can be read, tested and imported on
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -44,9 +46,10 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_sees_imports() -> None:
     g = graph()
-    assert "runner.validate" in g["runner"]  # the surface, absolute through `from .x import`
+    assert "runner.spec.check" in g["runner"]  # the surface, absolute through `from .x import`
     assert "runner.urls" in g["runner.emulator.state"]  # `from ..urls import`, two levels up
-    assert "runner.emulator" in g["runner.backends"]  # an import inside a function counts too
+    # an import inside a function counts too
+    assert "runner.emulator" in g["runner.execution.backends"]
 
 
 def test_no_import_cycle() -> None:
@@ -55,3 +58,68 @@ def test_no_import_cycle() -> None:
     except CycleError as error:
         cycle = " -> ".join(reversed(error.args[1]))  # graphlib lists dependencies first
         raise AssertionError(f"import cycle (each imports the next): {cycle}") from None
+
+
+# What each part of runner/ may import besides itself: the pipeline's stages point down only
+# (spec -> grid, execution -> spec, grid and the folder; report and export read the folder).
+# The modules directly in runner/ are the shared primitives and import nothing else; the
+# public surface (runner/__init__.py) may import any stage but the command line, and only
+# the command line (and `python -m runner`) imports the command line.
+PRIMITIVES = "primitives"
+MAY_IMPORT = {
+    PRIMITIVES: set(),
+    "grid": set(),
+    "spec": {"grid"},
+    "folder": set(),
+    "execution": {"grid", "spec", "folder", "emulator"},
+    "emulator": set(),
+    "report": {"folder"},
+    "export": {"folder"},
+    "starter": set(),
+}
+
+
+def part(name: str) -> str:
+    """The part of runner/ a module belongs to: its package, or the primitives."""
+    if name in ("runner", "runner.__main__"):
+        return name
+    package = name.split(".")[1]
+    return package if (PACKAGE / package).is_dir() else PRIMITIVES
+
+
+def test_no_part_imports_a_later_stage() -> None:
+    upward = []
+    for name, imported in graph().items():
+        home = part(name)
+        for target in imported:
+            there = part(target)
+            if there in (home, PRIMITIVES) or there in MAY_IMPORT.get(home, set()):
+                continue
+            if home == "runner" and there != "cli":  # the public surface gathers the stages
+                continue
+            if home in ("cli", "runner.__main__"):
+                continue
+            upward.append(f"{name} -> {target}")
+    assert upward == [], "imports against the pipeline's direction: " + ", ".join(upward)
+
+
+def test_the_parts_are_known() -> None:
+    found = {part(name) for name in modules()} - {"runner", "runner.__main__"}
+    assert found == set(MAY_IMPORT) | {"cli"}
+
+
+def test_building_the_argument_parser_imports_no_emulator() -> None:
+    # every command builds the whole parser, `serve`'s options included: the emulator's
+    # server (aiohttp.web, Pillow's filters) must not load for a `runner validate`
+    script = (
+        "import sys\n"
+        "from runner.cli import main\n"
+        "from runner.cli.args import build_parser\n"
+        "build_parser()\n"
+        "heavy = ('runner.emulator.', 'aiohttp.web', 'PIL.ImageFilter')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy) or m == heavy[0][:-1]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.endpoints import job_schema
 from runner.starter import sample_image
 

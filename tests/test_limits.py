@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from runner.limits import SubmitGate
+from runner.execution.limits import SubmitGate
 
 
 async def test_rate_spaces_submissions():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import runner
 from runner.errors import ManifestError
-from runner.manifest import (
+from runner.folder.journal import (
     FAILED,
     OK,
     SUBMITTED,
@@ -123,9 +123,9 @@ def test_a_runs_file_that_cannot_be_written_is_a_manifest_error(tmp_path):
 
 # -- lean lines ----------------------------------------------------------------------------
 def _flight(key="00c0ffee00c0ffee", backend="fal"):
-    from runner.manifest import Record
+    from runner.execution.tracking import InFlight
+    from runner.folder.journal import Record
     from runner.models import Request
-    from runner.tracking import InFlight
 
     fixed: Record = {"endpoint": "fal-ai/x", "backend": backend, "run_id": "run-1"}
     if backend == "fal":
@@ -142,7 +142,7 @@ def _state(folder, key):
 
 def _journey(flight):
     """The lines one request writes when its first result is lost and it is sent again."""
-    from runner.falapi import handle_for
+    from runner.execution.falapi import handle_for
 
     flight.attempts = 1
     yield flight.record(SUBMITTING)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.export import export
-from runner.folderlock import locked
-from runner.merge import merge
+from runner.folder.lock import locked
+from runner.folder.merge import merge
 from runner.report import write_report
 
 from .conftest import last_records, png_bytes
@@ -197,7 +197,7 @@ def test_merge_says_to_go_on_in_the_merged_folder_when_a_part_is_not_finished(
 
 def test_merge_refuses_a_folder_a_run_is_using(spec, tmp_path):
     from runner.errors import UsageError
-    from runner.folderlock import locked
+    from runner.folder.lock import locked
 
     assert run(spec, tmp_path / "a") == 1  # the remote input's rows fail offline
     with locked(tmp_path / "merged"), pytest.raises(UsageError, match="in use by another run"):
@@ -218,7 +218,7 @@ def slow(*args, **kwargs):
     time.sleep(float(sys.argv[2]))
     return real(*args, **kwargs)
 setattr(owner, attr, slow)
-from runner.cli import main
+from runner.cli.commands import main
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -272,7 +272,9 @@ def test_a_run_on_a_source_or_on_out_is_refused_while_a_merge_goes_on(write_spec
     source, merged = tmp_path / "src", tmp_path / "dst" / "merged"
     fake_run(source, 40)
     merged.parent.mkdir()
-    proc = start_slowed("runner.merge:_place", 0.05, "merge", str(source), "--out", str(merged))
+    proc = start_slowed(
+        "runner.folder.merge:_place", 0.05, "merge", str(source), "--out", str(merged)
+    )
     wait_for(lambda: any(merged.parent.glob(".merged.partial-*")))
     spec = write_spec()
     for folder in (source, merged):
@@ -327,7 +329,9 @@ def test_a_killed_merge_leaves_no_run_folder_and_a_rerun_succeeds(tmp_path, caps
     source, merged = tmp_path / "src", tmp_path / "dst" / "merged"
     fake_run(source, 60)
     merged.parent.mkdir()
-    proc = start_slowed("runner.merge:_place", 0.05, "merge", str(source), "--out", str(merged))
+    proc = start_slowed(
+        "runner.folder.merge:_place", 0.05, "merge", str(source), "--out", str(merged)
+    )
     kill_mid_way(proc, merged.parent)
     assert not (merged / "manifest.jsonl").exists()  # absent: no command takes it for a run
     assert main(["report", str(merged)]) == 2

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from runner import outputcheck
-from runner.manifest import MANIFEST, Journal, read_state
-from runner.outputcheck import HelperFailed, OutputCheck
+from runner.folder import outputcheck
+from runner.folder.journal import Journal, read_state
+from runner.folder.names import MANIFEST
+from runner.folder.outputcheck import HelperFailed, OutputCheck
 
 
 def dumps(record: object) -> str:
@@ -97,7 +98,7 @@ def test_the_journal_uses_a_helper_for_a_large_journal(
     journal = Journal(folder, check_outputs=True)
     journal.close()
     assert journal.damaged == EXPECTED and not started  # a small journal: checked here
-    monkeypatch.setattr("runner.manifest.HELPER_FROM", 0)
+    monkeypatch.setattr("runner.folder.journal.HELPER_FROM", 0)
     journal = Journal(folder, check_outputs=True)
     journal.close()
     assert journal.damaged == EXPECTED and started == [1]
@@ -119,7 +120,7 @@ def test_a_helper_that_dies_is_not_trusted_and_the_check_is_done_here(
     read_state(folder, check)
     with pytest.raises(HelperFailed):
         check.damaged()
-    monkeypatch.setattr("runner.manifest.HELPER_FROM", 0)
+    monkeypatch.setattr("runner.folder.journal.HELPER_FROM", 0)
     journal = Journal(folder, check_outputs=True)
     journal.close()
     assert journal.damaged == EXPECTED

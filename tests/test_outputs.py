@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from runner.outputs import NotAnImage, save_image
+from runner.execution.outputs import NotAnImage, save_image
 
 from .conftest import png_bytes
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 import json
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.endpoints import get_endpoint
-from runner.plan import Plan, explain_cost
+from runner.grid.plan import Plan, explain_cost
 
 from .conftest import png_bytes
 

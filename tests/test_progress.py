@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from runner.progress import Progress, in_flight_note, summary_line
-from runner.tracking import RunStats
+from runner.cli.progress import Progress, in_flight_note, summary_line
+from runner.execution.tracking import RunStats
 
 
 def test_the_summary_counts_the_rows_a_stopped_run_did_not_reach():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from runner.cli import main
+from runner.cli.commands import main
 
 from .conftest import last_records
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from runner.cli import main
+from runner.cli.commands import main
 
 from .conftest import last_records
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.errors import ManifestError
 from runner.report import write_report
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.report import write_report
 
 from .conftest import last_records, png_bytes

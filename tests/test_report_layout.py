@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.errors import UsageError
 from runner.report import write_report
 from runner.report.layout import choose_layout

@@ -4,7 +4,7 @@ from email.utils import format_datetime
 import pytest
 
 from runner.errors import AuthError, CallError
-from runner.retry import (
+from runner.execution.retry import (
     MAX_RETRY_AFTER,
     Decision,
     Verdict,

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 
 from .conftest import last_records, png_bytes
 

@@ -83,8 +83,8 @@ async def test_an_old_flat_run_folder_resumes_and_reports(write_spec, emulator_f
 async def test_the_journal_read_finds_damaged_outputs_in_the_same_pass(
     write_spec, emulator_factory, tmp_path, monkeypatch
 ):
-    from runner.manifest import Journal
-    from runner.repair import find_damaged
+    from runner.execution.repair import find_damaged
+    from runner.folder.journal import Journal
 
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": {"range": [0, 5]}})
@@ -97,7 +97,7 @@ async def test_the_journal_read_finds_damaged_outputs_in_the_same_pass(
     (out / short).write_bytes(b"short")
     expected = {requests[0].key, requests[1].key}
     for helper in (False, True):  # checked in this process, and by a helper process
-        monkeypatch.setattr("runner.manifest.HELPER_FROM", 0 if helper else 1 << 40)
+        monkeypatch.setattr("runner.folder.journal.HELPER_FROM", 0 if helper else 1 << 40)
         journal = Journal(out, check_outputs=True)
         journal.close()
         assert journal.damaged == expected

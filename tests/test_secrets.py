@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.emulator import Faults
 
 

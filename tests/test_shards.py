@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.cli import main
-from runner.shards import Shard, parse_shard
+from runner.cli.commands import main
+from runner.grid.shards import Shard, parse_shard
 
 from .conftest import last_records
 

@@ -10,12 +10,12 @@ import time
 import runner
 from runner import RunOptions
 from runner.errors import GridError
-from runner.grid import expand
-from runner.inputguard import InputGuard
-from runner.snapshot import InputSnapshot
-from runner.spec import load_spec
-from runner.stops import StopKind
-from runner.validate import check
+from runner.execution.inputguard import InputGuard
+from runner.execution.stops import StopKind
+from runner.grid.expand import expand
+from runner.grid.snapshot import InputSnapshot
+from runner.spec.check import check
+from runner.spec.load import load_spec
 
 from .conftest import fal_env, png_bytes
 from .test_crash import start_run, wait_for

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.errors import GridError
-from runner.sources import axis_source
+from runner.grid.sources import axis_source
 
 
 def values(raw: Any, base: Path = Path(".")) -> list[Any]:
@@ -280,8 +280,8 @@ def test_a_bad_number_in_a_row_file_names_the_file_and_line(
 
 def test_the_job_schema_lists_exactly_the_source_keys() -> None:
     """SOURCE_KEYS is the one list; the schema's axis branches must say the same."""
-    from runner.sources import SOURCE_KEYS
-    from runner.spec import job_validator
+    from runner.grid.sources import SOURCE_KEYS
+    from runner.spec.load import job_validator
 
     branches = job_validator().schema["$defs"]["axis"]["oneOf"][1:]
     assert [b["required"][0] for b in branches] == list(SOURCE_KEYS)

@@ -14,8 +14,8 @@ from jsonschema import Draft202012Validator
 from runner.endpoints import schemas_dir
 from runner.errors import SpecErrors
 from runner.models import Execution, Location, Sample
-from runner.spec import load_spec
-from runner.yamlsource import load_yaml
+from runner.spec.load import load_spec
+from runner.spec.yamlsource import load_yaml
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 HEAD = "version: 1\nendpoint: fal-ai/flux-1/dev/image-to-image\n"
@@ -176,7 +176,7 @@ def test_shipped_specs_satisfy_the_plain_schema() -> None:
 
 
 def test_execution_priority_and_store_io(tmp_path):
-    from runner.spec import load_spec
+    from runner.spec.load import load_spec
 
     spec = tmp_path / "s.yaml"
     spec.write_text(
@@ -188,7 +188,7 @@ def test_execution_priority_and_store_io(tmp_path):
 
 
 def test_execution_allow_fallbacks(tmp_path):
-    from runner.spec import load_spec
+    from runner.spec.load import load_spec
 
     spec = tmp_path / "s.yaml"
     head = "version: 1\nendpoint: fal-ai/flux-1/dev/image-to-image\n"

@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.emulator import Faults
-from runner.run import run_requests
-from runner.spending import billed_megapixels
+from runner.execution.run import run_requests
+from runner.grid.plan import billed_megapixels
 
 from .conftest import png_bytes
 from .test_executor import last_records_or_none, settings_for
@@ -236,11 +236,11 @@ def test_a_folder_taken_past_its_cap_by_a_short_estimate_says_so(
 
 
 def test_what_a_folder_has_paid_for_is_read_from_its_journal(tmp_path):
-    from runner.decision import decide
     from runner.endpoints import get_endpoint
-    from runner.manifest import Journal, read_state
-    from runner.plan import Pricing
-    from runner.spending import read_paid
+    from runner.execution.decision import decide
+    from runner.execution.spending import read_paid
+    from runner.folder.journal import Journal, read_state
+    from runner.grid.plan import Pricing
 
     out = tmp_path / "out"
     photo = tmp_path / "photo.png"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from runner import statsfile
 from runner.emulator import Faults
+from runner.folder import statsfile
 
 from .test_executor import run, settings_for
 

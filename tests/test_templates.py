@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.errors import GridError
-from runner.templates import TemplateError, has_template, literal_hint, parse, render
+from runner.grid.templates import TemplateError, has_template, literal_hint, parse, render
 
 
 def test_renders_names_from_the_row() -> None:

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from PIL import Image, ImageFile
 
-from runner import localimages, validate
 from runner.endpoints import get_endpoint
 from runner.errors import SpecErrors
-from runner.validate import MAX_ERRORS, Checked, check
+from runner.grid import localimages
+from runner.spec import check as validate
+from runner.spec.check import MAX_ERRORS, Checked, check
 
 from .conftest import png_bytes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runner.models import Location
-from runner.yamlsource import YamlError, load_yaml
+from runner.spec.yamlsource import YamlError, load_yaml
 
 DOC = """\
 # a comment

@@ -1,8 +1,8 @@
 """An offline, fal-compatible service for tests and demos: a queue app and a run app on
 loopback, a deterministic CPU image-to-image model, and seeded fault injection."""
 
+from ..emulatorsettings import EmulatorSettings, Faults
 from .server import Emulator, serve_forever, served_line
-from .settings import EmulatorSettings, Faults
 from .stats import Stats
 
 __all__ = [

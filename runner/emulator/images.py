@@ -3,15 +3,14 @@ fetch is allowed) any other URL. Problems come back as fal-style 422 detail item
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
+from ..datauri import is_data_uri, parse
 from ..urls import is_loopback
 from .state import EmulatorState
 
@@ -56,15 +55,13 @@ def own_file_id(state: EmulatorState, url: str) -> str | None:
 
 
 async def fetch_bytes(state: EmulatorState, url: str, field: str = "image_url") -> bytes:
-    if url.startswith("data:"):
-        header, sep, encoded = url.partition(",")
-        if not sep:
+    if is_data_uri(url):
+        inline = parse(url)
+        if inline is None:
             raise _error("image_load_error", "Invalid data URI", url, field)
         try:
-            if header.endswith(";base64"):
-                return base64.b64decode(encoded, validate=True)
-            return unquote_to_bytes(encoded)
-        except (binascii.Error, ValueError) as exc:
+            return inline.content()
+        except ValueError as exc:
             raise _error("image_load_error", "Invalid base64 in data URI", url, field) from exc
     file_id = own_file_id(state, url)
     if file_id is not None:

@@ -11,7 +11,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .settings import FAULT_KINDS
+from ..emulatorsettings import FAULT_KINDS
 from .state import STATE
 
 KEY_ROUTES = frozenset(

@@ -11,10 +11,10 @@ from types import TracebackType
 import aiohttp
 from aiohttp import web
 
+from ..emulatorsettings import EmulatorSettings
 from .middleware import auth_middleware, faults_middleware
 from .queue_routes import add_queue_routes
 from .run_routes import add_run_routes
-from .settings import EmulatorSettings
 from .state import STATE, EmulatorState
 from .stats import Stats
 from .storage_routes import add_storage_routes

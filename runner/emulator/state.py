@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ..emulatorsettings import EmulatorSettings
 from ..endpoints import Endpoint
 from ..urls import request_url
-from .settings import EmulatorSettings
 from .stats import Stats
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ManifestError, UsageError
-from ..manifest import MANIFEST
-from ..staging import check_replaceable, staged
+from ..folder.names import MANIFEST
+from ..folder.staging import check_replaceable, staged
 from .files import FOLDER_FILES
 from .imagefolder import write_imagefolder
 from .parquet import write_parquet

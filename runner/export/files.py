@@ -3,11 +3,10 @@ numbered sub-folders so that no folder holds more than FOLDER_FILES files (the H
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from ..errors import ManifestError
+from ..folder.staging import link_or_copy
 from .rows import ImageRef
 
 FOLDER_FILES = 5_000  # the Hub wants under 10,000 files per folder
@@ -41,11 +40,3 @@ class Placer:
             raise ManifestError(f"cannot write {target}: {exc.strerror or exc}") from None
         self._placed[image.name] = rel
         return rel
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """A hardlink (instant, no extra space), or a copy across file systems."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)

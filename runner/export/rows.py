@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..integrity import EXTENSIONS, InputChecker, check_output, image_fields
-from ..integrity import decode_data_uri as _decode_data_uri
+from ..datauri import is_data_uri
+from ..folder.integrity import EXTENSIONS, InputChecker, check_output, decode_data_uri, image_fields
+from ..folder.journal import FAILED, OK, Record, latest
 from ..keys import is_url
-from ..manifest import FAILED, OK, Record, latest
 
 Status = Literal["ok", "failed", "all"]
 Kind = Literal["bool", "int", "float", "string", "null"]
@@ -125,7 +125,7 @@ def _metadata(record: Record, renames: Mapping[tuple[str, str], str]) -> dict[st
         values["error_type"] = error.get("type")
         values["error_message"] = error.get("message")
     for prefix, name, plain, value in _named_values(record):
-        if prefix == "input" and isinstance(value, str) and value.startswith("data:"):
+        if prefix == "input" and isinstance(value, str) and is_data_uri(value):
             value = _data_ref(value)  # the bytes are the input image column; keep identity only
         values[name if plain else renames[prefix, name]] = value
     return values
@@ -172,7 +172,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _data_ref(uri: str) -> str:
-    decoded = _decode_data_uri(uri)
+    decoded = decode_data_uri(uri)
     return "sha256:" + hashlib.sha256(decoded[0]).hexdigest() if decoded else uri[:64]
 
 

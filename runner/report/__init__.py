@@ -15,15 +15,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ManifestError
-from ..integrity import CHANGED, MISSING
-from ..manifest import FAILED, MANIFEST, OK, Record, RunLine, latest, read_runs
+from ..folder.integrity import CHANGED, MISSING
+from ..folder.journal import FAILED, OK, Record, RunLine, latest, read_runs
+from ..folder.names import MANIFEST, REPORT
 from .files import Files, InputNote
 from .layout import Layout, canon, choose_layout, values, vars_of
 from .page import CSS, Page, input_name, label
 
 __all__ = ["REPORT", "ReportSummary", "write_report"]
 
-REPORT = "report.html"
 SHOWN_INPUTS = 20  # inputs named in the page's header; each cell marks its own anyway
 
 

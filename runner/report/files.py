@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..errors import ManifestError
-from ..integrity import (
+from ..folder.integrity import (
     CHANGED,
     INTACT,
     MISSING,
@@ -27,10 +27,10 @@ from ..integrity import (
     check_output,
     image_fields,
 )
+from ..folder.journal import OK, Record
+from ..folder.names import REPORT_INPUTS
 from ..keys import file_sha256
-from ..manifest import OK, Record
 
-COPIES = "report-inputs"  # in the report's folder: the input images it shows, by sha256
 _COPY_NAME = re.compile(r"[0-9a-f]{64}\.[0-9a-z]+")
 
 
@@ -122,7 +122,7 @@ class Files:
                     and _COPY_NAME.fullmatch(f"{check.digest}.{check.ext}")
                 ):
                     wanted.setdefault(check.digest, check)
-        folder = self.dest / COPIES
+        folder = self.dest / REPORT_INPUTS
         dest = os.path.abspath(self.dest)
         kept: set[str] = set()
         for digest, check in wanted.items():
@@ -133,7 +133,7 @@ class Files:
             name = f"{digest}.{check.ext}"
             if _copy(check, folder / name):
                 kept.add(name)
-                self._inputs[digest] = quote(f"{COPIES}/{name}")
+                self._inputs[digest] = quote(f"{REPORT_INPUTS}/{name}")
         stale = [p for p in _listing(folder) if _COPY_NAME.fullmatch(p.name) and p.name not in kept]
         for path in stale:
             with contextlib.suppress(OSError):  # a stale copy left behind does no harm

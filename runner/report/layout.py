@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
-from ..manifest import Record
+from ..folder.journal import Record
 
 MIN_FILL = 0.5  # a table should have at least half of its x*y cells filled
 MAX_TABLES = 50  # beyond this many tables, fold more axes into captions

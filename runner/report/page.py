@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..integrity import CHANGED, INTACT, REMOTE, InputState, OutputState
-from ..manifest import FAILED, OK, Record
+from ..folder.integrity import CHANGED, INTACT, REMOTE, InputState, OutputState
+from ..folder.journal import FAILED, OK, Record
 from .files import Files, input_title
 from .layout import Layout, Table, group, value_of, values, vars_of
 

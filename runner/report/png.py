@@ -14,8 +14,8 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from ..errors import ManifestError
-from ..integrity import CHANGED, OutputState
-from ..manifest import FAILED, OK, Record
+from ..folder.integrity import CHANGED, OutputState
+from ..folder.journal import FAILED, OK, Record
 from .files import Files, input_title
 from .fonts import Text
 from .layout import Layout, Table, group, value_of, values

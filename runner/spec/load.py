@@ -1,0 +1,335 @@
+"""Load a job spec: file -> safe YAML -> schema check (each error one located line) -> Spec.
+
+Only the spec language is checked here; grid expansion and endpoint input checks are check.py's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError
+
+from ..endpoints import all_endpoints, get_endpoint, job_schema
+from ..errors import SpecError, SpecErrors, SpecPath
+from ..grid.sources import SOURCE_KEYS as SOURCES
+from ..models import Execution, Sample, Spec
+from .yamlsource import Locator, YamlError, load_yaml
+
+_SOURCES_TEXT = "a list or one of " + ", ".join("{" + k + "}" for k in SOURCES)
+_TYPES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "object": "a mapping",
+    "array": "a list",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+@cache
+def job_validator() -> Draft202012Validator:
+    schema = json.loads(job_schema().read_text(encoding="utf-8"))
+    return Draft202012Validator(schema)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A spec file read as far as it goes: the Spec built from its valid parts (None when
+    there is no endpoint to check against), every schema error, and what they leave usable."""
+
+    spec: Spec | None
+    errors: tuple[SpecError, ...]
+    broken_axes: frozenset[str] = frozenset()  # matrix axes the schema rejected
+    grid_ok: bool = True  # defaults, matrix, exclude and include can be checked
+    expand_ok: bool = True  # ... and the whole grid expanded (no broken axis, sample, limits)
+
+
+_GRID_PARTS = {"defaults", "matrix", "exclude", "include"}
+
+
+def load_spec(path: str | Path, *, out: Path | None = None) -> Spec:
+    """Read and check one spec file; raises SpecErrors (each located) when it is not valid."""
+    loaded = read_spec(path, out=out)
+    if loaded.errors:
+        raise SpecErrors(list(loaded.errors))
+    assert loaded.spec is not None
+    return loaded.spec
+
+
+def read_spec(path: str | Path, *, out: Path | None = None) -> Loaded:
+    """Read one spec file and collect its schema errors without stopping at them, so validate
+    can go on checking what they leave intact. Raises SpecErrors only when nothing can be read
+    (not YAML, not a mapping, another version)."""
+    path = Path(path)
+    file = str(path)
+    raw = _read(path, file)
+    try:
+        data, locate = load_yaml(raw.decode("utf-8-sig"))
+    except YamlError as exc:
+        raise SpecErrors([SpecError(exc.message, file, exc.line, exc.col)]) from None
+    if data is None:
+        raise SpecErrors([SpecError("the spec is empty (start with `version: 1`)", file)])
+    if not isinstance(data, dict):
+        loc = locate(())
+        msg = f"the spec must be a mapping of keys (version, endpoint, ...), got {show(data)}"
+        raise SpecErrors([SpecError(msg, file, loc.line, loc.col)])
+    version = data.get("version")
+    if type(version) is int and version != 1:
+        loc = locate(("version",))
+        msg = f"unsupported version {version} (this runner reads version 1)"
+        raise SpecErrors([SpecError(msg, file, loc.line, loc.col)])
+    problems = [p for e in job_validator().iter_errors(data) for p in _rewrite(e)]
+    endpoint = data.get("endpoint")
+    if isinstance(endpoint, str) and endpoint and get_endpoint(endpoint) is None:
+        problems.append((("endpoint",), _unknown_endpoint(endpoint)))
+    problems += _report_axes(data)
+    errors = tuple(_located(problems, locate, file).errors) if problems else ()
+    # Each error's top-level key is left out of the Spec; a broken matrix axis is kept by
+    # name (the grid knows it exists but does not build it).
+    bad = {p[0] for p, _ in problems if p}
+    known = set(job_validator().schema["properties"])
+    broken = frozenset(str(p[1]) for p, _ in problems if len(p) > 1 and p[0] == "matrix")
+    whole_matrix = any(p == ("matrix",) for p, _ in problems)
+    if "endpoint" in bad or "endpoint" not in data:
+        return Loaded(None, errors)
+    usable = {k: v for k, v in data.items() if k not in bad or (k == "matrix" and not whole_matrix)}
+    # An unknown top-level key that looks like a grid part (`matrx`) may hold its rows: the
+    # grid's own checks would then report what that typo causes, so they wait for its fix.
+    typos = {k for k in bad - known if difflib.get_close_matches(str(k), _GRID_PARTS, n=1)}
+    grid_ok = not (bad & (_GRID_PARTS - {"matrix"})) and not whole_matrix and not typos
+    expand_ok = grid_ok and not broken and not bad & {"sample", "limits"}
+    spec = _build(usable, path, raw, locate, out)
+    return Loaded(spec, errors, broken, grid_ok, expand_ok)
+
+
+def _read(path: Path, file: str) -> bytes:
+    try:
+        if path.is_dir():
+            raise SpecErrors([SpecError("is a folder, not a spec file", file)])
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecErrors([SpecError("file not found", file)]) from None
+    except OSError as exc:
+        msg = f"cannot read the spec: {exc.strerror or exc}"
+        raise SpecErrors([SpecError(msg, file)]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecErrors([SpecError("not a text file (invalid UTF-8)", file, line)]) from None
+    if "\x00" in text:
+        raise SpecErrors([SpecError("not a text file (contains NUL bytes)", file)])
+    return raw
+
+
+def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: Path | None) -> Spec:
+    base = path.resolve().parent
+    output = out if out is not None else base / data.get("output", f"runs/{path.stem}")
+    sample = data.get("sample")
+    ex: Mapping[str, Any] = data.get("execution", {})
+    execution = Execution(
+        concurrency=int(ex.get("concurrency", 8)),
+        rate=None if ex.get("rate") is None else float(ex["rate"]),
+        retries=int(ex.get("retries", 6)),
+        timeout=float(ex.get("timeout", 600)),
+        queue_timeout=None if ex.get("queue_timeout") is None else float(ex["queue_timeout"]),
+        mode=ex.get("mode", "queue"),
+        priority=ex.get("priority"),
+        store_io=bool(ex.get("store_io", True)),
+        allow_fallbacks=bool(ex.get("allow_fallbacks", False)),
+    )
+    return Spec(
+        path=path,
+        base_dir=base,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        version=1,
+        name=data.get("name"),
+        endpoint=data["endpoint"],
+        backend=data.get("backend", "local"),
+        output=Path(output).resolve(),
+        defaults=data.get("defaults", {}),
+        matrix=data.get("matrix", {}),
+        exclude=tuple(data.get("exclude", ())),
+        include=tuple(data.get("include", ())),
+        sample=Sample(int(sample["n"]), int(sample.get("seed", 0))) if sample else None,
+        max_requests=int(data.get("limits", {}).get("max_requests", 10_000)),
+        max_usd=_optional_float(data.get("limits", {}).get("max_usd")),
+        report={k: str(v) for k, v in data.get("report", {}).items()},
+        execution=execution,
+        locate=locate,
+    )
+
+
+def _report_axes(data: dict[str, Any]) -> list[tuple[SpecPath, str]]:
+    """`report: {x, y}` must name axes the spec sweeps (a matrix axis or an include key)."""
+    report = data.get("report")
+    if not isinstance(report, dict):
+        return []
+    matrix = data.get("matrix") if isinstance(data.get("matrix"), dict) else {}
+    axes = list(matrix or {})
+    for row in data.get("include") or []:
+        if isinstance(row, dict):
+            axes += [k for k in row if k not in axes]
+    problems: list[tuple[SpecPath, str]] = []
+    for which in ("x", "y"):
+        name = report.get(which)
+        if isinstance(name, str) and name not in axes:
+            listed = ", ".join(axes) or "none"
+            problems.append(
+                (
+                    ("report", which),
+                    f"report.{which} {name!r} is not an axis of this spec (axes: {listed})",
+                )
+            )
+    if isinstance(report.get("x"), str) and report.get("x") == report.get("y"):
+        problems.append((("report", "y"), "report.x and report.y name the same axis"))
+    return problems
+
+
+def _located(problems: list[tuple[SpecPath, str]], locate: Locator, file: str) -> SpecErrors:
+    seen: set[tuple[int, int, str]] = set()
+    errors: list[SpecError] = []
+    for path, message in problems:
+        loc = locate(path)
+        if (loc.line, loc.col, message) not in seen:
+            seen.add((loc.line, loc.col, message))
+            errors.append(SpecError(message, file, loc.line, loc.col))
+    errors.sort(key=lambda e: (e.line, e.col))
+    return SpecErrors(errors)
+
+
+def _unknown_endpoint(name: str) -> str:
+    known = sorted(all_endpoints())
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
+    return f"unknown endpoint '{name}' ({hint})"
+
+
+def _rewrite(error: ValidationError) -> list[tuple[SpecPath, str]]:
+    """One jsonschema error -> (path, one short line) for each problem it stands for."""
+    path: SpecPath = tuple(error.absolute_path)
+    name, inst, schema, kind = label(path), error.instance, error.schema, error.validator
+    if not isinstance(schema, dict):
+        return [(path, f"{name}: {error.message}")]
+    if kind == "additionalProperties" and isinstance(inst, dict):
+        allowed = list(schema.get("properties", {}))
+        patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
+        where = "" if not path else f" in {_where(path)}"
+        extra = [k for k in inst if k not in allowed and not any(p.search(k) for p in patterns)]
+        out = [((*path, k), unknown_key(k, allowed, where)) for k in extra]
+        if not path:  # no close match: maybe a key to hold anchors
+            hint = "; keys starting with x- are ignored (a place for YAML anchors)"
+            out = [(p, m if "did you mean" in m else m + hint) for p, m in out]
+        return out
+    if kind == "required" and isinstance(inst, dict):
+        missing = [k for k in schema.get("required", []) if k not in inst]
+        where = f" in {name}" if path else ""
+        hint = " (add `version: 1` at the top)" if missing == ["version"] and not path else ""
+        return [(path, f"missing required key '{k}'{where}{hint}") for k in missing]
+    if kind == "oneOf" and len(path) == 2 and path[0] == "matrix":
+        return _axis_error(error, path)
+    return [(path, describe_error(error, name))]
+
+
+def _axis_error(error: ValidationError, path: SpecPath) -> list[tuple[SpecPath, str]]:
+    inst, axis = error.instance, f"matrix axis '{path[-1]}'"
+    if isinstance(inst, list):
+        return [(path, f"{axis} must not be empty")]
+    if not isinstance(inst, dict):
+        return [(path, f"{axis}: expected {_SOURCES_TEXT}, got {show(inst)}")]
+    found = [k for k in SOURCES if k in inst]
+    if len(found) == 1:
+        branch = 1 + SOURCES.index(found[0])
+        subs = [e for e in error.context or () if e.relative_schema_path[0] == branch]
+        return [p for e in subs for p in _rewrite(e)]
+    if len(found) > 1:
+        return [(path, f"{axis} takes one source, got {' and '.join(found)}")]
+    for key in inst:
+        close = difflib.get_close_matches(str(key), SOURCES, n=1, cutoff=0.6)
+        if close:
+            return [((*path, key), f"unknown key '{key}' in {axis} (did you mean '{close[0]}'?)")]
+    return [(path, f"{axis}: expected {_SOURCES_TEXT}, got {show(inst)}")]
+
+
+def describe_error(error: ValidationError, name: str) -> str:
+    """One jsonschema error about the value called `name` -> one short line."""
+    kind, inst, arg = error.validator, error.instance, error.validator_value
+    if kind == "type":
+        wanted = [arg] if isinstance(arg, str) else list(arg)
+        return f"{name} must be {' or '.join(_TYPES.get(t, t) for t in wanted)}, got {show(inst)}"
+    if kind == "minimum":
+        return f"{name} must be at least {arg}, got {show(inst)}"
+    if kind == "maximum":
+        return f"{name} must be at most {arg}, got {show(inst)}"
+    if kind == "exclusiveMinimum":
+        return f"{name} must be greater than {arg}, got {show(inst)}"
+    if kind == "exclusiveMaximum":
+        return f"{name} must be less than {arg}, got {show(inst)}"
+    if kind == "enum":
+        close = difflib.get_close_matches(str(inst), [str(a) for a in arg], n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{name} must be one of {', '.join(map(str, arg))}, got {show(inst)}{hint}"
+    if kind == "not" and isinstance(arg, dict) and "const" in arg:
+        return f"{name} must not be {show(arg['const'])}"
+    if kind == "const":
+        return f"{name} must be {show(arg)}, got {show(inst)}"
+    if kind in ("minItems", "maxItems") and name.startswith("'range"):
+        return f"{name} must be [start, stop], got {show(inst)}"
+    if kind in ("minItems", "minProperties", "minLength") and arg == 1:
+        return f"{name} must not be empty"
+    if kind in ("minItems", "maxItems"):
+        return f"{name} must have {'at least' if kind == 'minItems' else 'at most'} {arg} items"
+    return f"{name}: {error.message}"
+
+
+def unknown_key(key: str, allowed: list[str], where: str = "") -> str:
+    """`unknown key 'matrx' (did you mean 'matrix'?)`, or the allowed keys when none is close."""
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(allowed)}"
+    return f"unknown key '{key}'{where} ({hint})"
+
+
+def _where(path: SpecPath) -> str:
+    if len(path) == 2 and path[0] == "matrix":
+        return f"matrix axis '{path[1]}'"
+    return label(path)
+
+
+def label(path: SpecPath) -> str:
+    """A short quoted name for a document path: ('exclude', 0) -> 'exclude[0]'."""
+    if not path:
+        return "the spec"
+    i = len(path)
+    while i > 0 and isinstance(path[i - 1], int):
+        i -= 1
+    head = str(path[i - 1]) if i > 0 else ""
+    return "'" + head + "".join(f"[{p}]" for p in path[i:]) + "'"
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it in YAML, kept short."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        text = json.dumps(value)
+        return text if len(text) <= 40 else "a list"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return repr(value)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
