@@ -193,6 +193,7 @@ def test_the_retry_hint_says_which_failed_rows_are_fetched_without_paying_again(
         err = capsys.readouterr().err
         assert "1 failed row remains (1 of them accepted by the server, its result not " in err
         assert "--retry-failed fetches it by request id, without paying again)" in err
+        assert "; to submit it again: " in err
     server.emulator._state.settings = replace(server.emulator._state.settings, faults=Faults())
     assert main([*argv, "--retry-failed"]) == 0
     assert "1 resumed" in capsys.readouterr().out
@@ -525,25 +526,29 @@ def test_a_run_says_when_the_folder_holds_rows_its_spec_does_not_make(write_spec
     assert "also holds 2 rows this run does not make" in capsys.readouterr().err
 
 
-def test_a_resume_repeats_the_rows_flagged_as_possibly_charged_twice(write_spec, tmp_path, capsys):
+def test_a_resume_repeats_the_submissions_flagged_as_possibly_charged_twice(
+    write_spec, tmp_path, capsys
+):
     """kill -9 between sending and journaling leaves a `submitting` line: the next run sends
     that row again and flags it, and says so; a later resume, with nothing left to send,
-    still says how many rows in the folder are flagged, not only "already done"."""
+    still says how many submissions in the folder are flagged, in the unit the runs used (a
+    row sent again twice counts two), not only "already done"."""
     spec = write_spec(matrix={"seed": [1, 2, 3]})
     out = tmp_path / "o"
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
     key = next(iter(last_records(out)))
-    crash = {"key": key, "status": "submitting", "backend": "local", "attempts": 1}
-    with (out / "manifest.jsonl").open("a") as journal:
-        journal.write(json.dumps({**crash, "possible_duplicates": 0}) + "\n")
-    capsys.readouterr()
-    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
-    assert "1 possibly charged twice" in capsys.readouterr().out
-    assert last_records(out)[key]["possible_duplicates"] == 1
+    for attempt in (1, 2):  # the same row, killed mid-send twice
+        crash = {"key": key, "status": "submitting", "backend": "local", "attempts": attempt}
+        with (out / "manifest.jsonl").open("a") as journal:
+            journal.write(json.dumps({**crash, "possible_duplicates": attempt - 1}) + "\n")
+        capsys.readouterr()
+        assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+        assert "1 possibly charged twice" in capsys.readouterr().out
+        assert last_records(out)[key]["possible_duplicates"] == attempt
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
     line = capsys.readouterr().out
     assert (
-        "3 already done, 1 in the folder flagged as possibly charged twice; 0 submissions" in line
+        "3 already done, 2 submissions in the folder possibly charged twice; 0 submissions" in line
     )
 
 

@@ -264,7 +264,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "without paying again)"
             )
         _err(
-            f"runner: {counted(failed, 'failed row')} {remain}{taken}; to submit them again: "
+            f"runner: {counted(failed, 'failed row')} {remain}{taken}; to submit "
+            f"{'it' if failed == 1 else 'them'} again: "
             f"{again} --retry-failed"
         )
     if result.stop is not None:

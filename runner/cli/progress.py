@@ -61,7 +61,8 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
     if total is not None and total > reached:
         rows.append(f"{total - reached} not run")
     if stats.flagged_before:  # an earlier run killed mid-send said so only in its own summary
-        rows.append(f"{stats.flagged_before} in the folder flagged as possibly charged twice")
+        flagged = counted(stats.flagged_before, "submission")
+        rows.append(f"{flagged} in the folder possibly charged twice")
     sends = counted(stats.submissions, "submission")
     if stats.refused:
         refused = ", ".join(

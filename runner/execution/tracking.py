@@ -31,7 +31,7 @@ class RunStats:
     resumed: int = 0  # requests picked up by their stored request id
     retrying: int = 0  # retries of calls and resubmissions made
     possible_duplicates: int = 0  # resubmissions that may have been charged twice
-    flagged_before: int = 0  # rows the folder held flagged so by earlier runs
+    flagged_before: int = 0  # submissions earlier runs flagged as possibly charged twice
     repaired: int = 0  # ok rows whose missing or damaged output was fetched again
     lost: int = 0  # ok rows whose output is gone and could not be fetched (now failed)
     in_flight: int = 0

@@ -424,8 +424,10 @@ class Journal:
         return self._state.get(key.encode())
 
     def flagged(self) -> int:
-        """How many rows the journal held, when opened, flagged as possibly charged twice."""
-        return sum(1 for state in self._state.values() if state.possible_duplicates)
+        """How many submissions the journal held, when opened, flagged as possibly charged
+        twice: the unit of a run's own "possibly charged twice" (a row sent again twice
+        counts two)."""
+        return sum(state.possible_duplicates for state in self._state.values())
 
     def origins(self) -> Counter[tuple[str | None, str | None]]:
         """How many rows each (backend, server) made, by their last line (a row no
