@@ -3,6 +3,7 @@ line each; and the job schema itself stays editor-friendly (a description on eve
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from pathlib import Path
@@ -150,6 +151,57 @@ def _objects(node: Any, where: str = "#") -> list[tuple[str, dict[str, Any]]]:
         for i, value in enumerate(node):
             found += _objects(value, f"{where}/{i}")
     return found
+
+
+def _defaults(node: dict[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every `default` the schema writes for a spec key, by the key's path."""
+    found: dict[tuple[str, ...], Any] = {}
+    for name, prop in node.get("properties", {}).items():
+        if "default" in prop:
+            found[(*path, name)] = prop["default"]
+        found.update(_defaults(prop, (*path, name)))
+    return found
+
+
+def test_a_spec_that_leaves_a_key_out_gets_the_schema_default(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, HEAD + "sample: {n: 1}\n"))
+    assert spec.sample is not None
+    holders = {"execution": spec.execution, "sample": spec.sample, "limits": spec}
+    defaults = _defaults(SCHEMA)
+    assert ("execution", "concurrency") in defaults and ("sample", "seed") in defaults
+    for path, default in defaults.items():
+        holder = holders[path[0]] if len(path) == 2 else spec
+        got = getattr(holder, path[-1])
+        assert got == default, path
+    # the value types without a spec file agree
+    assert Execution() == spec.execution and Sample(1) == spec.sample
+    assert isinstance(Execution().timeout, float)
+
+
+def test_no_spec_default_is_written_outside_the_schema() -> None:
+    # A default written twice drifts: the loader and the value types read the schema's.
+    runner_dir = Path(__file__).resolve().parent.parent / "runner"
+    load = ast.parse((runner_dir / "spec" / "load.py").read_text(encoding="utf-8"))
+    literal_defaults = [
+        ast.unparse(call)
+        for call in ast.walk(load)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "get"
+        and len(call.args) == 2
+        and isinstance(call.args[1], ast.Constant)
+        and call.args[1].value is not None
+    ]
+    assert literal_defaults == []
+    models = ast.parse((runner_dir / "models.py").read_text(encoding="utf-8"))
+    literal_fields = [
+        ast.unparse(node)
+        for node in ast.walk(models)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.value, ast.Constant)
+        and node.value.value is not None
+    ]
+    assert literal_fields == []
 
 
 def test_schema_is_valid_and_versioned() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
-from ..endpoints import all_endpoints, get_endpoint, job_schema
+from ..endpoints import all_endpoints, get_endpoint, job_default, job_schema_document
 from ..errors import SpecError, SpecErrors, SpecPath
 from ..grid.sources import SOURCE_KEYS as SOURCES
 from ..models import Execution, Sample, Spec
@@ -37,8 +37,7 @@ _TYPES = {
 
 @cache
 def job_validator() -> Draft202012Validator:
-    schema = json.loads(job_schema().read_text(encoding="utf-8"))
-    return Draft202012Validator(schema)
+    return Draft202012Validator(job_schema_document())
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ class Loaded:
 
 
 _GRID_PARTS = {"defaults", "matrix", "exclude", "include"}
+_SECONDS_OR_RATE = {"rate", "timeout", "queue_timeout"}  # Execution's floats
 
 
 def load_spec(path: str | Path, *, out: Path | None = None) -> Spec:
@@ -135,18 +135,12 @@ def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: P
     base = path.resolve().parent
     output = out if out is not None else base / data.get("output", f"runs/{path.stem}")
     sample = data.get("sample")
+    limits: Mapping[str, Any] = data.get("limits", {})
+    # The block is schema-valid (a block with an error is left out): a key not written takes
+    # Execution's default, the schema's; a number written as an integer becomes a float.
     ex: Mapping[str, Any] = data.get("execution", {})
-    execution = Execution(
-        concurrency=int(ex.get("concurrency", 8)),
-        rate=None if ex.get("rate") is None else float(ex["rate"]),
-        retries=int(ex.get("retries", 6)),
-        timeout=float(ex.get("timeout", 600)),
-        queue_timeout=None if ex.get("queue_timeout") is None else float(ex["queue_timeout"]),
-        mode=ex.get("mode", "queue"),
-        priority=ex.get("priority"),
-        store_io=bool(ex.get("store_io", True)),
-        allow_fallbacks=bool(ex.get("allow_fallbacks", False)),
-    )
+    given: dict[str, Any] = {k: float(v) if k in _SECONDS_OR_RATE else v for k, v in ex.items()}
+    execution = Execution(**given)
     return Spec(
         path=path,
         base_dir=base,
@@ -154,15 +148,15 @@ def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: P
         version=1,
         name=data.get("name"),
         endpoint=data["endpoint"],
-        backend=data.get("backend", "local"),
+        backend=data.get("backend", job_default("backend")),
         output=Path(output).resolve(),
         defaults=data.get("defaults", {}),
         matrix=data.get("matrix", {}),
         exclude=tuple(data.get("exclude", ())),
         include=tuple(data.get("include", ())),
-        sample=Sample(int(sample["n"]), int(sample.get("seed", 0))) if sample else None,
-        max_requests=int(data.get("limits", {}).get("max_requests", 10_000)),
-        max_usd=_optional_float(data.get("limits", {}).get("max_usd")),
+        sample=Sample(**sample) if sample else None,
+        max_requests=limits.get("max_requests", job_default("limits", "max_requests")),
+        max_usd=_optional_float(limits.get("max_usd")),
         report={k: str(v) for k, v in data.get("report", {}).items()},
         execution=execution,
         locate=locate,
