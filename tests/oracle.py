@@ -137,7 +137,8 @@ def expand(
     if spec.sample is not None:
         rendered = _bottom_k(rendered, spec.sample.n, spec.sample.seed)
     for row, key, body, files, inline in rendered:
-        variables, origins = grid.describe(row)
+        described = grid.describe(row)
+        variables, origins = described.vars, described.origins
         try:
             _render_vars(grid, row, variables)
         except TemplateError as e:
@@ -188,7 +189,7 @@ def _unique(
                 found = local.resolve(body[k])
             except OSError as e:
                 raise GridError(
-                    f"cannot read {k} file {body[k]!r}: {e.strerror}", grid.describe(row)[1][k]
+                    f"cannot read {k} file {body[k]!r}: {e.strerror}", grid.describe(row).origins[k]
                 ) from None
             if found is not None:
                 ref, where = found
@@ -350,8 +351,8 @@ def _expand(
             if any(is_url(request.input.get(f)) for f in endpoint.file_fields):
                 remote += 1
             if n <= spec.max_requests:
-                for field, message in inputs.problems(request.input):
-                    found.input_problem(field, message, request, n, spec)
+                for wrong in inputs.problems(request.input):
+                    found.input_problem(wrong.field, wrong.message, request, n, spec)
                 for field, file in request.files.items():
                     if (problem := _not_an_image(file, spec.base_dir)) is not None:
                         found.input_problem(field, problem, request, n, spec)

@@ -25,7 +25,7 @@ from .http import GET_ATTEMPTS, Http, Reply, body_of, origin
 # fal reroutes a request to an "equivalent alternative endpoint" after repeated failures unless
 # the submission carries this (docs: reliability, platform headers): another model's image in
 # a sweep or a dataset is a silent wrong result, so it is sent unless the spec allows them.
-DISABLE_FALLBACKS = ("x-fal-disable-fallbacks", "true")
+DISABLE_FALLBACKS = {"x-fal-disable-fallbacks": "true"}
 STREAM_IDLE = 30.0  # a status stream silent this long is dropped and re-opened
 POLL_FIRST, POLL_MAX = 0.25, 5.0  # adaptive polling: grows x1.6 per unchanged status
 
@@ -59,7 +59,7 @@ def request_headers(execution: Execution) -> dict[str, str]:
     block."""
     headers = {}
     if not execution.allow_fallbacks:
-        headers[DISABLE_FALLBACKS[0]] = DISABLE_FALLBACKS[1]
+        headers.update(DISABLE_FALLBACKS)
     if execution.mode == "queue" and execution.queue_timeout is not None:
         # server-side deadline to start (queue wait included); whole seconds, at least 1
         headers["X-Fal-Request-Timeout"] = str(max(1, math.ceil(execution.queue_timeout)))

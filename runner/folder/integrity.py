@@ -122,8 +122,16 @@ def _inline_or_hashed(value: str) -> bool:
     return value.startswith("sha256:") or is_data_uri(value)
 
 
-def decode_data_uri(uri: str) -> tuple[bytes, str] | None:
-    """(bytes, extension) of a base64 data: URI of an image; None for anything else."""
+@dataclass(frozen=True)
+class DecodedImage:
+    """The bytes of an image given inline as a data: URI, and the extension of its type."""
+
+    data: bytes = field(repr=False)
+    ext: str  # "png", "jpg", ...
+
+
+def decode_data_uri(uri: str) -> DecodedImage | None:
+    """The image a base64 data: URI holds; None for anything else."""
     parsed = parse(uri)
     if parsed is None or not parsed.is_base64:
         return None
@@ -131,7 +139,7 @@ def decode_data_uri(uri: str) -> tuple[bytes, str] | None:
     if ext is None:
         return None
     try:
-        return parsed.content(), ext
+        return DecodedImage(parsed.content(), ext)
     except ValueError:
         return None
 
@@ -159,8 +167,8 @@ class InputChecker:
             decoded = decode_data_uri(value)
             if decoded is None:
                 return InputState(MISSING, None, "png", None)
-            data, ext = decoded
-            return InputState(INTACT, hashlib.sha256(data).hexdigest(), ext, None, data=data)
+            digest = hashlib.sha256(decoded.data).hexdigest()
+            return InputState(INTACT, digest, decoded.ext, None, data=decoded.data)
         if not value.startswith("sha256:"):
             return None
         recorded = _path_text((record.get("input_files") or {}).get(name))

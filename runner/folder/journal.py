@@ -343,7 +343,7 @@ def _read_checked_by(
         found = check.damaged()
     finally:
         check.close()
-    return state, {key.decode() for key in found if key in state and state[key][0] == OK}
+    return state, {key.decode() for key in found if key in state and state[key].status == OK}
 
 
 class _Both:

@@ -233,7 +233,7 @@ def _walk(
     tight loop (they hold nothing to report)."""
     keys, positions, states = scanned.keys, scanned.positions, scanned.states
     costs = {state: engine.cost(state) for state in set(states)}
-    far = {state for state, (_, remote) in costs.items() if remote}
+    far = {state for state, cost in costs.items() if cost.remote}
     looks = iter(scanned.looks)
     look = next(looks, -1)
     n = remote = 0
@@ -252,13 +252,13 @@ def _walk(
                     found.add(exc.path, exc.message)
                     return _Walked(n, remote, tuple(kept))
             n += 1
-            distant = costs[states[s]][1]
+            distant = costs[states[s]].remote
             if len(kept) < preview:
                 kept.append(request or engine.request(positions[s], keys[s]))
             remote += distant
             if request is not None and n <= spec.max_requests:
-                for name, message in inputs.problems(request.input):
-                    found.input_problem(name, message, request, n, spec)
+                for wrong in inputs.problems(request.input):
+                    found.input_problem(wrong.field, wrong.message, request, n, spec)
                 for name, file in request.files.items():
                     if (problem := not_an_image(file)) is not None:
                         found.input_problem(name, problem, request, n, spec)
@@ -288,7 +288,7 @@ def _costs(engine: Engine, states: array[int]) -> tuple[tuple[Cost, int], ...]:
     """Each distinct Cost of the requests whose cost states are `states`, with its count."""
     counts: dict[Cost, int] = {}
     for state in sorted(set(states)):
-        cost = engine.cost(state)[0]
+        cost = engine.cost(state).cost
         counts[cost] = counts.get(cost, 0) + states.count(state)
     return tuple(counts.items())
 
@@ -468,6 +468,14 @@ def _key(name: str, value: Any) -> tuple[str, type, Any]:
     return (name, value.__class__, json.dumps(value, sort_keys=True, default=str))
 
 
+@dataclass(frozen=True, slots=True)
+class InputProblem:
+    """What is wrong with a request body, and the input field it is about (None: the body)."""
+
+    field: str | None
+    message: str
+
+
 class _InputChecker:
     """Checks request bodies against the endpoint's input schema, each distinct value once."""
 
@@ -482,19 +490,21 @@ class _InputChecker:
         self.plain = {k: f for k, v in self.fields.items() if (f := _plain_check(v)) is not None}
         self.cache: dict[tuple[str, type, Any], list[str]] = {}
 
-    def problems(self, body: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+    def problems(self, body: Mapping[str, Any]) -> list[InputProblem]:
         if not self.simple:
             errors = self.endpoint.input_validator.iter_errors(dict(body))
             return [self._describe(e, None) for e in errors]
-        out: list[tuple[str | None, str]] = []
+        out: list[InputProblem] = []
         for name in self.required:
             if name not in body:
                 msg = f"missing required field '{name}' (set it in defaults, matrix or include)"
-                out.append((None, msg))
+                out.append(InputProblem(None, msg))
         for name, value in body.items():
             if name not in self.validators:
                 if self.closed:
-                    out.append((name, f"'{name}' is not an input of {self.endpoint.id}"))
+                    out.append(
+                        InputProblem(name, f"'{name}' is not an input of {self.endpoint.id}")
+                    )
                 continue
             key = (
                 (name, value.__class__, value) if value.__class__ in _SCALARS else _key(name, value)
@@ -503,7 +513,7 @@ class _InputChecker:
             if found is None:
                 found = self.field_problems(name, value)
             if found:  # most values are fine: no generator for them
-                out.extend((name, m) for m in found)
+                out.extend(InputProblem(name, m) for m in found)
         return out
 
     def field_problems(self, name: str, value: Any) -> list[str]:
@@ -516,15 +526,15 @@ class _InputChecker:
             if len(self.cache) >= _CACHED:  # a million distinct seeds must not pile up
                 self.cache.clear()
             found = self.validators[name].iter_errors(value)
-            self.cache[key] = [self._describe(e, name)[1] for e in found]
+            self.cache[key] = [self._describe(e, name).message for e in found]
         return self.cache[key]
 
-    def _describe(self, error: ValidationError, field: str | None) -> tuple[str | None, str]:
+    def _describe(self, error: ValidationError, field: str | None) -> InputProblem:
         path: SpecPath = ((field,) if field else ()) + tuple(error.absolute_path)
         name = label(path) if path else "the input"
         if error.validator == "required" and not path:
             missing = [k for k in error.validator_value if k not in error.instance]
             msg = f"missing required field '{missing[0]}' (set it in defaults, matrix or include)"
-            return None, msg
+            return InputProblem(None, msg)
         first = path[0] if path and isinstance(path[0], str) else None
-        return first, describe_error(error, name)
+        return InputProblem(first, describe_error(error, name))
