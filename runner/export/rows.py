@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..datauri import is_data_uri
-from ..folder.integrity import EXTENSIONS, InputChecker, check_output, decode_data_uri, image_fields
+from ..folder.integrity import (
+    EXTENSIONS,
+    HeldImage,
+    InputChecker,
+    check_output,
+    decode_data_uri,
+    image_fields,
+)
 from ..folder.journal import FAILED, OK, Record, latest
 from ..keys import is_url
 
@@ -28,19 +35,13 @@ _TAKEN = RESERVED | frozenset(BASE_COLUMNS) | frozenset(ERROR_COLUMNS)
 
 
 @dataclass(frozen=True)
-class ImageRef:
+class ImageRef(HeldImage):
     """One image to export: a local file, or bytes decoded from a data: URI."""
 
     name: str  # a unique stem without dots: "<key>-<index>" or the content's sha256
     ext: str  # "png", "jpg", ...
     path: Path | None = None
     data: bytes | None = field(default=None, repr=False)
-
-    def read(self) -> bytes:
-        if self.data is not None:
-            return self.data
-        assert self.path is not None
-        return self.path.read_bytes()
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,22 @@ EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "im
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+class HeldImage:
+    """An image's bytes, held in a file (`path`) or in memory (`data`, an inline data: URI's
+    bytes): what a report copies and an export writes, read one way."""
+
+    path: Path | None
+    data: bytes | None
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+
 @dataclass(frozen=True)
-class InputState:
+class InputState(HeldImage):
     """One input image of a request, as the journal recorded it and as it is now."""
 
     state: State
@@ -47,12 +61,6 @@ class InputState:
     @property
     def intact(self) -> bool:
         return self.state == INTACT
-
-    def read(self) -> bytes:
-        if self.data is not None:
-            return self.data
-        assert self.path is not None
-        return self.path.read_bytes()
 
 
 @dataclass(frozen=True)
