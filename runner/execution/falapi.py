@@ -35,7 +35,7 @@ class ServerConfig:
     queue_url: str
     run_url: str
     rest_url: str
-    key: str = field(repr=False)
+    api_key: str = field(repr=False)  # never shown: not in repr, logs or error text
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class FalClient:
         self._session = session
         self._http = Http(session, self.redact, attempts)
         self._config = config
-        self._auth = {"Authorization": f"Key {config.key}"}
+        self._auth = {"Authorization": f"Key {config.api_key}"}
         # The key goes only to the configured hosts, whatever URLs a server hands back.
         self._trusted = {origin(u) for u in (config.queue_url, config.run_url, config.rest_url)}
         self._trusted_prefixes = tuple(
@@ -115,7 +115,8 @@ class FalClient:
         return self._http.rate_limited
 
     def redact(self, text: str) -> str:
-        return text.replace(self._config.key, "***") if self._config.key else text
+        key = self._config.api_key
+        return text.replace(key, "***") if key else text
 
     # -- submitting -----------------------------------------------------------------------
     async def submit(

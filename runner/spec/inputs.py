@@ -82,7 +82,10 @@ def plain_check(schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
     return fine
 
 
-def _key(name: str, value: Any) -> tuple[str, type, Any]:
+def _cache_key(name: str, value: Any) -> tuple[str, type, Any]:
+    """Where a field value's problems are cached (see _SCALARS)."""
+    if value.__class__ in _SCALARS:
+        return (name, value.__class__, value)
     return (name, value.__class__, json.dumps(value, sort_keys=True, default=str))
 
 
@@ -124,10 +127,7 @@ class InputSchemaChecker:
                         InputProblem(name, f"'{name}' is not an input of {self.endpoint.id}")
                     )
                 continue
-            key = (
-                (name, value.__class__, value) if value.__class__ in _SCALARS else _key(name, value)
-            )
-            found = self.cache.get(key)
+            found = self.cache.get(_cache_key(name, value))
             if found is None:
                 found = self.field_problems(name, value)
             if found:  # most values are fine: no generator for them
@@ -139,13 +139,13 @@ class InputSchemaChecker:
         plainly_fine = self.plain.get(name)
         if plainly_fine is not None and plainly_fine(value):
             return []  # a million distinct prompts need no million jsonschema runs
-        key = (name, value.__class__, value) if value.__class__ in _SCALARS else _key(name, value)
-        if key not in self.cache:
+        cache_key = _cache_key(name, value)
+        if cache_key not in self.cache:
             if len(self.cache) >= _CACHED:  # a million distinct seeds must not pile up
                 self.cache.clear()
             found = self.validators[name].iter_errors(value)
-            self.cache[key] = [self._describe(e, name).message for e in found]
-        return self.cache[key]
+            self.cache[cache_key] = [self._describe(e, name).message for e in found]
+        return self.cache[cache_key]
 
     def _describe(self, error: ValidationError, field: str | None) -> InputProblem:
         path: SpecPath = ((field,) if field else ()) + tuple(error.absolute_path)
