@@ -81,6 +81,20 @@ def test_execution_block(tmp_path: Path) -> None:
     )
 
 
+def test_numbers_load_in_the_schema_types(tmp_path: Path) -> None:
+    # YAML's 2.0 is a valid integer and 30 a valid number: each becomes the type its field holds
+    text = (
+        HEAD + "sample: {n: 2.0, seed: 1.0}\nlimits: {max_requests: 100.0, max_usd: 3}\n"
+        "execution: {concurrency: 2.0, retries: 1.0, timeout: 30, rate: 2}\n"
+    )
+    spec = load_spec(_write(tmp_path, text))
+    ex = spec.execution
+    assert spec.sample is not None
+    got = (spec.sample.n, spec.sample.seed, spec.max_requests, ex.concurrency, ex.retries)
+    assert [type(v) for v in got] == [int] * 5 and got == (2, 1, 100, 2, 1)
+    assert [type(v) for v in (ex.timeout, ex.rate, spec.max_usd)] == [float] * 3
+
+
 def test_locate_points_at_keys(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, HEAD + "matrix:\n  seed: [1, 2]\n"))
     assert spec.locate(("matrix", "seed")) == Location(4, 3)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -40,7 +40,6 @@ class Loaded:
 
 
 _GRID_PARTS = {"defaults", "matrix", "exclude", "include"}
-_SECONDS_OR_RATE = {"rate", "timeout", "queue_timeout"}  # Execution's floats
 
 
 def load_spec(path: str | Path, *, out: Path | None = None) -> Spec:
@@ -121,13 +120,10 @@ def _read(path: Path, file: str) -> bytes:
 def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: Path | None) -> Spec:
     base = path.resolve().parent
     output = out if out is not None else base / data.get("output", f"runs/{path.stem}")
-    sample = data.get("sample")
-    limits: Mapping[str, Any] = data.get("limits", {})
-    # The block is schema-valid (a block with an error is left out): a key not written takes
-    # Execution's default, the schema's; a number written as an integer becomes a float.
-    ex: Mapping[str, Any] = data.get("execution", {})
-    given: dict[str, Any] = {k: float(v) if k in _SECONDS_OR_RATE else v for k, v in ex.items()}
-    execution = Execution(**given)
+    sample = _typed("sample", data)
+    limits = _typed("limits", data)
+    # A key the block does not write takes Execution's default, the schema's.
+    execution = Execution(**_typed("execution", data))
     return Spec(
         path=path,
         base_dir=base,
@@ -141,9 +137,9 @@ def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: P
         matrix=data.get("matrix", {}),
         exclude=tuple(data.get("exclude", ())),
         include=tuple(data.get("include", ())),
-        sample=Sample(**sample) if sample else None,
+        sample=Sample(**sample) if "sample" in data else None,
         max_requests=limits.get("max_requests", job_default("limits", "max_requests")),
-        max_usd=_optional_float(limits.get("max_usd")),
+        max_usd=limits.get("max_usd"),
         report={k: str(v) for k, v in data.get("report", {}).items()},
         execution=execution,
         locate=locate,
@@ -195,5 +191,17 @@ def _unknown_endpoint(name: str) -> str:
     return f"unknown endpoint '{name}' ({hint})"
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+_PYTHON_TYPES: dict[str, Callable[[Any], Any]] = {"integer": int, "number": float}
+
+
+def _typed(block: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A top-level block's values in the types the schema gives them: an integer written
+    2.0 becomes 2, a number written 600 becomes 600.0. The block is schema-valid (a block
+    with an error is left out of `data`)."""
+    written: Mapping[str, Any] = data.get(block) or {}
+    schema = job_schema_document()["properties"][block]["properties"]
+    return {k: _PYTHON_TYPES.get(schema[k].get("type"), _unchanged)(v) for k, v in written.items()}
+
+
+def _unchanged(value: Any) -> Any:
+    return value
