@@ -56,6 +56,23 @@ def job_schema() -> Path:
 
 
 @cache
+def job_schema_document() -> Mapping[str, Any]:
+    """The job schema, parsed once (read it, never change it)."""
+    document: Mapping[str, Any] = json.loads(job_schema().read_text(encoding="utf-8"))
+    return document
+
+
+def job_default(*path: str) -> Any:
+    """The `default` the job schema writes for a spec key, e.g. job_default("execution",
+    "retries"). The schema is the one place a default is written: editors show it, the docs
+    quote it, and the value types and the loader take it from here."""
+    node = job_schema_document()
+    for name in path:
+        node = node["properties"][name]
+    return node["default"]
+
+
+@cache
 def all_endpoints() -> Mapping[str, Endpoint]:
     found: dict[str, Endpoint] = {}
     for path in sorted((schemas_dir() / "endpoints").glob("*.json")):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from .endpoints import job_default
 from .errors import SpecPath
 
 Backend = Literal["local", "fal"]
@@ -29,22 +30,24 @@ class Location:
 class Execution:
     """How requests are run: the spec's `execution` block, with command-line overrides applied."""
 
-    concurrency: int = 8
+    # The defaults are the job schema's (schemas/job.schema.json), written there only.
+    concurrency: int = job_default("execution", "concurrency")
     rate: float | None = None  # submissions per second; None = unlimited
-    retries: int = 6
-    timeout: float = 600.0  # seconds from submit to result
+    retries: int = job_default("execution", "retries")
+    timeout: float = float(job_default("execution", "timeout"))  # seconds from submit to result
     queue_timeout: float | None = None  # seconds a request may wait IN_QUEUE; None = timeout
-    mode: Mode = "queue"
+    mode: Mode = job_default("execution", "mode")
     priority: Literal["normal", "low"] | None = None  # X-Fal-Queue-Priority
-    store_io: bool = True  # False sends X-Fal-Store-IO: 0 (fal keeps no payloads)
+    # False sends X-Fal-Store-IO: 0 (fal keeps no payloads)
+    store_io: bool = job_default("execution", "store_io")
     # False sends x-fal-disable-fallbacks: true (fal may not reroute to another model)
-    allow_fallbacks: bool = False
+    allow_fallbacks: bool = job_default("execution", "allow_fallbacks")
 
 
 @dataclass(frozen=True)
 class Sample:
     n: int
-    seed: int = 0
+    seed: int = job_default("sample", "seed")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class Spec:
     exclude: tuple[Mapping[str, Any], ...] = ()
     include: tuple[Mapping[str, Any], ...] = ()
     sample: Sample | None = None
-    max_requests: int = 10_000
+    max_requests: int = job_default("limits", "max_requests")
     max_usd: float | None = None  # a fal run estimated above this is refused
     execution: Execution = field(default_factory=Execution)
     report: Mapping[str, str] = field(default_factory=dict)  # `report: {x, y}`: the report's axes

@@ -30,14 +30,10 @@ from runner.grid.templates import TemplateError, has_template, render
 from runner.keys import KeySet, canonical, canonical_json, is_url, request_key
 from runner.models import Request, Spec
 from runner.spec import check as validate
-from runner.spec.check import (
-    Checked,
-    _Found,
-    _has,
-    _InputChecker,
-    _not_an_image,
-)
+from runner.spec.check import Checked
+from runner.spec.inputs import InputSchemaChecker, not_an_image
 from runner.spec.load import read_spec
+from runner.spec.located import LocatedErrors, spells_out
 
 _END: Any = object()
 _Rendered = tuple[Row, str, dict[str, Any], dict[str, Path], dict[str, str]]
@@ -137,7 +133,8 @@ def expand(
     if spec.sample is not None:
         rendered = _bottom_k(rendered, spec.sample.n, spec.sample.seed)
     for row, key, body, files, inline in rendered:
-        variables, origins = grid.describe(row)
+        described = grid.describe(row)
+        variables, origins = described.vars, described.origins
         try:
             _render_vars(grid, row, variables)
         except TemplateError as e:
@@ -188,7 +185,7 @@ def _unique(
                 found = local.resolve(body[k])
             except OSError as e:
                 raise GridError(
-                    f"cannot read {k} file {body[k]!r}: {e.strerror}", grid.describe(row)[1][k]
+                    f"cannot read {k} file {body[k]!r}: {e.strerror}", grid.describe(row).origins[k]
                 ) from None
             if found is not None:
                 ref, where = found
@@ -289,7 +286,7 @@ def check(
 ) -> Checked:
     """validate.check's answer for one spec, row by row."""
     loaded = read_spec(path)
-    found = _Found(Path(path), loaded.spec.locate if loaded.spec else None)
+    found = LocatedErrors(Path(path), loaded.spec.locate if loaded.spec else None)
     for error in loaded.errors:
         found.add_error(error)
     spec = loaded.spec
@@ -297,7 +294,7 @@ def check(
         raise found.as_error()
     endpoint = get_endpoint(spec.endpoint)
     assert endpoint is not None
-    inputs = _InputChecker(endpoint)
+    inputs = InputSchemaChecker(endpoint)
     for key, value in canonical(dict(spec.defaults)).items():
         if key in endpoint.fields and not has_template(value):
             for message in inputs.field_problems(key, value):
@@ -330,8 +327,8 @@ def _expand(
     spec: Spec,
     endpoint: Endpoint,
     grid: RowGrid,
-    inputs: _InputChecker,
-    found: _Found,
+    inputs: InputSchemaChecker,
+    found: LocatedErrors,
     hits: list[int],
     each: Callable[[str, Cost], None] | None,
     collapsed: Collapsed | None,
@@ -350,17 +347,17 @@ def _expand(
             if any(is_url(request.input.get(f)) for f in endpoint.file_fields):
                 remote += 1
             if n <= spec.max_requests:
-                for field, message in inputs.problems(request.input):
-                    found.input_problem(field, message, request, n, spec)
+                for wrong in inputs.problems(request.input):
+                    found.input_problem(wrong.field, wrong.message, request, n, spec)
                 for field, file in request.files.items():
-                    if (problem := _not_an_image(file, spec.base_dir)) is not None:
+                    if (problem := not_an_image(file, spec.base_dir)) is not None:
                         found.input_problem(field, problem, request, n, spec)
             if n >= cap or (n >= spec.max_requests and found.full()):
                 break
     except GridError as exc:
         found.add(exc.path, exc.message)
     if n > spec.max_requests:
-        where = ("limits", "max_requests") if _has(spec, ("limits",)) else ("matrix",)
+        where = ("limits", "max_requests") if spells_out(spec, ("limits",)) else ("matrix",)
         size = f"at least {n}" if n >= cap else str(n)
         limit = f"more than limits.max_requests ({spec.max_requests})"
         found.add(where, f"the grid has {size} requests, {limit}")

@@ -52,7 +52,8 @@ def test_every_reader_takes_a_data_uri_whatever_the_case_of_its_scheme(tmp_path)
     uri = f"DATA:image/png;BASE64,{B64}"
     ref, sent = LocalFiles(tmp_path).resolve(uri)  # type: ignore[misc]
     assert ref == "sha256:" + hashlib.sha256(PNG).hexdigest() and sent == uri
-    assert decode_data_uri(uri) == (PNG, "png")  # report and export (older journals)
+    decoded = decode_data_uri(uri)  # report and export (older journals)
+    assert decoded is not None and (decoded.data, decoded.ext) == (PNG, "png")
 
 
 async def test_the_emulator_reads_a_data_uri_whatever_the_case_of_its_scheme() -> None:

@@ -527,7 +527,7 @@ async def test_a_run_never_sends_more_than_the_validated_count(
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": {"range": [0, 9]}})
     settings, requests = settings_for(spec, tmp_path / "out", concurrency=3)
-    stats = await run(replace(settings, count=4), requests, em)
+    stats = await run(replace(settings, validated_requests=4), requests, em)
     assert stats.ok == 4 and em.stats.submissions == 4
 
 

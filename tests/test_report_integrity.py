@@ -300,3 +300,16 @@ def test_a_report_of_old_journal_lines_without_digests_still_shows_images(tmp_pa
         ]
         == "x"
     )
+
+
+def test_report_and_export_read_an_image_one_way(tmp_path: Path) -> None:
+    # An input the report copies and an image an export writes are read by one rule:
+    # the bytes held in memory (an inline data: URI's) win over a file.
+    from runner.export.rows import ImageRef
+    from runner.folder.integrity import INTACT, HeldImage, InputState
+
+    assert ImageRef.read is InputState.read is HeldImage.read
+    (tmp_path / "a.png").write_bytes(b"file")
+    on_disk = InputState(INTACT, "d", "png", None, path=tmp_path / "a.png")
+    assert on_disk.read() == b"file"
+    assert ImageRef("n", "png", path=tmp_path / "a.png", data=b"inline").read() == b"inline"

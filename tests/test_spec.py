@@ -3,6 +3,7 @@ line each; and the job schema itself stays editor-friendly (a description on eve
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from pathlib import Path
@@ -80,6 +81,20 @@ def test_execution_block(tmp_path: Path) -> None:
     )
 
 
+def test_numbers_load_in_the_schema_types(tmp_path: Path) -> None:
+    # YAML's 2.0 is a valid integer and 30 a valid number: each becomes the type its field holds
+    text = (
+        HEAD + "sample: {n: 2.0, seed: 1.0}\nlimits: {max_requests: 100.0, max_usd: 3}\n"
+        "execution: {concurrency: 2.0, retries: 1.0, timeout: 30, rate: 2}\n"
+    )
+    spec = load_spec(_write(tmp_path, text))
+    ex = spec.execution
+    assert spec.sample is not None
+    got = (spec.sample.n, spec.sample.seed, spec.max_requests, ex.concurrency, ex.retries)
+    assert [type(v) for v in got] == [int] * 5 and got == (2, 1, 100, 2, 1)
+    assert [type(v) for v in (ex.timeout, ex.rate, spec.max_usd)] == [float] * 3
+
+
 def test_locate_points_at_keys(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, HEAD + "matrix:\n  seed: [1, 2]\n"))
     assert spec.locate(("matrix", "seed")) == Location(4, 3)
@@ -150,6 +165,57 @@ def _objects(node: Any, where: str = "#") -> list[tuple[str, dict[str, Any]]]:
         for i, value in enumerate(node):
             found += _objects(value, f"{where}/{i}")
     return found
+
+
+def _defaults(node: dict[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every `default` the schema writes for a spec key, by the key's path."""
+    found: dict[tuple[str, ...], Any] = {}
+    for name, prop in node.get("properties", {}).items():
+        if "default" in prop:
+            found[(*path, name)] = prop["default"]
+        found.update(_defaults(prop, (*path, name)))
+    return found
+
+
+def test_a_spec_that_leaves_a_key_out_gets_the_schema_default(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, HEAD + "sample: {n: 1}\n"))
+    assert spec.sample is not None
+    holders = {"execution": spec.execution, "sample": spec.sample, "limits": spec}
+    defaults = _defaults(SCHEMA)
+    assert ("execution", "concurrency") in defaults and ("sample", "seed") in defaults
+    for path, default in defaults.items():
+        holder = holders[path[0]] if len(path) == 2 else spec
+        got = getattr(holder, path[-1])
+        assert got == default, path
+    # the value types without a spec file agree
+    assert Execution() == spec.execution and Sample(1) == spec.sample
+    assert isinstance(Execution().timeout, float)
+
+
+def test_no_spec_default_is_written_outside_the_schema() -> None:
+    # A default written twice drifts: the loader and the value types read the schema's.
+    runner_dir = Path(__file__).resolve().parent.parent / "runner"
+    load = ast.parse((runner_dir / "spec" / "load.py").read_text(encoding="utf-8"))
+    literal_defaults = [
+        ast.unparse(call)
+        for call in ast.walk(load)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "get"
+        and len(call.args) == 2
+        and isinstance(call.args[1], ast.Constant)
+        and call.args[1].value is not None
+    ]
+    assert literal_defaults == []
+    models = ast.parse((runner_dir / "models.py").read_text(encoding="utf-8"))
+    literal_fields = [
+        ast.unparse(node)
+        for node in ast.walk(models)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.value, ast.Constant)
+        and node.value.value is not None
+    ]
+    assert literal_fields == []
 
 
 def test_schema_is_valid_and_versioned() -> None:

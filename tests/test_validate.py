@@ -16,8 +16,9 @@ from PIL import Image, ImageFile
 from runner.endpoints import get_endpoint
 from runner.errors import SpecErrors
 from runner.grid import localimages
-from runner.spec import check as validate
-from runner.spec.check import MAX_ERRORS, Checked, check
+from runner.spec.check import Checked, check
+from runner.spec.inputs import plain_check
+from runner.spec.located import MAX_ERRORS
 
 from .conftest import png_bytes
 
@@ -327,7 +328,7 @@ def test_x_keys_hold_anchors_and_a_misspelt_grid_part_waits(folder: Path) -> Non
 def test_the_plain_field_check_never_passes_what_the_schema_refuses(field: str, value: Any) -> None:
     """The shortcut in front of jsonschema may decline a valid value, never accept a bad one."""
     schema = EP.fields[field]
-    fine = validate._plain_check(schema)
+    fine = plain_check(schema)
     assert fine is not None  # these fields' schemas are all plain
     if fine(value):
         assert not list(Draft202012Validator(schema).iter_errors(value)), (field, value)
@@ -348,6 +349,6 @@ def test_the_plain_field_check_never_passes_what_the_schema_refuses(field: str, 
 def test_the_plain_field_check_takes_the_usual_values(field: str, value: Any) -> None:
     """The shortcut is a shortcut: a check that declined every value would pass the test
     above and send each body to jsonschema."""
-    fine = validate._plain_check(EP.fields[field])
+    fine = plain_check(EP.fields[field])
     assert fine is not None and fine(value)
     assert not list(Draft202012Validator(EP.fields[field]).iter_errors(value))

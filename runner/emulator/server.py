@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 import aiohttp
@@ -37,6 +38,12 @@ def build_apps(state: EmulatorState) -> tuple[web.Application, web.Application]:
     return apps[0], apps[1]
 
 
+@dataclass(frozen=True)
+class _Urls:
+    queue: str
+    run: str
+
+
 class Emulator:
     """A fal-compatible queue + run service on loopback. Use `async with Emulator(...) as emu`
     (ports picked by the OS) or `await emu.start(...)` / `await emu.stop()`."""
@@ -45,7 +52,7 @@ class Emulator:
         self.settings = settings or EmulatorSettings()
         self._state: EmulatorState | None = None
         self._runners: list[web.AppRunner] = []
-        self._urls: tuple[str, str] | None = None
+        self._urls: _Urls | None = None
 
     async def start(
         self,
@@ -73,16 +80,16 @@ class Emulator:
         except BaseException:
             await self.stop()
             raise
-        self._urls = (urls[0], urls[1])
+        self._urls = _Urls(*urls)
         return self
 
     @property
     def queue_url(self) -> str:
-        return self._started()[0]
+        return self._started().queue
 
     @property
     def run_url(self) -> str:
-        return self._started()[1]
+        return self._started().run
 
     @property
     def stats(self) -> Stats:
@@ -97,7 +104,7 @@ class Emulator:
             raise RuntimeError("Emulator not started; HINT: await emulator.start() first")
         return self._state
 
-    def _started(self) -> tuple[str, str]:
+    def _started(self) -> _Urls:
         if self._urls is None:
             raise RuntimeError("Emulator not started; HINT: await emulator.start() first")
         return self._urls

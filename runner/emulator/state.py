@@ -90,7 +90,7 @@ class EmulatorState:
         self.waiting: list[QueuedRequest] = []  # IN_QUEUE, in submission order
         self.files: dict[str, StoredFile] = {}
         self.tokens: set[str] = set()
-        self.pending_uploads: dict[str, tuple[str, str]] = {}  # id -> (content_type, name)
+        self.pending_uploads: dict[str, StoredFile] = {}  # id -> its type and name, no data yet
         self.rng = random.Random(settings.seed)
         self.executor = ThreadPoolExecutor(
             settings.render_threads, thread_name_prefix="emulator-render"

@@ -82,7 +82,7 @@ async def initiate(request: web.Request) -> web.Response:
         )
     file_id = state.add_file(b"", ctype, name, ext=_ext(name))
     del state.files[file_id]  # reserved, not served until the PUT arrives
-    state.pending_uploads[file_id] = (ctype, name)
+    state.pending_uploads[file_id] = StoredFile(b"", ctype, name)
     base = base_url(request)
     return json_response(
         200,
@@ -100,8 +100,8 @@ async def put_upload(request: web.Request) -> web.Response:
     if pending is None:
         return json_response(404, {"detail": "Unknown upload URL"})
     data = await request.read()
-    ctype = request.headers.get("Content-Type", pending[0])
-    state.files[file_id] = StoredFile(data, ctype, pending[1])
+    ctype = request.headers.get("Content-Type", pending.content_type)
+    state.files[file_id] = StoredFile(data, ctype, pending.name)
     state.stats.uploads += 1
     return web.Response(status=200)
 

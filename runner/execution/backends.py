@@ -71,13 +71,13 @@ def _shown_url(url: str) -> str:
 
 
 def fal_server(env: Mapping[str, str]) -> ServerConfig:
-    """fal.ai (or the FAL_*_URL servers) and the key, from the environment; UsageError when
-    the key is missing or a URL is not allowed."""
+    """fal.ai (or the FAL_*_URL servers) and the API key, from the environment; UsageError
+    when the API key is missing or a URL is not allowed."""
     return ServerConfig(
         queue_url=server_url(env, "FAL_QUEUE_URL", DEFAULT_QUEUE_URL),
         run_url=server_url(env, "FAL_RUN_URL", DEFAULT_RUN_URL),
         rest_url=server_url(env, "FAL_REST_URL", DEFAULT_REST_URL),
-        key=fal_key(env),
+        api_key=fal_key(env),
     )
 
 

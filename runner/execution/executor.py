@@ -131,7 +131,7 @@ class Executor:
         self.stats = RunStats(
             usd_per_megapixel=price,
             max_usd=settings.max_usd,
-            rows=settings.count,
+            rows=settings.validated_requests,
             committed_megapixels=None if cap is None else cap.committed,
         )
         # On a priced (fal) run each request counts at its estimate from when it is sent
@@ -159,8 +159,8 @@ class Executor:
     async def run(self, rows: Iterable[RunRow]) -> RunStats:
         taken = iter(rows)
         workers = self._exe.concurrency
-        if self._settings.count is not None:  # never more workers than rows
-            workers = max(1, min(workers, self._settings.count))
+        if self._settings.validated_requests is not None:  # never more workers than rows
+            workers = max(1, min(workers, self._settings.validated_requests))
         stop = self._stop_event
         watcher = asyncio.create_task(self._stop_when_set(stop)) if stop is not None else None
         self._notify("started", self.stats)  # the live counters, before any request ends
@@ -186,7 +186,7 @@ class Executor:
         # All workers share one lazy iterator: a row is taken only when a worker is free. A
         # row the journal has settled is counted in this loop, without a Request or an await
         # (a resume of a million done rows is mostly this).
-        count, stats, decide_row = self._settings.count, self.stats, self._decide
+        count, stats, decide_row = self._settings.validated_requests, self.stats, self._decide
         while stats.stop is None:
             if count is not None and self._taken >= count:
                 return  # what was validated is all that is sent, whatever the files say now

@@ -25,7 +25,7 @@ from .http import GET_ATTEMPTS, Http, Reply, body_of, origin
 # fal reroutes a request to an "equivalent alternative endpoint" after repeated failures unless
 # the submission carries this (docs: reliability, platform headers): another model's image in
 # a sweep or a dataset is a silent wrong result, so it is sent unless the spec allows them.
-DISABLE_FALLBACKS = ("x-fal-disable-fallbacks", "true")
+DISABLE_FALLBACKS = {"x-fal-disable-fallbacks": "true"}
 STREAM_IDLE = 30.0  # a status stream silent this long is dropped and re-opened
 POLL_FIRST, POLL_MAX = 0.25, 5.0  # adaptive polling: grows x1.6 per unchanged status
 
@@ -35,7 +35,7 @@ class ServerConfig:
     queue_url: str
     run_url: str
     rest_url: str
-    key: str = field(repr=False)
+    api_key: str = field(repr=False)  # never shown: not in repr, logs or error text
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def request_headers(execution: Execution) -> dict[str, str]:
     block."""
     headers = {}
     if not execution.allow_fallbacks:
-        headers[DISABLE_FALLBACKS[0]] = DISABLE_FALLBACKS[1]
+        headers.update(DISABLE_FALLBACKS)
     if execution.mode == "queue" and execution.queue_timeout is not None:
         # server-side deadline to start (queue wait included); whole seconds, at least 1
         headers["X-Fal-Request-Timeout"] = str(max(1, math.ceil(execution.queue_timeout)))
@@ -84,7 +84,7 @@ class FalClient:
         self._session = session
         self._http = Http(session, self.redact, attempts)
         self._config = config
-        self._auth = {"Authorization": f"Key {config.key}"}
+        self._auth = {"Authorization": f"Key {config.api_key}"}
         # The key goes only to the configured hosts, whatever URLs a server hands back.
         self._trusted = {origin(u) for u in (config.queue_url, config.run_url, config.rest_url)}
         self._trusted_prefixes = tuple(
@@ -115,7 +115,8 @@ class FalClient:
         return self._http.rate_limited
 
     def redact(self, text: str) -> str:
-        return text.replace(self._config.key, "***") if self._config.key else text
+        key = self._config.api_key
+        return text.replace(key, "***") if key else text
 
     # -- submitting -----------------------------------------------------------------------
     async def submit(

@@ -139,7 +139,7 @@ def _run_settings(checked: Checked, options: RunOptions, rows: int) -> RunSettin
         name=spec.name,
         retry_failed=options.retry_failed,
         resubmit_ambiguous=options.resubmit_ambiguous,
-        count=rows,
+        validated_requests=rows,
         inputs=checked.inputs,
         shard=None if options.shard is None else str(options.shard),
         report=spec.report or None,
@@ -159,29 +159,31 @@ async def _run(
     """Everything around the loop; `ahead`: validation's rows, to check the cap against
     before anything is sent."""
     if on_event is not None:
-        on_event("starting", RunStats(rows=settings.count))
+        on_event("starting", RunStats(rows=settings.validated_requests))
     env = os.environ if env is None else env
     # A missing key or a bad URL is refused before the output folder is made or touched.
     server_id = origin(fal_server(env).queue_url) if settings.backend == "fal" else None
-    capped = _capped(settings)
+    cap_pricing = _cap_pricing(settings)
     fresh = not (settings.out / MANIFEST).exists()
-    if capped is not None and ahead is not None and fresh:
+    if cap_pricing is not None and ahead is not None and fresh:
         # a folder with no journal has committed nothing: refused before it is made
-        _check_ahead(SpendingCap(capped.budget, Paid()), capped.endpoint, ahead, {}, settings)
+        _check_ahead(
+            SpendingCap(cap_pricing.budget, Paid()), cap_pricing.endpoint, ahead, {}, settings
+        )
     with locked(settings.out):
         billed = Billed()  # the ok rows' billed megapixels, seen in the journal's one read
-        journal = Journal(settings.out, check_outputs=True, also=billed if capped else None)
+        journal = Journal(settings.out, check_outputs=True, also=billed if cap_pricing else None)
         ran = False
         try:
             _refuse_other_backends(settings, journal, server_id)
             cap = None
-            if capped is not None:
-                states, pricing = journal.states, Pricing(capped.endpoint)
+            if cap_pricing is not None:
+                states, pricing = journal.states, Pricing(cap_pricing.endpoint)
                 backend = settings.backend
                 paid = paid_from(settings.out, states, billed, pricing, backend, server_id)
-                cap = SpendingCap(capped.budget, paid)
+                cap = SpendingCap(cap_pricing.budget, paid)
                 if ahead is not None and (states or not fresh):
-                    _check_ahead(cap, capped.endpoint, ahead, states, settings, server_id)
+                    _check_ahead(cap, cap_pricing.endpoint, ahead, states, settings, server_id)
             damaged = find_damaged(settings.out, journal.damaged)
             stats = await _run_locked(
                 settings, rows, journal, damaged, server_id, env, stop, on_event, cap
@@ -193,19 +195,21 @@ async def _run(
             journal.close(keep_empty=ran)  # a run refused or broken off before its first line
 
 
-class _Capped(NamedTuple):
+class _CapPricing(NamedTuple):
+    """The spending cap that applies to a run, and the endpoint whose price estimates it."""
+
     budget: Budget
     endpoint: Endpoint  # whose pricing estimates the rows
 
 
-def _capped(settings: RunSettings) -> _Capped | None:
+def _cap_pricing(settings: RunSettings) -> _CapPricing | None:
     """The spending cap, when one applies: a fal run with limits.max_usd or --max-usd
     (UsageError: the endpoint states no price, so the cap cannot be checked)."""
     endpoint = get_endpoint(settings.endpoint)
     if settings.max_usd is None or settings.backend != "fal" or endpoint is None:
         return None
     price = check_priced(endpoint.usd_per_megapixel, settings.max_usd)
-    return _Capped(Budget(settings.max_usd, price), endpoint)
+    return _CapPricing(Budget(settings.max_usd, price), endpoint)
 
 
 def _check_ahead(
@@ -292,8 +296,8 @@ async def _run_locked(
         )
         append_run(settings.out, {**info, "event": "start"})
         concurrency = settings.execution.concurrency
-        if settings.count is not None:  # never more connections (or workers) than rows
-            concurrency = max(1, min(concurrency, settings.count))
+        if settings.validated_requests is not None:  # never more connections (or workers) than rows
+            concurrency = max(1, min(concurrency, settings.validated_requests))
         connector = aiohttp.TCPConnector(limit=concurrency * 2 + 4, limit_per_host=0)
         trust_env = not is_loopback(urlsplit(server.queue_url).hostname)
         executor: Executor | None = None

@@ -33,7 +33,8 @@ class RunSettings:
     report: Mapping[str, str] | None = None  # the spec's `report: {x, y}`, for `runner report`
     # backend local only: let the emulator fetch http(s) image URLs (network access)
     allow_remote_fetch: bool = False
-    count: int | None = None  # the validated request count: the run never takes more rows
+    # How many requests validation found: the run never takes more rows.
+    validated_requests: int | None = None
     inputs: InputSnapshot | None = None  # the source files as validated, re-checked
     # fal only: the output folder's spending cap in US dollars, across its runs: no
     # submission that would take what the folder has committed past it (spending.Budget)

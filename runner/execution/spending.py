@@ -178,7 +178,7 @@ def _estimate(pricing: Pricer, record: Mapping[str, Any] | None, out_dir: Path) 
 
 
 _OUTPUTS = b'"outputs":['
-_SIZE = re.compile(rb'"width":(\d+),"height":(\d+)')
+_SIZE = re.compile(rb'"width":(?P<width>\d+),"height":(?P<height>\d+)')
 
 
 class Billed:
@@ -200,7 +200,7 @@ class Billed:
             mp = self._sizes.get(size)
             if mp is None:
                 found = _SIZE.fullmatch(size)
-                mp = billed_megapixels(int(found[1]), int(found[2])) if found else None
+                mp = billed_megapixels(int(found["width"]), int(found["height"])) if found else None
                 if mp is None:
                     self.of[key] = _parsed_billed(raw)
                     return

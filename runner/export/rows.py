@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..datauri import is_data_uri
-from ..folder.integrity import EXTENSIONS, InputChecker, check_output, decode_data_uri, image_fields
+from ..folder.integrity import (
+    EXTENSIONS,
+    HeldImage,
+    InputChecker,
+    check_output,
+    decode_data_uri,
+    image_fields,
+)
 from ..folder.journal import FAILED, OK, Record, latest
 from ..keys import is_url
 
@@ -28,19 +35,13 @@ _TAKEN = RESERVED | frozenset(BASE_COLUMNS) | frozenset(ERROR_COLUMNS)
 
 
 @dataclass(frozen=True)
-class ImageRef:
+class ImageRef(HeldImage):
     """One image to export: a local file, or bytes decoded from a data: URI."""
 
     name: str  # a unique stem without dots: "<key>-<index>" or the content's sha256
     ext: str  # "png", "jpg", ...
     path: Path | None = None
     data: bytes | None = field(default=None, repr=False)
-
-    def read(self) -> bytes:
-        if self.data is not None:
-            return self.data
-        assert self.path is not None
-        return self.path.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,17 @@ class ExportRow:
 
 
 @dataclass(frozen=True)
+class _RawRow:
+    """An ExportRow before its values are cast to their columns' kinds (known once every row
+    is seen)."""
+
+    id: str
+    output: ImageRef | None
+    input: ImageRef | None
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ExportTable:
     columns: tuple[Column, ...]
     rows: tuple[ExportRow, ...]
@@ -70,7 +82,7 @@ def build_table(out_dir: Path, status: Status = "ok") -> ExportTable:
     """The export's table for the records of `status` ("all": every key, pending included)."""
     records = [r for r in latest(out_dir).values() if _wanted(r, status)]
     inputs = InputChecker(out_dir)
-    raw_rows: list[tuple[str, ImageRef | None, ImageRef | None, dict[str, Any]]] = []
+    raw_rows: list[_RawRow] = []
     url_rows = missing_inputs = missing_outputs = 0
     renames = _renames(records)
     for record in records:
@@ -88,7 +100,9 @@ def build_table(out_dir: Path, status: Status = "ok") -> ExportTable:
             missing_inputs += produced
         common = _metadata(record, renames)
         if not outputs:
-            raw_rows.append((f"{record['key']}-0", None, input_ref, {**common, "output_index": 0}))
+            raw_rows.append(
+                _RawRow(f"{record['key']}-0", None, input_ref, {**common, "output_index": 0})
+            )
             continue
         for index, output in enumerate(outputs):
             ref = _output_ref(out_dir, record["key"], index, output)
@@ -99,16 +113,21 @@ def build_table(out_dir: Path, status: Status = "ok") -> ExportTable:
                 "width": output.get("width"),
                 "height": output.get("height"),
             }
-            raw_rows.append((f"{record['key']}-{index}", ref, input_ref, values))
+            raw_rows.append(_RawRow(f"{record['key']}-{index}", ref, input_ref, values))
     names: dict[str, None] = dict.fromkeys(BASE_COLUMNS)
     if status != OK:
         names.update(dict.fromkeys(ERROR_COLUMNS))
-    for _, _, _, values in raw_rows:
-        names.update(dict.fromkeys(values))
-    columns = tuple(Column(n, _kind(v[3].get(n) for v in raw_rows)) for n in names)
+    for raw in raw_rows:
+        names.update(dict.fromkeys(raw.values))
+    columns = tuple(Column(n, _kind(raw.values.get(n) for raw in raw_rows)) for n in names)
     rows = tuple(
-        ExportRow(id_, out, inp, {c.name: _cast(values.get(c.name), c.kind) for c in columns})
-        for id_, out, inp, values in raw_rows
+        ExportRow(
+            raw.id,
+            raw.output,
+            raw.input,
+            {c.name: _cast(raw.values.get(c.name), c.kind) for c in columns},
+        )
+        for raw in raw_rows
     )
     return ExportTable(columns, rows, url_rows, missing_inputs, missing_outputs)
 
@@ -173,7 +192,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _data_ref(uri: str) -> str:
     decoded = decode_data_uri(uri)
-    return "sha256:" + hashlib.sha256(decoded[0]).hexdigest() if decoded else uri[:64]
+    return "sha256:" + hashlib.sha256(decoded.data).hexdigest() if decoded else uri[:64]
 
 
 def _output_ref(out_dir: Path, key: str, index: int, output: Mapping[str, Any]) -> ImageRef | None:

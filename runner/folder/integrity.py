@@ -33,8 +33,22 @@ EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "im
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+class HeldImage:
+    """An image's bytes, held in a file (`path`) or in memory (`data`, an inline data: URI's
+    bytes): what a report copies and an export writes, read one way."""
+
+    path: Path | None
+    data: bytes | None
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+
 @dataclass(frozen=True)
-class InputState:
+class InputState(HeldImage):
     """One input image of a request, as the journal recorded it and as it is now."""
 
     state: State
@@ -47,12 +61,6 @@ class InputState:
     @property
     def intact(self) -> bool:
         return self.state == INTACT
-
-    def read(self) -> bytes:
-        if self.data is not None:
-            return self.data
-        assert self.path is not None
-        return self.path.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -122,8 +130,16 @@ def _inline_or_hashed(value: str) -> bool:
     return value.startswith("sha256:") or is_data_uri(value)
 
 
-def decode_data_uri(uri: str) -> tuple[bytes, str] | None:
-    """(bytes, extension) of a base64 data: URI of an image; None for anything else."""
+@dataclass(frozen=True)
+class DecodedImage:
+    """The bytes of an image given inline as a data: URI, and the extension of its type."""
+
+    data: bytes = field(repr=False)
+    ext: str  # "png", "jpg", ...
+
+
+def decode_data_uri(uri: str) -> DecodedImage | None:
+    """The image a base64 data: URI holds; None for anything else."""
     parsed = parse(uri)
     if parsed is None or not parsed.is_base64:
         return None
@@ -131,7 +147,7 @@ def decode_data_uri(uri: str) -> tuple[bytes, str] | None:
     if ext is None:
         return None
     try:
-        return parsed.content(), ext
+        return DecodedImage(parsed.content(), ext)
     except ValueError:
         return None
 
@@ -159,8 +175,8 @@ class InputChecker:
             decoded = decode_data_uri(value)
             if decoded is None:
                 return InputState(MISSING, None, "png", None)
-            data, ext = decoded
-            return InputState(INTACT, hashlib.sha256(data).hexdigest(), ext, None, data=data)
+            digest = hashlib.sha256(decoded.data).hexdigest()
+            return InputState(INTACT, digest, decoded.ext, None, data=decoded.data)
         if not value.startswith("sha256:"):
             return None
         recorded = _path_text((record.get("input_files") or {}).get(name))

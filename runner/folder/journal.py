@@ -340,11 +340,11 @@ def _read_checked_by(
     check: OutputCheck, out_dir: Path, also: LineSeer | None
 ) -> tuple[dict[bytes, KeyState], set[str]]:
     try:
-        state = read_state(out_dir, check if also is None else _Both(check, also))
+        states = read_state(out_dir, check if also is None else _Both(check, also))
         found = check.damaged()
     finally:
         check.close()
-    return state, {key.decode() for key in found if key in state and state[key][0] == OK}
+    return states, {key.decode() for key in found if key in states and states[key].status == OK}
 
 
 class _Both:

@@ -107,7 +107,8 @@ class OutputCheck:
                 self._damaged.add(key)
             return
         if len(files) == 1:  # most lines: one output
-            record = b"%s\0%d\0%s\n" % (key, files[0][1], files[0][0])
+            [(name, size)] = files
+            record = b"%s\0%d\0%s\n" % (key, size, name)
         else:
             record = key + b"".join(b"\0%d\0%s" % (size, name) for name, size in files) + b"\n"
         self._batch.append(record)

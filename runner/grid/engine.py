@@ -26,9 +26,8 @@ from .cells import ABSENT, LOOK, STOP, Cell, Steps
 from .exclude import Exclusion
 from .localfiles import LocalFiles
 from .memo import READ_ERRORS, Memo, Misplaced, Recipe
-from .plan import Cost
 from .rowgrid import Row, RowGrid
-from .scan import Block, Scan
+from .scan import Block, RowCost, Scan
 from .templates import TemplateError
 
 __all__ = ["Causes", "Engine", "Repeats", "any_repeat", "bottom_k"]
@@ -58,7 +57,7 @@ class Engine:
         self._recipes = {p.name: p for p in self.memo.recipes}
         self._cursors: dict[int, tuple[Iterator[Any], int, Any]] = {}
 
-    def cost(self, state: int) -> tuple[Cost, bool]:
+    def cost(self, state: int) -> RowCost:
         """A row's Cost, and whether it has an input given as an http(s) URL."""
         return self.scan.costs.of(state)
 
@@ -101,7 +100,8 @@ class Engine:
         self._raise(row, cells, self.grid.templated, values, vals)
         for name, cell in cells.items():
             body[name] = cell.value
-        variables, origins = self.grid.describe(row)
+        described = self.grid.describe(row)
+        variables, origins = described.vars, described.origins
         for name in variables:
             recipe = self._recipes.get(name)
             if recipe is not None and not recipe.is_field:
@@ -123,7 +123,7 @@ class Engine:
         }
         self._raise(row, cells, row.templated, values, None)
         body = {n: cell.value for n, cell in cells.items()}
-        variables, origins = dict(row.fixed[0]), dict(row.fixed[1])
+        variables, origins = dict(row.fixed.vars), dict(row.fixed.origins)
         for name, raw in variables.items():
             cell = steps.var(name, raw, values, (), name in self.grid.objects)
             if isinstance(cell.value, TemplateError):
@@ -180,7 +180,7 @@ class Engine:
         for name in sorted(exact):
             error = exact[name].value
             if isinstance(error, OSError):
-                path = self.grid.describe(row)[1][name]
+                path = self.grid.describe(row).origins[name]
                 raise GridError(
                     f"cannot read {name} file {exact[name].written!r}: {error.strerror}", path
                 )

@@ -122,7 +122,7 @@ class GridRows:
     def cost(self, i: int) -> Cost:
         """Request i's Cost, as validation priced it."""
         assert self.costs is not None, "validation keeps the cost states"
-        return self.engine.cost(self.costs[i])[0]
+        return self.engine.cost(self.costs[i]).cost
 
 
 class ReplayRow:

@@ -143,8 +143,8 @@ class Pricing:
 
 
 class Tally:
-    """A plan built one request at a time, so it can ride along another pass over the grid
-    (`check(..., each=tally.count)`) instead of expanding the grid once more."""
+    """A plan built one request at a time, or from the costs validation counted in its one
+    pass over the grid (Checked.costs, given to `count`), so a plan expands no grid again."""
 
     def __init__(self, endpoint: Endpoint, preview: int = PREVIEW_ROWS) -> None:
         self.endpoint, self.preview = endpoint, preview

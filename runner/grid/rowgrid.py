@@ -27,15 +27,24 @@ REPEAT_HINT = "HINT: to repeat a request, sweep 'seed'"
 
 
 @dataclass(frozen=True, slots=True)
+class RowVars:
+    """A row's vars (axis name -> value, plus the defaults' variables it uses) and origins
+    (field or variable name -> the YAML path its value came from)."""
+
+    vars: dict[str, Any]
+    origins: dict[str, SpecPath]
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """A raw row. `values` (flattened name -> value) is what templates and the body read;
-    `combo` (index, value) per axis, or `fixed` (vars, origins) for an include row, lets
-    RowGrid.describe build vars and origins only for the rows that become requests."""
+    `combo` (index, value) per axis, or `fixed` for an include row, lets RowGrid.describe
+    build vars and origins only for the rows that become requests."""
 
     values: dict[str, Any]
     templated: frozenset[str]  # body fields whose value may hold a template: only these render
     combo: tuple[tuple[int, Any], ...] = ()
-    fixed: tuple[dict[str, Any], dict[str, SpecPath]] | None = None
+    fixed: RowVars | None = None
 
 
 class _Unknown(Source):
@@ -114,10 +123,10 @@ class RowGrid:
 
     # --- one row ------------------------------------------------------------------------------
 
-    def describe(self, row: Row) -> tuple[dict[str, Any], dict[str, SpecPath]]:
-        """A row's vars (axis name -> value, plus the defaults' variables it uses) and origins."""
+    def describe(self, row: Row) -> RowVars:
+        """A row's vars and origins, each a new dict."""
         if row.fixed is not None:
-            variables, origins = dict(row.fixed[0]), dict(row.fixed[1])
+            variables, origins = dict(row.fixed.vars), dict(row.fixed.origins)
         else:
             origins = dict(self.def_origins)
             variables = dict(self.product_def_vars)
@@ -126,7 +135,7 @@ class RowGrid:
                 origins[name] = source.origin(i)
                 for f in source.fields or ():
                     origins[f] = source.origin(i, f)
-        return variables, origins
+        return RowVars(variables, origins)
 
     def template_error(self, row: Row, error: TemplateError) -> GridError:
         """A row's template error, at the spec node of the value that failed; a value from a
@@ -136,7 +145,7 @@ class RowGrid:
             if error.key == name or error.key in (source.fields or ()):
                 where = source.row_place(i)
                 message = f"{where}: {message}" if where else message
-        return GridError(message, self.describe(row)[1].get(error.key, ()))
+        return GridError(message, self.describe(row).origins.get(error.key, ()))
 
     def warnings(self) -> list[tuple[SpecPath, str]]:
         """(where, what) for what is suspicious but allowed, known once the grid is built: a
@@ -219,7 +228,9 @@ class RowGrid:
                 origins.update({f: ("include", j, key, f) for f in value})
         templated = frozenset(k for k in values if k in self.fields and has_template(values[k]))
         used_vars = {k: v for k, v in self.def_vars.items() if k not in overridden}
-        return Row(values, templated, fixed=({**used_vars, **canonical(dict(entry))}, origins))
+        return Row(
+            values, templated, fixed=RowVars({**used_vars, **canonical(dict(entry))}, origins)
+        )
 
     def _check_templates(
         self, owner: Mapping[str, Source]
@@ -244,7 +255,7 @@ class RowGrid:
                     uses.setdefault(key, set()).update(names)
         reads: list[set[str]] = []
         for row in self.include:
-            origins = row.fixed[1] if row.fixed else {}
+            origins = row.fixed.origins if row.fixed else {}
             row_uses = {
                 key: self._names(value, origins[key], row.values)
                 for key, value in row.values.items()
@@ -298,7 +309,7 @@ class RowGrid:
                 check(f"field of axis {name!r},", f, s.origin(0, f))
         known = self.product_keys | set(self.objects) | set(self.fields)
         for row, read in zip(self.include, reads, strict=True):
-            for key, path in row.fixed[1].items() if row.fixed else ():
+            for key, path in row.fixed.origins.items() if row.fixed else ():
                 if path[:1] != ("include",) or key in self.objects:
                     continue  # from defaults; or an object axis, checked by its fields
                 if len(path) == 4:  # a field of an object axis the row sets by name

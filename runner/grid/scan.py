@@ -45,6 +45,14 @@ class Block:
     stop: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RowCost:
+    """What a row costs, and whether it has an input given as an http(s) URL."""
+
+    cost: Cost
+    remote: bool
+
+
 class Costs:
     """What each row costs, interned: a row's billed facts (and whether it has a URL input)
     are joined one axis value's part at a time into a small state number; `of` gives its
@@ -57,7 +65,7 @@ class Costs:
         self._states = dict(self._parts)  # the same numbering: part 0 is the empty state
         self._state_list = list(self._part_list)
         self._joined: dict[tuple[int, int], int] = {}
-        self._costs: dict[int, tuple[Cost, bool]] = {}
+        self._costs: dict[int, RowCost] = {}
 
     def part(self, cells: Sequence[tuple[str, Cell]]) -> int:
         """The number of the part that these (field, cell) give to a row."""
@@ -75,12 +83,12 @@ class Costs:
             self._joined[(state, part)] = found
         return found
 
-    def of(self, state: int) -> tuple[Cost, bool]:
-        """(the Cost, whether it has an input given as an http(s) URL) of a row's state."""
+    def of(self, state: int) -> RowCost:
+        """The RowCost of a row's state."""
         found = self._costs.get(state)
         if found is None:
             facts, remote = self._state_list[state]
-            found = self._costs[state] = (self._pricing.cost(facts), remote)
+            found = self._costs[state] = RowCost(self._pricing.cost(facts), remote)
         return found
 
 
@@ -161,7 +169,10 @@ class Level:
             (r.table, r.index(ix) if r.table is not None else 0, r.compute) for r in self.recipes
         ]
         # One cell worked out per value, and nothing else here: the long axis of a big grid.
-        alone = ways[0][2] if len(ways) == 1 and ways[0][0] is None and not self._billed else None
+        alone = None
+        if len(ways) == 1 and not self._billed:
+            table, _, compute = ways[0]
+            alone = compute if table is None else None
         try:
             for i, value in enumerate(axis.values()):
                 ix[a] = i
@@ -340,7 +351,7 @@ class Scan:
         for _, cell in cells:
             trouble |= cell.trouble
         assert row.fixed is not None
-        for name, raw in row.fixed[0].items():
+        for name, raw in row.fixed.vars.items():
             trouble |= steps.var(name, raw, values, (), name in self.grid.objects).trouble
         if steps.problems is not None and steps.required - set(names):
             trouble |= LOOK

@@ -68,10 +68,10 @@ class InputSnapshot:
         `globs` also lists each glob again (costlier: once per run is enough)."""
         for path, before in self._files.items():
             now = _stat(path)
-            if now == (before.size, before.mtime_ns):
-                continue
             if now is None:
                 return f"{_shown(path)} was removed or became unreadable during the run"
+            if (now.st_size, now.st_mtime_ns) == (before.size, before.mtime_ns):
+                continue
             again = _fingerprint(path)
             if again.sha256 != before.sha256 or again.size != before.size:
                 return f"{_shown(path)} changed during the run"
@@ -93,17 +93,16 @@ class InputSnapshot:
         matched = (base / name for (base, _), names in self._globs.items() for name in names)
         for path in itertools.chain(also, matched):
             now = _stat(path)
-            if now is not None and now[1] > self._taken_ns:
+            if now is not None and now.st_mtime_ns > self._taken_ns:
                 return f"{_shown(path)} changed during the run"
         return None
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
 
 
 def _fingerprint(path: Path) -> _Print:
@@ -114,7 +113,7 @@ def _fingerprint(path: Path) -> _Print:
         digest = file_sha256(path)
     except OSError:
         return _Print(-1, -1, None)
-    return _Print(stat[0], stat[1], digest)
+    return _Print(stat.st_size, stat.st_mtime_ns, digest)
 
 
 def _matches(base: Path, pattern: str) -> tuple[str, ...]:

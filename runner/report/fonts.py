@@ -96,10 +96,12 @@ class Text:
         for ch in text:
             # marks, joiners and spaces stay with the character before them
             font = self._font_for(ch) if _visible(ch) and not _attached(ch) else None
-            if runs and (font is None or font is runs[-1][1]):
-                runs[-1] = (runs[-1][0] + ch, runs[-1][1])
-            else:
-                runs.append((ch, font or self.primary))
+            if runs:
+                so_far, last = runs[-1]
+                if font is None or font is last:
+                    runs[-1] = (so_far + ch, last)
+                    continue
+            runs.append((ch, font or self.primary))
         return runs
 
     def _font_for(self, ch: str) -> Font:

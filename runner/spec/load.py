@@ -7,38 +7,24 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator
 
-from ..endpoints import all_endpoints, get_endpoint, job_schema
+from ..endpoints import all_endpoints, get_endpoint, job_default, job_schema_document
 from ..errors import SpecError, SpecErrors, SpecPath
-from ..grid.sources import SOURCE_KEYS as SOURCES
 from ..models import Execution, Sample, Spec
+from .schemaerrors import reword, show
 from .yamlsource import Locator, YamlError, load_yaml
-
-_SOURCES_TEXT = "a list or one of " + ", ".join("{" + k + "}" for k in SOURCES)
-_TYPES = {
-    "integer": "an integer",
-    "number": "a number",
-    "string": "a string",
-    "object": "a mapping",
-    "array": "a list",
-    "boolean": "true or false",
-    "null": "null",
-}
 
 
 @cache
 def job_validator() -> Draft202012Validator:
-    schema = json.loads(job_schema().read_text(encoding="utf-8"))
-    return Draft202012Validator(schema)
+    return Draft202012Validator(job_schema_document())
 
 
 @dataclass(frozen=True)
@@ -87,7 +73,7 @@ def read_spec(path: str | Path, *, out: Path | None = None) -> Loaded:
         loc = locate(("version",))
         msg = f"unsupported version {version} (this runner reads version 1)"
         raise SpecErrors([SpecError(msg, file, loc.line, loc.col)])
-    problems = [p for e in job_validator().iter_errors(data) for p in _rewrite(e)]
+    problems = [p for e in job_validator().iter_errors(data) for p in reword(e)]
     endpoint = data.get("endpoint")
     if isinstance(endpoint, str) and endpoint and get_endpoint(endpoint) is None:
         problems.append((("endpoint",), _unknown_endpoint(endpoint)))
@@ -134,19 +120,10 @@ def _read(path: Path, file: str) -> bytes:
 def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: Path | None) -> Spec:
     base = path.resolve().parent
     output = out if out is not None else base / data.get("output", f"runs/{path.stem}")
-    sample = data.get("sample")
-    ex: Mapping[str, Any] = data.get("execution", {})
-    execution = Execution(
-        concurrency=int(ex.get("concurrency", 8)),
-        rate=None if ex.get("rate") is None else float(ex["rate"]),
-        retries=int(ex.get("retries", 6)),
-        timeout=float(ex.get("timeout", 600)),
-        queue_timeout=None if ex.get("queue_timeout") is None else float(ex["queue_timeout"]),
-        mode=ex.get("mode", "queue"),
-        priority=ex.get("priority"),
-        store_io=bool(ex.get("store_io", True)),
-        allow_fallbacks=bool(ex.get("allow_fallbacks", False)),
-    )
+    sample = _typed("sample", data)
+    limits = _typed("limits", data)
+    # A key the block does not write takes Execution's default, the schema's.
+    execution = Execution(**_typed("execution", data))
     return Spec(
         path=path,
         base_dir=base,
@@ -154,15 +131,15 @@ def _build(data: dict[str, Any], path: Path, raw: bytes, locate: Locator, out: P
         version=1,
         name=data.get("name"),
         endpoint=data["endpoint"],
-        backend=data.get("backend", "local"),
+        backend=data.get("backend", job_default("backend")),
         output=Path(output).resolve(),
         defaults=data.get("defaults", {}),
         matrix=data.get("matrix", {}),
         exclude=tuple(data.get("exclude", ())),
         include=tuple(data.get("include", ())),
-        sample=Sample(int(sample["n"]), int(sample.get("seed", 0))) if sample else None,
-        max_requests=int(data.get("limits", {}).get("max_requests", 10_000)),
-        max_usd=_optional_float(data.get("limits", {}).get("max_usd")),
+        sample=Sample(**sample) if "sample" in data else None,
+        max_requests=limits.get("max_requests", job_default("limits", "max_requests")),
+        max_usd=limits.get("max_usd"),
         report={k: str(v) for k, v in data.get("report", {}).items()},
         execution=execution,
         locate=locate,
@@ -214,122 +191,17 @@ def _unknown_endpoint(name: str) -> str:
     return f"unknown endpoint '{name}' ({hint})"
 
 
-def _rewrite(error: ValidationError) -> list[tuple[SpecPath, str]]:
-    """One jsonschema error -> (path, one short line) for each problem it stands for."""
-    path: SpecPath = tuple(error.absolute_path)
-    name, inst, schema, kind = label(path), error.instance, error.schema, error.validator
-    if not isinstance(schema, dict):
-        return [(path, f"{name}: {error.message}")]
-    if kind == "additionalProperties" and isinstance(inst, dict):
-        allowed = list(schema.get("properties", {}))
-        patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
-        where = "" if not path else f" in {_where(path)}"
-        extra = [k for k in inst if k not in allowed and not any(p.search(k) for p in patterns)]
-        out = [((*path, k), unknown_key(k, allowed, where)) for k in extra]
-        if not path:  # no close match: maybe a key to hold anchors
-            hint = "; keys starting with x- are ignored (a place for YAML anchors)"
-            out = [(p, m if "did you mean" in m else m + hint) for p, m in out]
-        return out
-    if kind == "required" and isinstance(inst, dict):
-        missing = [k for k in schema.get("required", []) if k not in inst]
-        where = f" in {name}" if path else ""
-        hint = " (add `version: 1` at the top)" if missing == ["version"] and not path else ""
-        return [(path, f"missing required key '{k}'{where}{hint}") for k in missing]
-    if kind == "oneOf" and len(path) == 2 and path[0] == "matrix":
-        return _axis_error(error, path)
-    return [(path, describe_error(error, name))]
+_PYTHON_TYPES: dict[str, Callable[[Any], Any]] = {"integer": int, "number": float}
 
 
-def _axis_error(error: ValidationError, path: SpecPath) -> list[tuple[SpecPath, str]]:
-    inst, axis = error.instance, f"matrix axis '{path[-1]}'"
-    if isinstance(inst, list):
-        return [(path, f"{axis} must not be empty")]
-    if not isinstance(inst, dict):
-        return [(path, f"{axis}: expected {_SOURCES_TEXT}, got {show(inst)}")]
-    found = [k for k in SOURCES if k in inst]
-    if len(found) == 1:
-        branch = 1 + SOURCES.index(found[0])
-        subs = [e for e in error.context or () if e.relative_schema_path[0] == branch]
-        return [p for e in subs for p in _rewrite(e)]
-    if len(found) > 1:
-        return [(path, f"{axis} takes one source, got {' and '.join(found)}")]
-    for key in inst:
-        close = difflib.get_close_matches(str(key), SOURCES, n=1, cutoff=0.6)
-        if close:
-            return [((*path, key), f"unknown key '{key}' in {axis} (did you mean '{close[0]}'?)")]
-    return [(path, f"{axis}: expected {_SOURCES_TEXT}, got {show(inst)}")]
+def _typed(block: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A top-level block's values in the types the schema gives them: an integer written
+    2.0 becomes 2, a number written 600 becomes 600.0. The block is schema-valid (a block
+    with an error is left out of `data`)."""
+    written: Mapping[str, Any] = data.get(block) or {}
+    schema = job_schema_document()["properties"][block]["properties"]
+    return {k: _PYTHON_TYPES.get(schema[k].get("type"), _unchanged)(v) for k, v in written.items()}
 
 
-def describe_error(error: ValidationError, name: str) -> str:
-    """One jsonschema error about the value called `name` -> one short line."""
-    kind, inst, arg = error.validator, error.instance, error.validator_value
-    if kind == "type":
-        wanted = [arg] if isinstance(arg, str) else list(arg)
-        return f"{name} must be {' or '.join(_TYPES.get(t, t) for t in wanted)}, got {show(inst)}"
-    if kind == "minimum":
-        return f"{name} must be at least {arg}, got {show(inst)}"
-    if kind == "maximum":
-        return f"{name} must be at most {arg}, got {show(inst)}"
-    if kind == "exclusiveMinimum":
-        return f"{name} must be greater than {arg}, got {show(inst)}"
-    if kind == "exclusiveMaximum":
-        return f"{name} must be less than {arg}, got {show(inst)}"
-    if kind == "enum":
-        close = difflib.get_close_matches(str(inst), [str(a) for a in arg], n=1, cutoff=0.6)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"{name} must be one of {', '.join(map(str, arg))}, got {show(inst)}{hint}"
-    if kind == "not" and isinstance(arg, dict) and "const" in arg:
-        return f"{name} must not be {show(arg['const'])}"
-    if kind == "const":
-        return f"{name} must be {show(arg)}, got {show(inst)}"
-    if kind in ("minItems", "maxItems") and name.startswith("'range"):
-        return f"{name} must be [start, stop], got {show(inst)}"
-    if kind in ("minItems", "minProperties", "minLength") and arg == 1:
-        return f"{name} must not be empty"
-    if kind in ("minItems", "maxItems"):
-        return f"{name} must have {'at least' if kind == 'minItems' else 'at most'} {arg} items"
-    return f"{name}: {error.message}"
-
-
-def unknown_key(key: str, allowed: list[str], where: str = "") -> str:
-    """`unknown key 'matrx' (did you mean 'matrix'?)`, or the allowed keys when none is close."""
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(allowed)}"
-    return f"unknown key '{key}'{where} ({hint})"
-
-
-def _where(path: SpecPath) -> str:
-    if len(path) == 2 and path[0] == "matrix":
-        return f"matrix axis '{path[1]}'"
-    return label(path)
-
-
-def label(path: SpecPath) -> str:
-    """A short quoted name for a document path: ('exclude', 0) -> 'exclude[0]'."""
-    if not path:
-        return "the spec"
-    i = len(path)
-    while i > 0 and isinstance(path[i - 1], int):
-        i -= 1
-    head = str(path[i - 1]) if i > 0 else ""
-    return "'" + head + "".join(f"[{p}]" for p in path[i:]) + "'"
-
-
-def show(value: Any) -> str:
-    """A value as the user wrote it in YAML, kept short."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        text = json.dumps(value)
-        return text if len(text) <= 40 else "a list"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
-    return repr(value)
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _unchanged(value: Any) -> Any:
+    return value
