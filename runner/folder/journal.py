@@ -25,8 +25,8 @@ import json
 import os
 import time
 from collections import Counter
-from operator import attrgetter
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, NotRequired, Protocol, TypedDict
 
@@ -436,7 +436,7 @@ class Journal:
         # counted by C-level iteration (a resume reads a million of them); the rare rows
         # refused every time are then taken back out one by one
         states = self._state.values()
-        made = Counter(zip(map(attrgetter("backend"), states), map(attrgetter("server"), states)))
+        made = Counter(map(attrgetter("backend", "server"), states))
         if REFUSED in set(map(attrgetter("status"), states)):
             for state in states:
                 if never_reached(state.status, state.attempts, state.possible_duplicates):
