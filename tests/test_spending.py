@@ -181,21 +181,40 @@ def test_retry_failed_counts_a_failed_row_that_may_have_been_charged(
 ):
     server = fal_server(latency=4.0)  # 1 s a request at 10 steps
     out = tmp_path / "out"
-    # both rows time out and are cancelled while running: they may have been charged
-    spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 0.3})
+    # the row times out on a sync call (no request id to fetch it by): it may have been
+    # charged, and --retry-failed can only send it again
+    spec = write_spec(matrix={"seed": [1]}, execution={"timeout": 0.3, "mode": "sync"})
     assert fal_run(spec, out, "--max-usd", "1") == 1
-    assert "about $0.00 spent (0 MP), up to $0.05 if every" in capsys.readouterr().out
-    spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 20})
+    assert "about $0.00 spent (0 MP), up to $0.025 if every" in capsys.readouterr().out
+    spec = write_spec(matrix={"seed": [1]}, execution={"timeout": 20, "mode": "sync"})
     assert fal_run(spec, out, "--max-usd", "0.01") == 1  # nothing to send without the option
-    assert fal_run(spec, out, "--max-usd", "0.05", "--retry-failed") == 2
-    assert "already committed $0.05 ($0.05 for 2 submissions" in capsys.readouterr().err
-    assert server.stats.submissions == 2
-    assert fal_run(spec, out, "--max-usd", "0.10", "--retry-failed") == 0
+    assert fal_run(spec, out, "--max-usd", "0.025", "--retry-failed") == 2
+    assert "already committed $0.025 ($0.025 for 1 submission" in capsys.readouterr().err
+    assert server.stats.run_calls == 1
+    assert fal_run(spec, out, "--max-usd", "0.05", "--retry-failed") == 0
     printed = capsys.readouterr().out
-    assert "2 submissions, 2 possibly charged twice, about $0.05 spent (2 MP), up to $0.10" in (
+    assert "1 submission, 1 possibly charged twice, about $0.025 spent (1 MP), up to $0.05" in (
         printed
     )
-    assert server.stats.submissions == 4
+    assert server.stats.run_calls == 2
+
+
+def test_retry_failed_fetches_timed_out_rows_the_server_completed_without_paying_again(
+    write_spec, tmp_path, fal_server, capsys
+):
+    server = fal_server(latency=4.0)  # 1 s a request at 10 steps
+    out = tmp_path / "out"
+    # both rows time out while running: the cancel does not stop them, the server completes
+    # them (and bills them)
+    spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 0.3})
+    assert fal_run(spec, out, "--max-usd", "1") == 1
+    assert "2 of them accepted by the server" in capsys.readouterr().err
+    spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 20})
+    # what they may have cost ($0.05) is committed; fetching their results costs nothing more
+    assert fal_run(spec, out, "--max-usd", "0.05", "--retry-failed") == 0
+    printed = capsys.readouterr().out
+    assert "2 resumed" in printed and "possibly charged twice" not in printed
+    assert server.stats.submissions == 2
 
 
 def test_a_failed_row_the_server_took_is_fetched_not_counted_as_a_row_to_send(
