@@ -13,8 +13,9 @@ from runner.folder.journal import KeyState
 def state(
     status: str,
     request_id: str | None = None,
-    attempts: int = 1,
     error_type: str | None = None,
+    *,
+    attempts: int = 1,
     http_status: int | None = None,
 ) -> KeyState:
     return KeyState(status, request_id, attempts, 0, error_type, http_status=http_status)
@@ -28,7 +29,8 @@ def state(
         (state("ok"), True, True, Action.REPAIR),  # an output file is gone: fetched again
         (state("failed", error_type="validation"), False, False, Action.FAILED_BEFORE),
         (state("failed", error_type="validation"), True, False, Action.SEND),  # a 422: unbilled
-        (state("failed", error_type="timeout"), True, False, Action.SEND_AGAIN),  # maybe billed
+        # a sync call's timeout: no request id to poll, and it may have been billed
+        (state("failed", error_type="timeout"), True, False, Action.SEND_AGAIN),
         (state("failed", error_type="transport", attempts=0), True, False, Action.SEND),
         # the server took it and no answer came: its result is fetched, not paid again
         (state("failed", "r1", error_type="download"), True, False, Action.POLL),
@@ -41,12 +43,9 @@ def state(
         # the server's final answer: the result is gone (404), or the model's own 4xx
         (state("failed", "r1", error_type="http", http_status=404), True, False, Action.SEND_AGAIN),
         (state("failed", "r1", error_type="http", http_status=400), True, False, Action.SEND_AGAIN),
-        (
-            state("failed", "r1", error_type="download", http_status=404),
-            True,
-            False,
-            Action.SEND_AGAIN,
-        ),
+        (state("failed", "r1", "download", http_status=404), True, False, Action.SEND_AGAIN),
+        (state("failed", "r1", "download", http_status=403), True, False, Action.SEND_AGAIN),
+        (state("failed", "r1", "download", http_status=503), True, False, Action.POLL),
         (state("failed", "r1", error_type="validation", http_status=422), True, False, Action.SEND),
         # polled, it had been cancelled before it ran: never billed
         (state("failed", "r1", error_type="request_cancelled"), True, False, Action.SEND),

@@ -237,6 +237,22 @@ def test_a_failed_row_the_server_took_is_fetched_not_counted_as_a_row_to_send(
     assert server.stats.submissions == 1
 
 
+@pytest.mark.parametrize(
+    "kind",
+    ["transport", "http", "timeout", "download", "validation", "refused", "request_cancelled"]
+    + ["queue_timeout", "runner_disconnected", "output", "output_lost", "ambiguous"],
+)
+@pytest.mark.parametrize("http_status", [None, 400, 404, 410, 422, 429, 500, 503])
+def test_a_row_polled_by_request_id_counts_once_against_the_cap(kind, http_status):
+    from runner.execution.spending import fetchable, may_be_charged, row_megapixels
+
+    # polling pays nothing more, but what it fetches may have been charged once: the cap
+    # counts such a row at its estimate until its outputs arrive
+    if fetchable("failed", kind, http_status, "r1"):
+        assert may_be_charged("failed", kind, attempts=1)
+        assert row_megapixels("failed", 0, 3, error_type=kind, attempts=1) == 3
+
+
 def test_a_folder_taken_past_its_cap_by_a_short_estimate_says_so(
     write_spec, tmp_path, fal_server, capsys
 ):

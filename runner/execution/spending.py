@@ -66,16 +66,14 @@ UNCHARGED_FAILURES = (
 # (transport), a transient error answer on them (http: 5xx, 429...), a timeout (the cancel
 # that followed does not stop a request already running), an image that could not be fetched.
 _MAYBE_HELD = frozenset({"transport", "http", "timeout", "download"})
-_GONE = (404, 410)  # the server's answer that the result, or the file, is no longer there
 
 
 def pollable(error_type: str | None, http_status: int | None) -> bool:
     """Whether a failed request's result may still be on the server: the one rule for what
-    --retry-failed fetches by request id rather than sending again. A final answer (a 422,
-    another 4xx of the model, a lost result's 404, a file's 404 or 410) is not."""
-    if error_type not in _MAYBE_HELD or http_status in _GONE:
-        return False
-    return error_type != "http" or is_transient(http_status)
+    --retry-failed fetches by request id rather than sending again. Only a failure with no
+    answer or a transient one (5xx, 429, 408, 409) is: a final answer (a 422 or another 4xx
+    of the model, a lost result's 404, a file's 404, 410 or 403) is not."""
+    return error_type in _MAYBE_HELD and (http_status is None or is_transient(http_status))
 
 
 def fetchable(
