@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 QUEUE_ROUTES = frozenset({"submit", "status", "stream", "result", "cancel"})
-ALL_ROUTES = QUEUE_ROUTES | {"run"}
+ALL_ROUTES = QUEUE_ROUTES | {"run", "file"}  # "file": GET /files/…, where outputs are fetched
 FAULT_KINDS = ("drop", "503_ingress", "429", "500", "stall")  # tried in this order per request
 
 

@@ -200,6 +200,32 @@ def test_the_retry_hint_says_which_failed_rows_are_fetched_without_paying_again(
     assert server.stats.submissions == 1
 
 
+def test_retry_failed_fetches_rows_whose_status_and_result_calls_answered_5xx(
+    write_spec, tmp_path, fal_server, capsys
+):
+    from dataclasses import replace
+
+    from runner.emulator import Faults
+
+    # the server takes each submission and completes it, but answers every status and result
+    # call with a 500: the results are there, so --retry-failed fetches them, paying nothing
+    errors = Faults(p_500=1.0, routes=frozenset({"status", "stream", "result"}))
+    server = fal_server(faults=errors)
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal", execution={"retries": 0})
+    out = tmp_path / "o"
+    argv = ["run", str(spec), "--out", str(out), "--no-progress"]
+    assert main(argv) == 1
+    assert "2 failed rows remain (2 of them accepted by the server" in capsys.readouterr().err
+    failed = last_records(out).values()
+    assert {(r["error"]["type"], r["error"]["http_status"]) for r in failed} == {("http", 500)}
+    server.emulator._state.settings = replace(server.emulator._state.settings, faults=Faults())
+    assert main([*argv, "--retry-failed"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 resumed" in printed and "possibly charged twice" not in printed
+    assert server.stats.submissions == 2 and server.stats.duplicate_submissions == 0
+    assert {r["possible_duplicates"] for r in last_records(out).values()} == {0}
+
+
 def test_a_wrong_key_stops_the_run_at_its_first_refusal(write_spec, tmp_path, fal_server, capsys):
     server = fal_server("sk-wrong-0123456789", keys=frozenset({"right"}))
     spec = write_spec(matrix={"seed": {"range": [0, 99]}}, backend="fal")

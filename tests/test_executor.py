@@ -759,3 +759,48 @@ async def test_retry_failed_flags_a_row_only_when_its_failure_may_have_been_char
     assert stats.ok == 3 and stats.possible_duplicates == 1 and em.stats.submissions == 3
     dups = [last_records(out)[r.key]["possible_duplicates"] for r in requests]
     assert dups == [0, 1, 0]
+
+
+async def test_retry_failed_sends_a_timed_out_row_again_unflagged_when_it_never_left_the_queue(
+    write_spec, emulator_factory, tmp_path
+):
+    em = await emulator_factory(queue_wait=30)  # still queued when its deadline cancels it
+    out = tmp_path / "out"
+    settings, requests = settings_for(write_spec(), out, timeout=0.3, queue_timeout=60)
+    assert (await run(settings, requests, em)).failed == 1
+    record = last_records(out)[requests[0].key]
+    assert record["error"]["type"] == "timeout" and record["request_id"]
+    em._state.settings = replace(em._state.settings, queue_wait=0.0)
+    # polled first: the server says it was cancelled before it ran (never billed), so it is
+    # sent again as new, not counted as a possible double charge
+    stats = await run(replace(settings, retry_failed=True), requests, em)
+    assert (stats.ok, stats.resumed, stats.possible_duplicates) == (1, 1, 0)
+    assert em.stats.submissions == 2
+    record = last_records(out)[requests[0].key]
+    assert record["possible_duplicates"] == 0
+    assert record["resubmitted"] == [
+        "cancelled on the server before it ran (an earlier deadline): submitted again"
+    ]
+
+
+async def test_retry_failed_polls_an_http_failure_and_resubmits_an_unbilled_server_failure_once(
+    write_spec, emulator_factory, tmp_path
+):
+    em = await emulator_factory(faults=Faults(p_infra_error=1.0))  # every request: an infra error
+    out = tmp_path / "out"
+    settings, requests = settings_for(write_spec(), out, retries=0)
+    assert (await run(settings, requests, em)).failed == 1
+    # the row as a run records it when every result it got was a 5xx: type http
+    manifest = out / "manifest.jsonl"
+    manifest.write_text(manifest.read_text().replace('"runner_disconnected"', '"http"'))
+    assert last_records(out)[requests[0].key]["error"]["type"] == "http"
+    retry = replace(settings, retry_failed=True, execution=replace(settings.execution, retries=1))
+    stats = await run(retry, requests, em)
+    # polled (nothing sent), its result the same unbilled failure: submitted again once, not
+    # flagged, then recorded as that failure; the next --retry-failed sends it as new
+    assert (stats.failed, stats.resumed, stats.submitted, stats.possible_duplicates) == (1, 1, 1, 0)
+    record = last_records(out)[requests[0].key]
+    assert record["error"]["type"] == "runner_disconnected" and record["possible_duplicates"] == 0
+    stats = await run(retry, requests, em)
+    assert (stats.resumed, stats.submitted, stats.possible_duplicates) == (0, 2, 0)
+    assert em.stats.submissions == 4

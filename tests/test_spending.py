@@ -181,21 +181,40 @@ def test_retry_failed_counts_a_failed_row_that_may_have_been_charged(
 ):
     server = fal_server(latency=4.0)  # 1 s a request at 10 steps
     out = tmp_path / "out"
-    # both rows time out and are cancelled while running: they may have been charged
-    spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 0.3})
+    # the row times out on a sync call (no request id to fetch it by): it may have been
+    # charged, and --retry-failed can only send it again
+    spec = write_spec(matrix={"seed": [1]}, execution={"timeout": 0.3, "mode": "sync"})
     assert fal_run(spec, out, "--max-usd", "1") == 1
-    assert "about $0.00 spent (0 MP), up to $0.05 if every" in capsys.readouterr().out
-    spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 20})
+    assert "about $0.00 spent (0 MP), up to $0.025 if every" in capsys.readouterr().out
+    spec = write_spec(matrix={"seed": [1]}, execution={"timeout": 20, "mode": "sync"})
     assert fal_run(spec, out, "--max-usd", "0.01") == 1  # nothing to send without the option
-    assert fal_run(spec, out, "--max-usd", "0.05", "--retry-failed") == 2
-    assert "already committed $0.05 ($0.05 for 2 submissions" in capsys.readouterr().err
-    assert server.stats.submissions == 2
-    assert fal_run(spec, out, "--max-usd", "0.10", "--retry-failed") == 0
+    assert fal_run(spec, out, "--max-usd", "0.025", "--retry-failed") == 2
+    assert "already committed $0.025 ($0.025 for 1 submission" in capsys.readouterr().err
+    assert server.stats.run_calls == 1
+    assert fal_run(spec, out, "--max-usd", "0.05", "--retry-failed") == 0
     printed = capsys.readouterr().out
-    assert "2 submissions, 2 possibly charged twice, about $0.05 spent (2 MP), up to $0.10" in (
+    assert "1 submission, 1 possibly charged twice, about $0.025 spent (1 MP), up to $0.05" in (
         printed
     )
-    assert server.stats.submissions == 4
+    assert server.stats.run_calls == 2
+
+
+def test_retry_failed_fetches_timed_out_rows_the_server_completed_without_paying_again(
+    write_spec, tmp_path, fal_server, capsys
+):
+    server = fal_server(latency=4.0)  # 1 s a request at 10 steps
+    out = tmp_path / "out"
+    # both rows time out while running: the cancel does not stop them, the server completes
+    # them (and bills them)
+    spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 0.3})
+    assert fal_run(spec, out, "--max-usd", "1") == 1
+    assert "2 of them accepted by the server" in capsys.readouterr().err
+    spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 20})
+    # what they may have cost ($0.05) is committed; fetching their results costs nothing more
+    assert fal_run(spec, out, "--max-usd", "0.05", "--retry-failed") == 0
+    printed = capsys.readouterr().out
+    assert "2 resumed" in printed and "possibly charged twice" not in printed
+    assert server.stats.submissions == 2
 
 
 def test_a_failed_row_the_server_took_is_fetched_not_counted_as_a_row_to_send(
@@ -216,6 +235,22 @@ def test_a_failed_row_the_server_took_is_fetched_not_counted_as_a_row_to_send(
     assert fal_run(spec, out, "--max-usd", "0.025", "--retry-failed") == 0, capsys.readouterr()
     assert "1 resumed" in capsys.readouterr().out
     assert server.stats.submissions == 1
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["transport", "http", "timeout", "download", "validation", "refused", "request_cancelled"]
+    + ["queue_timeout", "runner_disconnected", "output", "output_lost", "ambiguous"],
+)
+@pytest.mark.parametrize("http_status", [None, 400, 404, 410, 422, 429, 500, 503])
+def test_a_row_polled_by_request_id_counts_once_against_the_cap(kind, http_status):
+    from runner.execution.spending import fetchable, may_be_charged, row_megapixels
+
+    # polling pays nothing more, but what it fetches may have been charged once: the cap
+    # counts such a row at its estimate until its outputs arrive
+    if fetchable("failed", kind, http_status, "r1"):
+        assert may_be_charged("failed", kind, attempts=1)
+        assert row_megapixels("failed", 0, 3, error_type=kind, attempts=1) == 3
 
 
 def test_a_folder_taken_past_its_cap_by_a_short_estimate_says_so(

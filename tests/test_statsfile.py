@@ -30,6 +30,7 @@ async def test_stats_json_counts_the_run(write_spec, emulator_factory, tmp_path)
         "in_flight": 0,
         "awaiting_result": 0,
         "unanswered": 0,
+        "outputs_not_fetched": 0,
     }
     assert document["errors"] == {"validation": 1}
     assert document["http_429"] == em.stats.faults_of("429") > 0

@@ -268,9 +268,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{'it' if failed == 1 else 'them'} again: "
             f"{again} --retry-failed"
         )
+    if n := stats.unfetched:
+        # like an unreachable server: nothing is lost or marked failed, the same command goes on
+        one = n == 1
+        _err(
+            f"runner: {counted(n, 'missing output')} could not be fetched now "
+            f"({stats.unfetched_reason}); {'its row stays' if one else 'their rows stay'} ok "
+            f"with {'its URL' if one else 'their URLs'}: run the same command again to fetch "
+            f"{'it' if one else 'them'}"
+        )
     if result.stop is not None:
         for line in stop_lines(stats):
             _err(line)
+        return EXIT_STOPPED
+    if stats.unfetched:
         return EXIT_STOPPED
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -52,6 +52,8 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
         rows.append(f"{counted(stats.repaired, 'missing output')} fetched again")
     if stats.lost:
         rows.append(f"{counted(stats.lost, 'output')} lost (marked failed)")
+    if stats.unfetched:
+        rows.append(f"{counted(stats.unfetched, 'missing output')} not fetched now")
     # a stopped run's rows that were sent and not finished are not "not run": they are paid for
     if stats.unfinished:
         rows.append(f"{stats.unfinished} awaiting a result")

@@ -200,7 +200,9 @@ async def cancel(request: web.Request) -> web.Response:
         return queued
     if queued.state == COMPLETED:
         return json_response(400, {"status": "ALREADY_COMPLETED"}, {"x-fal-request-id": queued.id})
-    queued.cancel_requested = True
-    if queued.task is not None:
+    if queued.state == IN_QUEUE and queued.task is not None:
+        # as on fal, a cancel takes a request out of the queue but does not stop one already
+        # running: that one completes (and would be billed)
+        queued.cancel_requested = True
         queued.task.cancel()
     return json_response(202, {"status": "CANCELLATION_REQUESTED"}, {"x-fal-request-id": queued.id})

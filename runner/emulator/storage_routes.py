@@ -20,8 +20,8 @@ def add_storage_routes(app: web.Application) -> None:
     app.router.add_post("/storage/upload/initiate", initiate, name="initiate")
     app.router.add_put("/storage/upload/put/{file_id}", put_upload, name="put_upload")
     app.router.add_post("/files/upload", upload, name="upload")
-    app.router.add_get("/files/{file_id}", get_file, name="file")
-    app.router.add_get("/files/{file_id}/{name}", get_file, name="file_named")
+    # one route name for both spellings, so faults on "file" reach every download
+    app.router.add_get("/files/{file_id}{name:(?:/[^/]+)?}", get_file, name="file")
 
 
 def _ext(name: str) -> str:

@@ -41,11 +41,11 @@ def decide(state: KeyState | None, *, ours: bool, damaged: bool, retry_failed: b
         return Action.REPAIR if damaged else Action.DONE
     if status == FAILED and not retry_failed:
         return Action.FAILED_BEFORE
-    if state.request_id and (
-        status == SUBMITTED or fetchable(status, state.error_type, state.request_id)
-    ):
-        # Queued earlier: polled by its id whatever --mode this run uses (a sync
-        # resubmission would pay again for a result the queue holds).
+    polled = status == SUBMITTED and bool(state.request_id)
+    if polled or fetchable(status, state.error_type, state.http_status, state.request_id):
+        # Queued earlier, or failed where its result may still be on the server: polled by
+        # its id whatever --mode this run uses (sending it again would pay again for a
+        # result the queue holds)
         return Action.POLL
     if may_be_charged(status, state.error_type, state.attempts):
         # sent before, maybe charged (a crash between sending and journaling, or a failure

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..datauri import is_data_uri
@@ -50,7 +51,7 @@ from .http import Reply, error_detail
 from .inputguard import InputGuard
 from .limits import SubmitGate
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
-from .repair import repair
+from .repair import NotNow, repair
 from .retry import Decision, Verdict, failure_kind, is_retryable_result, retried
 from .settings import RunSettings
 from .spending import fetchable, row_megapixels
@@ -71,6 +72,9 @@ UNREACHABLE_AFTER = 3
 # Why a submission is sent again that may duplicate a charged one (journaled in `resubmitted`).
 SENT_AGAIN = "the previous submission may have been accepted: sent again"
 LOST_AGAIN = "result no longer on the server (404): submitted again"
+# A polled request the server answers as cancelled (fal's error type): it never ran.
+CANCELLED = "request_cancelled"
+CANCELLED_AGAIN = "cancelled on the server before it ran (an earlier deadline): submitted again"
 
 # Settled rows are announced to the progress display in batches of this many.
 _ANNOUNCE_EVERY = 1024
@@ -222,7 +226,9 @@ class Executor:
             self.stats.skipped += 1
         elif action is Action.FAILED_BEFORE:
             self.stats.failed_before += 1
-            self.stats.fetchable += fetchable(state.status, state.error_type, state.request_id)
+            self.stats.fetchable += fetchable(
+                state.status, state.error_type, state.http_status, state.request_id
+            )
         else:
             return action
         self._unannounced += 1
@@ -256,6 +262,7 @@ class Executor:
         if action is Action.POLL:
             assert state is not None and state.request_id is not None
             flight.handle = self._client.handle(self._settings.endpoint, state.request_id)
+            flight.resumed = True
             self._open[key] = flight
             self.stats.resumed += 1
         elif action is Action.SEND_AGAIN:
@@ -272,10 +279,10 @@ class Executor:
             self._journal.append(flight.record(FAILED, error=failure.info))
             self._open.pop(key, None)
             self.stats.failed += 1
-            kind = failure.info["type"]
+            kind, status = failure.info["type"], failure.info["http_status"]
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
             taken = flight.handle.request_id if flight.handle is not None else None
-            self.stats.fetchable += fetchable(FAILED, kind, taken)
+            self.stats.fetchable += fetchable(FAILED, kind, status, taken)
             self._notify("failed", self.stats)
         except Stopped:
             pass  # the run stopped before this request's next submission: it stays as it is
@@ -305,8 +312,18 @@ class Executor:
         return InFlight(request, self._fixed, estimate, counted, self._spend)
 
     async def _repair(self, key: str, record: Record) -> None:
-        """An ok row whose file is gone: fetch it again, or mark the row failed (reported)."""
-        fixed = await repair(self._client, self._journal.out_dir, record, self._run_id)
+        """An ok row whose file is gone: fetch it again, or mark the row failed (reported) when
+        the file is gone from the server; when the server or the network failed, the row is
+        left as journaled (counted: the next run fetches it)."""
+        ended = self._settings.backend == "local"  # each run has an emulator of its own
+        out, run_id = self._journal.out_dir, self._run_id
+        fixed = await repair(self._client, out, record, run_id, ended=ended)
+        if isinstance(fixed, NotNow):
+            self.stats.unfetched += 1
+            self.stats.unfetched_reason = self.stats.unfetched_reason or fixed.reason
+            self.stats.skipped += 1  # still ok in the journal
+            self._notify("skipped", self.stats)
+            return
         self._journal.append(fixed)
         if fixed["status"] == OK:
             self.stats.repaired += 1
@@ -331,6 +348,10 @@ class Executor:
             if reply.error_type == "request_timeout" and self._exe.queue_timeout is not None:
                 # the server enforced our own X-Fal-Request-Timeout: honour it, no retry
                 raise Failed(error_info("queue_timeout", detail, status))
+            if reply.error_type == CANCELLED and flight.resumed:
+                # an earlier run's deadline cancelled it before it ran (so never billed): sent
+                # as new. A cancel made elsewhere during this run's wait is left to stand.
+                raise CallError(detail, http_status=status, error_type=CANCELLED, sent="no")
             lost = status == 404 and flight.handle is not None
             if not lost and not is_retryable_result(status, reply.error_type):
                 raise Failed(error_info(failure_kind(status, reply.error_type), detail, status))
@@ -343,11 +364,13 @@ class Executor:
                 # the lost result was most likely billed: the new submission, if it goes out
                 # (a stop or the cap may keep it), pays again
                 flight.uncertain = LOST_AGAIN
+            elif error.error_type == CANCELLED:
+                flight.resubmitted.append(CANCELLED_AGAIN)
             else:
                 flight.resubmitted.append(
                     f"server failure {error.error_type or error.http_status}: submitted again"
                 )
-            flight.handle = None
+            flight.handle, flight.resumed = None, False
             self.stats.retrying += 1
             self._notify("retrying", self.stats)
 
@@ -533,12 +556,17 @@ class Executor:
         (Http.get): one that still fails fails the request, so a broken status endpoint costs
         a bounded number of calls. A 404 is a lost result, which _until_result resubmits."""
         try:
+            said: str | None = None  # the failure's type, as the COMPLETED status gives it
             async with aclosing(self._client.watch(handle)) as statuses:
                 async for status in statuses:
                     if status.state != "IN_QUEUE":
                         queue_cap.reschedule(None)
+                    said = status.error_type
             queue_cap.reschedule(None)
-            return await self._client.result(handle)
+            reply = await self._client.result(handle)
+            if reply.ok or reply.error_type is not None or said is None:
+                return reply
+            return replace(reply, error_type=said)  # a result that does not repeat it
         except CallError as error:
             if error.http_status == 404:
                 return Reply(404, {"detail": error.message})

@@ -138,6 +138,22 @@ def is_retryable_result(http_status: int, error_type: str | None) -> bool:
     return http_status >= 500 or http_status in (408, 429)
 
 
+def is_transient(http_status: int | None) -> bool:
+    """An error answer that says "not now" rather than "no" (408, 409, 429, any 5xx): the
+    same call may work later, and says nothing of what the server holds."""
+    return http_status is not None and (http_status >= 500 or http_status in (408, 409, 429))
+
+
+def is_passing(error: CallError) -> bool:
+    """A call that failed for want of a connection or an answer, or with a transient error
+    answer: it may work later. Anything else is the server's definite answer (404 or 410:
+    gone; 401/403: refused; too large) or a request that can never be made (an invalid URL,
+    a scheme not followed, a broken data: URI)."""
+    if error.client:
+        return False
+    return error.connect is not None or error.sent == "maybe" or is_transient(error.http_status)
+
+
 def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
     """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
     return random.uniform(0.0, min(cap, base * (2 ** max(attempt, 0))))

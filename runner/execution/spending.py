@@ -33,7 +33,7 @@ from ..folder.journal import (
 from ..folder.names import INPUTS
 from ..grid.plan import billed_megapixels
 from ..models import Request
-from .retry import INFRA_ERROR_TYPES
+from .retry import INFRA_ERROR_TYPES, is_transient
 
 
 class Estimate(Protocol):
@@ -53,22 +53,37 @@ class Pricer(Protocol):
 
 
 # Failures that say the row's last submission charged nothing: turned away or invalid when
-# submitted, never sent (the upload of its input failed), cancelled while still queued, or an
+# submitted, never sent (the upload of its input failed), cancelled before it ran (while still
+# queued: our queue_timeout, or an earlier run's deadline found cancelled when polled), or an
 # infrastructure failure, which fal does not bill. Any other failure (no answer, a timeout
 # while it may have run, an image that could not be fetched or read...) may have been charged.
-UNCHARGED_FAILURES = frozenset({"validation", "refused", "upload", "queue_timeout"}) | (
-    INFRA_ERROR_TYPES
+UNCHARGED_FAILURES = (
+    frozenset({"validation", "refused", "upload", "queue_timeout", "request_cancelled"})
+    | INFRA_ERROR_TYPES
 )
 
-# Failures after which the request id is still worth polling (the server may have the result).
-_POLLABLE_ERRORS = frozenset({"download", "transport"})
+# Failures that need not be the request's own answer: no answer to the status or result calls
+# (transport), a transient error answer on them (http: 5xx, 429...), a timeout (the cancel
+# that followed does not stop a request already running), an image that could not be fetched.
+_MAYBE_HELD = frozenset({"transport", "http", "timeout", "download"})
 
 
-def fetchable(status: str, error_type: str | None, request_id: str | None) -> bool:
-    """A failed row whose request the server took and whose result was not fetched (no
-    answer to the status or result calls, or the image could not be downloaded): a run with
-    --retry-failed polls it by its request id, sending nothing and paying nothing more."""
-    return status == FAILED and error_type in _POLLABLE_ERRORS and bool(request_id)
+def pollable(error_type: str | None, http_status: int | None) -> bool:
+    """Whether a failed request's result may still be on the server: the one rule for what
+    --retry-failed fetches by request id rather than sending again. Only a failure with no
+    answer or a transient one (5xx, 429, 408, 409) is: a final answer (a 422 or another 4xx
+    of the model, a lost result's 404, a file's 404, 410 or 403) is not."""
+    return error_type in _MAYBE_HELD and (http_status is None or is_transient(http_status))
+
+
+def fetchable(
+    status: str, error_type: str | None, http_status: int | None, request_id: str | None
+) -> bool:
+    """A failed row whose request the server took and whose result may still be there
+    (`pollable`): a run with --retry-failed polls it by its request id, sending nothing and
+    paying nothing more (it is sent again only if the server then says the result is gone,
+    or that the request was cancelled before it ran)."""
+    return status == FAILED and bool(request_id) and pollable(error_type, http_status)
 
 
 def may_be_charged(status: str, error_type: str | None, attempts: int) -> bool:

@@ -34,6 +34,10 @@ class RunStats:
     flagged_before: int = 0  # submissions earlier runs flagged as possibly charged twice
     repaired: int = 0  # ok rows whose missing or damaged output was fetched again
     lost: int = 0  # ok rows whose output is gone and could not be fetched (now failed)
+    # ok rows whose missing output could not be fetched now (no connection or answer, 5xx,
+    # 429): left ok in the journal, fetched by the next run; and the first one's reason
+    unfetched: int = 0
+    unfetched_reason: str | None = None
     in_flight: int = 0
     # why the run stopped before its last row (the first stop wins), else None
     stop: Stop | None = None
@@ -144,6 +148,7 @@ class InFlight:
         if request.files:  # where each sha256: input came from, so a row traces to its image
             self.base["input_files"] = {k: str(path) for k, path in request.files.items()}
         self.handle: Handle | None = None
+        self.resumed = False  # its handle is a request id an earlier run journaled
         self.attempts = 0
         self.duplicates = 0
         # why the next submission may duplicate one that was charged (None: it may not); it
@@ -229,6 +234,8 @@ def stats_document(
             # a stopped run's rows left sent and unfinished: polled, or sent again, next time
             "awaiting_result": stats.unfinished,
             "unanswered": stats.unanswered,
+            # ok rows whose missing output could not be fetched now: the next run fetches them
+            "outputs_not_fetched": stats.unfetched,
         },
         "errors": dict(sorted(stats.errors.items())),
         "submitted": stats.submitted,

@@ -148,6 +148,7 @@ class KeyState(NamedTuple):
     error_type: str | None = None
     backend: str | None = None  # the endpoint is part of the key
     server: str | None = None  # the fal queue's origin, for the fal backend
+    http_status: int | None = None  # a failed row's error.http_status
 
     def made_by(self, backend: str, server: str | None) -> bool:
         """Whether this row was made by `backend` at fal server `server` (the endpoint is
@@ -377,7 +378,12 @@ def _state_of(record: Mapping[str, Any]) -> KeyState:
         error.get("type") if isinstance(error, dict) else None,
         record.get("backend"),
         record.get("server"),
+        _int_or_none(error.get("http_status")) if isinstance(error, dict) else None,
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Journal:
