@@ -127,6 +127,12 @@ def stop_lines(stats: RunStats) -> list[str]:
         said = f"runner: stopped: {stop.reason}. Fix the key and run the same command again."
     elif stop.kind is StopKind.UNREACHABLE:
         said = f"runner: stopped: {stop.reason}"  # it says how to go on (a HINT)
+    elif stop.kind is StopKind.CANNOT_WRITE:
+        said = (
+            f"runner: stopped: {stop.reason}; no more submissions (what the journal holds is "
+            "kept). HINT: free space on that disk (or make the folder writable), then run the "
+            "same command again to resume"
+        )
     else:
         said = (
             f"runner: stopped: {stop.reason}; no more submissions (what was sent is journaled). "

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..endpoints import Endpoint, get_endpoint
-from ..errors import UsageError
+from ..errors import UsageError, WriteFailed
 from ..folder.journal import Journal, KeyState, Record, RunLine, append_run, utc_now
 from ..folder.lock import locked
 from ..folder.names import MANIFEST
@@ -44,7 +44,7 @@ from .repair import find_damaged
 from .settings import RunOptions, RunSettings, with_overrides
 from .spending import Billed, Budget, Paid, check_priced, paid_from
 from .spendingcap import SpendingCap
-from .stops import Stop
+from .stops import Stop, stop_for
 from .tracking import RunStats, stats_document
 
 OnEvent = Callable[[str, RunStats], None]
@@ -294,7 +294,10 @@ async def _run_locked(
             shard=settings.shard,
             report=dict(settings.report) if settings.report else None,
         )
-        append_run(settings.out, {**info, "event": "start"})
+        try:
+            append_run(settings.out, {**info, "event": "start"})
+        except WriteFailed as error:  # a full disk: the run stops before it starts
+            return RunStats(rows=settings.validated_requests, stop=stop_for(error))
         concurrency = settings.execution.concurrency
         if settings.validated_requests is not None:  # never more connections (or workers) than rows
             concurrency = max(1, min(concurrency, settings.validated_requests))
@@ -322,6 +325,7 @@ async def _run_locked(
                         lambda: stats_document(
                             stats_now, info, time.monotonic() - started, False, client.rate_limited
                         ),
+                        lambda error: executor.halt(stop_for(error)) if executor else None,
                     )
                 )
                 try:
@@ -332,7 +336,8 @@ async def _run_locked(
             stats = executor.stats if executor else RunStats()
             seen_429 = executor.client.rate_limited if executor else 0
             elapsed = time.monotonic() - started
-            write_stats(settings.out, stats_document(stats, info, elapsed, True, seen_429))
+            document = stats_document(stats, info, elapsed, True, seen_429)
+            _write_last(stats, lambda: write_stats(settings.out, document))
             end = RunLine(
                 event="end",
                 finished=utc_now(),
@@ -346,7 +351,18 @@ async def _run_locked(
                 interrupted=stats.interrupted,
                 stop_reason=stats.stop_reason,
             )
-            append_run(settings.out, {**info, **end})
+            _write_last(stats, lambda: append_run(settings.out, {**info, **end}))
+
+
+def _write_last(stats: RunStats, write: Callable[[], None]) -> None:
+    """One of the run's last writes (stats.json, runs.jsonl's end line): best effort, never
+    raised over what ended the run. One that fails is the run's stop when it had none: the
+    folder no longer says what the run did, and the same command writes it again."""
+    try:
+        write()
+    except WriteFailed as error:
+        if stats.stop is None:
+            stats.stop = stop_for(error)
 
 
 def _price(settings: RunSettings) -> float | None:
