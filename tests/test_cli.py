@@ -577,8 +577,13 @@ def test_bad_serve_options_are_a_usage_error(options, capsys):
 
 
 def test_spec_warnings_go_to_stderr_for_validate_plan_and_run(write_spec, tmp_path, capsys):
-    spec = write_spec(matrix={"seed": [1, 2]}, exclude=[{"seed": 5}])
-    warning = f"{spec}:12:3: warning: this exclude entry matches no row, so it drops nothing"
+    spec = write_spec(defaults={"guidance": 3}, matrix={"seed": [1, 2]}, exclude=[{"seed": 5}])
+    warnings = [
+        f"{spec}:13:3: warning: this exclude entry matches no row, so it drops nothing",
+        f"{spec}:7:3: warning: defaults key 'guidance' is not sent: it is no input of "
+        "fal-ai/flux-1/dev/image-to-image and no template reads it (did you mean "
+        "'guidance_scale'?); it is only kept in each row's vars",
+    ]
     commands = [
         ["validate", str(spec)],
         ["plan", str(spec)],
@@ -586,7 +591,8 @@ def test_spec_warnings_go_to_stderr_for_validate_plan_and_run(write_spec, tmp_pa
     ]
     for argv in commands:
         assert main(argv) == 0
-        assert warning in capsys.readouterr().err.splitlines()
+        said = capsys.readouterr().err.splitlines()
+        assert all(warning in said for warning in warnings), said
 
 
 def test_plan_says_how_many_rows_collapsed_and_why(write_spec, capsys):

@@ -122,6 +122,26 @@ def test_an_exclude_entry_that_matches_no_row_is_a_warning(folder: Path) -> None
     )
 
 
+def test_a_default_that_is_no_field_and_no_template_reads_is_a_warning(folder: Path) -> None:
+    # it is not sent: a user who meant a field must hear it, though a constant variable kept
+    # for the journal's vars is allowed
+    path = folder / "job.yaml"
+    path.write_text(
+        HEAD + "defaults:\n  image_url: images/a.png\n  prompt: a {style} cat\n  style: ink\n"
+        "  guidance: 3\n  negative_prompt: blurry\n  batch: b7\n"
+    )
+    checked = check(path)
+    assert checked.count == 1
+    unsent = "is not sent: it is no input of fal-ai/flux-1/dev/image-to-image and no template "
+    kept = "; it is only kept in each row's vars"
+    assert checked.warnings == (
+        f"{path}:7:3: warning: defaults key 'guidance' {unsent}reads it (did you mean "
+        f"'guidance_scale'?){kept}",
+        f"{path}:8:3: warning: defaults key 'negative_prompt' {unsent}reads it{kept}",
+        f"{path}:9:3: warning: defaults key 'batch' {unsent}reads it{kept}",
+    )
+
+
 def test_a_broken_symbolic_link_a_glob_matches_is_a_warning(folder: Path) -> None:
     (folder / "images" / "x.png").symlink_to("gone.png")
     path = folder / "job.yaml"
