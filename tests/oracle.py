@@ -30,7 +30,7 @@ from runner.grid.templates import TemplateError, has_template, render
 from runner.keys import KeySet, canonical, canonical_json, is_url, request_key
 from runner.models import Request, Spec
 from runner.spec import check as validate
-from runner.spec.check import Checked
+from runner.spec.check import Checked, too_many
 from runner.spec.inputs import InputSchemaChecker, not_an_image
 from runner.spec.load import read_spec
 from runner.spec.located import LocatedErrors, spells_out
@@ -359,6 +359,5 @@ def _expand(
     if n > spec.max_requests:
         where = ("limits", "max_requests") if spells_out(spec, ("limits",)) else ("matrix",)
         size = f"at least {n}" if n >= cap else str(n)
-        limit = f"more than limits.max_requests ({spec.max_requests})"
-        found.add(where, f"the grid has {size} requests, {limit}")
+        found.add(where, too_many(size, spec.max_requests))
     return n, remote, tuple(kept)

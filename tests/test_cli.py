@@ -95,7 +95,9 @@ def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys, 
         ("https:///fal", "no host"),
         ("https://[::1", "not a URL"),
         ("https://que ue.example", "space"),
-        ("queue.example", "https://"),
+        ("queue.example", "has no scheme: start it with https://"),
+        ("127.0.0.1:8080", "has no scheme: start it with https:// (e.g. https://queue.fal.run)"),
+        ("localhost:8080", "or http:// for a server on this machine (e.g. http://127.0.0.1:8080)"),
     ],
 )
 def test_a_bad_server_url_is_refused_before_anything(
@@ -368,6 +370,22 @@ def test_stats_json_that_cannot_be_written_stops_the_run(write_spec, tmp_path, f
     assert "stats.json" in (_whole_lines(out / "runs.jsonl")[-1]["stop_reason"] or "")
 
 
+def test_an_offline_resume_says_sent_again_not_charged(write_spec, tmp_path, capsys):
+    # the offline emulator charges nothing: its summary never speaks of paying twice
+    spec = write_spec(matrix={"seed": [1, 2]})
+    out = tmp_path / "o"
+    argv = ["run", str(spec), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    journal = out / "manifest.jsonl"
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    lines[-1]["possible_duplicates"] = 1  # a row sent twice by an earlier run
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    capsys.readouterr()
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "1 submission in the folder sent again" in said and "charged" not in said
+
+
 def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -385,6 +403,26 @@ def test_report_command(write_spec, tmp_path, capsys):
     assert "<h1>grid" in html or ">grid<" in html
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "run `runner run SPEC` first" in capsys.readouterr().err
+
+
+def test_a_folder_another_fal_server_made_is_refused_naming_the_servers(
+    write_spec, tmp_path, monkeypatch, fal_server, capsys
+):
+    # the suggested folder says which server it is for, not only "fal"
+    first = fal_server()
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(spec), "--out", "f3-fal", "--no-progress"]) == 0
+    second = fal_server()
+    port = second.env()["FAL_QUEUE_URL"].rsplit(":", 1)[1]
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", "f3-fal", "--no-progress"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"made by backend fal at {first.env()['FAL_QUEUE_URL']}" in line
+    assert f"this run uses backend fal at http://127.0.0.1:{port}" in line
+    assert "another server's results never count as this one's" in line
+    assert line.endswith(f"HINT: give it its own folder: --out f3-fal-127.0.0.1-{port}")
+    assert second.stats.submissions == 0
 
 
 def test_quickstart_then_fal_never_counts_the_emulators_pictures(

@@ -173,12 +173,13 @@ def test_include_rows_are_checked_where_they_are_written(folder: Path) -> None:
 
 def test_limit_is_reported_at_limits_or_matrix(folder: Path) -> None:
     base = "defaults: {image_url: images/a.png, prompt: a}\nmatrix:\n  seed: {range: [1, 30]}\n"
+    hint = ". HINT: raise limits.max_requests if you mean it, or take a part with sample: {n: ...}"
     assert _errors(folder, base + "limits:\n  max_requests: 20\n") == [
-        "7:3: the grid has 30 requests, more than limits.max_requests (20)"
+        "7:3: the grid has 30 requests, more than limits.max_requests (20)" + hint
     ]
     huge = base.replace("[1, 30]", "[1, 100000000]") + "limits: {max_requests: 10}\n"
     assert _errors(folder, huge) == [
-        "6:10: the grid has at least 1000 requests, more than limits.max_requests (10)"
+        "6:10: the grid has at least 1000 requests, more than limits.max_requests (10)" + hint
     ]
 
 

@@ -235,21 +235,38 @@ def _check_ahead(
 
 
 def _refuse_other_backends(settings: RunSettings, journal: Journal, server: str | None) -> None:
-    """A row counts as done only for the backend that made it: rather than mixing two
-    backends' results in one folder (where `report` and `export` could not tell them apart),
-    a run refuses a folder that holds another backend's rows."""
+    """A row counts as done only for the backend (and fal server) that made it: rather than
+    mixing two backends' results in one folder (where `report` and `export` could not tell
+    them apart), a run refuses a folder that holds another backend's or server's rows."""
     for (backend, other), rows in journal.origins().items():
         same_server = other == server or None in (other, server)  # unrecorded: trusted
         if backend is None or (backend == settings.backend and same_server):
             continue
         theirs = _label(backend, other)
         ours = _label(settings.backend, server)
-        suggestion = _shown(settings.out.with_name(f"{settings.out.name}-{settings.backend}"))
+        if backend == settings.backend:  # the same backend, another fal server
+            clash = "another server's results never count as this one's"
+            suffix = _server_name(server)
+        else:
+            clash = "another backend's results never count as this one's"
+            suffix = settings.backend
+        suggestion = _shown(settings.out.with_name(f"{settings.out.name}-{suffix}"))
         raise UsageError(
             f"{settings.out} holds {rows} rows made by {theirs}; this run uses {ours}, and "
-            f"another backend's results never count as this one's. HINT: give it its own "
-            f"folder: --out {suggestion}"
+            f"{clash}. HINT: give it its own folder: --out {suggestion}"
         )
+
+
+def _server_name(server: str | None) -> str:
+    """A server's origin as a folder name says it: `queue.fal.run`, `127.0.0.1-8080`."""
+    parts = urlsplit(server or "")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    name = (parts.hostname or "server").replace(":", "-")  # an IPv6 address
+    return name if port in (None, default) else f"{name}-{port}"
 
 
 def _shown(path: Path) -> str:
