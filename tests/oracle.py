@@ -110,7 +110,8 @@ def _excluded(
 
 
 def warnings(grid: RowGrid, hits: list[int]) -> list[tuple[Any, str]]:
-    return [
+    """The grid's own (what it knows once built), then each exclude entry that matched none."""
+    return grid.warnings() + [
         (("exclude", j), "this exclude entry matches no row, so it drops nothing")
         for (j, _), n in zip(grid.exclude, hits, strict=True)
         if not n

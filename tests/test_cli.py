@@ -725,13 +725,11 @@ def test_a_resume_repeats_the_submissions_flagged_as_possibly_charged_twice(
             journal.write(json.dumps({**crash, "possible_duplicates": attempt - 1}) + "\n")
         capsys.readouterr()
         assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
-        assert "1 possibly charged twice" in capsys.readouterr().out
+        assert "1 sent again" in capsys.readouterr().out  # offline: nothing is charged
         assert last_records(out)[key]["possible_duplicates"] == attempt
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
     line = capsys.readouterr().out
-    assert (
-        "3 already done, 2 submissions in the folder possibly charged twice; 0 submissions" in line
-    )
+    assert "3 already done, 2 submissions in the folder sent again; 0 submissions" in line
 
 
 def test_a_refused_key_or_an_unreachable_server_prints_the_summary_then_why(

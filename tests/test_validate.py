@@ -128,7 +128,7 @@ def test_a_default_that_is_no_field_and_no_template_reads_is_a_warning(folder: P
     path = folder / "job.yaml"
     path.write_text(
         HEAD + "defaults:\n  image_url: images/a.png\n  prompt: a {style} cat\n  style: ink\n"
-        "  guidance: 3\n  negative_prompt: blurry\n  batch: b7\n"
+        "  guidance: 3\n  negative_prompt: blurry\n  batch: b7\n  b: 2\n"
     )
     checked = check(path)
     assert checked.count == 1
@@ -139,6 +139,8 @@ def test_a_default_that_is_no_field_and_no_template_reads_is_a_warning(folder: P
         f"'guidance_scale'?){kept}",
         f"{path}:8:3: warning: defaults key 'negative_prompt' {unsent}reads it{kept}",
         f"{path}:9:3: warning: defaults key 'batch' {unsent}reads it{kept}",
+        # a name this short is inside too many field names to mean one of them
+        f"{path}:10:3: warning: defaults key 'b' {unsent}reads it{kept}",
     )
 
 

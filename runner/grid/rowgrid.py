@@ -24,6 +24,9 @@ from .sources import ListSource, Source, axis_source
 from .templates import TemplateError, has_template, literal_hint, parse, undefined_message
 
 REPEAT_HINT = "HINT: to repeat a request, sweep 'seed'"
+# A name this long found inside a field's is taken for it (`steps`); a shorter one (`b`, `in`)
+# is inside too many names to mean one.
+MEANT_PART = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,10 +342,11 @@ class RowGrid:
         )
 
     def _did_you_mean(self, key: str) -> str:
-        """ " (did you mean 'guidance_scale'?)" for a name close to a field's or part of one
-        (a prefix like `guidance`), else nothing."""
+        """The note `(did you mean 'guidance_scale'?)` for a name close to a field's or part
+        of one (a prefix like `guidance`, `steps` of `num_inference_steps`), else nothing."""
         close = difflib.get_close_matches(key, list(self.fields), n=1, cutoff=0.6)
-        close = close or [f for f in self.fields if key in f]
+        if len(key) >= MEANT_PART:
+            close = close or [f for f in self.fields if key in f]
         return f" (did you mean {close[0]!r}?)" if close else ""
 
     def _check_typos(self, used: Collection[str]) -> None:
