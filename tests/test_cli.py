@@ -358,6 +358,19 @@ def test_a_full_disk_s_stop_is_recorded_where_it_can_still_be_written(
     assert stats["stop_reason"] == end["stop_reason"] and stats["finished"] is True
 
 
+def test_a_disk_full_before_the_first_line_stops_with_nothing_sent(
+    write_spec, tmp_path, full_disk, capsys
+):
+    spec = write_spec(matrix={"seed": [1, 2]})
+    out = tmp_path / "o"
+    full_disk(out, 0)
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+    said = capsys.readouterr()
+    assert said.out.startswith("2 requests: 0 ok, 0 failed, 2 not run; 0 submissions")
+    assert said.err.startswith(f"runner: stopped: cannot write {out / 'runs.jsonl'}: No space")
+    assert not (out / "runs.jsonl").read_text() and not (out / "manifest.jsonl").read_text()
+
+
 def test_stats_json_that_cannot_be_written_stops_the_run(write_spec, tmp_path, full_disk, capsys):
     # a script watching stats.json must not read a finished run as one still going
     spec = write_spec(matrix={"seed": [1, 2]})
