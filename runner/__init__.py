@@ -27,6 +27,7 @@ from .errors import (
     SpecError,
     SpecErrors,
     UsageError,
+    WriteFailed,
 )
 from .execution.run import RunResult, run, run_requests
 from .execution.settings import RunOptions, RunSettings
@@ -67,6 +68,7 @@ __all__ = [
     "Stop",
     "StopKind",
     "UsageError",
+    "WriteFailed",
     "__version__",
     "axes",
     "check",

@@ -11,13 +11,14 @@
      │    └── ServerUnreachable  no connection to the server could be made at all: resumable
      ├── CallError            one HTTP call failed; retry.py decides, the executor records
      ├── ManifestError        the output folder or its journal cannot be read or written
+     │    └── WriteFailed     a run could not write its folder (a full disk, a quota, EIO...)
      └── InputChanged         a file the run was validated with changed: no more submissions
 
 Per-request failures (a 422, a timeout, retries exhausted) are not exceptions: the executor
-records them in the manifest and the run goes on. BackendError and InputChanged do not leave a
-run either: the executor turns them into the run's stop (stops.Stop, in RunStats.stop), as it
-does a stop event or the spending cap; a run raises only UsageError and SpecError (before
-anything is sent) and ManifestError.
+records them in the manifest and the run goes on. BackendError, InputChanged and WriteFailed do
+not leave a run either: they become the run's stop (stops.Stop, in RunStats.stop), as a stop
+event or the spending cap does; a run raises only UsageError and SpecError (before anything is
+sent) and ManifestError (a folder it cannot read or open).
 """
 
 from __future__ import annotations
@@ -101,6 +102,13 @@ class ManifestError(RunnerError):
     """The output folder or its journal cannot be used."""
 
 
+class WriteFailed(ManifestError):
+    """A write into a run's folder failed (an output image, a journal line, runs.jsonl,
+    stats.json): a full disk or quota, an I/O error, a folder made read-only. The run stops
+    (resumable): what its journal holds is kept, and nothing more is sent that could not be
+    saved."""
+
+
 class InputChanged(RunnerError):
     """A source file or local input differs from what was validated; the run stops sending."""
 
@@ -135,3 +143,8 @@ class CallError(RunnerError):
         self.sent = "no" if connect is not None or client else sent
         self.connect = connect
         self.client = client
+
+
+def cannot_write(what: object, error: OSError) -> WriteFailed:
+    """The WriteFailed for an OSError writing `what` (a path, or words naming it)."""
+    return WriteFailed(f"cannot write {what}: {error.strerror or error}")

@@ -50,6 +50,11 @@ def base_url_problem(url: str) -> str | None:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unclosed [IPv6 literal
         return f"is not a URL ({exc})"
+    if "://" not in url:  # `127.0.0.1:8080`, `localhost:8080`, `queue.example`
+        return (
+            "has no scheme: start it with https:// (e.g. https://queue.fal.run), or http:// "
+            "for a server on this machine (e.g. http://127.0.0.1:8080)"
+        )
     if parts.scheme not in ("https", "http"):
         return "must be an https:// URL"
     if "@" in parts.netloc:

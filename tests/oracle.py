@@ -30,7 +30,7 @@ from runner.grid.templates import TemplateError, has_template, render
 from runner.keys import KeySet, canonical, canonical_json, is_url, request_key
 from runner.models import Request, Spec
 from runner.spec import check as validate
-from runner.spec.check import Checked
+from runner.spec.check import Checked, too_many
 from runner.spec.inputs import InputSchemaChecker, not_an_image
 from runner.spec.load import read_spec
 from runner.spec.located import LocatedErrors, spells_out
@@ -110,7 +110,8 @@ def _excluded(
 
 
 def warnings(grid: RowGrid, hits: list[int]) -> list[tuple[Any, str]]:
-    return [
+    """The grid's own (what it knows once built), then each exclude entry that matched none."""
+    return grid.warnings() + [
         (("exclude", j), "this exclude entry matches no row, so it drops nothing")
         for (j, _), n in zip(grid.exclude, hits, strict=True)
         if not n
@@ -359,6 +360,5 @@ def _expand(
     if n > spec.max_requests:
         where = ("limits", "max_requests") if spells_out(spec, ("limits",)) else ("matrix",)
         size = f"at least {n}" if n >= cap else str(n)
-        limit = f"more than limits.max_requests ({spec.max_requests})"
-        found.add(where, f"the grid has {size} requests, {limit}")
+        found.add(where, too_many(size, spec.max_requests))
     return n, remote, tuple(kept)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,7 +95,9 @@ def test_plain_http_only_on_loopback(write_spec, tmp_path, monkeypatch, capsys, 
         ("https:///fal", "no host"),
         ("https://[::1", "not a URL"),
         ("https://que ue.example", "space"),
-        ("queue.example", "https://"),
+        ("queue.example", "has no scheme: start it with https://"),
+        ("127.0.0.1:8080", "has no scheme: start it with https:// (e.g. https://queue.fal.run)"),
+        ("localhost:8080", "or http:// for a server on this machine (e.g. http://127.0.0.1:8080)"),
     ],
 )
 def test_a_bad_server_url_is_refused_before_anything(
@@ -256,6 +262,169 @@ def test_a_run_stopped_by_its_key_or_its_server_says_why_in_runs_jsonl_and_stats
     capsys.readouterr()
 
 
+class _Disk:
+    """A disk under a folder that takes `left` more bytes of writes, then fails each with
+    ENOSPC (a write that does not fit takes what fits first, as a file system does); `only`
+    limits it to the files whose name passes."""
+
+    def __init__(self, root: Path, left: float, only: Any = None) -> None:
+        self.root, self.left, self.only = root, left, only or (lambda name: True)
+
+    def opened(self, path: Path, fh: Any) -> Any:
+        if self.root in path.parents and self.only(path.name):
+            return _FullFile(fh, self)
+        return fh
+
+
+class _FullFile:
+    def __init__(self, fh: Any, disk: _Disk) -> None:
+        self._fh, self._disk = fh, disk
+
+    def write(self, data: Any) -> int:
+        fits = int(min(len(data), max(self._disk.left, 0)))
+        if fits:
+            self._disk.left -= fits
+            if fits == len(data):
+                return self._fh.write(data)
+            self._fh.write(data[:fits])
+            self._fh.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self) -> _FullFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """full_disk(root, left, only=None): writes under root fail once `left` bytes are
+    written (journal and runs.jsonl lines, output images, stats.json)."""
+    real_open = Path.open
+    disks: list[_Disk] = []
+
+    def opened(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        fh = real_open(self, mode, *args, **kwargs)
+        if set(mode) & set("wa+"):
+            for disk in disks:
+                fh = disk.opened(Path(os.path.abspath(self)), fh)
+        return fh
+
+    monkeypatch.setattr(Path, "open", opened)
+
+    def make(root: Path, left: float, only: Any = None) -> _Disk:
+        disk = _Disk(root, left, only)
+        disks.append(disk)
+        return disk
+
+    return make
+
+
+def _written(out: Path) -> int:
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+
+def _whole_lines(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    assert text == "" or text.endswith("\n"), "a torn line was left behind"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("backend", ["local", "fal"])
+def test_a_full_disk_stops_the_run_with_its_summary_and_resumes(
+    backend, write_spec, tmp_path, fal_server, full_disk, capsys
+):
+    server = fal_server()
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}}, backend=backend)
+    argv = ["run", str(spec), "--no-progress", "--concurrency", "1"]
+    room = tmp_path / "room"  # how much a whole run writes (offline: the server sees none)
+    assert main([*argv, "--out", str(room), "--backend", "local"]) == 0
+    out = tmp_path / "o"
+    disk = full_disk(out, _written(room) // 2)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 3
+    said = capsys.readouterr()
+    assert said.out.startswith("10 requests: ") and "not run" in said.out  # the summary
+    stop = said.err.strip().splitlines()[0]
+    assert stop.startswith("runner: stopped: cannot write ") and "No space left on device" in stop
+    assert "HINT: free space" in stop
+    assert "Traceback" not in said.err
+    assert not [p.name for p in out.rglob("*") if ".tmp" in p.name]  # no temporary file left
+    done = {k for k, r in last_records(out).items() if r["status"] == "ok"}
+    _whole_lines(out / "manifest.jsonl")
+    _whole_lines(out / "runs.jsonl")
+
+    disk.left = float("inf")  # space freed: the same command goes on
+    assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr()
+    records = last_records(out)
+    assert len(records) == 10 and {r["status"] for r in records.values()} == {"ok"}
+    assert all((out / r["outputs"][0]["file"]).is_file() for r in records.values())
+    assert done <= set(records)  # nothing journaled was lost
+    if backend == "fal":  # one row in flight at most was sent and not journaled as taken
+        assert server.stats.duplicate_submissions <= 1
+
+
+def test_a_full_disk_s_stop_is_recorded_where_it_can_still_be_written(
+    write_spec, tmp_path, full_disk, capsys
+):
+    # the journal and the images fill their disk; runs.jsonl and stats.json still take lines
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    out = tmp_path / "o"
+    full_disk(out, 2000, only=lambda name: not name.startswith(("runs.", "stats.")))
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+    capsys.readouterr()
+    end = _whole_lines(out / "runs.jsonl")[-1]
+    stats = json.loads((out / "stats.json").read_text())
+    assert end["event"] == "end" and "No space left on device" in (end["stop_reason"] or "")
+    assert end["interrupted"] is False
+    assert stats["stop_reason"] == end["stop_reason"] and stats["finished"] is True
+
+
+def test_a_disk_full_before_the_first_line_stops_with_nothing_sent(
+    write_spec, tmp_path, full_disk, capsys
+):
+    spec = write_spec(matrix={"seed": [1, 2]})
+    out = tmp_path / "o"
+    full_disk(out, 0)
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+    said = capsys.readouterr()
+    assert said.out.startswith("2 requests: 0 ok, 0 failed, 2 not run; 0 submissions")
+    assert said.err.startswith(f"runner: stopped: cannot write {out / 'runs.jsonl'}: No space")
+    assert not (out / "runs.jsonl").read_text() and not (out / "manifest.jsonl").read_text()
+
+
+def test_stats_json_that_cannot_be_written_stops_the_run(write_spec, tmp_path, full_disk, capsys):
+    # a script watching stats.json must not read a finished run as one still going
+    spec = write_spec(matrix={"seed": [1, 2]})
+    out = tmp_path / "o"
+    full_disk(out, 0, only=lambda name: name.startswith("stats."))
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "runner: stopped: cannot write " in err and "stats.json" in err
+    assert not (out / "stats.json.tmp").exists()
+    assert "stats.json" in (_whole_lines(out / "runs.jsonl")[-1]["stop_reason"] or "")
+
+
+def test_an_offline_resume_says_sent_again_not_charged(write_spec, tmp_path, capsys):
+    # the offline emulator charges nothing: its summary never speaks of paying twice
+    spec = write_spec(matrix={"seed": [1, 2]})
+    out = tmp_path / "o"
+    argv = ["run", str(spec), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    journal = out / "manifest.jsonl"
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    lines[-1]["possible_duplicates"] = 1  # a row sent twice by an earlier run
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    capsys.readouterr()
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "1 submission in the folder sent again" in said and "charged" not in said
+
+
 def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -273,6 +442,26 @@ def test_report_command(write_spec, tmp_path, capsys):
     assert "<h1>grid" in html or ">grid<" in html
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "run `runner run SPEC` first" in capsys.readouterr().err
+
+
+def test_a_folder_another_fal_server_made_is_refused_naming_the_servers(
+    write_spec, tmp_path, monkeypatch, fal_server, capsys
+):
+    # the suggested folder says which server it is for, not only "fal"
+    first = fal_server()
+    spec = write_spec(matrix={"seed": [1, 2]}, backend="fal")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(spec), "--out", "f3-fal", "--no-progress"]) == 0
+    second = fal_server()
+    port = second.env()["FAL_QUEUE_URL"].rsplit(":", 1)[1]
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", "f3-fal", "--no-progress"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"made by backend fal at {first.env()['FAL_QUEUE_URL']}" in line
+    assert f"this run uses backend fal at http://127.0.0.1:{port}" in line
+    assert "another server's results never count as this one's" in line
+    assert line.endswith(f"HINT: give it its own folder: --out f3-fal-127.0.0.1-{port}")
+    assert second.stats.submissions == 0
 
 
 def test_quickstart_then_fal_never_counts_the_emulators_pictures(
@@ -465,8 +654,13 @@ def test_bad_serve_options_are_a_usage_error(options, capsys):
 
 
 def test_spec_warnings_go_to_stderr_for_validate_plan_and_run(write_spec, tmp_path, capsys):
-    spec = write_spec(matrix={"seed": [1, 2]}, exclude=[{"seed": 5}])
-    warning = f"{spec}:12:3: warning: this exclude entry matches no row, so it drops nothing"
+    spec = write_spec(defaults={"guidance": 3}, matrix={"seed": [1, 2]}, exclude=[{"seed": 5}])
+    warnings = [
+        f"{spec}:13:3: warning: this exclude entry matches no row, so it drops nothing",
+        f"{spec}:7:3: warning: defaults key 'guidance' is not sent: it is no input of "
+        "fal-ai/flux-1/dev/image-to-image and no template reads it (did you mean "
+        "'guidance_scale'?); it is only kept in each row's vars",
+    ]
     commands = [
         ["validate", str(spec)],
         ["plan", str(spec)],
@@ -474,7 +668,8 @@ def test_spec_warnings_go_to_stderr_for_validate_plan_and_run(write_spec, tmp_pa
     ]
     for argv in commands:
         assert main(argv) == 0
-        assert warning in capsys.readouterr().err.splitlines()
+        said = capsys.readouterr().err.splitlines()
+        assert all(warning in said for warning in warnings), said
 
 
 def test_plan_says_how_many_rows_collapsed_and_why(write_spec, capsys):
@@ -569,13 +764,11 @@ def test_a_resume_repeats_the_submissions_flagged_as_possibly_charged_twice(
             journal.write(json.dumps({**crash, "possible_duplicates": attempt - 1}) + "\n")
         capsys.readouterr()
         assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
-        assert "1 possibly charged twice" in capsys.readouterr().out
+        assert "1 sent again" in capsys.readouterr().out  # offline: nothing is charged
         assert last_records(out)[key]["possible_duplicates"] == attempt
     assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
     line = capsys.readouterr().out
-    assert (
-        "3 already done, 2 submissions in the folder possibly charged twice; 0 submissions" in line
-    )
+    assert "3 already done, 2 submissions in the folder sent again; 0 submissions" in line
 
 
 def test_a_refused_key_or_an_unreachable_server_prints_the_summary_then_why(

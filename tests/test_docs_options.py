@@ -97,3 +97,14 @@ def test_an_option_written_after_a_command_is_that_command_s():
 def test_command_uses_finds_options_in_spans_and_shell_lines():
     text = "Try `runner run SPEC --out X` or\n```sh\nrunner plan S --rows 3  # --json\n```\n"
     assert command_uses(text) == [("run", " SPEC --out X"), ("plan", " S --rows 3")]
+
+
+def test_serve_s_help_and_the_emulator_page_draw_each_fault_per_the_same_thing():
+    # a fault drawn per call, per accepted submission or per request run: both say which
+    unit = r"probability per (.+?) (?:of|to) "
+    page = (ROOT / "docs" / "emulator.md").read_text(encoding="utf-8")
+    helped = " ".join(help_text("serve").split())  # argparse wraps its lines
+    for option in sorted(o for o in options("serve") if o.startswith("--p-")):
+        [row] = re.findall(rf"^\| `{option} P` \|.*$", page, re.M)
+        [said] = re.findall(rf"{option} P (.+?)(?= --|$)", helped)
+        assert re.findall(unit, row) == re.findall(unit, said), option

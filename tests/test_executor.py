@@ -304,27 +304,67 @@ async def test_one_large_file_is_uploaded_once_for_all_its_requests(
 async def test_disk_full_mid_run_stops_with_a_resumable_journal(
     write_spec, emulator_factory, tmp_path, monkeypatch
 ):
-    from runner.errors import ManifestError
-    from runner.folder.journal import Journal
+    import errno
+
+    import runner.folder.journal as journal_module
+    from runner.execution.stops import StopKind
 
     em = await emulator_factory()
     spec = write_spec(matrix={"seed": {"range": [0, 9]}})
     settings, requests = settings_for(spec, tmp_path / "out", concurrency=2)
-    real_append, calls = Journal.append, []
+    real_write, lines = journal_module._write_all, []
 
-    def append(self, record):
-        calls.append(record["key"])
-        if len(calls) > 6:  # the disk fills up after six lines
-            raise ManifestError(f"cannot write the journal {self.path}: No space left on device")
-        real_append(self, record)
+    def write_all(fh, data):
+        if fh.name.endswith("manifest.jsonl"):
+            lines.append(data)
+            if len(lines) > 6:  # the disk fills up after six lines
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(fh, data)
 
-    monkeypatch.setattr(Journal, "append", append)
-    with pytest.raises(ManifestError, match="No space left"):
-        await run(settings, requests, em)
-    monkeypatch.setattr(Journal, "append", real_append)
+    monkeypatch.setattr(journal_module, "_write_all", write_all)
+    stats = await run(settings, requests, em)  # a stop, not an exception
+    assert stats.stop is not None and stats.stop.kind is StopKind.CANNOT_WRITE
+    assert "No space left on device" in stats.stop.reason and "manifest.jsonl" in stats.stop.reason
+    # what the summary says of the rows in flight is what their journal says
+    states = [r["status"] for r in last_records(tmp_path / "out").values()]
+    assert stats.unfinished == states.count("submitted")
+    assert stats.unanswered == states.count("submitting")
+    assert stats.submitted == em.stats.submissions  # a line not written sent nothing
+    monkeypatch.setattr(journal_module, "_write_all", real_write)
     stats = await run(settings, requests, em)  # space is back: the same command resumes
     assert stats.ok + stats.skipped == 10
     assert em.stats.duplicate_submissions <= 2  # only submits caught mid-journal can repeat
+
+
+async def test_an_output_that_cannot_be_saved_stops_the_run_and_is_fetched_on_resume(
+    write_spec, emulator_factory, tmp_path, monkeypatch
+):
+    import errno
+
+    import runner.execution.executor as executor_module
+    from runner.errors import cannot_write
+    from runner.execution.stops import StopKind
+
+    em = await emulator_factory()
+    spec = write_spec(matrix={"seed": {"range": [0, 9]}})
+    settings, requests = settings_for(spec, tmp_path / "out", concurrency=1)
+    real_save, saved = executor_module.save_image, []
+
+    def save_image(out_dir, key, index, data):
+        if len(saved) == 3:
+            raise cannot_write(out_dir / key, OSError(errno.ENOSPC, "No space left on device"))
+        saved.append(key)
+        return real_save(out_dir, key, index, data)
+
+    monkeypatch.setattr(executor_module, "save_image", save_image)
+    stats = await run(settings, requests, em)
+    assert stats.stop is not None and stats.stop.kind is StopKind.CANNOT_WRITE
+    assert (stats.ok, stats.unfinished, em.stats.submissions) == (3, 1, 4)
+    monkeypatch.setattr(executor_module, "save_image", real_save)
+    stats = await run(settings, requests, em)
+    # the paid result is fetched by its request id, not paid again
+    assert (stats.skipped, stats.resumed, stats.ok) == (3, 1, 7)
+    assert em.stats.submissions == 10 and em.stats.duplicate_submissions == 0
 
 
 async def test_a_result_the_server_lost_is_resubmitted_and_recorded(

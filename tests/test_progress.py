@@ -54,6 +54,17 @@ def test_a_stopped_run_tells_rows_sent_and_unfinished_from_rows_not_run():
     )
 
 
+def test_an_offline_run_says_sent_again_where_fal_may_charge_twice():
+    # an offline run costs nothing: a submission sent again is only that
+    stats = RunStats(ok=2, submitted=3, possible_duplicates=1, flagged_before=2)
+    line = summary_line(stats, Path("out"), 1.0, total=2, free=True)
+    assert "2 submissions in the folder sent again; 3 submissions, 1 sent again in " in line
+    assert "charged" not in line
+    line = summary_line(stats, Path("out"), 1.0, total=2)
+    assert "2 submissions in the folder possibly charged twice; " in line
+    assert "3 submissions, 1 possibly charged twice in " in line
+
+
 def test_dollars_are_written_as_the_cap_writes_them_never_rounded_down():
     # $0.025 a megapixel: 3 MP is $0.075 and 5 MP $0.125, not "$0.07" and "$0.12"
     stats = RunStats(ok=3, submitted=5, possible_duplicates=2, usd_per_megapixel=0.025)

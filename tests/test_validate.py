@@ -122,6 +122,28 @@ def test_an_exclude_entry_that_matches_no_row_is_a_warning(folder: Path) -> None
     )
 
 
+def test_a_default_that_is_no_field_and_no_template_reads_is_a_warning(folder: Path) -> None:
+    # it is not sent: a user who meant a field must hear it, though a constant variable kept
+    # for the journal's vars is allowed
+    path = folder / "job.yaml"
+    path.write_text(
+        HEAD + "defaults:\n  image_url: images/a.png\n  prompt: a {style} cat\n  style: ink\n"
+        "  guidance: 3\n  negative_prompt: blurry\n  batch: b7\n  b: 2\n"
+    )
+    checked = check(path)
+    assert checked.count == 1
+    unsent = "is not sent: it is no input of fal-ai/flux-1/dev/image-to-image and no template "
+    kept = "; it is only kept in each row's vars"
+    assert checked.warnings == (
+        f"{path}:7:3: warning: defaults key 'guidance' {unsent}reads it (did you mean "
+        f"'guidance_scale'?){kept}",
+        f"{path}:8:3: warning: defaults key 'negative_prompt' {unsent}reads it{kept}",
+        f"{path}:9:3: warning: defaults key 'batch' {unsent}reads it{kept}",
+        # a name this short is inside too many field names to mean one of them
+        f"{path}:10:3: warning: defaults key 'b' {unsent}reads it{kept}",
+    )
+
+
 def test_a_broken_symbolic_link_a_glob_matches_is_a_warning(folder: Path) -> None:
     (folder / "images" / "x.png").symlink_to("gone.png")
     path = folder / "job.yaml"
@@ -153,12 +175,13 @@ def test_include_rows_are_checked_where_they_are_written(folder: Path) -> None:
 
 def test_limit_is_reported_at_limits_or_matrix(folder: Path) -> None:
     base = "defaults: {image_url: images/a.png, prompt: a}\nmatrix:\n  seed: {range: [1, 30]}\n"
+    hint = ". HINT: raise limits.max_requests if you mean it, or take a part with sample: {n: ...}"
     assert _errors(folder, base + "limits:\n  max_requests: 20\n") == [
-        "7:3: the grid has 30 requests, more than limits.max_requests (20)"
+        "7:3: the grid has 30 requests, more than limits.max_requests (20)" + hint
     ]
     huge = base.replace("[1, 30]", "[1, 100000000]") + "limits: {max_requests: 10}\n"
     assert _errors(folder, huge) == [
-        "6:10: the grid has at least 1000 requests, more than limits.max_requests (10)"
+        "6:10: the grid has at least 1000 requests, more than limits.max_requests (10)" + hint
     ]
 
 

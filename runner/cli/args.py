@@ -328,22 +328,26 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.concurrency,
         help=f"max requests IN_PROGRESS at once (default {d.concurrency})",
     )
+    # what each probability is drawn per: the emulator rolls most on every queue call, one
+    # on each submission it accepts (queue_routes), one on each request it runs (scheduler)
+    per_call = "probability per queue call to"
     for flag, what in (
-        ("429", "answer 429 with Retry-After"),
-        ("500", "answer 500"),
-        ("503", "answer an nginx 503 (ingress error)"),
-        ("drop", "close the connection before accepting"),
-        ("drop-after-accept", "enqueue a submit, then close the connection"),
-        ("stall", "stall --stall seconds before answering"),
-        ("infra-error", "complete a request with runner_disconnected"),
+        ("429", f"{per_call} answer 429 with Retry-After"),
+        ("500", f"{per_call} answer 500"),
+        ("503", f"{per_call} answer an nginx 503 (ingress error)"),
+        ("drop", f"{per_call} close the connection before accepting"),
+        (
+            "drop-after-accept",
+            "probability per queue submission accepted to close the connection instead of "
+            "answering (an ambiguous submit)",
+        ),
+        ("stall", f"{per_call} stall --stall seconds before answering"),
+        (
+            "infra-error",
+            "probability per request run (queued or sync) to complete it with runner_disconnected",
+        ),
     ):
-        add(
-            f"--p-{flag}",
-            type=_probability,
-            default=0.0,
-            metavar="P",
-            help=f"probability per queue call to {what}",
-        )
+        add(f"--p-{flag}", type=_probability, default=0.0, metavar="P", help=what)
     add("--stall", type=_non_negative, default=d.stall, help="seconds a stall lasts")
     add(
         "--retry-after",

@@ -231,7 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     stats, out = result.stats, result.out
-    print(summary_line(stats, out, time.monotonic() - started, result.rows))
+    free = options.backend_for(checked.spec) == "local"
+    print(summary_line(stats, out, time.monotonic() - started, result.rows, free=free))
     if result.over_cap:  # the cap holds at each submission by estimates
         _err(
             f"runner: note: {out} has committed {usd_text(stats.committed_usd or 0)}, over its "

@@ -41,9 +41,13 @@ class Progress:
             self._bar.close()
 
 
-def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None = None) -> str:
+def summary_line(
+    stats: RunStats, out: Path, seconds: float, total: int | None = None, *, free: bool = False
+) -> str:
     """Rows apart from submissions: "20 requests: 18 ok, 2 failed; 23 submissions (3 refused
-    with 429)". A row already done counts as ok; `submissions` includes refused ones."""
+    with 429)". A row already done counts as ok; `submissions` includes refused ones. `free`:
+    an offline run (backend local), where a submission sent again costs nothing."""
+    again = "sent again" if free else "possibly charged twice"
     ok, failed = stats.ok + stats.skipped, stats.failed + stats.failed_before
     rows = [f"{ok} ok", f"{failed} failed"]
     if stats.skipped:
@@ -64,7 +68,7 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
         rows.append(f"{total - reached} not run")
     if stats.flagged_before:  # an earlier run killed mid-send said so only in its own summary
         flagged = counted(stats.flagged_before, "submission")
-        rows.append(f"{flagged} in the folder possibly charged twice")
+        rows.append(f"{flagged} in the folder {again}")
     sends = counted(stats.submissions, "submission")
     if stats.refused:
         refused = ", ".join(
@@ -75,7 +79,7 @@ def summary_line(stats: RunStats, out: Path, seconds: float, total: int | None =
     if stats.resumed:
         more.append(f"{stats.resumed} resumed")
     if stats.possible_duplicates:
-        more.append(f"{stats.possible_duplicates} possibly charged twice")
+        more.append(f"{stats.possible_duplicates} {again}")
     if stats.usd is not None:
         more.append(
             f"about {usd_text(stats.usd)} spent ({stats.megapixels} MP)"
@@ -129,6 +133,12 @@ def stop_lines(stats: RunStats) -> list[str]:
         said = f"runner: stopped: {stop.reason}. Fix the key and run the same command again."
     elif stop.kind is StopKind.UNREACHABLE:
         said = f"runner: stopped: {stop.reason}"  # it says how to go on (a HINT)
+    elif stop.kind is StopKind.CANNOT_WRITE:
+        said = (
+            f"runner: stopped: {stop.reason}; no more submissions (what the journal holds is "
+            "kept). HINT: free space on that disk (or make the folder writable), then run the "
+            "same command again to resume"
+        )
     else:
         said = (
             f"runner: stopped: {stop.reason}; no more submissions (what was sent is journaled). "

@@ -6,9 +6,10 @@ it asks the policies beside it: the input guard (what was validated is what is s
 spending cap and the gate (rate, 429 pause); each call is retried per retry.py.
 
 A stop (stops.py: the stop event, a refused key, a server no submission could reach, a changed
-input, the cap) ends new submissions: the first one wins, the calls under way end (so none is
-left "maybe sent"), the requests in flight finish, and the run returns with RunStats.stop. Only
-ManifestError and cancellation end the run at once."""
+input, the cap, a write into the run folder that failed) ends new submissions: the first one
+wins, the calls under way end (so none is left "maybe sent"), the requests in flight finish, and
+the run returns with RunStats.stop. Only another ManifestError and cancellation end the run at
+once."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from ..errors import (
     GridError,
     InputChanged,
     ServerUnreachable,
+    WriteFailed,
 )
 from ..folder.journal import (
     FAILED,
@@ -154,6 +156,10 @@ class Executor:
         await stop.wait()
         self._stop(Stop(StopKind.INTERRUPTED, "the run was asked to stop"))
 
+    def halt(self, stop: Stop) -> None:
+        """Stop the run from beside the loop (stats.json could not be written): as _stop."""
+        self._stop(stop)
+
     def _stop(self, stop: Stop) -> None:
         """The run stops: no new submissions; requests in flight go on. The first stop wins."""
         if self.stats.stop is None:
@@ -241,7 +247,10 @@ class Executor:
         """Repair, poll or send one row, until it is journaled ok or failed, or the run stops."""
         key = row.key
         if action is Action.REPAIR:
-            await self._repair(key, self._damaged[key])
+            try:
+                await self._repair(key, self._damaged[key])
+            except WriteFailed as error:  # the row stays as its journal says
+                self._stop(stop_for(error))
             return
         try:
             request = row.request()
@@ -269,14 +278,26 @@ class Executor:
             flight.uncertain = SENT_AGAIN
         self.stats.in_flight += 1
         try:
+            await self._settle(flight)
+        except Stopped:
+            pass  # the run stopped before this request's next submission: it stays as it is
+        except (BackendError, InputChanged, WriteFailed) as error:  # a refused key, a full disk...
+            self._stop(stop_for(error))  # the row stays as its journal says: resumable
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _settle(self, flight: InFlight) -> None:
+        """Send or poll a row until it is journaled ok or failed."""
+        key = flight.request.key
+        try:
             reply = await self._until_result(flight)
             outputs, extras = await self._save(key, reply)
-            self._journal.append(flight.record(OK, outputs=outputs, result=extras))
+            self._write(flight, OK, outputs=outputs, result=extras)
             self._open.pop(key, None)
             self.stats.ok += 1
             self._notify("ok", self.stats)
         except Failed as failure:
-            self._journal.append(flight.record(FAILED, error=failure.info))
+            self._write(flight, FAILED, error=failure.info)
             self._open.pop(key, None)
             self.stats.failed += 1
             kind, status = failure.info["type"], failure.info["http_status"]
@@ -284,12 +305,16 @@ class Executor:
             taken = flight.handle.request_id if flight.handle is not None else None
             self.stats.fetchable += fetchable(FAILED, kind, status, taken)
             self._notify("failed", self.stats)
-        except Stopped:
-            pass  # the run stopped before this request's next submission: it stays as it is
-        except (BackendError, InputChanged) as error:  # a refused key, an unreachable server...
-            self._stop(stop_for(error))
-        finally:
-            self.stats.in_flight -= 1
+
+    def _write(self, flight: InFlight, status: str, **extra: Any) -> None:
+        """Journal the row's next line; when it cannot be written (WriteFailed), the row stays
+        as its journal says (what a resume does with it, and what the stop's note tells)."""
+        line = flight.record(status, **extra)
+        try:
+            self._journal.append(line)
+        except WriteFailed:
+            flight.take_back()
+            raise
 
     def _flight(self, request: Request, state: KeyState | None) -> InFlight:
         """A new flight for a row, with what the row counts against the cap so far: for a
@@ -389,7 +414,7 @@ class Executor:
             flight, lambda b: self._client.submit(endpoint, b, headers)
         )
         flight.submitted_at = utc_now()
-        self._journal.append(flight.record(SUBMITTED))
+        self._write(flight, SUBMITTED)
         self._open[flight.request.key] = flight
 
     async def _run_sync(self, flight: InFlight) -> Reply:
@@ -456,13 +481,28 @@ class Executor:
             flight.uncertain = None
         flight.attempts += 1
         self.stats.submitted += 1
-        self._journal.append(flight.record(SUBMITTING))
+        try:
+            self._write(flight, SUBMITTING)
+        except WriteFailed:  # not sent, and not to be counted
+            self._uncount(flight)
+            raise
         self._open[flight.request.key] = flight
 
     def _refused(self, flight: InFlight, reason: str, error: Exception) -> None:
         """Undo what _admit counted: a refused submission charged nothing. The
         journal goes back to the row's state before it (`submitting` when an earlier ambiguous
         send may still have been accepted, else `refused`: sent as new on resume)."""
+        self._uncount(flight)
+        self.stats.refused[reason] += 1
+        status = error.http_status if isinstance(error, CallError | AuthError) else None
+        info = error_info("refused", self._client.redact(str(error)), status)
+        again = flight.uncertain is not None
+        self._write(flight, SUBMITTING if again else REFUSED, error=info)
+        if flight.handle is None:
+            self._open.pop(flight.request.key, None)
+
+    def _uncount(self, flight: InFlight) -> None:
+        """Undo what _admit counted for a submission that did not go out."""
         if flight.counted_duplicate is not None:
             flight.duplicates -= 1
             self.stats.possible_duplicates -= 1
@@ -471,13 +511,6 @@ class Executor:
         flight.counted_duplicate = None
         flight.attempts -= 1
         self.stats.submitted -= 1
-        self.stats.refused[reason] += 1
-        status = error.http_status if isinstance(error, CallError | AuthError) else None
-        info = error_info("refused", self._client.redact(str(error)), status)
-        again = flight.uncertain is not None
-        self._journal.append(flight.record(SUBMITTING if again else REFUSED, error=info))
-        if flight.handle is None:
-            self._open.pop(flight.request.key, None)
 
     def _after_failed_send(
         self, flight: InFlight, error: CallError, decision: Decision, last: bool

@@ -1,7 +1,7 @@
 """Downloaded outputs: checks that bytes are an image, names the file from the request key only
 (never from a server-given name), writes it atomically as OUT/images/<first two hex digits of
 the key>/<key>-<n>.<ext>, and describes it (sha256, width, height, content type) for the
-manifest. A failed write is a ManifestError.
+manifest. A failed write is a WriteFailed (the run stops).
 
 The 256 sub-folders keep every folder under ~10,000 files up to ~2.5 million outputs (file
 systems, file browsers and the Hugging Face Hub all slow down or refuse beyond that). Readers
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import ManifestError
+from ..errors import cannot_write
 from ..folder.journal import OutputFile
 from ..folder.names import IMAGES
 
@@ -83,7 +83,7 @@ def save_image(out_dir: Path, key: str, index: int, data: bytes) -> OutputFile:
     except OSError as exc:  # a full disk stops the run; the journal says what is left to do
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)  # no half-written file left behind
-        raise ManifestError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise cannot_write(target, exc) from None
     return OutputFile(
         file=f"{shard}/{name}",
         sha256=hashlib.sha256(data).hexdigest(),

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..endpoints import Endpoint, get_endpoint
-from ..errors import UsageError
+from ..errors import UsageError, WriteFailed
 from ..folder.journal import Journal, KeyState, Record, RunLine, append_run, utc_now
 from ..folder.lock import locked
 from ..folder.names import MANIFEST
@@ -44,7 +44,7 @@ from .repair import find_damaged
 from .settings import RunOptions, RunSettings, with_overrides
 from .spending import Billed, Budget, Paid, check_priced, paid_from
 from .spendingcap import SpendingCap
-from .stops import Stop
+from .stops import Stop, stop_for
 from .tracking import RunStats, stats_document
 
 OnEvent = Callable[[str, RunStats], None]
@@ -235,21 +235,38 @@ def _check_ahead(
 
 
 def _refuse_other_backends(settings: RunSettings, journal: Journal, server: str | None) -> None:
-    """A row counts as done only for the backend that made it: rather than mixing two
-    backends' results in one folder (where `report` and `export` could not tell them apart),
-    a run refuses a folder that holds another backend's rows."""
+    """A row counts as done only for the backend (and fal server) that made it: rather than
+    mixing two backends' results in one folder (where `report` and `export` could not tell
+    them apart), a run refuses a folder that holds another backend's or server's rows."""
     for (backend, other), rows in journal.origins().items():
         same_server = other == server or None in (other, server)  # unrecorded: trusted
         if backend is None or (backend == settings.backend and same_server):
             continue
         theirs = _label(backend, other)
         ours = _label(settings.backend, server)
-        suggestion = _shown(settings.out.with_name(f"{settings.out.name}-{settings.backend}"))
+        if backend == settings.backend:  # the same backend, another fal server
+            clash = "another server's results never count as this one's"
+            suffix = _server_name(server)
+        else:
+            clash = "another backend's results never count as this one's"
+            suffix = settings.backend
+        suggestion = _shown(settings.out.with_name(f"{settings.out.name}-{suffix}"))
         raise UsageError(
             f"{settings.out} holds {rows} rows made by {theirs}; this run uses {ours}, and "
-            f"another backend's results never count as this one's. HINT: give it its own "
-            f"folder: --out {suggestion}"
+            f"{clash}. HINT: give it its own folder: --out {suggestion}"
         )
+
+
+def _server_name(server: str | None) -> str:
+    """A server's origin as a folder name says it: `queue.fal.run`, `127.0.0.1-8080`."""
+    parts = urlsplit(server or "")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    name = (parts.hostname or "server").replace(":", "-")  # an IPv6 address
+    return name if port in (None, default) else f"{name}-{port}"
 
 
 def _shown(path: Path) -> str:
@@ -294,7 +311,10 @@ async def _run_locked(
             shard=settings.shard,
             report=dict(settings.report) if settings.report else None,
         )
-        append_run(settings.out, {**info, "event": "start"})
+        try:
+            append_run(settings.out, {**info, "event": "start"})
+        except WriteFailed as error:  # a full disk: the run stops before it starts
+            return RunStats(rows=settings.validated_requests, stop=stop_for(error))
         concurrency = settings.execution.concurrency
         if settings.validated_requests is not None:  # never more connections (or workers) than rows
             concurrency = max(1, min(concurrency, settings.validated_requests))
@@ -322,6 +342,7 @@ async def _run_locked(
                         lambda: stats_document(
                             stats_now, info, time.monotonic() - started, False, client.rate_limited
                         ),
+                        lambda error: executor.halt(stop_for(error)) if executor else None,
                     )
                 )
                 try:
@@ -332,7 +353,8 @@ async def _run_locked(
             stats = executor.stats if executor else RunStats()
             seen_429 = executor.client.rate_limited if executor else 0
             elapsed = time.monotonic() - started
-            write_stats(settings.out, stats_document(stats, info, elapsed, True, seen_429))
+            document = stats_document(stats, info, elapsed, True, seen_429)
+            _write_last(stats, lambda: write_stats(settings.out, document))
             end = RunLine(
                 event="end",
                 finished=utc_now(),
@@ -346,7 +368,18 @@ async def _run_locked(
                 interrupted=stats.interrupted,
                 stop_reason=stats.stop_reason,
             )
-            append_run(settings.out, {**info, **end})
+            _write_last(stats, lambda: append_run(settings.out, {**info, **end}))
+
+
+def _write_last(stats: RunStats, write: Callable[[], None]) -> None:
+    """One of the run's last writes (stats.json, runs.jsonl's end line): best effort, never
+    raised over what ended the run. One that fails is the run's stop when it had none: the
+    folder no longer says what the run did, and the same command writes it again."""
+    try:
+        write()
+    except WriteFailed as error:
+        if stats.stop is None:
+            stats.stop = stop_for(error)
 
 
 def _price(settings: RunSettings) -> float | None:

@@ -159,6 +159,8 @@ class InFlight:
         self.submitted_at: str | None = None  # wall clock of the last accepted submission
         self.status: str | None = None  # the row's status in the journal (its last line)
         self._journaled: dict[str, Any] | None = None  # the last line's changing fields
+        # what record() changed, for take_back: status, counted, _journaled before it
+        self._undo: tuple[str | None, int, dict[str, Any] | None] = (None, counted, None)
 
     def record(self, status: str, **extra: Any) -> Record:
         """The journal line for `status`: the full record the first time, afterwards the key,
@@ -174,6 +176,7 @@ class InFlight:
         if self.resubmitted:
             changing["resubmitted"] = list(self.resubmitted)
         changing.update(extra)
+        self._undo = (self.status, self.counted, self._journaled)
         self._count(status, extra)
         self.status = status
         before, self._journaled = self._journaled, changing
@@ -187,6 +190,14 @@ class InFlight:
             if name in _ALWAYS or before.get(name, _MISSING) != value:
                 line[name] = value
         return line  # type: ignore[return-value]
+
+    def take_back(self) -> None:
+        """The line the last record() made was not written (WriteFailed): the row is as its
+        journal says, and counts what it counted before."""
+        self.status, counted, self._journaled = self._undo
+        change, self.counted = counted - self.counted, counted
+        if self._on_spend is not None:
+            self._on_spend(change, 0)  # an output received was paid for all the same
 
     def will_count(self, duplicates: int) -> int:
         """What the row would count once a submission goes out with `duplicates`."""

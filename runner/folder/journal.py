@@ -20,17 +20,19 @@ can lose the last second of lines; a lost `submitted` line means that request is
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from io import FileIO
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, NotRequired, Protocol, TypedDict
 
-from ..errors import ManifestError
+from ..errors import ManifestError, cannot_write
 from ..keys import KEY_HEX
 from .names import MANIFEST, RUNS
 from .outputcheck import HELPER_FROM, HelperFailed, OutputCheck
@@ -410,7 +412,9 @@ class Journal:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._drop_torn_tail()
-            self._fh: BinaryIO = self.path.open("ab")
+            # unbuffered: each line is one write of its own, so a failed one can be taken back
+            self._fh: FileIO = self.path.open("ab", buffering=0)
+            self._size = os.fstat(self._fh.fileno()).st_size
         except OSError as exc:
             raise ManifestError(
                 f"cannot write to the output folder {out_dir}: {exc.strerror or exc}"
@@ -450,17 +454,23 @@ class Journal:
         return +made
 
     def append(self, record: Record) -> None:
+        """Write one line; WriteFailed (a full disk...) leaves the journal as it was."""
         record["time"] = utc_now()
+        line = encode(record)
         try:
-            self._fh.write(encode(record))
-            self._fh.flush()
-            if time.monotonic() - self._last_sync > FSYNC_INTERVAL:
-                os.fsync(self._fh.fileno())
-                self._last_sync = time.monotonic()
+            _write_all(self._fh, line)
         except OSError as exc:
-            raise ManifestError(
-                f"cannot write the journal {self.path}: {exc.strerror or exc}"
-            ) from None
+            # a line cut short would run into the next one written (space freed meanwhile)
+            with contextlib.suppress(OSError):
+                self._fh.truncate(self._size)
+            raise cannot_write(f"the journal {self.path}", exc) from None
+        self._size += len(line)
+        if time.monotonic() - self._last_sync > FSYNC_INTERVAL:
+            try:
+                os.fsync(self._fh.fileno())
+            except OSError as exc:  # the line is written; the device may not keep it
+                raise cannot_write(f"the journal {self.path}", exc) from None
+            self._last_sync = time.monotonic()
 
     def close(self, keep_empty: bool = True) -> None:
         """`keep_empty=False`: a journal this object created and nobody wrote to is removed
@@ -520,9 +530,29 @@ def read_runs(out_dir: Path) -> list[RunLine]:
 
 
 def append_run(out_dir: Path, info: RunLine) -> None:
-    """One line per invocation in OUT/runs.jsonl: spec hash, tool version, counts."""
+    """One line per invocation in OUT/runs.jsonl: spec hash, tool version, counts. A failed
+    write (WriteFailed) leaves the file as it was."""
+    line = (json.dumps(info, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
     try:
-        with (out_dir / RUNS).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(info, ensure_ascii=False, separators=(",", ":")) + "\n")
+        with (out_dir / RUNS).open("ab", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            try:
+                _write_all(fh, line)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    fh.truncate(size)  # no torn line for the next run's to run into
+                raise
     except OSError as exc:
-        raise ManifestError(f"cannot write {out_dir / RUNS}: {exc.strerror or exc}") from None
+        raise cannot_write(out_dir / RUNS, exc) from None
+
+
+def _write_all(fh: BinaryIO | FileIO, data: bytes) -> None:
+    """All of `data`, however many writes an unbuffered file takes (a nearly full disk
+    takes part of it, then fails)."""
+    view = memoryview(data)
+    while view:
+        written = fh.write(view)
+        if not written:  # a regular file says why it takes nothing; be safe all the same
+            raise OSError(errno.EIO, "the file took none of the line")
+        view = view[written:]
+    fh.flush()

@@ -24,6 +24,9 @@ from .sources import ListSource, Source, axis_source
 from .templates import TemplateError, has_template, literal_hint, parse, undefined_message
 
 REPEAT_HINT = "HINT: to repeat a request, sweep 'seed'"
+# A name this long found inside a field's is taken for it (`steps`); a shorter one (`b`, `in`)
+# is inside too many names to mean one.
+MEANT_PART = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ class RowGrid:
         ]
         # Per name, the names its templates read (None: an axis's fields cannot be seen).
         self.uses: dict[str, set[str]] | None = None
+        self._unsent: list[str] = []  # defaults no request carries, in any form
         if not any(getattr(s, "opaque", False) for _, s in self.axes):
             before = len(self._problems)
             uses, reads = self._check_templates(owner)
@@ -113,6 +117,7 @@ class RowGrid:
             if len(self._problems) == before:  # a misspelt name makes its axis look unused
                 self._check_unused(used, reads)
                 self._check_typos(used)
+                self._unsent = [k for k in self.defaults if k not in self.fields and k not in used]
         self.templated = frozenset(
             k for k in self.product_keys & set(self.fields) if self._may_template(k, owner.get(k))
         )
@@ -149,8 +154,16 @@ class RowGrid:
 
     def warnings(self) -> list[tuple[SpecPath, str]]:
         """(where, what) for what is suspicious but allowed, known once the grid is built: a
-        {files} glob's broken symbolic links (skipped)."""
-        found: list[tuple[SpecPath, str]] = []
+        {files} glob's broken symbolic links (skipped); a default that is no field and that no
+        template reads (a constant kept for the journal's vars, or a field name mistyped)."""
+        found: list[tuple[SpecPath, str]] = [
+            (
+                ("defaults", key),
+                f"defaults key {key!r} is not sent: it is no input of {self.endpoint_id} and no "
+                f"template reads it{self._did_you_mean(key)}; it is only kept in each row's vars",
+            )
+            for key in self._unsent
+        ]
         for _, source in self.axes:
             broken = getattr(source, "broken", ())  # a {files} glob's dangling matches
             if broken:
@@ -323,13 +336,18 @@ class RowGrid:
                     self._problems.append(GridError(unread, path))
 
     def _unused(self, what: str, key: str) -> str:
-        close = difflib.get_close_matches(key, list(self.fields), n=1, cutoff=0.6)
-        close = close or [f for f in self.fields if key in f]
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         return (
             f"{what} {key!r} is no input of {self.endpoint_id} and no template uses it, so it "
-            f"changes no request{hint}; {REPEAT_HINT}"
+            f"changes no request{self._did_you_mean(key)}; {REPEAT_HINT}"
         )
+
+    def _did_you_mean(self, key: str) -> str:
+        """The note `(did you mean 'guidance_scale'?)` for a name close to a field's or part
+        of one (a prefix like `guidance`, `steps` of `num_inference_steps`), else nothing."""
+        close = difflib.get_close_matches(key, list(self.fields), n=1, cutoff=0.6)
+        if len(key) >= MEANT_PART:
+            close = close or [f for f in self.fields if key in f]
+        return f" (did you mean {close[0]!r}?)" if close else ""
 
     def _check_typos(self, used: Collection[str]) -> None:
         """A variable in defaults that nobody reads and that looks like a field is misspelt."""

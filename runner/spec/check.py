@@ -166,9 +166,8 @@ def _expand(
         where: SpecPath = (
             ("limits", "max_requests") if spells_out(spec, ("limits",)) else ("matrix",)
         )
-        limit = f"more than limits.max_requests ({spec.max_requests})"
         size = f"at least {walked.n}" if walked.n >= cap else str(walked.n)
-        located.add(where, f"the grid has {size} requests, {limit}")
+        located.add(where, too_many(size, spec.max_requests))
     if not located.errors:
         keys = scanned.keys
         positions: array[int] | None = scanned.positions
@@ -184,6 +183,14 @@ def _expand(
         walked.warnings = grid.warnings() + engine.warnings()
         walked.costs = _costs(engine, states)
     return walked
+
+
+def too_many(size: str, limit: int) -> str:
+    """The error of a grid with more requests than limits.max_requests; `size`: how many."""
+    return (
+        f"the grid has {size} requests, more than limits.max_requests ({limit}). HINT: raise "
+        "limits.max_requests if you mean it, or take a part with sample: {n: ...}"
+    )
 
 
 def _may_repeat(engine: Engine, scanned: _Scanned) -> bool:
