@@ -52,6 +52,13 @@ def test_a_stopped_run_tells_rows_sent_and_unfinished_from_rows_not_run():
         "by request id, without paying again) and 1 got no answer to its submission (the next "
         "run sends it again, counted as possibly charged twice)"
     )
+    # offline, the emulator that took the submitted one ended with the run: both are sent
+    # again, at no cost, and nothing is said to be polled or charged
+    assert in_flight_note(stats, free=True) == (
+        "of 3 requests in flight, 1 finished, 1 is journaled as submitted (the emulator ended "
+        "with this run: the next run sends it again, free) and 1 got no answer to its "
+        "submission (the next run sends it again, free)"
+    )
 
 
 def test_an_offline_run_says_sent_again_where_fal_may_charge_twice():

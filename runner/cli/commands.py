@@ -279,7 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{'it' if one else 'them'}"
         )
     if result.stop is not None:
-        for line in stop_lines(stats):
+        for line in stop_lines(stats, free=free):
             _err(line)
         return EXIT_STOPPED
     if stats.unfetched:

@@ -91,10 +91,11 @@ def summary_line(
     )
 
 
-def in_flight_note(stats: RunStats) -> str:
+def in_flight_note(stats: RunStats, *, free: bool = False) -> str:
     """What became of the requests in flight when the run stopped (all of them are journaled):
     finished, still queued on the server (polled next time) or sent with no answer (sent again
-    next time, which may pay twice)."""
+    next time, which may pay twice). `free`: an offline run, whose emulator ends with it, so
+    the next run sends both kinds again, at no cost."""
     n = stats.in_flight_at_stop
     if n == 0:
         return "no request was in flight"
@@ -106,29 +107,33 @@ def in_flight_note(stats: RunStats) -> str:
     said = [f"{max(0, n - queued - unanswered)} finished"]
     if queued:
         one = queued == 1
-        said.append(
-            f"{queued} {'is' if one else 'are'} journaled as submitted (the next run polls "
-            f"{'it' if one else 'them'} by request id, without paying again)"
+        then = (
+            f"the emulator ended with this run: the next run sends {'it' if one else 'them'} "
+            "again, free"
+            if free
+            else f"the next run polls {'it' if one else 'them'} by request id, without paying again"
         )
+        said.append(f"{queued} {'is' if one else 'are'} journaled as submitted ({then})")
     if unanswered:
         one = unanswered == 1
         said.append(
             f"{unanswered} got no answer to {'its' if one else 'their'} submission (the next "
-            f"run sends {'it' if one else 'them'} again, counted as possibly charged twice)"
+            f"run sends {'it' if one else 'them'} again"
+            + (", free)" if free else ", counted as possibly charged twice)")
         )
     return f"of {counted(n, 'request')} in flight, {', '.join(said[:-1])} and {said[-1]}"
 
 
-def stop_lines(stats: RunStats) -> list[str]:
+def stop_lines(stats: RunStats, *, free: bool = False) -> list[str]:
     """Why the run stopped early (stats.stop) and how to go on, and what became of the
-    requests in flight: the lines `runner run` prints before it exits 3."""
+    requests in flight: the lines `runner run` prints before it exits 3. `free`: an offline
+    run (in_flight_note)."""
     stop = stats.stop
     if stop is None:
         return []
     if stop.kind is StopKind.INTERRUPTED:
-        return [
-            f"runner: interrupted; {in_flight_note(stats)}. Run the same command again to resume."
-        ]
+        note = in_flight_note(stats, free=free)
+        return [f"runner: interrupted; {note}. Run the same command again to resume."]
     if stop.kind is StopKind.REFUSED_KEY:
         said = f"runner: stopped: {stop.reason}. Fix the key and run the same command again."
     elif stop.kind is StopKind.UNREACHABLE:
@@ -145,7 +150,7 @@ def stop_lines(stats: RunStats) -> list[str]:
             "Once that is dealt with, run again to go on."
         )
     if stats.unfinished or stats.unanswered:
-        return [said, f"runner: {in_flight_note(stats)}"]
+        return [said, f"runner: {in_flight_note(stats, free=free)}"]
     return [said]
 
 
