@@ -10,6 +10,7 @@ from pathlib import Path
 from ..execution.spending import usd_text
 from ..execution.stops import StopKind
 from ..execution.tracking import RunStats
+from ..folder.names import MANIFEST
 from ..words import counted
 
 
@@ -86,9 +87,7 @@ def summary_line(
             + _up_to(stats, ", {} if every uncertain submission was charged")
         )
     head = f"{counted(total, 'request')}: " if total is not None else ""
-    return (
-        f"{head}{', '.join(rows)}; {', '.join(more)} in {seconds:.2f} s -> {out / 'manifest.jsonl'}"
-    )
+    return f"{head}{', '.join(rows)}; {', '.join(more)} in {seconds:.2f} s -> {out / MANIFEST}"
 
 
 def in_flight_note(stats: RunStats, *, free: bool = False) -> str:
