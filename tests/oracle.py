@@ -8,7 +8,8 @@ contract's order:
 
 It is slow (15-20 us a row) and meant to be obviously right: runner's engine must give the same
 requests, keys, costs, counts and errors (tests/test_engine.py). It uses runner's primitives
-(sources, templates, keys, LocalFiles, Pricing, the input checker, RowGrid's static checks).
+(sources, templates, keys, LocalFiles, Pricing, the input checker, and validation's checks
+before expansion, `checked_grid`: the defaults' fixed fields and RowGrid's static checks).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from runner.endpoints import Endpoint, get_endpoint
-from runner.errors import GridError, GridErrors
+from runner.errors import GridError
 from runner.grid.expand import Collapsed
 from runner.grid.localfiles import LocalFiles
 from runner.grid.plan import Cost, Pricing
 from runner.grid.rowgrid import Row, RowGrid
 from runner.grid.sources import Source
 from runner.grid.templates import TemplateError, has_template, render
-from runner.keys import KeySet, canonical, canonical_json, is_url, request_key
+from runner.keys import KeySet, canonical_json, is_url, request_key
 from runner.models import Request, Spec
 from runner.spec import check as validate
 from runner.spec.check import Checked, too_many
@@ -296,19 +297,7 @@ def check(
     endpoint = get_endpoint(spec.endpoint)
     assert endpoint is not None
     inputs = InputSchemaChecker(endpoint)
-    for key, value in canonical(dict(spec.defaults)).items():
-        if key in endpoint.fields and not has_template(value):
-            for message in inputs.field_problems(key, value):
-                found.add(("defaults", key), message)
-    grid = None
-    if loaded.grid_ok:
-        try:
-            grid = RowGrid(spec, endpoint, loaded.broken_axes)
-        except GridErrors as exc:
-            for e in exc.errors:
-                found.add(e.path, e.message)
-        except GridError as exc:
-            found.add(exc.path, exc.message)
+    grid = validate.checked_grid(loaded, spec, endpoint, inputs, found)
     n, remote = 0, 0
     first: tuple[Request, ...] = ()
     hits: list[int] = []

@@ -21,7 +21,7 @@ from ..grid.templates import has_template
 from ..keys import canonical
 from ..models import Request, Spec
 from .inputs import InputSchemaChecker, not_an_image
-from .load import read_spec
+from .load import Loaded, read_spec
 from .located import LocatedErrors, spells_out
 
 SCAN_BLOCK = 1 << 16  # rows taken from the engine's scan at a time
@@ -74,19 +74,7 @@ def check(
     assert endpoint is not None  # read_spec reports unknown endpoints
     snapshot = InputSnapshot.take(spec)  # before the grid reads them: a later edit is caught
     inputs = InputSchemaChecker(endpoint)
-    for key, value in canonical(dict(spec.defaults)).items():
-        if key in endpoint.fields and not has_template(value):  # templates: checked per row
-            for message in inputs.field_problems(key, value):
-                located.add(("defaults", key), message)
-    grid = None
-    if loaded.grid_ok:
-        try:
-            grid = RowGrid(spec, endpoint, loaded.broken_axes)
-        except GridErrors as exc:
-            for e in exc.errors:
-                located.add(e.path, e.message)
-        except GridError as exc:
-            located.add(exc.path, exc.message)
+    grid = checked_grid(loaded, spec, endpoint, inputs, located)
     walked = _Walked()
     if grid is not None and loaded.expand_ok:
         walked = _expand(spec, endpoint, grid, inputs, located, collapsed, preview)
@@ -106,6 +94,32 @@ def check(
         walked.rows,
         walked.costs,
     )
+
+
+def checked_grid(
+    loaded: Loaded,
+    spec: Spec,
+    endpoint: Endpoint,
+    inputs: InputSchemaChecker,
+    located: LocatedErrors,
+) -> RowGrid | None:
+    """The checks before expansion, each problem added to `located`: the defaults' fixed
+    endpoint fields against the input schema (templated ones are checked per row), then the
+    grid's structure. None when the grid cannot be built."""
+    for key, value in canonical(dict(spec.defaults)).items():
+        if key in endpoint.fields and not has_template(value):
+            for message in inputs.field_problems(key, value):
+                located.add(("defaults", key), message)
+    if not loaded.grid_ok:
+        return None
+    try:
+        return RowGrid(spec, endpoint, loaded.broken_axes)
+    except GridErrors as exc:
+        for e in exc.errors:
+            located.add(e.path, e.message)
+    except GridError as exc:
+        located.add(exc.path, exc.message)
+    return None
 
 
 @dataclass
