@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from ..errors import CallError
 from ..folder.journal import FAILED, OutputFile, Record, current_records, read_records
+from ..folder.outputcheck import output_intact
 from .falapi import FalClient
 from .outputs import MAX_OUTPUT_BYTES, NotAnImage, save_image
 from .retry import is_passing
@@ -33,17 +33,6 @@ def find_damaged(out_dir: Path, keys: set[str]) -> dict[str, Record]:
     if not keys:
         return {}
     return {k: r for k, r in current_records(read_records(out_dir)).items() if k in keys}
-
-
-def _intact(out: Path, output: Any) -> bool:
-    if not isinstance(output, dict) or not isinstance(output.get("file"), str):
-        return True  # nothing this runner wrote: nothing to check
-    try:
-        size = os.stat(out / output["file"]).st_size
-    except OSError:
-        return False
-    want = output.get("bytes")
-    return not isinstance(want, int) or size == want
 
 
 @dataclass(frozen=True)
@@ -63,7 +52,7 @@ async def repair(
     outputs: list[OutputFile] = []
     key = record["key"]
     for index, output in enumerate(record.get("outputs", [])):
-        if _intact(out, output):
+        if output_intact(out, output):
             outputs.append(output)
             continue
         url = output.get("url")

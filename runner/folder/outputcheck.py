@@ -84,6 +84,17 @@ def _intact(folder: bytes, files: Iterable[tuple[bytes, int]]) -> bool:
     return True
 
 
+def output_intact(out_dir: Path, output: object) -> bool:
+    """One journaled output (its `file` and recorded `bytes`) by the rule the journal's read
+    applies to every ok line (_intact). An output that names no file is nothing this runner
+    wrote: nothing to check."""
+    if not isinstance(output, dict) or not isinstance(output.get("file"), str):
+        return True
+    size = output.get("bytes")
+    folder = os.fsencode(out_dir) + os.sep.encode()
+    return _intact(folder, [(os.fsencode(output["file"]), size if type(size) is int else -1)])
+
+
 class OutputCheck:
     """Checks the outputs of the ok lines shown to it, in journal order."""
 
