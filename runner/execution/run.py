@@ -35,6 +35,7 @@ from ..models import GivenRow, Request, RunRow
 from ..spec.check import Checked, check
 from ..urls import is_loopback
 from ..version import __version__
+from ..words import shown_path
 from .backends import backend_server, fal_server
 from .decision import decide
 from .executor import Executor
@@ -250,7 +251,7 @@ def _refuse_other_backends(settings: RunSettings, journal: Journal, server: str 
         else:
             clash = "another backend's results never count as this one's"
             suffix = settings.backend
-        suggestion = _shown(settings.out.with_name(f"{settings.out.name}-{suffix}"))
+        suggestion = shown_path(settings.out.with_name(f"{settings.out.name}-{suffix}"))
         raise UsageError(
             f"{settings.out} holds {rows} rows made by {theirs}; this run uses {ours}, and "
             f"{clash}. HINT: give it its own folder: --out {suggestion}"
@@ -267,14 +268,6 @@ def _server_name(server: str | None) -> str:
     default = {"https": 443, "http": 80}.get(parts.scheme)
     name = (parts.hostname or "server").replace(":", "-")  # an IPv6 address
     return name if port in (None, default) else f"{name}-{port}"
-
-
-def _shown(path: Path) -> str:
-    """A folder as the user would type it: relative to the working folder when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except (ValueError, OSError):
-        return str(path)
 
 
 def _label(backend: str, server: str | None) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..keys import file_sha256
 from ..models import Spec
+from ..words import shown_path
 
 _TEXT_SOURCES = ("lines", "csv", "jsonl")
 
@@ -69,12 +70,12 @@ class InputSnapshot:
         for path, before in self._files.items():
             now = _stat(path)
             if now is None:
-                return f"{_shown(path)} was removed or became unreadable during the run"
+                return f"{shown_path(path)} was removed or became unreadable during the run"
             if (now.st_size, now.st_mtime_ns) == (before.size, before.mtime_ns):
                 continue
             again = _fingerprint(path)
             if again.sha256 != before.sha256 or again.size != before.size:
-                return f"{_shown(path)} changed during the run"
+                return f"{shown_path(path)} changed during the run"
             self._files[path] = again  # touched, same bytes: remember the new stat
         if globs:
             for (base, pattern), before_matches in self._globs.items():
@@ -94,7 +95,7 @@ class InputSnapshot:
         for path in itertools.chain(also, matched):
             now = _stat(path)
             if now is not None and now.st_mtime_ns > self._taken_ns:
-                return f"{_shown(path)} changed during the run"
+                return f"{shown_path(path)} changed during the run"
         return None
 
 
@@ -120,11 +121,3 @@ def _matches(base: Path, pattern: str) -> tuple[str, ...]:
     # The same listing as the {files} source makes (sources.FilesSource).
     found = glob.glob(pattern, root_dir=base, recursive=True)
     return tuple(sorted(p for p in found if os.path.isfile(os.path.join(base, p))))
-
-
-def _shown(path: Path) -> str:
-    """The path as the user would type it: relative to the working folder when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except (ValueError, OSError):
-        return str(path)

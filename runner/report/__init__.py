@@ -18,6 +18,7 @@ from ..errors import ManifestError
 from ..folder.integrity import CHANGED, MISSING
 from ..folder.journal import FAILED, OK, Record, RunLine, latest, read_runs
 from ..folder.names import MANIFEST, REPORT
+from ..words import counted
 from .files import Files, InputNote
 from .layout import Layout, canon, choose_layout, values, vars_of
 from .page import CSS, Page, input_name, label
@@ -190,18 +191,14 @@ def _page(
 def _warnings(s: ReportSummary) -> list[str]:
     """What the page does not show as the run made it, in words (the CLI's line says it too)."""
     lines = [
-        f"{n} output {plural(n, 'image')} {what}: not shown"
+        f"{counted(n, 'output image')} {what}: not shown"
         for n, what in ((s.missing, "missing"), (s.changed, "changed since the run"))
         if n
     ]
     for note in s.inputs[:SHOWN_INPUTS]:
-        sent = f"{note.requests} {plural(note.requests, 'request')}"
+        sent = counted(note.requests, "request")
         then = "what it held then" if note.state == CHANGED else "it"
         lines.append(f"input {note.source} {note.what}: {sent} sent {then}, which is not shown")
     if len(s.inputs) > SHOWN_INPUTS:
         lines.append(f"and {len(s.inputs) - SHOWN_INPUTS} more inputs missing or changed")
     return lines
-
-
-def plural(n: int, word: str) -> str:
-    return word if n == 1 else word + "s"
