@@ -176,6 +176,12 @@ def test_a_resume_counts_the_requests_accepted_before_it_was_interrupted(
     assert json.loads((out / "stats.json").read_text())["committed_usd"] == 0.3
 
 
+def _errors(out):
+    """The error messages of the journal's failed lines, in order."""
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    return [x["error"]["message"] for x in lines if x.get("status") == "failed"]
+
+
 def test_retry_failed_counts_a_failed_row_that_may_have_been_charged(
     write_spec, tmp_path, fal_server, capsys
 ):
@@ -186,6 +192,8 @@ def test_retry_failed_counts_a_failed_row_that_may_have_been_charged(
     spec = write_spec(matrix={"seed": [1]}, execution={"timeout": 0.3, "mode": "sync"})
     assert fal_run(spec, out, "--max-usd", "1") == 1
     assert "about $0.00 spent (0 MP), up to $0.025 if every" in capsys.readouterr().out
+    # a sync call has no request id: nothing was cancelled, and the record does not say so
+    assert _errors(out) == ["no result within 0.3 s"]
     spec = write_spec(matrix={"seed": [1]}, execution={"timeout": 20, "mode": "sync"})
     assert fal_run(spec, out, "--max-usd", "0.01") == 1  # nothing to send without the option
     assert fal_run(spec, out, "--max-usd", "0.025", "--retry-failed") == 2
@@ -209,6 +217,7 @@ def test_retry_failed_fetches_timed_out_rows_the_server_completed_without_paying
     spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 0.3})
     assert fal_run(spec, out, "--max-usd", "1") == 1
     assert "2 of them accepted by the server" in capsys.readouterr().err
+    assert _errors(out) == ["no result within 0.3 s (cancelled on the server)"] * 2
     spec = write_spec(matrix={"seed": [1, 2]}, execution={"timeout": 20})
     # what they may have cost ($0.05) is committed; fetching their results costs nothing more
     assert fal_run(spec, out, "--max-usd", "0.05", "--retry-failed") == 0

@@ -559,13 +559,11 @@ class Executor:
                     return await self._run_sync(flight)
                 return await self._poll(flight)  # a queued request, whatever the mode now
         except TimeoutError:
-            if flight.handle is not None:
+            said = f"no result within {self._exe.timeout:g} s"
+            if flight.handle is not None:  # a queued request; a sync call has none to cancel
                 await self._client.cancel(flight.handle)
-            raise Failed(
-                error_info(
-                    "timeout", f"no result within {self._exe.timeout:g} s (cancelled on the server)"
-                )
-            ) from None
+                said += " (cancelled on the server)"
+            raise Failed(error_info("timeout", said)) from None
 
     async def _poll(self, flight: InFlight) -> Reply:
         assert flight.handle is not None
